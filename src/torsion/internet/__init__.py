@@ -1,0 +1,46 @@
+"""The reactor and what it offers: time, threads, names, TCP, start and stop.
+
+``Reactor`` is a facade over an asyncio event loop (uvloop's when installed).
+Code that needs one of its services asks for the small interface it uses:
+``Clock`` for time, ``ThreadRunner`` for threads, ``Resolver`` for names,
+``ReactorTCP`` for connections, ``ReactorCore`` for start-up and shutdown.
+``LoopingCall`` and ``defer_later`` work on any ``Clock``, including the fake
+one in ``torsion.testing``. ``react`` runs a program's main function.
+"""
+
+from torsion.internet._delayed import Clock, DelayedCall, DelayedCallOwner
+from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
+from torsion.internet._protocol import Address, Protocol, ProtocolFactory
+from torsion.internet._react import react
+from torsion.internet._reactor import Reactor, new_event_loop
+from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
+from torsion.internet._tcp import Listener, ListeningPort, ReactorTCP
+from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
+from torsion.internet._time import LoopingCall, defer_later
+
+__all__ = [
+    "Address",
+    "Clock",
+    "DelayedCall",
+    "DelayedCallOwner",
+    "Listener",
+    "ListeningPort",
+    "LoopingCall",
+    "Phase",
+    "Protocol",
+    "ProtocolFactory",
+    "Reactor",
+    "ReactorCore",
+    "ReactorTCP",
+    "Resolver",
+    "SystemEvents",
+    "SystemResolver",
+    "ThreadPool",
+    "ThreadRunner",
+    "TriggerId",
+    "blocking_call_from_thread",
+    "defer_later",
+    "is_ip_address",
+    "new_event_loop",
+    "react",
+]

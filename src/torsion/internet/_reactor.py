@@ -1,0 +1,585 @@
+"""The reactor: one object for time, threads, names, TCP and lifecycle, over asyncio.
+
+``Reactor`` is a facade over an asyncio event loop: it never touches a socket
+or a selector itself. It adds what Twisted programs expect from a reactor
+(``call_later`` handles that can be reset, system event triggers, a thread
+pool that stops with it, a pluggable resolver, ``run``/``stop`` that can be
+repeated) and exposes the loop as ``reactor.loop`` for asyncio code.
+There is no global reactor: code that needs one is given one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from torsion.defer import Deferred, ensure_deferred, succeed
+from torsion.errors import (
+    ReactorAlreadyRunningError,
+    ReactorError,
+    ReactorNotRunningError,
+)
+from torsion.internet._delayed import Clock, DelayedCall
+from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
+from torsion.internet._protocol import Address, ProtocolFactory
+from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
+from torsion.internet._tcp import Listener, ReactorTCP, connect_tcp, listen_tcp
+from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
+
+__all__ = ["Reactor"]
+
+T = TypeVar("T")
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+_log = logging.getLogger("torsion.internet")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def new_event_loop(*, uvloop: bool = True) -> asyncio.AbstractEventLoop:
+    """Return a new event loop: uvloop's if asked for and installed, else asyncio's."""
+    if uvloop:
+        try:
+            import uvloop as _uvloop  # An optional dependency.
+        except ImportError:
+            pass
+        else:
+            return _uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class Reactor:
+    """The reactor: a facade over one asyncio event loop.
+
+    Args:
+        loop: The loop to drive. If omitted, the loop running in this thread
+            is used, or else a new one is created (and owned: ``close()``
+            closes it).
+        uvloop: Whether a new loop may be uvloop's (when it is installed).
+        resolver: Resolves host names; a ``SystemResolver`` by default.
+        thread_pool: Runs ``call_in_thread`` and ``defer_to_thread`` work; a
+            ``ThreadPool()`` by default. It is stopped (and joined) when
+            ``run()`` ends and by ``close()``.
+        shutdown_timeout: Seconds that "before shutdown" triggers (and the
+            thread pool's last jobs) may hold up ``stop()``; the ones still
+            busy then are logged and shutdown goes on.
+
+    Attributes:
+        thread_pool: The worker threads (``worker_count``, ``working_count``).
+        shutdown_timeout: See above; may be changed at any time.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_at_time",
+        "_call_at",
+        "_call_later",
+        "_closed",
+        "_events",
+        "_in_run",
+        "_listeners",
+        "_loop",
+        "_owns_loop",
+        "_pending",
+        "_resolver",
+        "_signal",
+        "_started",
+        "_stopping",
+        "_thread_ident",
+        "_threads_wait",
+        "_time",
+        "shutdown_timeout",
+        "thread_pool",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        uvloop: bool = True,
+        resolver: Resolver | None = None,
+        thread_pool: ThreadPool | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        owns = False
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = new_event_loop(uvloop=uvloop)
+                owns = True
+        self._loop = loop
+        self._owns_loop = owns
+        self._closed = False
+        # The hot path (call_later, and each call firing) only touches these.
+        self._time = loop.time
+        self._call_at = loop.call_at
+        self._call_later = loop.call_later
+        # asyncio's own loops schedule by absolute time (their call_later
+        # wraps call_at); uvloop schedules by delay (its call_at wraps
+        # call_later). Use whichever is the primitive.
+        self._at_time = isinstance(loop, asyncio.BaseEventLoop)
+        self._pending: set[DelayedCall] = set()
+        self._events = SystemEvents(self)
+        self.thread_pool = thread_pool if thread_pool is not None else ThreadPool()
+        self._resolver: Resolver = resolver if resolver is not None else SystemResolver(self)
+        self._listeners: set[Listener] = set()
+        self.shutdown_timeout = shutdown_timeout
+        self._in_run = False
+        self._started = False
+        self._stopping = False
+        self._signal: int | None = None
+        self._thread_ident = threading.get_ident()
+        self._threads_wait: Deferred[None] | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The asyncio event loop this reactor drives."""
+        return self._loop
+
+    def __repr__(self) -> str:
+        if self._closed:
+            state = "closed"
+        elif self._stopping:
+            state = "stopping"
+        elif self._in_run:
+            state = "running"
+        else:
+            state = "idle"
+        return f"<Reactor {state} on {type(self._loop).__module__}.{type(self._loop).__name__}>"
+
+    # -- time (Clock) -------------------------------------------------------------
+
+    def seconds(self) -> float:
+        """Return the loop's monotonic time, in seconds."""
+        return self._time()
+
+    def call_later(self, delay: float, f: Callable[..., object], /, *args: Any) -> DelayedCall:
+        """Call ``f(*args)`` on the reactor's thread ``delay`` seconds from now.
+
+        An exception ``f`` raises goes to the loop's exception handler (which
+        logs it).
+
+        Returns:
+            A handle to ``cancel()``, ``reset()`` or ``delay()`` the call.
+        """
+        call = _ReactorCall(self, self._time() + delay, f, args)
+        if self._at_time:
+            call.handle = self._call_at(call.time, call)
+        else:
+            call.handle = self._call_later(delay, call)
+        self._pending.add(call)
+        return call
+
+    def get_delayed_calls(self) -> list[DelayedCall]:
+        """Return the calls scheduled with ``call_later`` that have not run, soonest first."""
+        return sorted(self._pending, key=_call_time)
+
+    def _cancel_delayed(self, call: DelayedCall) -> None:
+        call.handle.cancel()
+        call.handle = None
+        self._pending.discard(call)
+
+    def _reschedule_delayed(self, call: DelayedCall) -> None:
+        due = cast(_ReactorCall, call)  # Every call this reactor owns is one.
+        due.handle.cancel()
+        if self._at_time:
+            due.handle = self._call_at(due.time, due)
+        else:
+            due.handle = self._call_later(due.time - self._time(), due)
+
+    # -- threads (ThreadRunner) -----------------------------------------------------
+
+    def call_in_thread(self, f: Callable[..., object], /, *args: Any) -> None:
+        """Run ``f(*args)`` in a worker thread; its result is dropped, errors logged."""
+        self.thread_pool.call_in_thread(f, *args)
+
+    def call_from_thread(self, f: Callable[..., object], /, *args: Any) -> None:
+        """Run ``f(*args)`` on the reactor's thread soon; safe from any thread."""
+        self._loop.call_soon_threadsafe(f, *args)
+
+    def defer_to_thread(self, f: Callable[..., T], /, *args: Any) -> Deferred[T]:
+        """Run ``f(*args)`` in a worker thread.
+
+        Returns:
+            A Deferred, fired on the reactor's thread with what ``f`` returned
+            or failed with what it raised. Cancelling it cannot stop the thread;
+            its result is then dropped.
+        """
+        d: Deferred[T] = Deferred()
+        call_soon_threadsafe = self._loop.call_soon_threadsafe
+
+        def on_result(succeeded: bool, result: Any) -> None:
+            try:
+                call_soon_threadsafe(_deliver, d, succeeded, result)
+            except RuntimeError:
+                _log.error("The reactor's loop closed before %r finished in a thread", f)
+
+        self.thread_pool.call_in_thread_with_callback(on_result, f, *args)
+        return d
+
+    def blocking_call_from_thread(self, f: Callable[..., Any], /, *args: Any) -> Any:
+        """From another thread, run ``f(*args)`` on the reactor's thread and wait.
+
+        See ``torsion.internet.blocking_call_from_thread``.
+
+        Raises:
+            ReactorThreadError: Called on the reactor's thread.
+        """
+        return blocking_call_from_thread(self, f, *args)
+
+    def in_reactor_thread(self) -> bool:
+        """Return whether the caller runs on the reactor's thread."""
+        if self._loop.is_running():
+            try:
+                return asyncio.get_running_loop() is self._loop
+            except RuntimeError:
+                return False
+        return threading.get_ident() == self._thread_ident
+
+    # -- names (Resolver) -------------------------------------------------------------
+
+    @property
+    def resolver(self) -> Resolver:
+        """What resolves host names for this reactor."""
+        return self._resolver
+
+    def install_resolver(self, resolver: Resolver) -> Resolver:
+        """Make ``resolver`` resolve host names from now on; return the previous one."""
+        previous, self._resolver = self._resolver, resolver
+        return previous
+
+    def resolve(self, host: str) -> Deferred[str]:
+        """Return a Deferred of the first address of ``host`` (an IP literal is its own)."""
+        if is_ip_address(host):
+            return succeed(host)
+        return _as_deferred(self._resolver.resolve(host))
+
+    def resolve_all(self, host: str) -> Deferred[list[str]]:
+        """Return a Deferred of every address of ``host``, best first."""
+        if is_ip_address(host):
+            return succeed([host])
+        return _as_deferred(self._resolver.resolve_all(host))
+
+    # -- TCP (ReactorTCP) ---------------------------------------------------------------
+
+    def listen_tcp(
+        self, port: int, factory: ProtocolFactory, *, interface: str = "", backlog: int = 100
+    ) -> Listener:
+        """Listen for TCP connections on ``interface:port``; the port is bound at once.
+
+        Args:
+            port: The port; 0 lets the system choose (read ``listener.port``).
+            factory: Called with each peer's address; returns the protocol for
+                that connection, or None to refuse it.
+            interface: The address to bind to ("" for every IPv4 interface).
+            backlog: How many connections may wait to be accepted.
+
+        Raises:
+            CannotListenError: The port is taken, or the address is not ours.
+        """
+        listener = listen_tcp(
+            self._loop,
+            port,
+            factory,
+            interface=interface,
+            backlog=backlog,
+            on_stopped=self._listeners.discard,
+        )
+        self._listeners.add(listener)
+        return listener
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        factory: Callable[[Address], P],
+        *,
+        timeout: float | None = 30.0,
+    ) -> Deferred[P]:
+        """Connect to ``host:port``; see ``torsion.internet.connect_tcp`` for the outcomes.
+
+        Returns:
+            A Deferred that fires with the protocol ``factory`` made, once
+            connected. Cancelling it stops the attempt.
+        """
+        return connect_tcp(self._loop, self.resolve_all, host, port, factory, timeout=timeout)
+
+    # -- lifecycle (ReactorCore) ----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether ``run()`` has fired the startup event and no shutdown began."""
+        return self._started and not self._stopping
+
+    def call_when_running(self, f: Callable[..., object], /, *args: Any) -> TriggerId | None:
+        """Call ``f(*args)`` once the reactor runs: now if it does, else at startup.
+
+        Returns:
+            The "during startup" trigger that will call it, or None if it was
+            called now.
+        """
+        if self.running:
+            f(*args)
+            return None
+        return self._events.add("during", "startup", f, args)
+
+    def add_system_event_trigger(
+        self, phase: Phase, event: str, f: Callable[..., object], /, *args: Any
+    ) -> TriggerId:
+        """Call ``f(*args)`` in ``phase`` of the next firing of ``event``.
+
+        ``run()`` fires "startup" and ``stop()`` fires "shutdown"; any other
+        name fires with ``fire_system_event``. A "before" trigger may return
+        a Deferred or a coroutine to hold the event until it finishes
+        (for "shutdown", for at most ``shutdown_timeout`` seconds).
+
+        Args:
+            phase: "before", "during" or "after".
+            event: The event's name.
+            f: What to call.
+            *args: Its arguments.
+
+        Returns:
+            An id for ``remove_system_event_trigger``.
+
+        Raises:
+            ValueError: ``phase`` is not one of the three.
+        """
+        return self._events.add(phase, event, f, args)
+
+    def remove_system_event_trigger(self, trigger_id: TriggerId) -> None:
+        """Remove a trigger that has not run yet.
+
+        Raises:
+            ValueError: It already ran or was removed.
+        """
+        self._events.remove(trigger_id)
+
+    def fire_system_event(self, event: str) -> Deferred[None]:
+        """Fire ``event``'s triggers now; the Deferred fires once all have run."""
+        timeout = self.shutdown_timeout if event == "shutdown" else None
+        return self._events.fire(event, timeout=timeout)
+
+    def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Run the loop until ``stop()``, firing "startup" first.
+
+        SIGINT and SIGTERM stop the reactor gracefully while it runs (a second
+        one stops it at once); their handlers are installed only on the main
+        thread and the previous ones are put back afterwards. A reactor can
+        run again after it stopped.
+
+        Args:
+            install_signal_handlers: Whether to handle SIGINT and SIGTERM.
+
+        Raises:
+            ReactorAlreadyRunningError: It, or its loop, is running already.
+            ReactorError: It was closed.
+        """
+        loop = self._loop
+        if self._closed or loop.is_closed():
+            raise ReactorError(f"{self!r} is closed")
+        if self._in_run or loop.is_running():
+            raise ReactorAlreadyRunningError(f"{self!r}: the reactor or its loop is running")
+        self._in_run = True
+        self._started = False
+        self._stopping = False
+        self._signal = None
+        self._thread_ident = threading.get_ident()
+        restore = self._install_signal_handlers() if install_signal_handlers else []
+        try:
+            loop.call_soon(self._start_up)
+            loop.run_forever()
+        finally:
+            self._remove_signal_handlers(restore)
+            # A firing the loop stopped under would hold up the next run.
+            self._events.abandon("startup")
+            self._events.abandon("shutdown")
+            self._in_run = False
+            self._started = False
+            self._stopping = False
+            self._threads_wait = None
+
+    def stop(self) -> None:
+        """Fire "shutdown" (before, during, after), stop the thread pool, stop the loop.
+
+        Returns at once; the shutdown happens on the loop, after which
+        ``run()`` returns.
+
+        Raises:
+            ReactorNotRunningError: It is not running, or already stopping.
+        """
+        if not self._in_run or self._stopping:
+            raise ReactorNotRunningError(f"cannot stop {self!r}: it is not running")
+        self._stopping = True
+        self._loop.call_soon(self._shut_down)
+
+    def close(self) -> None:
+        """Release everything: listening ports, worker threads, and an owned loop.
+
+        Idempotent. The reactor cannot run afterwards.
+
+        Raises:
+            ReactorAlreadyRunningError: It is running.
+        """
+        if self._in_run:
+            raise ReactorAlreadyRunningError(f"cannot close {self!r} while it runs")
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._loop
+        for listener in list(self._listeners):
+            listener.close_now()
+        self._listeners.clear()
+        self.thread_pool.stop()
+        if self._owns_loop and not loop.is_closed():
+            if not loop.is_running():
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def _start_up(self) -> None:
+        self.thread_pool.start()
+        # Running from the "during" phase on, as call_when_running expects.
+        self._events.fire("startup", on_before_done=self._started_up)
+
+    def _started_up(self) -> None:
+        self._started = True
+
+    def _shut_down(self) -> None:
+        d = self._events.fire("shutdown", timeout=self.shutdown_timeout)
+        d.add_callback(self._stop_threads)
+        d.add_both(self._stop_loop)
+
+    def _stop_threads(self, _: object) -> Deferred[None] | None:
+        pool = self.thread_pool
+        if pool.worker_count == 0:
+            return None
+        # Join the workers from a helper thread so that the loop keeps running:
+        # a worker may be waiting for it (blocking_call_from_thread).
+        loop = self._loop
+        timeout = self.shutdown_timeout
+        d: Deferred[None] = Deferred()
+        self._threads_wait = d
+
+        def joined() -> None:
+            if not d.called:
+                d.callback(None)
+
+        def join() -> None:
+            pool.stop()
+            # The loop may have been stopped and closed without waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(joined)
+
+        def expire() -> None:
+            if not d.called:
+                _log.warning(
+                    "Worker threads still busy after %gs, not waiting for them: %r",
+                    timeout,
+                    pool,
+                )
+                d.callback(None)
+
+        timer = self.call_later(timeout, expire)
+        threading.Thread(target=join, name="torsion-pool-stop", daemon=True).start()
+        return d.add_both(lambda _: timer.cancel() if timer.active() else None)
+
+    def _stop_loop(self, result: object) -> None:
+        if isinstance(result, BaseException):
+            _log.error(
+                "Error while shutting down", exc_info=(type(result), result, result.__traceback__)
+            )
+        self._loop.stop()
+
+    # -- signals ------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> list[tuple[int, Any]]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        installed: list[tuple[int, Any]] = []
+        for signum in _STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            try:
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # Not supported by this loop or platform.
+            installed.append((signum, previous))
+        return installed
+
+    def _remove_signal_handlers(self, installed: list[tuple[int, Any]]) -> None:
+        for signum, previous in installed:
+            try:
+                self._loop.remove_signal_handler(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            if previous is not None:
+                signal.signal(signum, previous)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self._stopping:
+            _log.info("Received %s, shutting down", name)
+            self._signal = signum
+            self.stop()
+            return
+        # A second signal: the user does not want to wait any longer.
+        _log.warning("Received %s again, stopping without waiting", name)
+        self._events.expire("shutdown", reason=f"were given up on ({name})")
+        if self._threads_wait is not None and not self._threads_wait.called:
+            self._threads_wait.callback(None)
+        self._loop.stop()
+
+
+class _ReactorCall(DelayedCall):
+    """A DelayedCall the loop calls directly when it is due.
+
+    Being the loop's callback itself (rather than a method called with the
+    call as its argument) spares an argument tuple per call: fewer objects
+    for the garbage collector to walk while many calls are pending.
+    """
+
+    __slots__ = ()
+
+    _owner: Reactor
+
+    def __call__(self) -> None:
+        # Dropping the handle breaks the cycle call -> handle -> call, so that
+        # a call that ran is freed at once rather than by the GC.
+        self.handle = None
+        self._owner._pending.discard(self)
+        self.run()
+
+
+def _call_time(call: DelayedCall) -> float:
+    return call.time
+
+
+def _deliver(d: Deferred[Any], succeeded: bool, result: Any) -> None:
+    if d.called:
+        return  # Cancelled meanwhile: nobody wants the result any more.
+    if succeeded:
+        d.callback(result)
+    else:
+        d.errback(result)
+
+
+def _as_deferred(result: Awaitable[T]) -> Deferred[T]:
+    if isinstance(result, Deferred):
+        return result
+    if isinstance(result, Coroutine):
+        return ensure_deferred(result)
+    return Deferred.from_future(result)
+
+
+if TYPE_CHECKING:
+    # Checked by mypy: the reactor provides every small interface.
+    def _provides(
+        reactor: Reactor,
+    ) -> tuple[Clock, ThreadRunner, Resolver, ReactorTCP, ReactorCore]:
+        return (reactor, reactor, reactor, reactor, reactor)

@@ -1,0 +1,34 @@
+"""Test doubles for code built on torsion, and its pytest plugin.
+
+* ``Clock``: fake time, moved by ``advance``/``pump``.
+* ``StringTransport``: a transport that records what a protocol writes.
+* ``loopback``: two protocols connected in memory, delivering synchronously.
+* ``MemoryReactor``: records ``listen_tcp``/``connect_tcp`` calls, fake time.
+
+The pytest plugin (``torsion.testing._pytest_plugin``, loaded by itself) runs
+``async def`` and Deferred-returning tests on a fresh reactor and fails tests
+that leave pending calls, busy threads or unhandled Deferred errors behind;
+it provides the ``reactor``, ``clock`` and ``unhandled_errors`` fixtures.
+"""
+
+from torsion.testing._clock import Clock
+from torsion.testing._loopback import Loopback, LoopbackTransport, loopback
+from torsion.testing._memory_reactor import (
+    MemoryListener,
+    MemoryReactor,
+    TCPClientCall,
+    TCPServerCall,
+)
+from torsion.testing._string_transport import StringTransport
+
+__all__ = [
+    "Clock",
+    "Loopback",
+    "LoopbackTransport",
+    "MemoryListener",
+    "MemoryReactor",
+    "StringTransport",
+    "TCPClientCall",
+    "TCPServerCall",
+    "loopback",
+]

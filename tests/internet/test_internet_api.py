@@ -1,0 +1,84 @@
+"""The public surface of torsion.internet, and the interfaces the Reactor provides."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import torsion.internet
+from torsion.internet import (
+    Clock,
+    LoopingCall,
+    ReactorCore,
+    ReactorTCP,
+    Resolver,
+    ThreadRunner,
+    defer_later,
+)
+from torsion.internet import Reactor as ReactorClass
+from torsion.testing import Clock as FakeClock
+
+EXPECTED = {
+    "Address",
+    "Clock",
+    "DelayedCall",
+    "DelayedCallOwner",
+    "Listener",
+    "ListeningPort",
+    "LoopingCall",
+    "Phase",
+    "Protocol",
+    "ProtocolFactory",
+    "Reactor",
+    "ReactorCore",
+    "ReactorTCP",
+    "Resolver",
+    "SystemEvents",
+    "SystemResolver",
+    "ThreadPool",
+    "ThreadRunner",
+    "TriggerId",
+    "blocking_call_from_thread",
+    "defer_later",
+    "is_ip_address",
+    "new_event_loop",
+    "react",
+}
+
+
+def test_public_names() -> None:
+    assert set(torsion.internet.__all__) == EXPECTED
+    for name in torsion.internet.__all__:
+        assert getattr(torsion.internet, name) is not None
+
+
+def test_every_module_says_what_it_is_for() -> None:
+    package = torsion.internet
+    assert package.__doc__
+    for info in pkgutil.iter_modules(package.__path__):
+        assert info.name.startswith("_"), f"{info.name} should be private"
+        module = importlib.import_module(f"torsion.internet.{info.name}")
+        assert module.__doc__, f"{info.name} has no docstring"
+
+
+def test_reactor_provides_the_small_interfaces() -> None:
+    # mypy checks these assignments (the runtime part is trivial).
+    reactor = ReactorClass(uvloop=False)
+    try:
+        clock: Clock = reactor
+        threads: ThreadRunner = reactor
+        resolver: Resolver = reactor
+        tcp: ReactorTCP = reactor
+        core: ReactorCore = reactor
+        provided: tuple[object, ...] = (clock, threads, resolver, tcp, core)
+        assert all(interface is reactor for interface in provided)
+    finally:
+        reactor.close()
+
+
+def test_time_helpers_accept_any_clock() -> None:
+    fake: Clock = FakeClock()
+    call = LoopingCall(lambda: None, clock=fake)
+    call.start(1.0)
+    call.stop()
+    defer_later(fake, 1.0).cancel()

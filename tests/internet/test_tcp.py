@@ -1,0 +1,307 @@
+"""TCP over 127.0.0.1: an echo server and client, listening errors, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from torsion.defer import CancelledError, Deferred
+from torsion.errors import CannotListenError
+from torsion.internet import Address, Protocol, Reactor
+
+Wait = Callable[..., Any]
+Run = Callable[..., None]
+
+
+class Echo(Protocol):
+    """Sends back what it receives."""
+
+    def __init__(self, peer: Address) -> None:
+        self.peer = peer
+        self.lost: Deferred[Exception | None] = Deferred()
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.callback(exc)
+
+
+class Client(Protocol):
+    """Sends a message and collects the reply."""
+
+    def __init__(self, peer: Address, message: bytes = b"hello, torsion") -> None:
+        self.peer = peer
+        self.message = message
+        self.received = b""
+        self.replied: Deferred[bytes] = Deferred()
+        self.lost: Deferred[Exception | None] = Deferred()
+        self.made = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.made += 1
+        self.transport.write(self.message)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= len(self.message) and not self.replied.called:
+            self.replied.callback(self.received)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.callback(exc)
+
+
+class NeverResolves:
+    """A resolver that never answers; records cancellations."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[str] = []
+
+    def resolve(self, host: str) -> Deferred[str]:
+        return Deferred()
+
+    def resolve_all(self, host: str) -> Deferred[list[str]]:
+        return Deferred(lambda _: self.cancelled.append(host))
+
+
+def test_echo(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    servers: list[Echo] = []
+
+    def factory(peer: Address) -> Echo:
+        servers.append(Echo(peer))
+        return servers[-1]
+
+    listener = r.listen_tcp(0, factory, interface="127.0.0.1")
+    assert listener.port > 0
+    assert listener.host == "127.0.0.1"
+    assert listener.listening
+    client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Client))
+    assert isinstance(client, Client)
+    assert client.made == 1
+    assert client.peer == ("127.0.0.1", listener.port)
+    assert wait(r, client.replied) == b"hello, torsion"
+    # The server's factory got the client's address.
+    (server,) = servers
+    assert server.peer[0] == "127.0.0.1"
+    assert server.peer[1] == client.transport.get_extra_info("sockname")[1]
+    client.transport.close()
+    assert wait(r, client.lost) is None
+    assert wait(r, server.lost) is None
+    assert wait(r, listener.stop_listening()) is None
+    assert not listener.listening
+    assert wait(r, listener.stop_listening()) is None  # again: fine
+    assert "stopped" in repr(listener)
+
+
+def test_many_clients_and_large_data(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    listener = r.listen_tcp(0, Echo, interface="127.0.0.1")
+    big = bytes(range(256)) * 4096  # 1 MiB: flow control gets involved
+    clients = [
+        wait(r, r.connect_tcp("127.0.0.1", listener.port, lambda peer: Client(peer, big)))
+        for _ in range(3)
+    ]
+    for client in clients:
+        assert wait(r, client.replied) == big
+        client.transport.close()
+        wait(r, client.lost)
+    wait(r, listener.stop_listening())
+
+
+def test_connect_by_name_goes_through_the_resolver(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    asked: list[str] = []
+
+    class Table:
+        async def resolve(self, host: str) -> str:
+            return (await self.resolve_all(host))[0]
+
+        async def resolve_all(self, host: str) -> list[str]:
+            asked.append(host)
+            return ["127.0.0.1"]
+
+    r.install_resolver(Table())
+    listener = r.listen_tcp(0, Echo, interface="127.0.0.1")
+    client = wait(r, r.connect_tcp("echo.test", listener.port, Client))
+    assert asked == ["echo.test"]
+    assert wait(r, client.replied) == b"hello, torsion"
+    client.transport.close()
+    wait(r, client.lost)
+    wait(r, listener.stop_listening())
+
+
+def test_connect_to_localhost(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    listener = r.listen_tcp(0, Echo, interface="127.0.0.1")
+    # localhost may resolve to ::1 first: the other addresses are tried in turn.
+    client = wait(r, r.connect_tcp("localhost", listener.port, Client))
+    assert wait(r, client.replied) == b"hello, torsion"
+    client.transport.close()
+    wait(r, client.lost)
+    wait(r, listener.stop_listening())
+
+
+def test_port_taken_raises_cannot_listen(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    first = r.listen_tcp(0, Echo, interface="127.0.0.1")
+    with pytest.raises(CannotListenError) as info:
+        r.listen_tcp(first.port, Echo, interface="127.0.0.1")
+    assert info.value.port == first.port
+    assert info.value.interface == "127.0.0.1"
+    assert isinstance(info.value.reason, OSError)
+    assert isinstance(info.value, OSError)
+    wait(r, first.stop_listening())
+    # Once stopped, the port is free again.
+    again = r.listen_tcp(first.port, Echo, interface="127.0.0.1")
+    wait(r, again.stop_listening())
+
+
+def test_unknown_interface_raises_cannot_listen(real_reactor: Reactor) -> None:
+    with pytest.raises(CannotListenError):
+        real_reactor.listen_tcp(0, Echo, interface="192.0.2.123")  # not ours
+
+
+def test_listen_on_every_interface(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    listener = r.listen_tcp(0, Echo)
+    assert listener.host == "0.0.0.0"
+    client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Client))
+    assert wait(r, client.replied) == b"hello, torsion"
+    client.transport.close()
+    wait(r, client.lost)
+    wait(r, listener.stop_listening())
+
+
+def test_connection_refused(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    listener = r.listen_tcp(0, Echo, interface="127.0.0.1")
+    port = listener.port
+    wait(r, listener.stop_listening())
+    with pytest.raises(ConnectionRefusedError):
+        wait(r, r.connect_tcp("127.0.0.1", port, Client))
+
+
+def test_factory_returning_none_refuses(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    peers: list[Address] = []
+
+    def refuse(peer: Address) -> None:
+        peers.append(peer)
+
+    listener = r.listen_tcp(0, refuse, interface="127.0.0.1")
+    client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Client))
+    wait(r, client.lost)
+    assert len(peers) == 1
+    assert client.received == b""
+    wait(r, listener.stop_listening())
+
+
+def test_server_factory_error_is_logged_and_connection_dropped(
+    real_reactor: Reactor, wait: Wait, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = real_reactor
+
+    def broken(peer: Address) -> Protocol:
+        raise RuntimeError("factory broke")
+
+    listener = r.listen_tcp(0, broken, interface="127.0.0.1")
+    client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Client))
+    wait(r, client.lost)
+    assert "factory broke" in caplog.text
+    wait(r, listener.stop_listening())
+
+
+def test_client_factory_error_fails_the_connect(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    servers: list[Echo] = []
+
+    def factory(peer: Address) -> Echo:
+        servers.append(Echo(peer))
+        return servers[-1]
+
+    def broken(peer: Address) -> Client:
+        raise KeyError("client factory broke")
+
+    listener = r.listen_tcp(0, factory, interface="127.0.0.1")
+    with pytest.raises(KeyError):
+        wait(r, r.connect_tcp("127.0.0.1", listener.port, broken))
+    if servers:
+        wait(r, servers[0].lost)
+    wait(r, listener.stop_listening())
+
+
+def test_connect_timeout(real_reactor: Reactor, wait: Wait) -> None:
+    resolver = NeverResolves()
+    real_reactor.install_resolver(resolver)
+    with pytest.raises(TimeoutError):
+        wait(real_reactor, real_reactor.connect_tcp("slow.test", 80, Client, timeout=0.05))
+    assert resolver.cancelled == ["slow.test"]
+
+
+def test_cancel_connect(real_reactor: Reactor, wait: Wait) -> None:
+    resolver = NeverResolves()
+    real_reactor.install_resolver(resolver)
+    d = real_reactor.connect_tcp("slow.test", 80, Client)
+    seen: list[Any] = []
+    d.add_errback(seen.append)
+
+    async def settle() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    real_reactor.loop.run_until_complete(settle())  # now waiting for the resolver
+    d.cancel()
+    assert isinstance(seen[0], CancelledError)
+    real_reactor.loop.run_until_complete(settle())
+    assert resolver.cancelled == ["slow.test"]
+
+
+def test_cancel_connect_before_it_started(real_reactor: Reactor, wait: Wait) -> None:
+    d = real_reactor.connect_tcp("127.0.0.1", 9, Client)
+    seen: list[Any] = []
+    d.add_errback(seen.append)
+    d.cancel()
+    assert isinstance(seen[0], CancelledError)
+    real_reactor.loop.run_until_complete(asyncio.sleep(0))
+
+
+def test_listen_before_run_and_serve_while_running(real_reactor: Reactor, run: Run) -> None:
+    r = real_reactor
+    listener = r.listen_tcp(0, Echo, interface="127.0.0.1")
+    replies: list[bytes] = []
+
+    def start() -> None:
+        d = r.connect_tcp("127.0.0.1", listener.port, Client)
+
+        def connected(client: Client) -> Deferred[Any]:
+            def got(data: bytes) -> Deferred[Any]:
+                replies.append(data)
+                client.transport.close()
+                return client.lost
+
+            return client.replied.add_callback(got)
+
+        d.add_callback(connected)
+        d.add_callback(lambda _: listener.stop_listening())
+        d.add_both(lambda _: r.stop())
+
+    r.call_when_running(start)
+    run(r)
+    assert replies == [b"hello, torsion"]
+
+
+def test_close_releases_ports_that_never_served(loop_name: str) -> None:
+    reactor = Reactor(uvloop=loop_name == "uvloop")
+    listener = reactor.listen_tcp(0, Echo, interface="127.0.0.1")
+    port = listener.port
+    reactor.close()
+    # The port is free: bind it with a plain socket.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))

@@ -1,0 +1,28 @@
+"""The public surface of torsion.testing."""
+
+from __future__ import annotations
+
+import torsion.testing
+
+
+def test_public_names():
+    assert sorted(torsion.testing.__all__) == [
+        "Clock",
+        "Loopback",
+        "LoopbackTransport",
+        "MemoryListener",
+        "MemoryReactor",
+        "StringTransport",
+        "TCPClientCall",
+        "TCPServerCall",
+        "loopback",
+    ]
+    for name in torsion.testing.__all__:
+        assert getattr(torsion.testing, name).__module__.startswith("torsion.testing.")
+
+
+def test_plugin_is_registered_by_entry_point():
+    from importlib.metadata import entry_points
+
+    [entry] = [e for e in entry_points(group="pytest11") if e.name == "torsion"]
+    assert entry.value == "torsion.testing._pytest_plugin"
