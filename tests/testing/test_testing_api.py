@@ -16,6 +16,7 @@ def test_public_names():
         "TCPClientCall",
         "TCPServerCall",
         "loopback",
+        "require_peer",
     ]
     for name in torsion.testing.__all__:
         assert getattr(torsion.testing, name).__module__.startswith("torsion.testing.")

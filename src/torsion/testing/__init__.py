@@ -3,6 +3,7 @@
 * ``Clock``: fake time, moved by ``advance``/``pump``.
 * ``StringTransport``: a transport that records what a protocol writes.
 * ``loopback``: two protocols connected in memory, delivering synchronously.
+* ``require_peer``: the path of a real peer program, or skip (fail in CI).
 * ``MemoryReactor``: records ``listen_tcp``/``connect_tcp`` calls, fake time.
 
 The pytest plugin (``torsion.testing._pytest_plugin``, loaded by itself) runs
@@ -19,6 +20,7 @@ from torsion.testing._memory_reactor import (
     TCPClientCall,
     TCPServerCall,
 )
+from torsion.testing._peers import require_peer
 from torsion.testing._string_transport import StringTransport
 
 __all__ = [
@@ -31,4 +33,5 @@ __all__ = [
     "TCPClientCall",
     "TCPServerCall",
     "loopback",
+    "require_peer",
 ]

@@ -1,0 +1,137 @@
+"""The ``torsion`` command: parsing, and ``torsion echo`` run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from torsion.application._cli import TCPListenEndpoint, main, parse_listen_endpoint
+from torsion.testing import require_peer
+
+
+def test_parse_listen_endpoint() -> None:
+    assert parse_listen_endpoint("tcp:8000") == TCPListenEndpoint(port=8000)
+    assert parse_listen_endpoint("tcp:0:interface=127.0.0.1:backlog=5") == TCPListenEndpoint(
+        port=0, interface="127.0.0.1", backlog=5
+    )
+    assert parse_listen_endpoint(r"tcp:80:interface=\:\:1").interface == "::1"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("udp:53", "unsupported endpoint type"),
+        ("tcp:", "needs a port"),
+        ("tcp:http", "bad port"),
+        ("tcp:70000", "bad port"),
+        ("tcp:80:colour=red", "unknown option"),
+        ("tcp:80:interface", "unknown option"),
+        ("tcp:80:backlog=0", "bad backlog"),
+    ],
+)
+def test_bad_endpoints_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_listen_endpoint(text)
+
+
+def test_help_lists_the_plugins(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert re.search(r"echo\s+echo every byte back", capsys.readouterr().out)
+
+
+def test_no_plugin_prints_usage_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: torsion" in capsys.readouterr().err
+
+
+def test_bad_listen_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["echo", "--listen", "tcp:nope"])
+    assert exit_info.value.code == 2
+    assert "bad port 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def echo_server() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``torsion echo`` in its own process, on a port the system chose."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torsion",
+            "echo",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    try:
+        line = process.stderr.readline()
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+); try: nc 127\.0\.0\.1 \1", line)
+        assert found, f"unexpected first line: {line!r}"
+        yield process, int(found.group(1))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        process.stderr.close()
+
+
+def test_echo_command_serves_a_real_client_and_stops_on_sigterm(
+    echo_server: tuple[subprocess.Popen[str], int],
+) -> None:
+    process, port = echo_server
+    nc = require_peer("nc", package="netcat-openbsd")
+    answer = subprocess.run(
+        [nc, "-N", "127.0.0.1", str(port)],
+        input=b"hello from nc\n",
+        capture_output=True,
+        timeout=10,
+        check=True,
+    )
+    assert answer.stdout == b"hello from nc\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"x" * 100_000)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received == b"x" * 100_000
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert process.stderr is not None
+    assert "echo service stopped" in process.stderr.read()
+
+
+def test_echo_command_reports_a_taken_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torsion",
+                "echo",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr

@@ -1,0 +1,47 @@
+"""The README's examples run as written, and the README shows them as they are."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def test_readme_shows_the_examples_verbatim() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in ("echo_server.py", "echo_client.py"):
+        source = (EXAMPLES / name).read_text()
+        assert source in readme, f"README.md no longer shows examples/{name} as it is"
+        assert len(source.splitlines()) < 25, f"examples/{name} is too long for the README"
+
+
+def test_echo_client_against_echo_server() -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-u", str(EXAMPLES / "echo_server.py"), "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert found, f"unexpected first line: {line!r}"
+        client = subprocess.run(
+            [sys.executable, str(EXAMPLES / "echo_client.py"), found.group(1)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert client.returncode == 0, client.stderr
+        assert client.stdout == "hello, torsion\n"
+        server.terminate()
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+        server.stdout.close()

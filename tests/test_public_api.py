@@ -1,0 +1,35 @@
+"""The top-level package and the layering rule: lower layers never import higher ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import torsion
+
+
+def test_react_is_reachable_from_the_top() -> None:
+    from torsion.internet import react
+
+    assert torsion.react is react
+    with pytest.raises(AttributeError):
+        _ = torsion.no_such_thing  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("torsion.defer", ["torsion.internet", "torsion.testing", "torsion.application"]),
+        ("torsion.internet", ["torsion.testing", "torsion.protocols", "torsion.application"]),
+        ("torsion.protocols", ["torsion.application"]),
+    ],
+)
+def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
+    code = f"import sys, {module}; print([m for m in sys.modules if m.startswith('torsion.')])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    for name in forbidden:
+        assert f"'{name}" not in loaded, f"{module} pulls in {name}"
