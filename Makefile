@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 BENCH_INSTALLED := $(VENV)/.installed-bench
-LINT_PATHS := src tests benchmarks examples
+LINT_PATHS := $(wildcard src tests benchmarks examples)
 
 .PHONY: run test lint unit bench test-all clean
 
