@@ -33,3 +33,44 @@ def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
     ).stdout
     for name in forbidden:
         assert f"'{name}" not in loaded, f"{module} pulls in {name}"
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "torsion.defer",
+        "torsion.internet",
+        "torsion.testing",
+        "torsion.protocols",
+        "torsion.errors",
+    ],
+)
+def test_public_names_exist_and_are_sorted(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    names = list(module.__all__)
+    assert names == sorted(names)
+    for name in names:
+        assert hasattr(module, name), f"{package}.__all__ names {name!r}, which is missing"
+
+
+def test_the_defer_surface() -> None:
+    import torsion.defer
+
+    assert set(torsion.defer.__all__) >= {
+        "Deferred",
+        "succeed",
+        "fail",
+        "maybe_deferred",
+        "ensure_deferred",
+        "gather",
+        "settle",
+        "race",
+        "timeout",
+        "DeferredLock",
+        "DeferredSemaphore",
+        "DeferredQueue",
+        "CancelledError",
+        "AlreadyCalledError",
+    }

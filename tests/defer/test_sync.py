@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,29 +22,6 @@ from torsion.defer import (
 from torsion.errors import TorsionError
 
 # -- helpers ------------------------------------------------------------------
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(autouse=True)
-def no_unhandled_errors() -> Iterator[None]:
-    """Fail a test that leaves a Deferred error nobody handled (or any defer ERROR log)."""
-    handler = _Records()
-    logger = logging.getLogger("torsion.defer")
-    logger.addHandler(handler)
-    try:
-        yield
-        gc.collect()
-    finally:
-        logger.removeHandler(handler)
-    assert [r.getMessage() for r in handler.records] == []
 
 
 class Outcome:

@@ -15,7 +15,7 @@ from torsion.defer._combinators import (
     settle,
     timeout,
 )
-from torsion.defer._coroutines import ensure_deferred, maybe_deferred
+from torsion.defer._coroutines import awaitable_deferred, ensure_deferred, maybe_deferred
 from torsion.defer._deferred import CancelledError, Deferred, fail, succeed
 from torsion.defer._sync import DeferredLock, DeferredQueue, DeferredSemaphore
 from torsion.errors import (
@@ -38,6 +38,7 @@ __all__ = [
     "Outcome",
     "QueueOverflowError",
     "Succeeded",
+    "awaitable_deferred",
     "ensure_deferred",
     "fail",
     "gather",

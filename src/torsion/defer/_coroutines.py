@@ -27,7 +27,7 @@ from torsion.defer._deferred import (
     succeed,
 )
 
-__all__ = ["ensure_deferred", "maybe_deferred"]
+__all__ = ["awaitable_deferred", "ensure_deferred", "maybe_deferred"]
 
 T = TypeVar("T")
 
@@ -196,10 +196,21 @@ def maybe_deferred(f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Defer
         result = f(*args, **kwargs)
     except BaseException as exc:
         return fail(exc)
-    if isinstance(result, Deferred):
-        return result
-    if isinstance(result, Coroutine):
-        return ensure_deferred(result)
-    if asyncio.isfuture(result):
-        return Deferred.from_future(result)
-    return succeed(result)
+    waiting = awaitable_deferred(result)
+    return succeed(result) if waiting is None else waiting
+
+
+def awaitable_deferred(value: object) -> Deferred[Any] | None:
+    """Return a Deferred for ``value`` if it is something to wait for, else None.
+
+    A Deferred is returned as it is, a coroutine is started with
+    ``ensure_deferred`` and an asyncio future is bridged; anything else is a
+    plain value, which has nothing to wait for.
+    """
+    if isinstance(value, Deferred):
+        return value
+    if isinstance(value, Coroutine):
+        return ensure_deferred(value)
+    if asyncio.isfuture(value):
+        return Deferred.from_future(value)
+    return None

@@ -12,14 +12,13 @@ and the triggers.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from torsion.defer import CancelledError, Deferred, ensure_deferred
+from torsion.defer import CancelledError, Deferred, awaitable_deferred
 from torsion.internet._delayed import Clock, DelayedCall
 
 __all__ = ["Phase", "ReactorCore", "SystemEvents", "TriggerId"]
@@ -272,13 +271,7 @@ class SystemEvents:
         except Exception as exc:  # A failing trigger must not stop the rest.
             self._report(exc, trigger, phase)
             return None
-        if isinstance(result, Deferred):
-            return result
-        if isinstance(result, Coroutine):
-            return ensure_deferred(result)
-        if asyncio.isfuture(result):
-            return Deferred.from_future(result)
-        return None
+        return awaitable_deferred(result)
 
     def _held_done(self, firing: _Firing, d: Deferred[Any]) -> Callable[[object], None]:
         def done(_: object) -> None:

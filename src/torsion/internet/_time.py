@@ -7,12 +7,11 @@ by hand.
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
-from torsion.defer import Deferred, ensure_deferred, maybe_deferred
+from torsion.defer import Deferred, awaitable_deferred, maybe_deferred
 from torsion.errors import LoopingCallError
 from torsion.internet._delayed import Clock, DelayedCall
 
@@ -187,7 +186,7 @@ class LoopingCall:
         except Exception as exc:  # It ends the loop, through the Deferred.
             self._failed(exc)
             return
-        waiting = _awaited(result)
+        waiting = awaitable_deferred(result)
         if waiting is None:
             self._done(None)
             return
@@ -235,17 +234,6 @@ class LoopingCall:
         name = getattr(self.f, "__qualname__", repr(self.f))
         state = f"every {self.interval}s" if self.running else "stopped"
         return f"<LoopingCall {name} {state}>"
-
-
-def _awaited(result: object) -> Deferred[Any] | None:
-    """Return a Deferred for ``result`` if it is something to wait for."""
-    if isinstance(result, Deferred):
-        return result
-    if isinstance(result, Coroutine):
-        return ensure_deferred(result)
-    if asyncio.isfuture(result):
-        return Deferred.from_future(result)
-    return None
 
 
 @overload
