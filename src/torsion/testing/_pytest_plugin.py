@@ -42,7 +42,7 @@ import functools
 import gc
 import inspect
 from collections.abc import Awaitable, Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
@@ -77,6 +77,9 @@ _FOREIGN_ASYNC_MARKERS = frozenset({"asyncio", "anyio", "trio"})
 
 class _TorsionPlugin:
     """The per-session half of the plugin: hooks that need its settings."""
+
+    # Whether a session (an outer one, under pytester) has frozen the GC.
+    _session_froze: ClassVar[bool] = False
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -196,8 +199,10 @@ class _TorsionPlugin:
         counting still frees them); nested sessions (pytester) leave an outer
         session's freeze alone.
         """
-        froze = self.freeze_gc and gc.get_freeze_count() == 0
+        # Not the freeze count: some interpreters (3.12) start with objects frozen.
+        froze = self.freeze_gc and not _TorsionPlugin._session_froze
         if froze:
+            _TorsionPlugin._session_froze = True
             gc.collect()
             gc.freeze()
         try:
@@ -205,6 +210,7 @@ class _TorsionPlugin:
         finally:
             if froze:
                 gc.unfreeze()
+                _TorsionPlugin._session_froze = False
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool | None:
