@@ -333,3 +333,15 @@ def test_errors_from_callbacks_are_not_chained_to_the_coroutine_exit() -> None:
     [exc] = results_of(d)
     assert isinstance(exc, ValueError)
     assert exc.__context__ is None
+
+
+def test_a_coroutine_returning_a_deferred_passes_on_its_result() -> None:
+    inner: Deferred[str] = Deferred()
+
+    async def work() -> Deferred[str]:
+        return inner
+
+    d = ensure_deferred(work())
+    assert not d.called
+    inner.callback("passed on")
+    assert results_of(d) == ["passed on"]

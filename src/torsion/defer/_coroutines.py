@@ -29,6 +29,8 @@ from torsion.defer._deferred import (
 
 __all__ = ["awaitable_deferred", "ensure_deferred", "maybe_deferred"]
 
+_copy_context = contextvars.copy_context
+
 T = TypeVar("T")
 
 
@@ -75,9 +77,19 @@ class _CoroutineDeferred(Deferred[T]):
     __slots__ = ("_context", "_coro", "_future", "_handle", "_waiting")
 
     def __init__(self, coro: Coroutine[Any, Any, T] | Generator[Any, Any, T]) -> None:
-        super().__init__(_cancel_coroutine)
+        # Deferred.__init__ inlined: starting a coroutine is a hot path.
+        self._callbacks = []
+        self._canceller = _cancel_coroutine
+        self._called = False
+        self._failed = False
+        self._paused = 0
+        self._running = False
+        self._result = None
+        self._chained_to = None
+        self._logger = None
+        self._suppress_already_called = False
         self._coro = coro
-        self._context = contextvars.copy_context()
+        self._context = _copy_context()
         self._waiting: Deferred[Any] | None = None
         self._future: asyncio.Future[Any] | None = None
         self._handle: asyncio.Handle | None = None
@@ -106,6 +118,9 @@ class _CoroutineDeferred(Deferred[T]):
         if not self._called:
             if failed:
                 self.errback(outcome)
+            elif isinstance(outcome, Deferred):
+                # Returning a Deferred passes on its result, as a callback's would.
+                outcome.chain_deferred(self)
             else:
                 self.callback(outcome)
         elif failed and not isinstance(outcome, CancelledError):
