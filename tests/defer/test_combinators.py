@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import pytest
+from _outcome import Outcome
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,24 +30,6 @@ from torsion.errors import TorsionError
 from torsion.testing import Clock
 
 # -- helpers ------------------------------------------------------------------
-
-
-class Outcome:
-    """Takes a Deferred's outcome (handling any error) for inspection."""
-
-    def __init__(self, d: Deferred[Any]) -> None:
-        self.called = False
-        self.value: Any = None
-        self.error: BaseException | None = None
-        d.add_callbacks(self._ok, self._failed)
-
-    def _ok(self, value: Any) -> None:
-        self.called = True
-        self.value = value
-
-    def _failed(self, error: BaseException) -> None:
-        self.called = True
-        self.error = error
 
 
 class Work:

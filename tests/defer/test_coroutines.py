@@ -9,6 +9,7 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
+from _outcome import results_of
 
 from torsion.defer import (
     CancelledError,
@@ -18,12 +19,6 @@ from torsion.defer import (
     maybe_deferred,
     succeed,
 )
-
-
-def results_of(d: Deferred[Any]) -> list[Any]:
-    seen: list[Any] = []
-    d.add_both(seen.append)
-    return seen
 
 
 def test_coroutine_runs_synchronously_through_fired_deferreds() -> None:

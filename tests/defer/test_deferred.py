@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+from _outcome import results_of
 
 from torsion.defer import (
     AlreadyCalledError,
@@ -16,12 +17,6 @@ from torsion.defer import (
     fail,
     succeed,
 )
-
-
-def results_of(d: Deferred[Any]) -> list[Any]:
-    seen: list[Any] = []
-    d.add_both(seen.append)
-    return seen
 
 
 def test_callbacks_fire_in_order_each_fed_by_the_last() -> None:

@@ -15,8 +15,11 @@ def test_public_names():
         "StringTransport",
         "TCPClientCall",
         "TCPServerCall",
+        "assert_no_result",
+        "failure_result_of",
         "loopback",
         "require_peer",
+        "success_result_of",
     ]
     for name in torsion.testing.__all__:
         assert getattr(torsion.testing, name).__module__.startswith("torsion.testing.")

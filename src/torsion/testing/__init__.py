@@ -3,6 +3,8 @@
 * ``Clock``: fake time, moved by ``advance``/``pump``.
 * ``StringTransport``: a transport that records what a protocol writes.
 * ``loopback``: two protocols connected in memory, delivering synchronously.
+* ``success_result_of``, ``failure_result_of``, ``assert_no_result``: read a
+  Deferred's outcome in a synchronous test.
 * ``require_peer``: the path of a real peer program, or skip (fail in CI).
 * ``MemoryReactor``: records ``listen_tcp``/``connect_tcp`` calls, fake time.
 
@@ -21,6 +23,7 @@ from torsion.testing._memory_reactor import (
     TCPServerCall,
 )
 from torsion.testing._peers import require_peer
+from torsion.testing._results import assert_no_result, failure_result_of, success_result_of
 from torsion.testing._string_transport import StringTransport
 
 __all__ = [
@@ -32,6 +35,9 @@ __all__ = [
     "StringTransport",
     "TCPClientCall",
     "TCPServerCall",
+    "assert_no_result",
+    "failure_result_of",
     "loopback",
     "require_peer",
+    "success_result_of",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["WriteFlow"]
+__all__ = ["WriteFlow", "accepts_write"]
 
 _DEFAULT_HIGH = 64 * 1024
 
@@ -49,3 +49,19 @@ class WriteFlow:
         elif self.paused and size <= self.low:
             self.paused = False
             protocol.resume_writing()
+
+
+def accepts_write(data: object, *, eof_written: bool, closing: bool) -> bool:
+    """Check a ``write()`` as asyncio's transports do; return whether to send it.
+
+    Writes after ``close()`` and empty writes are dropped silently.
+
+    Raises:
+        TypeError: ``data`` is not bytes-like.
+        RuntimeError: ``write_eof()`` was called.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+    if eof_written:
+        raise RuntimeError("Cannot call write() after write_eof()")
+    return not closing and len(data) > 0

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from torsion.testing._flow import WriteFlow
+from torsion.testing._flow import WriteFlow, accepts_write
 
 __all__ = ["Loopback", "LoopbackTransport", "loopback"]
 
@@ -331,13 +331,8 @@ class LoopbackTransport(asyncio.Transport):
             TypeError: ``data`` is not bytes-like.
             RuntimeError: ``write_eof()`` was called.
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
-        if self._end.eof_written:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self._end.closing or not data:
-            return
-        self._connection._write(self._end, bytes(data))
+        if accepts_write(data, eof_written=self._end.eof_written, closing=self._end.closing):
+            self._connection._write(self._end, bytes(data))
 
     def writelines(self, list_of_data: Iterable[_Buffer]) -> None:
         """Send each buffer in turn."""

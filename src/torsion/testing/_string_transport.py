@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from torsion.testing._flow import WriteFlow
+from torsion.testing._flow import WriteFlow, accepts_write
 
 __all__ = ["StringTransport"]
 
@@ -141,11 +141,7 @@ class StringTransport(asyncio.Transport):
             TypeError: ``data`` is not bytes-like.
             RuntimeError: ``write_eof()`` was called.
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
-        if self.eof_written:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self.closed or not data:
+        if not accepts_write(data, eof_written=self.eof_written, closing=self.closed):
             return
         self._data += data
         self._flow.update(len(self._data), self._protocol)
