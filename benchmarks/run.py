@@ -156,6 +156,32 @@ def coro_asyncio_eager(n: int) -> float:
         loop.close()
 
 
+def _coro_asyncio_task(new_loop):
+    """asyncio's own way to run a coroutine: a Task, stepped by the loop."""
+
+    def bench(n: int) -> float:
+        loop = new_loop()
+        batch = min(n, 1_000)  # tasks alive at once: bounded, like the other contenders
+
+        async def main() -> float:
+            new_future, create_task, c = loop.create_future, loop.create_task, _await_once
+            t0 = perf_counter()
+            for _ in range(n // batch):
+                for _ in range(batch):
+                    fut = new_future()
+                    fut.set_result(1)
+                    last = create_task(c(fut))
+                await last  # tasks run in order: when the last is done, all are
+            return perf_counter() - t0
+
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    return bench
+
+
 # -- 2b. one coroutine awaiting an already-fired result N times --------------------
 
 
@@ -354,6 +380,8 @@ def main() -> None:
     contenders = {
         "torsion ensure_deferred(c(succeed(1)))": coro_torsion,
         "twisted ensureDeferred(c(succeed(1)))": coro_twisted,
+        "asyncio Task(c(done Future)), uvloop": _coro_asyncio_task(uvloop.new_event_loop),
+        "asyncio Task(c(done Future)), asyncio loop": _coro_asyncio_task(asyncio.new_event_loop),
         "asyncio c(done Future).send(None)": coro_asyncio_send,
     }
     eager = sys.version_info >= (3, 12)
@@ -363,11 +391,26 @@ def main() -> None:
     s = _print_table(f"2a. per coroutine: create + await a fired result  [N={n_coro:,}]", res)
     torsion = "torsion ensure_deferred(c(succeed(1)))"
     _ratio(
-        "asyncio send / torsion",
+        "asyncio Task on uvloop / torsion",
         s,
-        "asyncio c(done Future).send(None)",
+        "asyncio Task(c(done Future)), uvloop",
         torsion,
         goal=1.0,
+    )
+    _ratio(
+        "asyncio Task on asyncio loop / torsion",
+        s,
+        "asyncio Task(c(done Future)), asyncio loop",
+        torsion,
+    )
+    _ratio(
+        "twisted / asyncio Task on uvloop (the issue puts this at ~0.7x)",
+        s,
+        "asyncio Task(c(done Future)), uvloop",
+        "twisted ensureDeferred(c(succeed(1)))",
+    )
+    _ratio(
+        "asyncio bare send (no driver) / torsion", s, "asyncio c(done Future).send(None)", torsion
     )
     if eager:
         _ratio("asyncio eager task / torsion", s, "asyncio eager Task(c(done Future))", torsion)

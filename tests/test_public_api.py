@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +76,13 @@ def test_the_defer_surface() -> None:
         "CancelledError",
         "AlreadyCalledError",
     }
+
+
+def test_every_module_says_what_it_is_for() -> None:
+    # Read from the sources: a module compiled with mypyc has no __doc__.
+    root = Path(torsion.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        where = path.relative_to(root)
+        if path.parent != root and path.name != "__init__.py":
+            assert path.name.startswith("_"), f"{where} should be private"
+        assert ast.get_docstring(ast.parse(path.read_text())), f"{where} has no docstring"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 import torsion.internet
 from torsion.internet import (
     Clock,
@@ -50,15 +47,6 @@ def test_public_names() -> None:
     assert set(torsion.internet.__all__) == EXPECTED
     for name in torsion.internet.__all__:
         assert getattr(torsion.internet, name) is not None
-
-
-def test_every_module_says_what_it_is_for() -> None:
-    package = torsion.internet
-    assert package.__doc__
-    for info in pkgutil.iter_modules(package.__path__):
-        assert info.name.startswith("_"), f"{info.name} should be private"
-        module = importlib.import_module(f"torsion.internet.{info.name}")
-        assert module.__doc__, f"{info.name} has no docstring"
 
 
 def test_reactor_provides_the_small_interfaces() -> None:

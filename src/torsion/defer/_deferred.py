@@ -106,6 +106,9 @@ class Deferred(Generic[T]):
             a result arrived; it should stop the work and may fire the
             Deferred itself. If it does not, the Deferred fails with
             ``CancelledError``.
+
+    Deferred is compiled with mypyc where the build allows, and so cannot be
+    subclassed: wrap one, or add callbacks, instead.
     """
 
     __slots__ = (
@@ -368,7 +371,10 @@ class Deferred(Generic[T]):
         yield waiter
         return cast(T, waiter.result())
 
-    __iter__ = __await__
+    def __iter__(self) -> Generator[Any, None, T]:
+        # ``yield from d`` in a generator-based coroutine. Spelled as a method,
+        # not an alias of ``__await__``, so that mypyc can compile it.
+        return self.__await__()
 
     # -- asyncio bridge -------------------------------------------------------
 

@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from torsion.defer import Deferred, ensure_deferred, succeed
 from torsion.errors import (
@@ -24,7 +24,7 @@ from torsion.errors import (
     ReactorError,
     ReactorNotRunningError,
 )
-from torsion.internet._delayed import Clock, DelayedCall
+from torsion.internet._delayed import Clock, LoopClock
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._protocol import Address, ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
@@ -53,7 +53,7 @@ def new_event_loop(*, uvloop: bool = True) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-class Reactor:
+class Reactor(LoopClock):
     """The reactor: a facade over one asyncio event loop.
 
     Args:
@@ -76,23 +76,18 @@ class Reactor:
 
     __slots__ = (
         "__weakref__",
-        "_at_time",
-        "_call_at",
-        "_call_later",
         "_closed",
         "_events",
         "_in_run",
         "_listeners",
         "_loop",
         "_owns_loop",
-        "_pending",
         "_resolver",
         "_signal",
         "_started",
         "_stopping",
         "_thread_ident",
         "_threads_wait",
-        "_time",
         "shutdown_timeout",
         "thread_pool",
     )
@@ -116,15 +111,7 @@ class Reactor:
         self._loop = loop
         self._owns_loop = owns
         self._closed = False
-        # The hot path (call_later, and each call firing) only touches these.
-        self._time = loop.time
-        self._call_at = loop.call_at
-        self._call_later = loop.call_later
-        # asyncio's own loops schedule by absolute time (their call_later
-        # wraps call_at); uvloop schedules by delay (its call_at wraps
-        # call_later). Use whichever is the primitive.
-        self._at_time = isinstance(loop, asyncio.BaseEventLoop)
-        self._pending: set[DelayedCall] = set()
+        super().__init__(loop)
         self._events = SystemEvents(self)
         self.thread_pool = thread_pool if thread_pool is not None else ThreadPool()
         self._resolver: Resolver = resolver if resolver is not None else SystemResolver(self)
@@ -153,45 +140,7 @@ class Reactor:
             state = "idle"
         return f"<Reactor {state} on {type(self._loop).__module__}.{type(self._loop).__name__}>"
 
-    # -- time (Clock) -------------------------------------------------------------
-
-    def seconds(self) -> float:
-        """Return the loop's monotonic time, in seconds."""
-        return self._time()
-
-    def call_later(self, delay: float, f: Callable[..., object], /, *args: Any) -> DelayedCall:
-        """Call ``f(*args)`` on the reactor's thread ``delay`` seconds from now.
-
-        An exception ``f`` raises goes to the loop's exception handler (which
-        logs it).
-
-        Returns:
-            A handle to ``cancel()``, ``reset()`` or ``delay()`` the call.
-        """
-        call = _ReactorCall(self, self._time() + delay, f, args)
-        if self._at_time:
-            call.handle = self._call_at(call.time, call)
-        else:
-            call.handle = self._call_later(delay, call)
-        self._pending.add(call)
-        return call
-
-    def get_delayed_calls(self) -> list[DelayedCall]:
-        """Return the calls scheduled with ``call_later`` that have not run, soonest first."""
-        return sorted(self._pending, key=_call_time)
-
-    def _cancel_delayed(self, call: DelayedCall) -> None:
-        call.handle.cancel()
-        call.handle = None
-        self._pending.discard(call)
-
-    def _reschedule_delayed(self, call: DelayedCall) -> None:
-        due = cast(_ReactorCall, call)  # Every call this reactor owns is one.
-        due.handle.cancel()
-        if self._at_time:
-            due.handle = self._call_at(due.time, due)
-        else:
-            due.handle = self._call_later(due.time - self._time(), due)
+    # -- time (Clock): seconds, call_later, get_delayed_calls come from LoopClock.
 
     # -- threads (ThreadRunner) -----------------------------------------------------
 
@@ -534,30 +483,6 @@ class Reactor:
         if self._threads_wait is not None and not self._threads_wait.called:
             self._threads_wait.callback(None)
         self._loop.stop()
-
-
-class _ReactorCall(DelayedCall):
-    """A DelayedCall the loop calls directly when it is due.
-
-    Being the loop's callback itself (rather than a method called with the
-    call as its argument) spares an argument tuple per call: fewer objects
-    for the garbage collector to walk while many calls are pending.
-    """
-
-    __slots__ = ()
-
-    _owner: Reactor
-
-    def __call__(self) -> None:
-        # Dropping the handle breaks the cycle call -> handle -> call, so that
-        # a call that ran is freed at once rather than by the GC.
-        self.handle = None
-        self._owner._pending.discard(self)
-        self.run()
-
-
-def _call_time(call: DelayedCall) -> float:
-    return call.time
 
 
 def _deliver(d: Deferred[Any], succeeded: bool, result: Any) -> None:

@@ -91,7 +91,6 @@ class Clock:
             call: DelayedCall | None = entry[2]
             if call is None:
                 continue
-            call.handle = None
             self._live -= 1
             call.run()
 
