@@ -20,6 +20,9 @@ EXPECTED = {
     "Clock",
     "DelayedCall",
     "DelayedCallOwner",
+    "Factory",
+    "IPv4Address",
+    "IPv6Address",
     "Listener",
     "ListeningPort",
     "LoopingCall",
@@ -35,11 +38,14 @@ EXPECTED = {
     "ThreadPool",
     "ThreadRunner",
     "TriggerId",
+    "UNIXAddress",
     "blocking_call_from_thread",
     "defer_later",
     "is_ip_address",
     "new_event_loop",
     "react",
+    "to_address",
+    "to_sockaddr",
 }
 
 

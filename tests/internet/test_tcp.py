@@ -11,7 +11,7 @@ import pytest
 
 from torsion.defer import CancelledError, Deferred
 from torsion.errors import CannotListenError
-from torsion.internet import Address, Protocol, Reactor
+from torsion.internet import Address, IPv4Address, Protocol, Reactor
 
 Wait = Callable[..., Any]
 Run = Callable[..., None]
@@ -20,8 +20,8 @@ Run = Callable[..., None]
 class Echo(Protocol):
     """Sends back what it receives."""
 
-    def __init__(self, peer: Address) -> None:
-        self.peer = peer
+    def __init__(self, address: Address) -> None:
+        self.address = address
         self.lost: Deferred[Exception | None] = Deferred()
 
     def data_received(self, data: bytes) -> None:
@@ -34,8 +34,8 @@ class Echo(Protocol):
 class Client(Protocol):
     """Sends a message and collects the reply."""
 
-    def __init__(self, peer: Address, message: bytes = b"hello, torsion") -> None:
-        self.peer = peer
+    def __init__(self, address: Address, message: bytes = b"hello, torsion") -> None:
+        self.address = address
         self.message = message
         self.received = b""
         self.replied: Deferred[bytes] = Deferred()
@@ -84,12 +84,15 @@ def test_echo(real_reactor: Reactor, wait: Wait) -> None:
     client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Client))
     assert isinstance(client, Client)
     assert client.made == 1
-    assert client.peer == ("127.0.0.1", listener.port)
+    # The client's factory got the server's address, typed.
+    assert client.address == IPv4Address("127.0.0.1", listener.port)
+    assert client.peer == client.address
     assert wait(r, client.replied) == b"hello, torsion"
-    # The server's factory got the client's address.
+    # The server's factory got the client's address; each end's host and peer match.
     (server,) = servers
-    assert server.peer[0] == "127.0.0.1"
-    assert server.peer[1] == client.transport.get_extra_info("sockname")[1]
+    assert server.address == client.host
+    assert server.peer == client.host
+    assert server.host == client.peer
     client.transport.close()
     assert wait(r, client.lost) is None
     assert wait(r, server.lost) is None

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from torsion.internet import Protocol
+from torsion.internet import IPv4Address, Protocol
 from torsion.testing import Clock, MemoryReactor, StringTransport
 
 
@@ -72,9 +72,9 @@ def test_the_test_drives_the_recorded_factory_by_hand():
 def test_accept_plays_an_incoming_connection():
     reactor = MemoryReactor()
     start_server(reactor)
-    protocol = reactor.tcp_servers[0].accept(peer=("192.0.2.9", 4000))
+    protocol = reactor.tcp_servers[0].accept(peer=IPv4Address("192.0.2.9", 4000))
     assert isinstance(protocol, Hello)
-    assert protocol.address == ("192.0.2.9", 4000)
+    assert protocol.address == IPv4Address("192.0.2.9", 4000)
     assert protocol.transport.value() == b"hello\r\n"
     assert protocol.transport.get_extra_info("peername") == ("192.0.2.9", 4000)
     assert protocol.transport.get_extra_info("sockname") == ("127.0.0.1", 25)
@@ -104,7 +104,7 @@ def test_connect_tcp_is_recorded_and_fired_by_the_test():
     d.add_callback(results.append)
     protocol = client.connect()
     assert results == [protocol]
-    assert protocol.address == ("example.org", 25)
+    assert protocol.address == IPv4Address("example.org", 25)
     assert protocol.transport.value() == b"hello\r\n"
 
 

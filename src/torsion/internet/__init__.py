@@ -8,9 +8,17 @@ Code that needs one of its services asks for the small interface it uses:
 one in ``torsion.testing``. ``react`` runs a program's main function.
 """
 
+from torsion.internet._address import (
+    Address,
+    IPv4Address,
+    IPv6Address,
+    UNIXAddress,
+    to_address,
+    to_sockaddr,
+)
 from torsion.internet._delayed import Clock, DelayedCall, DelayedCallOwner
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
-from torsion.internet._protocol import Address, Protocol, ProtocolFactory
+from torsion.internet._protocol import Factory, Protocol, ProtocolFactory
 from torsion.internet._react import react
 from torsion.internet._reactor import Reactor, new_event_loop
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
@@ -23,6 +31,9 @@ __all__ = [
     "Clock",
     "DelayedCall",
     "DelayedCallOwner",
+    "Factory",
+    "IPv4Address",
+    "IPv6Address",
     "Listener",
     "ListeningPort",
     "LoopingCall",
@@ -38,9 +49,12 @@ __all__ = [
     "ThreadPool",
     "ThreadRunner",
     "TriggerId",
+    "UNIXAddress",
     "blocking_call_from_thread",
     "defer_later",
     "is_ip_address",
     "new_event_loop",
     "react",
+    "to_address",
+    "to_sockaddr",
 ]

@@ -1,8 +1,9 @@
 """The protocol base class: what reacts to a connection's events.
 
 torsion uses asyncio's transport/protocol contract unchanged, so a protocol
-runs over any asyncio transport (TCP here; TLS, Unix sockets and in-memory
-test transports later). The call order, for one connection::
+runs over any asyncio transport (TCP, TLS, Unix sockets, the in-memory test
+transports) and the transport calls it with nothing in between. The call
+order, for one connection::
 
     connection_made [-> data_received*] [-> eof_received] -> connection_lost
 
@@ -10,24 +11,31 @@ with ``pause_writing`` / ``resume_writing`` in between whenever the
 transport's write buffer crosses its high / low water marks.
 
 A factory is any callable that takes the peer's address and returns a new
-protocol for that connection.
+protocol for that connection; ``Factory`` adds start/stop hooks and a count
+of live connections for those who want them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
-from typing import Any, TypeAlias, cast
+from typing import Generic, TypeAlias, TypeVar, cast
 
-__all__ = ["Address", "Protocol", "ProtocolFactory"]
+from torsion.defer import Deferred, succeed
+from torsion.internet._address import Address, to_address
 
-Address: TypeAlias = tuple[Any, ...]
-"""A socket address as asyncio reports it: ``(host, port)`` for IPv4,
-``(host, port, flowinfo, scope_id)`` for IPv6."""
+__all__ = ["Factory", "Protocol", "ProtocolFactory"]
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
 class Protocol(asyncio.Protocol):
     """Base class for protocols: override the events you care about.
+
+    When overriding ``connection_made``, ``pause_writing``,
+    ``resume_writing`` or ``connection_lost``, call the base method too:
+    ``transport`` and ``drained()`` depend on them.
 
     Attributes:
         transport: The connection's transport, set by ``connection_made``;
@@ -35,12 +43,23 @@ class Protocol(asyncio.Protocol):
     """
 
     transport: asyncio.Transport
+    # Class-level defaults, so that subclasses need not call __init__.
+    _writing_paused = False
+    _lost = False
+    _drain_waiters: list[Deferred[None]] | None = None
+
+    @property
+    def peer(self) -> Address:
+        """The address of the other end of the connection."""
+        return to_address(self.transport.get_extra_info("peername"))
+
+    @property
+    def host(self) -> Address:
+        """The address of this end of the connection."""
+        return to_address(self.transport.get_extra_info("sockname"))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Called once, when the connection is up; keeps ``transport``.
-
-        Call ``super().connection_made(transport)`` when overriding.
-        """
+        """Called once, when the connection is up; keeps ``transport``."""
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
@@ -61,8 +80,165 @@ class Protocol(asyncio.Protocol):
         Args:
             exc: None for a clean close, or the error that broke it.
         """
+        self._lost = True
+        self._wake_drain_waiters(exc or ConnectionResetError("connection closed"))
+
+    # -- backpressure ----------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer went above its high-water mark."""
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        """The transport's write buffer drained below its low-water mark."""
+        self._writing_paused = False
+        self._wake_drain_waiters(None)
+
+    def drained(self) -> Deferred[None]:
+        """Wait until the transport will take more writes.
+
+        Returns:
+            A Deferred (await it) that fires at once if the write buffer is
+            below its high-water mark, else once it has drained below the low
+            one. It fails with the connection's error, or
+            ``ConnectionResetError``, if the connection is lost first.
+        """
+        if self._lost:
+            d: Deferred[None] = Deferred()
+            d.errback(ConnectionResetError("connection closed"))
+            return d
+        if not self._writing_paused:
+            return succeed(None)
+        d = Deferred()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(d)
+        return d
+
+    def _wake_drain_waiters(self, exc: BaseException | None) -> None:
+        waiters = self._drain_waiters
+        if not waiters:
+            return
+        self._drain_waiters = None
+        for d in waiters:
+            if exc is None:
+                d.callback(None)
+            else:
+                d.errback(exc)
+
+    # -- TLS -------------------------------------------------------------------
+
+    def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        handshake_timeout: float | None = None,
+    ) -> Deferred[None]:
+        """Upgrade this connection to TLS in place (STARTTLS).
+
+        Call it from the event loop's thread (from ``data_received``, say)
+        once the plain-text exchange that precedes the upgrade is written:
+        what was written before goes out in clear first. No data is delivered
+        while the handshake runs; afterwards ``self.transport`` is the TLS
+        transport and everything flows through it.
+
+        Args:
+            context: The TLS settings (certificates, verification, ALPN).
+            server_side: True on the server end of the connection.
+            server_hostname: For a client, the name to verify the server's
+                certificate against and to send as SNI.
+            handshake_timeout: Seconds the handshake may take (asyncio's
+                default, 60, if None).
+
+        Returns:
+            A Deferred that fires with None once the handshake is done, or
+            fails with its error (``ssl.SSLError``, ``TimeoutError``, ...),
+            after which the connection is closed.
+        """
+        loop = asyncio.get_running_loop()
+
+        async def upgrade() -> None:
+            transport = await loop.start_tls(
+                self.transport,
+                self,
+                context,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=handshake_timeout,
+            )
+            if transport is None:  # pragma: no cover - the loop closed meanwhile
+                raise ConnectionResetError("connection closed during the TLS handshake")
+            self.transport = transport
+
+        return Deferred.from_future(loop.create_task(upgrade()))
 
 
 ProtocolFactory: TypeAlias = Callable[[Address], asyncio.BaseProtocol | None]
 """Builds the protocol for a new connection from the peer's address; a server
 factory may return None to refuse the connection (it is closed at once)."""
+
+
+class Factory(Generic[P]):
+    """A protocol factory with start/stop hooks and a count of live connections.
+
+    Call it with a peer's address, as a transport does, to get a protocol.
+    Listening functions call ``start()`` when they begin listening with it and
+    ``stop()`` when they stop; ``start_factory`` runs before the first start
+    and ``stop_factory`` after the last stop, so one factory can serve several
+    ports.
+
+    Args:
+        protocol: Makes a protocol: a class or any function of no arguments.
+            Subclasses may instead override ``build_protocol``.
+
+    Attributes:
+        connections: How many of its protocols are connected now.
+    """
+
+    def __init__(self, protocol: Callable[[], P] | None = None) -> None:
+        self._make = protocol
+        self.connections = 0
+        self._starts = 0
+
+    def build_protocol(self, address: Address) -> P | None:
+        """Return the protocol for a connection from ``address`` (None refuses it)."""
+        if self._make is None:
+            raise TypeError("Factory needs a protocol to make, or a build_protocol override")
+        return self._make()
+
+    def start_factory(self) -> None:
+        """Called before the factory starts serving (or connecting)."""
+
+    def stop_factory(self) -> None:
+        """Called after the last port using the factory stopped."""
+
+    def start(self) -> None:
+        """Note one more user (a listening port); the first starts the factory."""
+        if self._starts == 0:
+            self.start_factory()
+        self._starts += 1
+
+    def stop(self) -> None:
+        """Note one user fewer; the last stops the factory."""
+        if self._starts == 0:
+            raise RuntimeError(f"{self!r} was stopped more often than started")
+        self._starts -= 1
+        if self._starts == 0:
+            self.stop_factory()
+
+    def __call__(self, address: Address) -> P | None:
+        protocol = self.build_protocol(address)
+        if protocol is None:
+            return None
+        self.connections += 1
+        lost = protocol.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            self.connections -= 1
+            lost(exc)
+
+        # The protocol stays its own; only this instance's method is wrapped.
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+        return protocol

@@ -19,7 +19,8 @@ from typing import Protocol, TypeVar
 
 from torsion.defer import Deferred
 from torsion.errors import CannotListenError
-from torsion.internet._protocol import Address, ProtocolFactory
+from torsion.internet._address import Address, to_address
+from torsion.internet._protocol import Factory, ProtocolFactory
 from torsion.internet._resolve import is_ip_address
 
 __all__ = ["Listener", "ListeningPort", "ReactorTCP", "connect_tcp", "listen_tcp"]
@@ -99,6 +100,8 @@ class Listener:
         self._waiters: list[Deferred[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
         self._stopped = False
+        if isinstance(factory, Factory):
+            factory.start()
         # create_server is a coroutine; the socket already listens meanwhile,
         # so connections arriving before it runs wait in the backlog.
         self._start_task = loop.create_task(self._serve(backlog))
@@ -162,6 +165,8 @@ class Listener:
 
     def _finished_stopping(self, task: asyncio.Task[None]) -> None:
         self._stopped = True
+        if isinstance(self._factory, Factory):
+            self._factory.stop()
         waiters, self._waiters = self._waiters, []
         exc = None if task.cancelled() else task.exception()
         for d in waiters:
@@ -186,7 +191,7 @@ class _Acceptor(asyncio.Protocol):
         self._factory = factory
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
+        peer = to_address(transport.get_extra_info("peername"))
         try:
             protocol = self._factory(peer)
         except Exception:
@@ -290,8 +295,8 @@ def connect_tcp(
         resolve_all: Turns a host name into addresses (the reactor's resolver).
         host: A name or an IP address.
         port: The port.
-        factory: Called with ``(address, port)`` once connected; returns the
-            protocol.
+        factory: Called with the server's address (an ``IPv4Address`` or
+            ``IPv6Address``) once connected; returns the protocol.
         timeout: Seconds for the whole attempt (lookup included); None waits
             as long as the system does.
 
@@ -333,9 +338,11 @@ async def _connect_to(
     built: list[P] = []
     failure: list[Exception] = []
 
+    peer = to_address((address, port) if ":" not in address else (address, port, 0, 0))
+
     def build() -> asyncio.BaseProtocol:
         try:
-            protocol = factory((address, port))
+            protocol = factory(peer)
         except Exception as exc:
             failure.append(exc)
             return _Refuse()

@@ -23,10 +23,12 @@ class Echo(Protocol):
 
     def pause_writing(self) -> None:
         """The peer is not reading what we send: stop reading what it sends."""
+        super().pause_writing()
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         """The write buffer drained: read again."""
+        super().resume_writing()
         self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:

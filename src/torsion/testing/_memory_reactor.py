@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from torsion.defer import Deferred, succeed
-from torsion.internet import Address, DelayedCall, ProtocolFactory
+from torsion.internet import (
+    Address,
+    DelayedCall,
+    IPv4Address,
+    ProtocolFactory,
+    to_address,
+    to_sockaddr,
+)
 from torsion.testing._clock import Clock
 from torsion.testing._string_transport import StringTransport
 
@@ -36,7 +43,7 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 _FIRST_EPHEMERAL_PORT = 49152
 
 # Where the made-up peers of accepted connections come from (TEST-NET-1).
-_DEFAULT_PEER = ("192.0.2.2", 54321)
+_DEFAULT_PEER = IPv4Address("192.0.2.2", 54321)
 
 
 class MemoryListener:
@@ -98,7 +105,9 @@ class TCPServerCall:
             factory refused the connection (the transport is then closed).
         """
         if transport is None:
-            transport = StringTransport(peer=peer, host=(self.listener.host, self.listener.port))
+            transport = StringTransport(
+                peer=to_sockaddr(peer), host=(self.listener.host, self.listener.port)
+            )
         protocol = self.factory(peer)
         if protocol is None:
             transport.close()
@@ -135,14 +144,14 @@ class TCPClientCall:
 
         Args:
             transport: The connection's transport; a new ``StringTransport``
-                whose peer is ``(host, port)`` if omitted.
+                whose peer is ``host:port`` if omitted.
 
         Returns:
             The protocol.
         """
-        address = (self.host, self.port)
+        address = to_address((self.host, self.port))
         if transport is None:
-            transport = StringTransport(peer=address)
+            transport = StringTransport(peer=to_sockaddr(address))
         protocol = self.factory(address)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
