@@ -157,6 +157,18 @@ class StartTLSServer(Protocol):
             self.transport.write(data.upper())
 
 
+def recording(
+    made: list[StartTLSServer], make: Callable[[], StartTLSServer]
+) -> Callable[[Address], StartTLSServer]:
+    """A factory that keeps each protocol it makes in ``made``."""
+
+    def factory(_: Address) -> StartTLSServer:
+        made.append(make())
+        return made[-1]
+
+    return factory
+
+
 class StartTLSClient(Protocol):
     def __init__(self, context: ssl.SSLContext) -> None:
         self.context = context
@@ -185,11 +197,7 @@ def test_start_tls_upgrades_in_place(
 ) -> None:
     server_context, client_context = tls
     servers: list[StartTLSServer] = []
-
-    def serve(_: Address) -> StartTLSServer:
-        servers.append(StartTLSServer(server_context))
-        return servers[-1]
-
+    serve = recording(servers, lambda: StartTLSServer(server_context))
     r = real_reactor
     listener = r.listen_tcp(0, serve, interface="127.0.0.1")
     client = wait(
@@ -217,11 +225,7 @@ def test_start_tls_fails_on_an_untrusted_certificate(
     stranger = ssl.create_default_context()
     stranger.load_verify_locations(cadata=trustme.CA().cert_pem.bytes().decode())
     servers: list[StartTLSServer] = []
-
-    def serve(_: Address) -> StartTLSServer:
-        servers.append(StartTLSServer(server_context))
-        return servers[-1]
-
+    serve = recording(servers, lambda: StartTLSServer(server_context))
     r = real_reactor
     listener = r.listen_tcp(0, serve, interface="127.0.0.1")
     client = wait(r, r.connect_tcp("127.0.0.1", listener.port, lambda _: StartTLSClient(stranger)))
