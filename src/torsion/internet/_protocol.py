@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Callable
 from typing import Generic, TypeAlias, TypeVar, cast
 
-from torsion.defer import Deferred, succeed
+from torsion.defer import Deferred, fail, succeed
 from torsion.internet._address import Address, to_address
 
 __all__ = ["Factory", "Protocol", "ProtocolFactory"]
@@ -104,12 +104,10 @@ class Protocol(asyncio.Protocol):
             ``ConnectionResetError``, if the connection is lost first.
         """
         if self._lost:
-            d: Deferred[None] = Deferred()
-            d.errback(ConnectionResetError("connection closed"))
-            return d
+            return fail(ConnectionResetError("connection closed"))
         if not self._writing_paused:
             return succeed(None)
-        d = Deferred()
+        d: Deferred[None] = Deferred()
         if self._drain_waiters is None:
             self._drain_waiters = []
         self._drain_waiters.append(d)

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 from torsion.defer import Deferred
 from torsion.errors import CannotListenError
-from torsion.internet._address import Address, to_address
+from torsion.internet._address import Address, IPv4Address, IPv6Address, to_address
 from torsion.internet._protocol import Factory, ProtocolFactory
 from torsion.internet._resolve import is_ip_address
 
@@ -338,7 +338,7 @@ async def _connect_to(
     built: list[P] = []
     failure: list[Exception] = []
 
-    peer = to_address((address, port) if ":" not in address else (address, port, 0, 0))
+    peer: Address = IPv6Address(address, port) if ":" in address else IPv4Address(address, port)
 
     def build() -> asyncio.BaseProtocol:
         try:
