@@ -35,6 +35,7 @@ EXPECTED = {
     "Resolver",
     "SystemEvents",
     "SystemResolver",
+    "TCPListeningPort",
     "ThreadPool",
     "ThreadRunner",
     "TriggerId",

@@ -18,11 +18,12 @@ from torsion.internet._address import (
 )
 from torsion.internet._delayed import Clock, DelayedCall, DelayedCallOwner
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
+from torsion.internet._listener import Listener, ListeningPort
 from torsion.internet._protocol import Factory, Protocol, ProtocolFactory
 from torsion.internet._react import react
 from torsion.internet._reactor import Reactor, new_event_loop
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
-from torsion.internet._tcp import Listener, ListeningPort, ReactorTCP
+from torsion.internet._tcp import ReactorTCP, TCPListeningPort
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 from torsion.internet._time import LoopingCall, defer_later
 
@@ -46,6 +47,7 @@ __all__ = [
     "Resolver",
     "SystemEvents",
     "SystemResolver",
+    "TCPListeningPort",
     "ThreadPool",
     "ThreadRunner",
     "TriggerId",

@@ -27,9 +27,10 @@ from torsion.errors import (
 from torsion.internet._address import Address
 from torsion.internet._delayed import Clock, LoopClock
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
+from torsion.internet._listener import Listener
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
-from torsion.internet._tcp import Listener, ReactorTCP, connect_tcp, listen_tcp
+from torsion.internet._tcp import ReactorTCP, connect_tcp, listen_tcp
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 
 __all__ = ["Reactor"]

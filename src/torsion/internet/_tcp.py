@@ -1,11 +1,8 @@
-"""Minimal TCP: listen on a port, connect to one, over asyncio's transports.
+"""TCP: listen on a port, connect to one, over asyncio's transports.
 
 ``listen_tcp`` binds its socket at once, in the caller's thread, so that the
 port (the real one, for port 0) is known and a port already taken fails
-right there with ``CannotListenError``; asyncio then serves on that socket.
-Each accepted connection gets its protocol from the factory, called with the
-peer's address; the protocol then receives asyncio's events directly, with no
-torsion code in between.
+right there with ``CannotListenError``; a ``Listener`` then serves it.
 """
 
 from __future__ import annotations
@@ -19,32 +16,29 @@ from typing import Protocol, TypeVar
 
 from torsion.defer import Deferred
 from torsion.errors import CannotListenError
-from torsion.internet._address import Address, IPv4Address, IPv6Address, to_address
-from torsion.internet._protocol import Factory, ProtocolFactory
+from torsion.internet._address import Address, IPv4Address, IPv6Address
+from torsion.internet._listener import Listener, ListeningPort, abort_transport
+from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import is_ip_address
 
-__all__ = ["Listener", "ListeningPort", "ReactorTCP", "connect_tcp", "listen_tcp"]
+__all__ = ["ReactorTCP", "TCPListeningPort", "connect_tcp", "listen_tcp"]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 _log = logging.getLogger("torsion.internet")
 
 
-class ListeningPort(Protocol):
-    """A port that accepts connections until told to stop."""
+class TCPListeningPort(ListeningPort, Protocol):
+    """A listening TCP (or TLS) port."""
 
     @property
     def host(self) -> str:
-        """The address the port is bound to ("0.0.0.0" for every interface)."""
+        """The address bound to ("0.0.0.0" for every IPv4 interface)."""
         ...
 
     @property
     def port(self) -> int:
         """The port number (the one the system chose, if 0 was asked for)."""
-        ...
-
-    def stop_listening(self) -> Deferred[None]:
-        """Stop accepting; the Deferred fires once the port is closed."""
         ...
 
 
@@ -53,7 +47,7 @@ class ReactorTCP(Protocol):
 
     def listen_tcp(
         self, port: int, factory: ProtocolFactory, *, interface: str = "", backlog: int = 100
-    ) -> ListeningPort:
+    ) -> TCPListeningPort:
         """Listen on ``port``; each connection gets ``factory(peer_address)``."""
         ...
 
@@ -67,157 +61,6 @@ class ReactorTCP(Protocol):
     ) -> Deferred[P]:
         """Connect to ``host:port``; the Deferred fires with the connected protocol."""
         ...
-
-
-class Listener:
-    """A listening TCP port, as ``listen_tcp`` returns it.
-
-    Attributes:
-        interface: The interface asked for ("" means every one).
-        host: The address bound to.
-        port: The port bound to.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
-        factory: ProtocolFactory,
-        *,
-        interface: str,
-        backlog: int,
-        on_stopped: Callable[[Listener], object] | None = None,
-    ) -> None:
-        address = sock.getsockname()
-        self.interface = interface
-        self.host: str = address[0]
-        self.port: int = address[1]
-        self._loop = loop
-        self._sock = sock
-        self._factory = factory
-        self._on_stopped = on_stopped
-        self._server: asyncio.AbstractServer | None = None
-        self._waiters: list[Deferred[None]] = []
-        self._stop_task: asyncio.Task[None] | None = None
-        self._stopped = False
-        if isinstance(factory, Factory):
-            factory.start()
-        # create_server is a coroutine; the socket already listens meanwhile,
-        # so connections arriving before it runs wait in the backlog.
-        self._start_task = loop.create_task(self._serve(backlog))
-
-    @property
-    def listening(self) -> bool:
-        """Whether the port is open (``stop_listening`` was not called)."""
-        return self._stop_task is None
-
-    def stop_listening(self) -> Deferred[None]:
-        """Close the port; connections already accepted stay up.
-
-        Returns:
-            A Deferred that fires with None once the port is closed. Calling
-            again returns another Deferred for the same moment.
-        """
-        d: Deferred[None] = Deferred()
-        if self._stopped:
-            d.callback(None)
-            return d
-        self._waiters.append(d)
-        if self._stop_task is None:
-            self._stop_task = self._loop.create_task(self._stop())
-            self._stop_task.add_done_callback(self._finished_stopping)
-        return d
-
-    def close_now(self) -> None:
-        """Close the port from outside the event loop, running it if needed.
-
-        For cleaning up when the loop is about to be closed: if it is not
-        running, it is run until the port is closed.
-        """
-        loop = self._loop
-        if self._stopped or loop.is_closed():
-            return
-        self.stop_listening()
-        if not loop.is_running() and self._stop_task is not None:
-            loop.run_until_complete(asyncio.wait([self._stop_task]))
-
-    async def _serve(self, backlog: int) -> None:
-        try:
-            self._server = await self._loop.create_server(
-                self._accept, sock=self._sock, backlog=backlog
-            )
-        except Exception:
-            _log.exception("Cannot serve on %s:%d", self.host, self.port)
-            self._sock.close()
-
-    def _accept(self) -> asyncio.BaseProtocol:
-        return _Acceptor(self._factory)
-
-    async def _stop(self) -> None:
-        await asyncio.wait([self._start_task])
-        server = self._server
-        if server is None:
-            self._sock.close()
-            return
-        server.close()
-        # uvloop closes its handles on the next turn of the loop.
-        await asyncio.sleep(0)
-
-    def _finished_stopping(self, task: asyncio.Task[None]) -> None:
-        self._stopped = True
-        if isinstance(self._factory, Factory):
-            self._factory.stop()
-        waiters, self._waiters = self._waiters, []
-        exc = None if task.cancelled() else task.exception()
-        for d in waiters:
-            if exc is None:
-                d.callback(None)
-            else:
-                d.errback(exc)
-        if self._on_stopped is not None:
-            self._on_stopped(self)
-
-    def __repr__(self) -> str:
-        state = "listening" if self.listening else "stopped"
-        return f"<Listener {state} on {self.host}:{self.port}>"
-
-
-class _Acceptor(asyncio.Protocol):
-    """Stands in for the protocol until the factory has made it from the peer address."""
-
-    __slots__ = ("_factory",)
-
-    def __init__(self, factory: ProtocolFactory) -> None:
-        self._factory = factory
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = to_address(transport.get_extra_info("peername"))
-        try:
-            protocol = self._factory(peer)
-        except Exception:
-            _log.exception("Protocol factory %r failed for %r", self._factory, peer)
-            _abort(transport)
-            return
-        if protocol is None:
-            transport.close()
-            return
-        # From here on the transport talks to the protocol with nothing between.
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-
-
-class _Refuse(asyncio.Protocol):
-    """Closes a client connection whose factory failed."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        _abort(transport)
-
-
-def _abort(transport: asyncio.BaseTransport) -> None:
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
-    else:
-        transport.close()
 
 
 def listen_tcp(
@@ -246,9 +89,7 @@ def listen_tcp(
             not resolvable).
     """
     sock = _bind(interface, port, backlog)
-    return Listener(
-        loop, sock, factory, interface=interface, backlog=backlog, on_stopped=on_stopped
-    )
+    return Listener(loop, sock, factory, backlog=backlog, on_stopped=on_stopped)
 
 
 def _bind(interface: str, port: int, backlog: int) -> socket.socket:
@@ -353,3 +194,10 @@ async def _connect_to(
     if failure:
         raise failure[0]
     return built[0]
+
+
+class _Refuse(asyncio.Protocol):
+    """Closes a client connection whose factory failed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        abort_transport(transport)

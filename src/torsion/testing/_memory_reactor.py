@@ -28,6 +28,7 @@ from torsion.internet import (
     Address,
     DelayedCall,
     IPv4Address,
+    IPv6Address,
     ProtocolFactory,
     to_address,
     to_sockaddr,
@@ -61,6 +62,13 @@ class MemoryListener:
         self.host = interface or "0.0.0.0"
         self.port = port
         self.listening = True
+
+    @property
+    def address(self) -> IPv4Address | IPv6Address:
+        """The address "bound" to, typed."""
+        if ":" in self.host:
+            return IPv6Address(self.host, self.port)
+        return IPv4Address(self.host, self.port)
 
     def stop_listening(self) -> Deferred[None]:
         """Stop "listening"; the Deferred has already fired."""
