@@ -18,6 +18,7 @@ from torsion.testing import Clock as FakeClock
 EXPECTED = {
     "Address",
     "Clock",
+    "Connector",
     "DelayedCall",
     "DelayedCallOwner",
     "Factory",

@@ -250,26 +250,28 @@ def test_connect_timeout(real_reactor: Reactor, wait: Wait) -> None:
 def test_cancel_connect(real_reactor: Reactor, wait: Wait) -> None:
     resolver = NeverResolves()
     real_reactor.install_resolver(resolver)
-    d = real_reactor.connect_tcp("slow.test", 80, Client)
+    connector = real_reactor.connect_tcp("slow.test", 80, Client)
     seen: list[Any] = []
-    d.add_errback(seen.append)
+    connector.deferred.add_errback(seen.append)
 
     async def settle() -> None:
         for _ in range(3):
             await asyncio.sleep(0)
 
     real_reactor.loop.run_until_complete(settle())  # now waiting for the resolver
-    d.cancel()
+    assert connector.state == "connecting"
+    connector.cancel()
     assert isinstance(seen[0], CancelledError)
+    assert connector.state == "failed"
     real_reactor.loop.run_until_complete(settle())
     assert resolver.cancelled == ["slow.test"]
 
 
 def test_cancel_connect_before_it_started(real_reactor: Reactor, wait: Wait) -> None:
-    d = real_reactor.connect_tcp("127.0.0.1", 9, Client)
+    connector = real_reactor.connect_tcp("127.0.0.1", 9, Client)
     seen: list[Any] = []
-    d.add_errback(seen.append)
-    d.cancel()
+    connector.deferred.add_errback(seen.append)
+    connector.disconnect()  # before it connected, the same as cancel()
     assert isinstance(seen[0], CancelledError)
     real_reactor.loop.run_until_complete(asyncio.sleep(0))
 
@@ -280,7 +282,7 @@ def test_listen_before_run_and_serve_while_running(real_reactor: Reactor, run: R
     replies: list[bytes] = []
 
     def start() -> None:
-        d = r.connect_tcp("127.0.0.1", listener.port, Client)
+        d = r.connect_tcp("127.0.0.1", listener.port, Client).deferred
 
         def connected(client: Client) -> Deferred[Any]:
             def got(data: bytes) -> Deferred[Any]:
@@ -308,3 +310,28 @@ def test_close_releases_ports_that_never_served(loop_name: str) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+
+
+def test_connector_disconnects_the_connection_it_made(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    servers: list[Echo] = []
+
+    def factory(peer: Address) -> Echo:
+        servers.append(Echo(peer))
+        return servers[-1]
+
+    listener = r.listen_tcp(0, factory, interface="127.0.0.1")
+    connector = r.connect_tcp("127.0.0.1", listener.port, Client)
+    assert repr(connector) == f"<Connector connecting to 127.0.0.1:{listener.port}>"
+    client = wait(r, connector)
+    assert connector.state == "connected"
+    assert connector.transport is client.transport
+    wait(r, client.replied)
+    connector.disconnect()
+    assert connector.state == "disconnected"
+    assert wait(r, client.lost) is None
+    assert wait(r, servers[0].lost) is None
+    connector.disconnect()  # again: nothing more to do
+    connector.cancel()  # too late to cancel: ignored
+    assert connector.state == "disconnected"
+    wait(r, listener.stop_listening())

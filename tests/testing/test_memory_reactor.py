@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from torsion.defer import CancelledError
 from torsion.internet import IPv4Address, Protocol
-from torsion.testing import Clock, MemoryReactor, StringTransport
+from torsion.testing import Clock, MemoryReactor, StringTransport, failure_result_of
 
 
 class Hello(Protocol):
@@ -90,7 +91,8 @@ def test_accept_with_a_refusing_factory_closes_the_transport():
 
 def test_connect_tcp_is_recorded_and_fired_by_the_test():
     reactor = MemoryReactor()
-    d = reactor.connect_tcp("example.org", 25, Hello, timeout=5)
+    connector = reactor.connect_tcp("example.org", 25, Hello, timeout=5)
+    d = connector.deferred
     [client] = reactor.tcp_clients
     assert (client.host, client.port, client.factory, client.timeout) == (
         "example.org",
@@ -98,7 +100,8 @@ def test_connect_tcp_is_recorded_and_fired_by_the_test():
         Hello,
         5,
     )
-    assert client.deferred is d
+    assert client.connector is connector
+    assert connector.state == "connecting"
     assert not d.called
     results = []
     d.add_callback(results.append)
@@ -106,16 +109,32 @@ def test_connect_tcp_is_recorded_and_fired_by_the_test():
     assert results == [protocol]
     assert protocol.address == IPv4Address("example.org", 25)
     assert protocol.transport.value() == b"hello\r\n"
+    assert connector.state == "connected"
+    assert connector.transport is protocol.transport
+    connector.disconnect()
+    assert protocol.transport.closed
+    assert connector.state == "disconnected"
+
+
+def test_a_cancelled_connect_cannot_be_played():
+    reactor = MemoryReactor()
+    connector = reactor.connect_tcp("example.org", 25, Hello)
+    connector.cancel()
+    failure_result_of(connector.deferred, CancelledError)
+    assert connector.state == "failed"
+    with pytest.raises(RuntimeError, match="already ended"):
+        reactor.tcp_clients[0].connect()
+    reactor.tcp_clients[0].fail()  # nothing left to fail: ignored
 
 
 def test_connect_tcp_failure_is_played_by_the_test():
     reactor = MemoryReactor()
-    d = reactor.connect_tcp("example.org", 25, Hello)
+    d = reactor.connect_tcp("example.org", 25, Hello).deferred
     errors = []
     d.add_errback(errors.append)
     reactor.tcp_clients[0].fail()
     assert isinstance(errors[0], ConnectionRefusedError)
-    d2 = reactor.connect_tcp("example.org", 26, Hello)
+    d2 = reactor.connect_tcp("example.org", 26, Hello).deferred
     d2.add_errback(errors.append)
     reactor.tcp_clients[1].fail(TimeoutError("slow"))
     assert isinstance(errors[1], TimeoutError)

@@ -16,6 +16,7 @@ from torsion.internet._address import (
     to_address,
     to_sockaddr,
 )
+from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, DelayedCall, DelayedCallOwner
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
@@ -30,6 +31,7 @@ from torsion.internet._time import LoopingCall, defer_later
 __all__ = [
     "Address",
     "Clock",
+    "Connector",
     "DelayedCall",
     "DelayedCallOwner",
     "Factory",

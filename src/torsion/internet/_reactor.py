@@ -25,6 +25,7 @@ from torsion.errors import (
     ReactorNotRunningError,
 )
 from torsion.internet._address import Address
+from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, LoopClock
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener
@@ -252,12 +253,13 @@ class Reactor(LoopClock):
         factory: Callable[[Address], P],
         *,
         timeout: float | None = 30.0,
-    ) -> Deferred[P]:
+    ) -> Connector[P]:
         """Connect to ``host:port``; see ``torsion.internet.connect_tcp`` for the outcomes.
 
         Returns:
-            A Deferred that fires with the protocol ``factory`` made, once
-            connected. Cancelling it stops the attempt.
+            A ``Connector``: await it for the protocol ``factory`` made, once
+            connected; ``cancel()`` stops the attempt, ``disconnect()`` also
+            closes the connection.
         """
         return connect_tcp(self._loop, self.resolve_all, host, port, factory, timeout=timeout)
 

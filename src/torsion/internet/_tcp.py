@@ -14,9 +14,9 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from torsion.defer import Deferred
 from torsion.errors import CannotListenError
 from torsion.internet._address import Address, IPv4Address, IPv6Address
+from torsion.internet._connector import Connector
 from torsion.internet._listener import Listener, ListeningPort, abort_transport
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import is_ip_address
@@ -58,8 +58,8 @@ class ReactorTCP(Protocol):
         factory: Callable[[Address], P],
         *,
         timeout: float | None = 30.0,
-    ) -> Deferred[P]:
-        """Connect to ``host:port``; the Deferred fires with the connected protocol."""
+    ) -> Connector[P]:
+        """Connect to ``host:port``; await the connector for the connected protocol."""
         ...
 
 
@@ -128,7 +128,7 @@ def connect_tcp(
     factory: Callable[[Address], P],
     *,
     timeout: float | None = 30.0,
-) -> Deferred[P]:
+) -> Connector[P]:
     """Connect to ``host:port``, trying each of its addresses in turn.
 
     Args:
@@ -142,13 +142,15 @@ def connect_tcp(
             as long as the system does.
 
     Returns:
-        A Deferred that fires with the protocol once ``connection_made`` was
-        called, or fails with ``TimeoutError``, the ``OSError`` of the last
-        address tried (``ConnectionRefusedError``, ...), ``DNSLookupError``
-        or what the factory raised. Cancelling it stops the attempt.
+        A ``Connector``: awaiting it (or its ``deferred``) gives the protocol
+        once ``connection_made`` was called, or raises ``TimeoutError``, the
+        ``OSError`` of the last address tried (``ConnectionRefusedError``,
+        ...), ``DNSLookupError`` or what the factory raised. ``cancel()``
+        stops the attempt; ``disconnect()`` also closes the connection.
     """
-    task = loop.create_task(_connect(loop, resolve_all, host, port, factory, limit=timeout))
-    return Deferred.from_future(task)
+    attempt = _connect(loop, resolve_all, host, port, factory, limit=timeout)
+    destination = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return Connector.start(loop, attempt, destination)
 
 
 async def _connect(
@@ -159,7 +161,7 @@ async def _connect(
     factory: Callable[[Address], P],
     *,
     limit: float | None,
-) -> P:
+) -> tuple[asyncio.BaseTransport, P]:
     async with asyncio.timeout(limit):
         addresses = [host] if is_ip_address(host) else await resolve_all(host)
         error: OSError | None = None
@@ -175,7 +177,7 @@ async def _connect(
 
 async def _connect_to(
     loop: asyncio.AbstractEventLoop, address: str, port: int, factory: Callable[[Address], P]
-) -> P:
+) -> tuple[asyncio.BaseTransport, P]:
     built: list[P] = []
     failure: list[Exception] = []
 
@@ -190,10 +192,10 @@ async def _connect_to(
         built.append(protocol)
         return protocol
 
-    await loop.create_connection(build, address, port)
+    transport, _ = await loop.create_connection(build, address, port)
     if failure:
         raise failure[0]
-    return built[0]
+    return transport, built[0]
 
 
 class _Refuse(asyncio.Protocol):

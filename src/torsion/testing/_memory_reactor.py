@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from torsion.defer import Deferred, succeed
 from torsion.internet import (
     Address,
+    Connector,
     DelayedCall,
     IPv4Address,
     IPv6Address,
@@ -127,28 +128,30 @@ class TCPServerCall:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TCPClientCall:
-    """One recorded ``connect_tcp`` call, and the Deferred the caller got.
+    """One recorded ``connect_tcp`` call, and the connector the caller got.
 
     Attributes:
         host: The host asked for.
         port: The port asked for.
         factory: The protocol factory given.
         timeout: The connect timeout asked for.
-        deferred: What ``connect_tcp`` returned; the test fires it, by hand or
-            through ``connect``/``fail``.
+        connector: What ``connect_tcp`` returned; the test makes it connect or
+            fail with ``connect``/``fail``.
+        attempt: The Deferred behind the connector, which those fire.
     """
 
     host: str
     port: int
     factory: Callable[[Address], Any]
     timeout: float | None
-    deferred: Deferred[Any]
+    connector: Connector[Any]
+    attempt: Deferred[tuple[asyncio.BaseTransport, Any]]
 
     def connect(self, transport: asyncio.Transport | None = None) -> Any:
         """Play a successful connection, as the real reactor would.
 
         The factory is called with the server's address, the protocol gets
-        ``connection_made(transport)``, and the caller's Deferred fires with it.
+        ``connection_made(transport)``, and the caller's connector fires with it.
 
         Args:
             transport: The connection's transport; a new ``StringTransport``
@@ -156,21 +159,28 @@ class TCPClientCall:
 
         Returns:
             The protocol.
+
+        Raises:
+            RuntimeError: The attempt already ended (the caller cancelled it,
+                or the test played it before).
         """
+        if self.attempt.called:
+            raise RuntimeError(f"the attempt to connect to {self.host}:{self.port} already ended")
         address = to_address((self.host, self.port))
         if transport is None:
             transport = StringTransport(peer=to_sockaddr(address))
         protocol = self.factory(address)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        self.deferred.callback(protocol)
+        self.attempt.callback((transport, protocol))
         return protocol
 
     def fail(self, exc: BaseException | None = None) -> None:
         """Play a failed connection attempt (``ConnectionRefusedError`` by default)."""
         if exc is None:
             exc = ConnectionRefusedError(f"connection to {self.host}:{self.port} refused")
-        self.deferred.errback(exc)
+        if not self.attempt.called:  # else the caller cancelled it
+            self.attempt.errback(exc)
 
 
 @dataclass(eq=False)
@@ -239,15 +249,23 @@ class MemoryReactor:
         factory: Callable[[Address], P],
         *,
         timeout: float | None = 30.0,
-    ) -> Deferred[P]:
+    ) -> Connector[P]:
         """Record a request to connect; nothing connects until the test says so.
 
         Returns:
-            A Deferred that fires when the test calls ``connect`` (or ``fail``)
-            on the record appended to ``tcp_clients``, or fires it itself.
+            A connector that connects (or fails) when the test calls
+            ``connect`` (or ``fail``) on the record appended to ``tcp_clients``.
         """
-        d: Deferred[P] = Deferred()
+        attempt: Deferred[tuple[asyncio.BaseTransport, P]] = Deferred()
+        connector = Connector(attempt, f"{host}:{port}")
         self.tcp_clients.append(
-            TCPClientCall(host=host, port=port, factory=factory, timeout=timeout, deferred=d)
+            TCPClientCall(
+                host=host,
+                port=port,
+                factory=factory,
+                timeout=timeout,
+                connector=connector,
+                attempt=attempt,
+            )
         )
-        return d
+        return connector
