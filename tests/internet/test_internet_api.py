@@ -22,6 +22,7 @@ EXPECTED = {
     "DelayedCall",
     "DelayedCallOwner",
     "Factory",
+    "HostnameEndpoint",
     "IPv4Address",
     "IPv6Address",
     "Listener",

@@ -18,6 +18,7 @@ from torsion.internet._address import (
 )
 from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, DelayedCall, DelayedCallOwner
+from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
 from torsion.internet._protocol import Factory, Protocol, ProtocolFactory
@@ -35,6 +36,7 @@ __all__ = [
     "DelayedCall",
     "DelayedCallOwner",
     "Factory",
+    "HostnameEndpoint",
     "IPv4Address",
     "IPv6Address",
     "Listener",

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from torsion.defer import Deferred, succeed
+from torsion.defer import Deferred, fail, succeed
+from torsion.errors import DNSLookupError
 from torsion.internet import (
     Address,
     Connector,
@@ -31,6 +32,7 @@ from torsion.internet import (
     IPv4Address,
     IPv6Address,
     ProtocolFactory,
+    is_ip_address,
     to_address,
     to_sockaddr,
 )
@@ -191,11 +193,17 @@ class MemoryReactor:
         clock: The fake clock behind ``seconds`` and ``call_later``.
         tcp_servers: Every ``listen_tcp`` call, in order.
         tcp_clients: Every ``connect_tcp`` call, in order.
+        hosts: Names ``resolve``/``resolve_all`` know, with their addresses;
+            other names fail with ``DNSLookupError``, IP addresses resolve
+            to themselves.
+        lookups: Every name asked for, in order.
     """
 
     clock: Clock = field(default_factory=Clock)
     tcp_servers: list[TCPServerCall] = field(default_factory=list)
     tcp_clients: list[TCPClientCall] = field(default_factory=list)
+    hosts: dict[str, list[str]] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
     _next_port: int = field(default=_FIRST_EPHEMERAL_PORT, repr=False)
 
     # Time, through the fake clock.
@@ -219,6 +227,22 @@ class MemoryReactor:
     def get_delayed_calls(self) -> list[DelayedCall]:
         """Return the calls pending on the fake clock, soonest first."""
         return self.clock.get_delayed_calls()
+
+    # Names, from ``hosts``.
+
+    def resolve_all(self, host: str) -> Deferred[list[str]]:
+        """Return (already fired) every address ``hosts`` has for ``host``."""
+        self.lookups.append(host)
+        if is_ip_address(host):
+            return succeed([host])
+        addresses = self.hosts.get(host)
+        if not addresses:
+            return fail(DNSLookupError(host))
+        return succeed(list(addresses))
+
+    def resolve(self, host: str) -> Deferred[str]:
+        """Return (already fired) the first address ``hosts`` has for ``host``."""
+        return self.resolve_all(host).add_callback(lambda addresses: addresses[0])
 
     # TCP, recorded.
 
