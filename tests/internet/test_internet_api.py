@@ -17,10 +17,13 @@ from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
     "Address",
+    "ClientEndpoint",
+    "ClientService",
     "Clock",
     "Connector",
     "DelayedCall",
     "DelayedCallOwner",
+    "ExponentialBackoff",
     "Factory",
     "HostnameEndpoint",
     "IPv4Address",
@@ -33,6 +36,7 @@ EXPECTED = {
     "ProtocolFactory",
     "Reactor",
     "ReactorCore",
+    "RetryPolicy",
     "ReactorTCP",
     "Resolver",
     "SystemEvents",

@@ -16,6 +16,12 @@ from torsion.internet._address import (
     to_address,
     to_sockaddr,
 )
+from torsion.internet._client_service import (
+    ClientEndpoint,
+    ClientService,
+    ExponentialBackoff,
+    RetryPolicy,
+)
 from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, DelayedCall, DelayedCallOwner
 from torsion.internet._happy_eyeballs import HostnameEndpoint
@@ -31,10 +37,13 @@ from torsion.internet._time import LoopingCall, defer_later
 
 __all__ = [
     "Address",
+    "ClientEndpoint",
+    "ClientService",
     "Clock",
     "Connector",
     "DelayedCall",
     "DelayedCallOwner",
+    "ExponentialBackoff",
     "Factory",
     "HostnameEndpoint",
     "IPv4Address",
@@ -49,6 +58,7 @@ __all__ = [
     "ReactorCore",
     "ReactorTCP",
     "Resolver",
+    "RetryPolicy",
     "SystemEvents",
     "SystemResolver",
     "TCPListeningPort",

@@ -74,7 +74,7 @@ class Connector(Generic[P]):
 
     @property
     def state(self) -> ConnectorState:
-        """ "connecting", "connected", "failed" (or cancelled), or "disconnected"."""
+        """Where the connection is: connecting, connected, failed (or cancelled), disconnected."""
         return self._state
 
     @property
