@@ -14,6 +14,10 @@ Families by meaning, so that callers can catch what they can act on::
     ├── FailureGroup (+ExceptionGroup) several awaited things failed
     ├── CannotListenError (+OSError) a listening socket could not be bound
     ├── DNSLookupError (+OSError)    a host name could not be resolved
+    ├── TooManyFDsError (+ConnectionError) a peer passed more file descriptors
+    │                               than one message may carry
+    ├── EndpointStringError (+ValueError) an endpoint string is not valid
+    ├── TLSConfigError (+ValueError) TLS certificates, keys or settings cannot be used
     └── LoopingCallError (+RuntimeError) a LoopingCall started twice or stopped idle
 
     BaseFailureGroup (+BaseExceptionGroup) the same, holding a cancellation
@@ -40,6 +44,7 @@ __all__ = [
     "BaseFailureGroup",
     "CannotListenError",
     "DNSLookupError",
+    "EndpointStringError",
     "FailureGroup",
     "LoopingCallError",
     "QueueOverflowError",
@@ -47,6 +52,8 @@ __all__ = [
     "ReactorError",
     "ReactorNotRunningError",
     "ReactorThreadError",
+    "TLSConfigError",
+    "TooManyFDsError",
     "TorsionError",
 ]
 
@@ -86,15 +93,24 @@ class QueueOverflowError(TorsionError):
 class CannotListenError(TorsionError, OSError):
     """A listening socket could not be bound to the address asked for.
 
+    For an IP port, ``interface`` and ``port`` say where; for a Unix socket,
+    ``path`` does (and ``interface`` is "", ``port`` 0).
+
     Attributes:
         interface: The interface asked for ("" means all).
         port: The port asked for.
+        path: The Unix socket's path (None for an IP port).
+        reason: The error the system gave, or one describing the refusal.
     """
 
-    def __init__(self, interface: str, port: int, reason: OSError) -> None:
-        super().__init__(reason.errno, f"cannot listen on {interface or '*'}:{port}: {reason}")
+    def __init__(
+        self, interface: str, port: int, reason: OSError, *, path: str | None = None
+    ) -> None:
+        where = repr(path) if path is not None else f"{interface or '*'}:{port}"
+        super().__init__(reason.errno, f"cannot listen on {where}: {reason}")
         self.interface = interface
         self.port = port
+        self.path = path
         self.reason = reason
 
 
@@ -116,6 +132,50 @@ class DNSLookupError(TorsionError, OSError):
     def __init__(self, host: str, reason: str = "no address found") -> None:
         super().__init__(f"cannot resolve {host!r}: {reason}")
         self.host = host
+
+
+class EndpointStringError(TorsionError, ValueError):
+    """An endpoint string (``tcp:8080``, ...) is not valid.
+
+    Attributes:
+        text: The string.
+        problem: What is wrong with it.
+    """
+
+    def __init__(self, text: str, problem: str) -> None:
+        super().__init__(f"bad endpoint {text!r}: {problem}")
+        self.text = text
+        self.problem = problem
+
+
+class TooManyFDsError(TorsionError, ConnectionError):
+    """A peer passed more file descriptors in one message than are accepted.
+
+    The kernel truncated the message's ancillary data (``MSG_CTRUNC``), so
+    some descriptors were lost; the connection is closed with this error.
+
+    Attributes:
+        limit: How many descriptors one message may carry.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the peer passed more than {limit} file descriptors in one message")
+        self.limit = limit
+
+
+class TLSConfigError(TorsionError, ValueError):
+    """TLS settings cannot be used: a file is missing, unreadable or wrong.
+
+    The message names the file at fault and what is wrong with it (not
+    found, not PEM, a key that does not match its certificate, ...).
+
+    Attributes:
+        path: The file at fault, or None when the problem is no one file's.
+    """
+
+    def __init__(self, problem: str, *, path: str | None = None) -> None:
+        super().__init__(f"{path}: {problem}" if path is not None else problem)
+        self.path = path
 
 
 class LoopingCallError(TorsionError, RuntimeError):

@@ -1,8 +1,9 @@
 """The ``torsion`` command: ``torsion PLUGIN [options]`` runs a service.
 
 Built in for now: ``echo``, the RFC 862 echo service. Serving plugins take
-``--listen ENDPOINT`` (repeatable); until the full endpoint grammar lands, an
-endpoint is ``tcp:PORT[:interface=ADDRESS][:backlog=N]``.
+``--listen ENDPOINT`` (repeatable), an endpoint string such as
+``tcp:8000:interface=127.0.0.1`` (see ``torsion.internet.server_from_string``),
+and ``--reactor asyncio|uvloop`` to choose the event loop.
 """
 
 from __future__ import annotations
@@ -11,93 +12,57 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torsion
-from torsion.errors import CannotListenError
-from torsion.internet import Listener, Reactor
+from torsion.errors import EndpointStringError
+from torsion.internet import (
+    IPv4Address,
+    IPv6Address,
+    ListeningPort,
+    Reactor,
+    UNIXAddress,
+    server_from_string,
+)
 from torsion.protocols import Echo
 
-__all__ = ["TCPListenEndpoint", "console_main", "main", "parse_listen_endpoint"]
+__all__ = ["console_main", "main"]
 
 _log = logging.getLogger("torsion.application")
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TCPListenEndpoint:
-    """Where to listen for TCP connections."""
-
-    port: int
-    interface: str = ""
-    backlog: int = 100
-
-    def __str__(self) -> str:
-        return f"{self.interface or '*'}:{self.port}"
+_DEFAULT_ECHO_LISTEN = "tcp:8000:interface=127.0.0.1"
 
 
-def parse_listen_endpoint(text: str) -> TCPListenEndpoint:
-    """Parse ``tcp:PORT[:interface=ADDRESS][:backlog=N]``.
-
-    Raises:
-        ValueError: The string is not such an endpoint; the message says why.
-    """
-    kind, _, rest = text.partition(":")
-    if kind != "tcp":
-        raise ValueError(f"unsupported endpoint type {kind!r} in {text!r} (only tcp: for now)")
-    if not rest:
-        raise ValueError(f"endpoint {text!r} needs a port: tcp:PORT")
-    # Colons inside an IPv6 interface are escaped as "\:".
-    parts = [part.replace("\0", ":") for part in rest.replace("\\:", "\0").split(":")]
-    port_text, options = parts[0], parts[1:]
-    if not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"bad port {port_text!r} in {text!r}: want 0-65535")
-    values = {"interface": "", "backlog": "100"}
-    for option in options:
-        key, sep, value = option.partition("=")
-        if not sep or key not in values:
-            raise ValueError(f"unknown option {option!r} in {text!r} (interface=, backlog=)")
-        values[key] = value
-    if not values["backlog"].isdigit() or int(values["backlog"]) < 1:
-        raise ValueError(f"bad backlog {values['backlog']!r} in {text!r}")
-    return TCPListenEndpoint(
-        port=int(port_text), interface=values["interface"], backlog=int(values["backlog"])
-    )
+def _try_it(address: object) -> str:
+    """How to talk to a port, for the log line that announces it."""
+    if isinstance(address, IPv4Address | IPv6Address):
+        return f"nc {address.host} {address.port}"
+    if isinstance(address, UNIXAddress) and isinstance(address.path, str):
+        if address.path.startswith("\0"):
+            return "an abstract-namespace Unix socket client"
+        return f"nc -U {address.path}"
+    return "a client of your choice"
 
 
-def _endpoint(text: str) -> TCPListenEndpoint:
+def _run_echo(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    reactor = Reactor(uvloop=options.reactor == "uvloop")
     try:
-        return parse_listen_endpoint(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _run_echo(options: argparse.Namespace) -> int:
-    endpoints: list[TCPListenEndpoint] = options.listen or [
-        TCPListenEndpoint(port=8000, interface="127.0.0.1")
-    ]
-    reactor = Reactor()
-    listeners: list[Listener] = []
-    try:
+        try:
+            endpoints = [
+                server_from_string(reactor, text)
+                for text in options.listen or [_DEFAULT_ECHO_LISTEN]
+            ]
+        except EndpointStringError as exc:
+            parser.error(str(exc))  # exits with status 2
+        ports: list[ListeningPort] = []
         for endpoint in endpoints:
-            try:
-                listener = reactor.listen_tcp(
-                    endpoint.port,
-                    lambda _address: Echo(),
-                    interface=endpoint.interface,
-                    backlog=endpoint.backlog,
-                )
-            except CannotListenError as exc:
-                _log.error("%s", exc)
+            listening = endpoint.listen(lambda _address: Echo())
+            failures: list[BaseException] = []
+            listening.add_callbacks(ports.append, failures.append)
+            if failures:
+                _log.error("%s", failures[0])
                 return 1
-            listeners.append(listener)
-            host = listener.host if ":" not in listener.host else f"[{listener.host}]"
-            _log.info(
-                "echo service listening on %s:%d; try: nc %s %d",
-                host,
-                listener.port,
-                listener.host,
-                listener.port,
-            )
+            address = ports[-1].address
+            _log.info("echo service listening on %s; try: %s", address, _try_it(address))
         reactor.run()
     finally:
         reactor.close()
@@ -105,7 +70,7 @@ def _run_echo(options: argparse.Namespace) -> int:
     return 0
 
 
-_PLUGINS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+_PLUGINS: dict[str, tuple[str, Callable[[argparse.Namespace, argparse.ArgumentParser], int]]] = {
     "echo": ("echo every byte back (RFC 862)", _run_echo),
 }
 
@@ -128,10 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     echo.add_argument(
         "--listen",
         action="append",
-        type=_endpoint,
         metavar="ENDPOINT",
-        help="where to listen, as tcp:PORT[:interface=ADDRESS] "
-        "(repeatable; default tcp:8000:interface=127.0.0.1)",
+        help="where to listen: an endpoint string such as tcp:PORT[:interface=ADDRESS], "
+        f"unix:PATH or systemd:index=0 (repeatable; default {_DEFAULT_ECHO_LISTEN})",
+    )
+    echo.add_argument(
+        "--reactor",
+        choices=["asyncio", "uvloop"],
+        default="uvloop",
+        help="the event loop: uvloop (the default, where installed) or asyncio's own",
     )
     return parser
 
@@ -148,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return _PLUGINS[options.plugin][1](options)
+    return _PLUGINS[options.plugin][1](options, parser)
 
 
 def console_main() -> None:

@@ -24,6 +24,20 @@ from torsion.internet._client_service import (
 )
 from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, DelayedCall, DelayedCallOwner
+from torsion.internet._endpoint_strings import (
+    EndpointKind,
+    client_from_string,
+    parse_endpoint_string,
+    server_from_string,
+)
+from torsion.internet._endpoints import (
+    ServerEndpoint,
+    SystemdEndpoint,
+    TCPClientEndpoint,
+    TCPServerEndpoint,
+    TLSClientEndpoint,
+    listen_fds,
+)
 from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
@@ -43,6 +57,7 @@ __all__ = [
     "Connector",
     "DelayedCall",
     "DelayedCallOwner",
+    "EndpointKind",
     "ExponentialBackoff",
     "Factory",
     "HostnameEndpoint",
@@ -59,18 +74,27 @@ __all__ = [
     "ReactorTCP",
     "Resolver",
     "RetryPolicy",
+    "ServerEndpoint",
     "SystemEvents",
     "SystemResolver",
+    "SystemdEndpoint",
+    "TCPClientEndpoint",
     "TCPListeningPort",
+    "TCPServerEndpoint",
+    "TLSClientEndpoint",
     "ThreadPool",
     "ThreadRunner",
     "TriggerId",
     "UNIXAddress",
     "blocking_call_from_thread",
+    "client_from_string",
     "defer_later",
     "is_ip_address",
+    "listen_fds",
     "new_event_loop",
+    "parse_endpoint_string",
     "react",
+    "server_from_string",
     "to_address",
     "to_sockaddr",
 ]

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -217,6 +218,30 @@ class Reactor(LoopClock):
         if is_ip_address(host):
             return succeed([host])
         return _as_deferred(self._resolver.resolve_all(host))
+
+    # -- sockets opened elsewhere ------------------------------------------------------
+
+    def listen_socket(
+        self, sock: socket.socket, factory: ProtocolFactory, *, backlog: int = 100
+    ) -> Listener:
+        """Serve a stream socket that is already bound (systemd's, an inherited one).
+
+        The socket is put into listening mode if it is not yet, and made
+        non-blocking; the reactor owns it from now on.
+
+        Args:
+            sock: A bound TCP or Unix stream socket.
+            factory: Called with each peer's address; returns the protocol for
+                that connection, or None to refuse it.
+            backlog: How many connections may wait to be accepted.
+        """
+        sock.setblocking(False)
+        sock.listen(backlog)
+        listener = Listener(
+            self._loop, sock, factory, backlog=backlog, on_stopped=self._listeners.discard
+        )
+        self._listeners.add(listener)
+        return listener
 
     # -- TCP (ReactorTCP) ---------------------------------------------------------------
 
