@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -334,4 +335,263 @@ def test_connector_disconnects_the_connection_it_made(real_reactor: Reactor, wai
     connector.disconnect()  # again: nothing more to do
     connector.cancel()  # too late to cancel: ignored
     assert connector.state == "disconnected"
+    wait(r, listener.stop_listening())
+
+
+# -- options: SO_REUSEPORT, a bind address, SO_KEEPALIVE, TCP_NODELAY -----------------
+
+
+class Recorded:
+    """A server factory that keeps the protocols it made."""
+
+    def __init__(self) -> None:
+        self.protocols: list[Echo] = []
+        self.made: Deferred[Echo] = Deferred()
+
+    def __call__(self, peer: Address) -> Echo:
+        self.protocols.append(Echo(peer))
+        if not self.made.called:
+            self.made.callback(self.protocols[-1])
+        return self.protocols[-1]
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_reuse_port_lets_listeners_share_a_port(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    first, second = Recorded(), Recorded()
+    a = r.listen_tcp(0, first, interface="127.0.0.1", reuse_port=True)
+    b = r.listen_tcp(a.port, second, interface="127.0.0.1", reuse_port=True)
+    assert b.port == a.port
+    # Both must ask for it: a third without the option is refused.
+    with pytest.raises(CannotListenError):
+        r.listen_tcp(a.port, Echo, interface="127.0.0.1")
+    # With the first one gone, the second serves the port on its own.
+    wait(r, a.stop_listening())
+    client = wait(r, r.connect_tcp("127.0.0.1", a.port, Client))
+    assert wait(r, client.replied) == b"hello, torsion"
+    assert first.protocols == []
+    assert len(second.protocols) == 1
+    client.transport.close()
+    wait(r, client.lost)
+    wait(r, b.stop_listening())
+
+
+def test_bind_address_sets_the_source(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    served = Recorded()
+    listener = r.listen_tcp(0, served, interface="127.0.0.1")
+    client = wait(
+        r, r.connect_tcp("127.0.0.1", listener.port, Client, bind_address=("127.0.0.2", 0))
+    )
+    server = wait(r, served.made)
+    assert isinstance(server.address, IPv4Address)
+    assert server.address.host == "127.0.0.2"
+    assert client.host == server.address
+    client.transport.close()
+    wait(r, client.lost)
+    # A bind address of the other family matches none of the addresses
+    # (asyncio says so; uvloop's bind fails with EINVAL).
+    with pytest.raises(OSError, match=r"family|Invalid argument"):
+        wait(r, r.connect_tcp("127.0.0.1", listener.port, Client, bind_address=("::1", 0)))
+    # A name would need a lookup: refused at once.
+    with pytest.raises(ValueError, match="needs an IP address"):
+        r.connect_tcp("127.0.0.1", listener.port, Client, bind_address=("localhost", 0))
+    wait(r, listener.stop_listening())
+
+
+def socket_option(protocol: Protocol, level: int, option: int) -> int:
+    value: int = protocol.transport.get_extra_info("socket").getsockopt(level, option)
+    return value
+
+
+@pytest.mark.parametrize("keepalive", [False, True])
+def test_keepalive_when_asked_and_nodelay_always(
+    real_reactor: Reactor, wait: Wait, keepalive: bool
+) -> None:
+    r = real_reactor
+    served = Recorded()
+    listener = r.listen_tcp(0, served, interface="127.0.0.1", keepalive=keepalive)
+    client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Client, keepalive=keepalive))
+    server = wait(r, served.made)
+    for end in (client, server):
+        assert bool(socket_option(end, socket.SOL_SOCKET, socket.SO_KEEPALIVE)) is keepalive
+        assert socket_option(end, socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    client.transport.close()
+    wait(r, client.lost)
+    wait(r, listener.stop_listening())
+
+
+# -- half-close and abort ------------------------------------------------------------------
+
+
+class Answerer(Protocol):
+    """Reads the whole question (until EOF), then answers on its still-open side."""
+
+    def __init__(self, address: Address) -> None:
+        self.question = b""
+        self.lost: Deferred[Exception | None] = Deferred()
+
+    def data_received(self, data: bytes) -> None:
+        self.question += data
+
+    def eof_received(self) -> bool:
+        self.transport.write(b"answer to " + self.question)
+        self.transport.close()
+        return True  # keep our side open to write the answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.callback(exc)
+
+
+class Asker(Protocol):
+    """Sends a question, half-closes, and collects the answer until EOF."""
+
+    def __init__(self, address: Address) -> None:
+        self.answer = b""
+        self.eof: Deferred[None] = Deferred()
+        self.lost: Deferred[Exception | None] = Deferred()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport.can_write_eof()
+        self.transport.write(b"the question")
+        self.transport.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        self.answer += data
+
+    def eof_received(self) -> None:
+        self.eof.callback(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.callback(exc)
+
+
+def test_half_close_from_the_client(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    servers: list[Answerer] = []
+
+    def factory(peer: Address) -> Answerer:
+        servers.append(Answerer(peer))
+        return servers[-1]
+
+    listener = r.listen_tcp(0, factory, interface="127.0.0.1")
+    client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Asker))
+    wait(r, client.eof)
+    assert client.answer == b"answer to the question"
+    assert wait(r, client.lost) is None
+    assert wait(r, servers[0].lost) is None
+    wait(r, listener.stop_listening())
+
+
+class Announcer(Protocol):
+    """Says its piece, half-closes, and keeps listening."""
+
+    def __init__(self, address: Address) -> None:
+        self.heard = b""
+        self.lost: Deferred[Exception | None] = Deferred()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport.write(b"announcement")
+        self.transport.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        self.heard += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.callback(exc)
+
+
+def test_half_close_from_the_server(real_reactor: Reactor, wait: Wait) -> None:
+    r = real_reactor
+    servers: list[Announcer] = []
+
+    def factory(peer: Address) -> Announcer:
+        servers.append(Announcer(peer))
+        return servers[-1]
+
+    listener = r.listen_tcp(0, factory, interface="127.0.0.1")
+    # The client answers after the server's EOF, on its side that is still open.
+    client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Answerer))
+    assert wait(r, client.lost) is None
+    assert client.question == b"announcement"
+    assert wait(r, servers[0].lost) is None
+    assert servers[0].heard == b"answer to announcement"
+    wait(r, listener.stop_listening())
+
+
+class Sink(Protocol):
+    """Keeps what it reads."""
+
+    def __init__(self, address: Address) -> None:
+        self.received = 0
+        self.writing_paused: Deferred[None] = Deferred()
+        self.lost: Deferred[Exception | None] = Deferred()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if not self.writing_paused.called:
+            self.writing_paused.callback(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.callback(exc)
+
+
+def readable(loop: asyncio.AbstractEventLoop, protocol: Protocol) -> asyncio.Future[None]:
+    """Fire once bytes wait unread in the connection's socket (its reading is paused).
+
+    Watches a duplicate of the socket's descriptor: the loop refuses to watch
+    one that a transport owns.
+    """
+    fd = os.dup(protocol.transport.get_extra_info("socket").fileno())
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def done(_: object) -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    ready.add_done_callback(done)
+    return ready
+
+
+def test_abort_drops_unsent_data_and_the_peer_sees_a_reset(
+    real_reactor: Reactor, wait: Wait
+) -> None:
+    r = real_reactor
+    accepted: Deferred[Sink] = Deferred()
+
+    def factory(peer: Address) -> Sink:
+        server = Sink(peer)
+        # Fires after connection_made: the waiter resumes on a later turn.
+        accepted.callback(server)
+        return server
+
+    listener = r.listen_tcp(0, factory, interface="127.0.0.1")
+    client = wait(r, r.connect_tcp("127.0.0.1", listener.port, Sink))
+    server = wait(r, accepted)
+    server.transport.pause_reading()
+    client.transport.pause_reading()
+    # Bytes left unread when a socket closes make the system reset the
+    # connection (RFC 2525 section 2.17) instead of closing it in order.
+    server.transport.write(b"never read")
+    wait(r, readable(r.loop, client))
+    # More than the system buffers while the server reads nothing.
+    total = 32 * 1024 * 1024
+    client.transport.write(b"x" * total)
+    wait(r, client.writing_paused)
+    assert client.transport.get_write_buffer_size() > 0
+    client.transport.abort()
+    assert wait(r, client.lost) is None
+    server.transport.resume_reading()
+    assert isinstance(wait(r, server.lost), ConnectionResetError)
+    assert server.received < total
     wait(r, listener.stop_listening())

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +35,7 @@ from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._tcp import ReactorTCP, connect_tcp, listen_tcp
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
+from torsion.internet._tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, connect_tls, listen_tls
 
 __all__ = ["Reactor"]
 
@@ -246,7 +248,14 @@ class Reactor(LoopClock):
     # -- TCP (ReactorTCP) ---------------------------------------------------------------
 
     def listen_tcp(
-        self, port: int, factory: ProtocolFactory, *, interface: str = "", backlog: int = 100
+        self,
+        port: int,
+        factory: ProtocolFactory,
+        *,
+        interface: str = "",
+        backlog: int = 100,
+        reuse_port: bool = False,
+        keepalive: bool = False,
     ) -> Listener:
         """Listen for TCP connections on ``interface:port``; the port is bound at once.
 
@@ -256,6 +265,9 @@ class Reactor(LoopClock):
                 that connection, or None to refuse it.
             interface: The address to bind to ("" for every IPv4 interface).
             backlog: How many connections may wait to be accepted.
+            reuse_port: Set ``SO_REUSEPORT``: several sockets that all set it
+                may listen on one port, sharing its connections.
+            keepalive: Set ``SO_KEEPALIVE`` on every accepted connection.
 
         Raises:
             CannotListenError: The port is taken, or the address is not ours.
@@ -266,6 +278,8 @@ class Reactor(LoopClock):
             factory,
             interface=interface,
             backlog=backlog,
+            reuse_port=reuse_port,
+            keepalive=keepalive,
             on_stopped=self._listeners.discard,
         )
         self._listeners.add(listener)
@@ -278,15 +292,126 @@ class Reactor(LoopClock):
         factory: Callable[[Address], P],
         *,
         timeout: float | None = 30.0,
+        bind_address: tuple[str, int] | None = None,
+        keepalive: bool = False,
     ) -> Connector[P]:
         """Connect to ``host:port``; see ``torsion.internet.connect_tcp`` for the outcomes.
+
+        Args:
+            host: A name or an IP address.
+            port: The port.
+            factory: Called with the server's address once connected.
+            timeout: Seconds for the whole attempt, lookup included.
+            bind_address: The local ``(ip_address, port)`` to connect from.
+            keepalive: Set ``SO_KEEPALIVE`` on the connection.
 
         Returns:
             A ``Connector``: await it for the protocol ``factory`` made, once
             connected; ``cancel()`` stops the attempt, ``disconnect()`` also
             closes the connection.
         """
-        return connect_tcp(self._loop, self.resolve_all, host, port, factory, timeout=timeout)
+        return connect_tcp(
+            self._loop,
+            self.resolve_all,
+            host,
+            port,
+            factory,
+            timeout=timeout,
+            bind_address=bind_address,
+            keepalive=keepalive,
+        )
+
+    # -- TLS (ReactorTLS) ---------------------------------------------------------------
+
+    def listen_tls(
+        self,
+        port: int,
+        factory: ProtocolFactory,
+        context: ssl.SSLContext | ServerTLS,
+        *,
+        interface: str = "",
+        backlog: int = 100,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        reuse_port: bool = False,
+        keepalive: bool = False,
+    ) -> Listener:
+        """Listen for TLS connections on ``interface:port``; the port is bound at once.
+
+        See ``torsion.internet.listen_tls``: ``factory`` is called once a
+        connection's handshake succeeded; failed handshakes close quietly.
+
+        Args:
+            port: The port; 0 lets the system choose (read ``listener.port``).
+            factory: Called with each peer's address; returns the protocol for
+                that connection, or None to refuse it.
+            context: A ``ServerTLS`` (see ``server_tls``) or a server-side
+                ``ssl.SSLContext``.
+            interface: The address to bind to ("" for every IPv4 interface).
+            backlog: How many connections may wait to be accepted.
+            handshake_timeout: Seconds a client has to finish the handshake.
+            reuse_port: Set ``SO_REUSEPORT`` (see ``listen_tcp``).
+            keepalive: Set ``SO_KEEPALIVE`` on every accepted connection.
+
+        Raises:
+            CannotListenError: The port is taken, or the address is not ours.
+            TLSConfigError: ``context`` is a client's.
+        """
+        listener = listen_tls(
+            self._loop,
+            port,
+            factory,
+            context,
+            interface=interface,
+            backlog=backlog,
+            handshake_timeout=handshake_timeout,
+            reuse_port=reuse_port,
+            keepalive=keepalive,
+            on_stopped=self._listeners.discard,
+        )
+        self._listeners.add(listener)
+        return listener
+
+    def connect_tls(
+        self,
+        host: str,
+        port: int,
+        factory: Callable[[Address], P],
+        *,
+        context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = 30.0,
+        bind_address: tuple[str, int] | None = None,
+        keepalive: bool = False,
+    ) -> Connector[P]:
+        """Connect over TLS to ``host:port``; see ``torsion.internet.connect_tls``.
+
+        Args:
+            host: A name or an IP address.
+            port: The port.
+            factory: Called with the server's address once the handshake succeeded.
+            context: The TLS settings; ``client_context()`` (the system's
+                trust store, host name checked) if None.
+            server_hostname: The name the certificate must carry (``host`` if None).
+            timeout: Seconds for the whole attempt, lookup and handshake included.
+            bind_address: The local ``(ip_address, port)`` to connect from.
+            keepalive: Set ``SO_KEEPALIVE`` on the connection.
+
+        Returns:
+            A ``Connector``, as ``connect_tcp`` returns; a failed handshake
+            fails it with ``ssl.SSLError``.
+        """
+        return connect_tls(
+            self._loop,
+            self.resolve_all,
+            host,
+            port,
+            factory,
+            context=context,
+            server_hostname=server_hostname,
+            timeout=timeout,
+            bind_address=bind_address,
+            keepalive=keepalive,
+        )
 
     # -- lifecycle (ReactorCore) ----------------------------------------------------------
 
