@@ -12,17 +12,26 @@ def test_public_names():
         "LoopbackTransport",
         "MemoryListener",
         "MemoryReactor",
+        "PairMaker",
+        "RecordingProtocol",
         "StringTransport",
         "TCPClientCall",
         "TCPServerCall",
+        "TRANSPORT_CHECKS",
         "assert_no_result",
         "failure_result_of",
         "loopback",
         "require_peer",
         "success_result_of",
     ]
-    for name in torsion.testing.__all__:
+    data = {"TRANSPORT_CHECKS", "PairMaker"}  # a dict and a type alias: no __module__
+    for name in set(torsion.testing.__all__) - data:
         assert getattr(torsion.testing, name).__module__.startswith("torsion.testing.")
+    assert all(check.__module__ == "torsion.testing._conformance" for check in data_checks())
+
+
+def data_checks():
+    return torsion.testing.TRANSPORT_CHECKS.values()
 
 
 def test_plugin_is_registered_by_entry_point():
