@@ -16,6 +16,10 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "UDPPort",
+    "UDPListeningPort",
+    "ReactorUDP",
+    "DatagramProtocol",
     "Address",
     "ClientEndpoint",
     "ClientService",

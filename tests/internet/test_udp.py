@@ -847,3 +847,14 @@ def test_nc_gets_its_datagram_echoed(udp: Ports, reactor: Reactor, wait: Wait) -
     assert data == message
     assert sender[0] == "127.0.0.1"
     stop(reactor, wait, port)
+
+
+def test_reactor_close_closes_its_udp_ports(real_reactor: Reactor) -> None:
+    protocol = Recorder()
+    port = real_reactor.listen_udp(0, protocol, interface="127.0.0.1")
+    connected = Recorder()
+    real_reactor.connect_udp("127.0.0.1", port.port, connected)
+    real_reactor.close()
+    assert protocol.lost.called
+    assert connected.lost.called
+    assert not port.listening

@@ -1,11 +1,14 @@
-"""The reactor and what it offers: time, threads, names, TCP, start and stop.
+"""The reactor and what it offers: time, threads, names, connections, endpoints.
 
 ``Reactor`` is a facade over an asyncio event loop (uvloop's when installed).
 Code that needs one of its services asks for the small interface it uses:
 ``Clock`` for time, ``ThreadRunner`` for threads, ``Resolver`` for names,
-``ReactorTCP`` for connections, ``ReactorCore`` for start-up and shutdown.
-``LoopingCall`` and ``defer_later`` work on any ``Clock``, including the fake
-one in ``torsion.testing``. ``react`` runs a program's main function.
+``ReactorTCP`` and ``ReactorUDP`` for sockets, ``ReactorCore`` for start-up
+and shutdown. Endpoints (``server_from_string``, ``client_from_string``,
+``HostnameEndpoint``) say where to listen or connect; ``ClientService`` keeps
+a connection up. ``LoopingCall`` and ``defer_later`` work on any ``Clock``,
+including the fake one in ``torsion.testing``. ``react`` runs a program's
+main function.
 """
 
 from torsion.internet._address import (
@@ -48,6 +51,7 @@ from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._tcp import ReactorTCP, TCPListeningPort
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 from torsion.internet._time import LoopingCall, defer_later
+from torsion.internet._udp import DatagramProtocol, ReactorUDP, UDPListeningPort, UDPPort
 
 __all__ = [
     "Address",
@@ -55,6 +59,7 @@ __all__ = [
     "ClientService",
     "Clock",
     "Connector",
+    "DatagramProtocol",
     "DelayedCall",
     "DelayedCallOwner",
     "EndpointKind",
@@ -72,6 +77,7 @@ __all__ = [
     "Reactor",
     "ReactorCore",
     "ReactorTCP",
+    "ReactorUDP",
     "Resolver",
     "RetryPolicy",
     "ServerEndpoint",
@@ -85,6 +91,8 @@ __all__ = [
     "ThreadPool",
     "ThreadRunner",
     "TriggerId",
+    "UDPListeningPort",
+    "UDPPort",
     "UNIXAddress",
     "blocking_call_from_thread",
     "client_from_string",

@@ -36,6 +36,7 @@ from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._tcp import ReactorTCP, connect_tcp, listen_tcp
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 from torsion.internet._tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, connect_tls, listen_tls
+from torsion.internet._udp import UDPPort, connect_udp, listen_udp
 
 __all__ = ["Reactor"]
 
@@ -94,6 +95,7 @@ class Reactor(LoopClock):
         "_stopping",
         "_thread_ident",
         "_threads_wait",
+        "_udp_ports",
         "shutdown_timeout",
         "thread_pool",
     )
@@ -122,6 +124,7 @@ class Reactor(LoopClock):
         self.thread_pool = thread_pool if thread_pool is not None else ThreadPool()
         self._resolver: Resolver = resolver if resolver is not None else SystemResolver(self)
         self._listeners: set[Listener] = set()
+        self._udp_ports: set[UDPPort] = set()
         self.shutdown_timeout = shutdown_timeout
         self._in_run = False
         self._started = False
@@ -413,6 +416,57 @@ class Reactor(LoopClock):
             keepalive=keepalive,
         )
 
+    # -- UDP (ReactorUDP) ---------------------------------------------------------------
+
+    def listen_udp(
+        self,
+        port: int,
+        protocol: asyncio.DatagramProtocol,
+        *,
+        interface: str = "",
+        reuse_port: bool = False,
+    ) -> UDPPort:
+        """Bind a UDP port on ``interface:port`` now; see ``torsion.internet.listen_udp``.
+
+        Raises:
+            CannotListenError: The port is taken, or the address is not ours.
+        """
+        udp_port = listen_udp(
+            self._loop,
+            port,
+            protocol,
+            interface=interface,
+            reuse_port=reuse_port,
+            on_stopped=self._udp_ports.discard,
+        )
+        self._udp_ports.add(udp_port)
+        return udp_port
+
+    def connect_udp(
+        self,
+        host: str,
+        port: int,
+        protocol: asyncio.DatagramProtocol,
+        *,
+        interface: str = "",
+        local_port: int = 0,
+    ) -> UDPPort:
+        """Bind a UDP port connected to ``host:port`` (an IP address).
+
+        See ``torsion.internet.connect_udp``.
+        """
+        udp_port = connect_udp(
+            self._loop,
+            host,
+            port,
+            protocol,
+            interface=interface,
+            local_port=local_port,
+            on_stopped=self._udp_ports.discard,
+        )
+        self._udp_ports.add(udp_port)
+        return udp_port
+
     # -- lifecycle (ReactorCore) ----------------------------------------------------------
 
     @property
@@ -539,6 +593,9 @@ class Reactor(LoopClock):
         for listener in list(self._listeners):
             listener.close_now()
         self._listeners.clear()
+        for udp_port in list(self._udp_ports):
+            udp_port.close_now()
+        self._udp_ports.clear()
         self.thread_pool.stop()
         if self._owns_loop and not loop.is_closed():
             if not loop.is_running():
