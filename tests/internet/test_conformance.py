@@ -1,14 +1,18 @@
-"""Every stream transport passes the conformance suite: loopback, TCP, ..."""
+"""Every stream transport passes the conformance suite: loopback, TCP, TLS, Unix."""
 
 from __future__ import annotations
 
+import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from torsion.defer import Deferred
-from torsion.internet import Reactor
+from torsion.internet import Reactor, ServerTLS, client_context, server_tls
 from torsion.testing import TRANSPORT_CHECKS, PairMaker, RecordingProtocol, loopback
 
 Check = Callable[[PairMaker], Awaitable[Any]]
@@ -62,3 +66,52 @@ def tcp_pairs(reactor: Reactor) -> PairMaker:
 @CHECKS
 async def test_tcp(check: Check, loop: str, reactor: Reactor) -> None:
     await check(tcp_pairs(reactor))
+
+
+@pytest.fixture(scope="module")
+def tls_contexts() -> tuple[ServerTLS, ssl.SSLContext]:
+    ca = trustme.CA()
+    with tempfile.TemporaryDirectory() as where:
+        both = Path(where) / "localhost.pem"
+        ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(both))
+        server = server_tls(both)
+    return server, client_context(ca_data=ca.cert_pem.bytes().decode())
+
+
+def tls_pairs(reactor: Reactor, contexts: tuple[ServerTLS, ssl.SSLContext]) -> PairMaker:
+    server_side, client_side = contexts
+
+    async def make_pair(
+        server_factory: Callable[[], RecordingProtocol],
+        client_factory: Callable[[], RecordingProtocol],
+    ) -> tuple[RecordingProtocol, RecordingProtocol]:
+        accepted: Deferred[RecordingProtocol] = Deferred()
+
+        def accept(_: object) -> RecordingProtocol:
+            server = server_factory()
+            accepted.callback(server)
+            return server
+
+        listener = reactor.listen_tls(0, accept, server_side, interface="127.0.0.1")
+        try:
+            client = await reactor.connect_tls(
+                "127.0.0.1",
+                listener.port,
+                lambda _: client_factory(),
+                context=client_side,
+                server_hostname="localhost",
+            )
+            server = await accepted
+        finally:
+            await listener.stop_listening()
+        return client, server
+
+    return make_pair
+
+
+@ON_BOTH_LOOPS
+@CHECKS
+async def test_tls(
+    check: Check, loop: str, reactor: Reactor, tls_contexts: tuple[ServerTLS, ssl.SSLContext]
+) -> None:
+    await check(tls_pairs(reactor, tls_contexts))

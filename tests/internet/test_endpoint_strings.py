@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import EntryPoint
 from typing import Any
 
 import pytest
+import trustme
 
 from torsion.errors import EndpointStringError
 from torsion.internet import (
     HostnameEndpoint,
+    ServerTLS,
     SystemdEndpoint,
     TCPServerEndpoint,
     TLSClientEndpoint,
+    TLSServerEndpoint,
     _endpoint_strings,
     client_from_string,
     parse_endpoint_string,
@@ -89,6 +93,58 @@ def test_bad_server_strings_say_what_is_wrong(text: str, problem: str) -> None:
         server_from_string(MemoryReactor(), text)
 
 
+@pytest.fixture(scope="module")
+def pem_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("example.test")
+    where = tmp_path_factory.mktemp("pem")
+    files = {
+        "ca": str(where / "ca.pem"),
+        "cert": str(where / "cert.pem"),
+        "key": str(where / "key.pem"),
+        "both": str(where / "both.pem"),
+    }
+    ca.cert_pem.write_to_path(files["ca"])
+    cert.cert_chain_pems[0].write_to_path(files["cert"])
+    cert.private_key_pem.write_to_path(files["key"])
+    cert.private_key_and_cert_chain_pem.write_to_path(files["both"])
+    return files
+
+
+def test_tls_server_strings(pem_files: dict[str, str]) -> None:
+    reactor = MemoryReactor()
+    text = (
+        f"tls:8443:interface=127.0.0.1:certKey={pem_files['cert']}:privateKey={pem_files['key']}"
+    )
+    endpoint = server_from_string(reactor, text + ":alpn=h2,http/1.1")
+    assert isinstance(endpoint, TLSServerEndpoint)
+    assert (endpoint.port, endpoint.interface) == (8443, "127.0.0.1")
+    assert isinstance(endpoint.tls, ServerTLS)
+    both = server_from_string(reactor, f"ssl:443:privateKey={pem_files['both']}")
+    assert isinstance(both, TLSServerEndpoint)
+    mutual = server_from_string(
+        reactor,
+        f"tls:443:privateKey={pem_files['both']}:caCerts={pem_files['ca']}:requireClientCert=yes",
+    )
+    assert isinstance(mutual, TLSServerEndpoint)
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ("interface=127.0.0.1", "needs privateKey=FILE"),
+        ("privateKey=/nonexistent/key.pem", "/nonexistent/key.pem"),
+        ("privateKey={both}:requireClientCert=yes", "requireClientCert=yes needs caCerts="),
+        ("privateKey={both}:requireClientCert=perhaps", "must be yes or no"),
+        ("privateKey={both}:colour=red", "unknown option 'colour' for tls"),
+        ("privateKey={ca}", "{ca}"),  # a certificate without its key
+    ],
+)
+def test_bad_tls_server_strings(pem_files: dict[str, str], options: str, problem: str) -> None:
+    with pytest.raises(EndpointStringError, match=re.escape(problem.format(**pem_files))):
+        server_from_string(MemoryReactor(), "tls:443:" + options.format(**pem_files))
+
+
 def test_systemd_strings() -> None:
     by_index = server_from_string(MemoryReactor(), "systemd:index=2")
     assert isinstance(by_index, SystemdEndpoint)
@@ -122,7 +178,10 @@ def test_client_strings() -> None:
         ("tcp:example.test:0", "port must be 1 to 65535"),
         ("tcp:example.test:80:timeout=soon", "timeout must be a number of seconds"),
         ("tcp:example.test:80:timeout=0", "more than 0 seconds"),
-        ("tls:example.test:443:caCerts=/nonexistent/ca.pem", "cannot load the TLS files"),
+        (
+            "tls:example.test:443:caCerts=/nonexistent/ca.pem",
+            "/nonexistent/ca.pem: CA file not found",
+        ),
         ("tls:example.test:443:privateKey=k.pem", "privateKey= needs certificate="),
         ("carrier-pigeon:coop", "no client endpoint kind 'carrier-pigeon'"),
     ],
@@ -159,5 +218,7 @@ def test_plugins_add_kinds_through_entry_points(monkeypatch: pytest.MonkeyPatch)
         server_from_string(MemoryReactor(), "loopback")
     with pytest.raises(EndpointStringError, match="no client endpoint kind 'loopback'"):
         client_from_string(MemoryReactor(), "loopback:1")
-    with pytest.raises(EndpointStringError, match=r"known: loopback, systemd, tcp, tcp6"):
+    with pytest.raises(
+        EndpointStringError, match=r"known: loopback, ssl, systemd, tcp, tcp6, tls\)"
+    ):
         server_from_string(MemoryReactor(), "nope:1")

@@ -159,3 +159,20 @@ def test_systemd_endpoint_without_sockets_fails_clearly() -> None:
     )
     with pytest.raises(ValueError, match="an index or a name"):
         SystemdEndpoint(MemoryReactor(), environ={})  # type: ignore[arg-type]
+
+
+def test_tls_from_strings_end_to_end(
+    real_reactor: Reactor, wait: Wait, ca: trustme.CA, tmp_path: Path
+) -> None:
+    r = real_reactor
+    both, ca_file = tmp_path / "localhost.pem", tmp_path / "ca.pem"
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(both))
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = server_from_string(r, f"tls:0:interface=127.0.0.1:privateKey={both}:alpn=h2")
+    port = wait(r, server.listen(lambda _: Echo()))
+    text = f"tls:localhost:{port.address.port}:caCerts={ca_file}:alpn=h2,http/1.1"
+    client = wait(r, client_from_string(r, text).connect(Client))
+    assert wait(r, client.reply) == b"ping"
+    assert client.transport.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+    client.transport.close()
+    wait(r, port.stop_listening())

@@ -16,6 +16,13 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "tls_info",
+    "server_tls",
+    "client_context",
+    "TLSServerEndpoint",
+    "TLSInfo",
+    "ServerTLS",
+    "ReactorTLS",
     "UDPPort",
     "UDPListeningPort",
     "ReactorUDP",

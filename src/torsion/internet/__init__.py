@@ -39,6 +39,7 @@ from torsion.internet._endpoints import (
     TCPClientEndpoint,
     TCPServerEndpoint,
     TLSClientEndpoint,
+    TLSServerEndpoint,
     listen_fds,
 )
 from torsion.internet._happy_eyeballs import HostnameEndpoint
@@ -51,6 +52,14 @@ from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._tcp import ReactorTCP, TCPListeningPort
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 from torsion.internet._time import LoopingCall, defer_later
+from torsion.internet._tls import (
+    ReactorTLS,
+    ServerTLS,
+    TLSInfo,
+    client_context,
+    server_tls,
+    tls_info,
+)
 from torsion.internet._udp import DatagramProtocol, ReactorUDP, UDPListeningPort, UDPPort
 
 __all__ = [
@@ -77,10 +86,12 @@ __all__ = [
     "Reactor",
     "ReactorCore",
     "ReactorTCP",
+    "ReactorTLS",
     "ReactorUDP",
     "Resolver",
     "RetryPolicy",
     "ServerEndpoint",
+    "ServerTLS",
     "SystemEvents",
     "SystemResolver",
     "SystemdEndpoint",
@@ -88,6 +99,8 @@ __all__ = [
     "TCPListeningPort",
     "TCPServerEndpoint",
     "TLSClientEndpoint",
+    "TLSInfo",
+    "TLSServerEndpoint",
     "ThreadPool",
     "ThreadRunner",
     "TriggerId",
@@ -95,6 +108,7 @@ __all__ = [
     "UDPPort",
     "UNIXAddress",
     "blocking_call_from_thread",
+    "client_context",
     "client_from_string",
     "defer_later",
     "is_ip_address",
@@ -103,6 +117,8 @@ __all__ = [
     "parse_endpoint_string",
     "react",
     "server_from_string",
+    "server_tls",
+    "tls_info",
     "to_address",
     "to_sockaddr",
 ]

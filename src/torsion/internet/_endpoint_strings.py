@@ -8,6 +8,9 @@ Server kinds::
 
     tcp:PORT[:interface=ADDRESS][:backlog=N]
     tcp6:PORT[:interface=ADDRESS][:backlog=N]          (every IPv6 interface by default)
+    tls:PORT[:interface=..][:backlog=..]:privateKey=FILE[:certKey=FILE]
+        [:extraCertChain=FILE][:sniDir=DIR][:alpn=PROTO,PROTO]
+        [:caCerts=FILE][:requireClientCert=yes]           ("ssl:" is the same)
     systemd:index=N  |  systemd:name=NAME              (socket activation)
 
 Client kinds::
@@ -25,21 +28,22 @@ naming the problem.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from torsion.errors import EndpointStringError
+from torsion.errors import EndpointStringError, TLSConfigError
 from torsion.internet._client_service import ClientEndpoint
 from torsion.internet._endpoints import (
     ServerEndpoint,
     SystemdEndpoint,
     TCPServerEndpoint,
     TLSClientEndpoint,
+    TLSServerEndpoint,
 )
 from torsion.internet._happy_eyeballs import HostnameEndpoint
+from torsion.internet._tls import client_context, server_tls
 
 __all__ = [
     "EndpointKind",
@@ -211,6 +215,51 @@ def _tcp_server(reactor: Any, parsed: ParsedEndpoint, *, default_interface: str)
     return TCPServerEndpoint(reactor, port, interface=interface, backlog=backlog)
 
 
+def _tls_server(reactor: Any, parsed: ParsedEndpoint) -> Any:
+    parsed.only(
+        "port",
+        "interface",
+        "backlog",
+        "privateKey",
+        "certKey",
+        "extraCertChain",
+        "sniDir",
+        "alpn",
+        "caCerts",
+        "requireClientCert",
+        positional=1,
+    )
+    port = parsed.integer(parsed.required(0, "port"), "port", default=0, high=65535)
+    backlog = parsed.integer(parsed.options.get("backlog"), "backlog", default=100, low=1)
+    options = parsed.options
+    # As in Twisted's strings: privateKey may hold the certificate too, and
+    # certKey defaults to it.
+    cert = options.get("certKey") or options.get("privateKey")
+    if not cert:
+        raise parsed.error(f"{parsed.kind}: needs privateKey=FILE (and certKey=FILE)")
+    require_client_cert = parsed.flag("requireClientCert", default=False)
+    if require_client_cert and "caCerts" not in options:
+        raise parsed.error("requireClientCert=yes needs caCerts=FILE (who may connect)")
+    try:
+        tls = server_tls(
+            cert,
+            options.get("privateKey"),
+            chain_file=options.get("extraCertChain"),
+            sni_dir=options.get("sniDir"),
+            alpn=_alpn(options),
+            client_ca_file=options.get("caCerts"),
+            require_client_cert=require_client_cert,
+        )
+    except (TLSConfigError, ValueError) as exc:
+        raise parsed.error(str(exc)) from exc
+    interface = options.get("interface", "")
+    return TLSServerEndpoint(reactor, port, tls, interface=interface, backlog=backlog)
+
+
+def _alpn(options: dict[str, str]) -> tuple[str, ...]:
+    return tuple(p for p in options.get("alpn", "").split(",") if p)
+
+
 def _systemd_server(reactor: Any, parsed: ParsedEndpoint) -> Any:
     parsed.only("index", "name", "domain", positional=0)
     if ("index" in parsed.options) == ("name" in parsed.options):
@@ -251,14 +300,14 @@ def _tls_client(reactor: Any, parsed: ParsedEndpoint) -> Any:
     if "privateKey" in options and "certificate" not in options:
         raise parsed.error("privateKey= needs certificate= (a client certificate)")
     try:
-        context = ssl.create_default_context(cafile=options.get("caCerts"))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if "certificate" in options:
-            context.load_cert_chain(options["certificate"], options.get("privateKey"))
-    except (OSError, ssl.SSLError) as exc:
-        raise parsed.error(f"cannot load the TLS files: {exc}") from exc
-    if options.get("alpn"):
-        context.set_alpn_protocols([p for p in options["alpn"].split(",") if p])
+        context = client_context(
+            ca_file=options.get("caCerts"),
+            cert_file=options.get("certificate"),
+            key_file=options.get("privateKey"),
+            alpn=_alpn(options),
+        )
+    except (TLSConfigError, ValueError) as exc:
+        raise parsed.error(str(exc)) from exc
     timeout = parsed.seconds("timeout", default=30.0)
     tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
     return TLSClientEndpoint(tcp, context, server_hostname=options.get("serverName", host))
@@ -267,6 +316,8 @@ def _tls_client(reactor: Any, parsed: ParsedEndpoint) -> Any:
 _SERVERS: dict[str, Callable[[Any, ParsedEndpoint], Any]] = {
     "tcp": lambda reactor, parsed: _tcp_server(reactor, parsed, default_interface=""),
     "tcp6": lambda reactor, parsed: _tcp_server(reactor, parsed, default_interface="::"),
+    "tls": _tls_server,
+    "ssl": _tls_server,
     "systemd": _systemd_server,
 }
 

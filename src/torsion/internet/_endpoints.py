@@ -27,6 +27,7 @@ from torsion.internet._handover import Handover
 from torsion.internet._listener import ListeningPort
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._tcp import ReactorTCP
+from torsion.internet._tls import ReactorTLS, ServerTLS
 
 __all__ = [
     "ServerEndpoint",
@@ -34,6 +35,7 @@ __all__ = [
     "TCPClientEndpoint",
     "TCPServerEndpoint",
     "TLSClientEndpoint",
+    "TLSServerEndpoint",
     "listen_fds",
 ]
 
@@ -85,6 +87,50 @@ class TCPServerEndpoint:
 
     def __repr__(self) -> str:
         return f"<TCPServerEndpoint {self.interface or '*'}:{self.port}>"
+
+
+class TLSServerEndpoint:
+    """Listens for TLS connections on a port.
+
+    Args:
+        reactor: Listens.
+        port: The port (0 lets the system choose).
+        tls: The server's TLS settings: a ``ServerTLS`` (whose ``reload()``
+            swaps certificates without a restart) or an ``ssl.SSLContext``.
+        interface: The address to bind to ("" for every IPv4 interface).
+        backlog: How many connections may wait to be accepted.
+
+    Attributes:
+        tls: As given, for reloading.
+    """
+
+    def __init__(
+        self,
+        reactor: ReactorTLS,
+        port: int,
+        tls: ServerTLS | ssl.SSLContext,
+        *,
+        interface: str = "",
+        backlog: int = 100,
+    ) -> None:
+        self._reactor = reactor
+        self.port = port
+        self.tls = tls
+        self.interface = interface
+        self.backlog = backlog
+
+    def listen(self, factory: ProtocolFactory) -> Deferred[ListeningPort]:
+        """Bind and listen now; the Deferred has fired (or failed) already."""
+        try:
+            port = self._reactor.listen_tls(
+                self.port, factory, self.tls, interface=self.interface, backlog=self.backlog
+            )
+        except Exception as exc:
+            return fail(exc)
+        return succeed(port)
+
+    def __repr__(self) -> str:
+        return f"<TLSServerEndpoint {self.interface or '*'}:{self.port}>"
 
 
 class TCPClientEndpoint:
