@@ -31,6 +31,7 @@ from torsion.testing._string_transport import StringTransport
 
 __all__ = [
     "TRANSPORT_CHECKS",
+    "TRANSPORT_CHECKS",
     "Clock",
     "Loopback",
     "LoopbackTransport",
