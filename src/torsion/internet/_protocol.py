@@ -10,6 +10,11 @@ order, for one connection::
 with ``pause_writing`` / ``resume_writing`` in between whenever the
 transport's write buffer crosses its high / low water marks.
 
+A protocol is also the consumer side of flow control: whatever feeds its
+connection (a file being streamed, another connection being forwarded) can
+register as a ``Producer`` and is then paused and resumed with the write
+buffer, and stopped when the connection is lost.
+
 A factory is any callable that takes the peer's address and returns a new
 protocol for that connection; ``Factory`` adds start/stop hooks and a count
 of live connections for those who want them.
@@ -19,15 +24,42 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import typing
 from collections.abc import Callable
 from typing import Generic, TypeAlias, TypeVar, cast
 
 from torsion.defer import Deferred, fail, succeed
 from torsion.internet._address import Address, to_address
 
-__all__ = ["Factory", "Protocol", "ProtocolFactory"]
+__all__ = ["Factory", "Producer", "Protocol", "ProtocolFactory"]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+class Producer(typing.Protocol):
+    """What feeds a connection and can be held back while it is full.
+
+    Register one with ``Protocol.register_producer``. Its methods are then
+    called in this order::
+
+        [pause_producing -> resume_producing]* [-> stop_producing]
+
+    ``pause_producing`` and ``resume_producing`` alternate, starting with a
+    pause; ``stop_producing`` comes at most once, when the connection is lost
+    while the producer is registered, and nothing follows it.
+    """
+
+    def pause_producing(self) -> None:
+        """Stop writing for now: the connection's write buffer is full."""
+        ...
+
+    def resume_producing(self) -> None:
+        """Write again: the connection's write buffer has drained."""
+        ...
+
+    def stop_producing(self) -> None:
+        """Stop for good: the connection is gone and takes no more writes."""
+        ...
 
 
 class Protocol(asyncio.Protocol):
@@ -35,7 +67,14 @@ class Protocol(asyncio.Protocol):
 
     When overriding ``connection_made``, ``pause_writing``,
     ``resume_writing`` or ``connection_lost``, call the base method too:
-    ``transport`` and ``drained()`` depend on them.
+    ``transport``, ``drained()`` and the registered producers depend on them.
+
+    ``pause_writing`` and ``resume_writing`` may come unpaired: asyncio's own
+    ``loop.sendfile`` fallback puts a protocol of its own on the transport
+    while it sends and hands the transport back with a ``resume_writing``
+    that need not match the buffer, so a later one can follow. The base
+    class takes each call as the state of the buffer, not as an event to
+    count, and tells producers only of changes.
 
     Attributes:
         transport: The connection's transport, set by ``connection_made``;
@@ -47,6 +86,7 @@ class Protocol(asyncio.Protocol):
     _writing_paused = False
     _lost = False
     _drain_waiters: list[Deferred[None]] | None = None
+    _producers: tuple[Producer, ...] = ()
 
     @property
     def peer(self) -> Address:
@@ -81,18 +121,64 @@ class Protocol(asyncio.Protocol):
             exc: None for a clean close, or the error that broke it.
         """
         self._lost = True
+        producers, self._producers = self._producers, ()
+        for producer in producers:
+            producer.stop_producing()
         self._wake_drain_waiters(exc or ConnectionResetError("connection closed"))
 
     # -- backpressure ----------------------------------------------------------
 
     def pause_writing(self) -> None:
-        """The transport's write buffer went above its high-water mark."""
+        """The transport's write buffer went above its high-water mark.
+
+        Pauses the registered producers.
+        """
+        if self._writing_paused:
+            return
         self._writing_paused = True
+        for producer in self._producers:
+            # One producer's pause may unregister another.
+            if _holds(self._producers, producer):
+                producer.pause_producing()
 
     def resume_writing(self) -> None:
-        """The transport's write buffer drained below its low-water mark."""
-        self._writing_paused = False
+        """The transport's write buffer drained below its low-water mark.
+
+        Resumes the registered producers, then wakes ``drained()`` waiters.
+        """
+        if self._writing_paused:
+            self._writing_paused = False
+            for producer in self._producers:
+                if _holds(self._producers, producer):
+                    producer.resume_producing()
         self._wake_drain_waiters(None)
+
+    def register_producer(self, producer: Producer) -> None:
+        """Have ``producer`` follow this connection's write buffer.
+
+        From now on it is paused while the buffer is above its high-water
+        mark, resumed when it drains, and stopped when the connection is
+        lost. Registered while the buffer is full, it is paused at once;
+        registered after the connection was lost, it is stopped at once.
+
+        Args:
+            producer: What writes to this protocol's transport.
+
+        Raises:
+            ValueError: ``producer`` is already registered.
+        """
+        if _holds(self._producers, producer):
+            raise ValueError(f"{producer!r} is already registered with {self!r}")
+        if self._lost:
+            producer.stop_producing()
+            return
+        self._producers = (*self._producers, producer)
+        if self._writing_paused:
+            producer.pause_producing()
+
+    def unregister_producer(self, producer: Producer) -> None:
+        """Stop telling ``producer`` about the write buffer (if it was registered)."""
+        self._producers = tuple(p for p in self._producers if p is not producer)
 
     def drained(self) -> Deferred[None]:
         """Wait until the transport will take more writes.
@@ -171,6 +257,11 @@ class Protocol(asyncio.Protocol):
             self.transport = transport
 
         return Deferred.from_future(loop.create_task(upgrade()))
+
+
+def _holds(producers: tuple[Producer, ...], producer: Producer) -> bool:
+    # By identity: two producers that compare equal are still two producers.
+    return any(p is producer for p in producers)
 
 
 ProtocolFactory: TypeAlias = Callable[[Address], asyncio.BaseProtocol | None]
