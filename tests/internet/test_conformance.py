@@ -13,10 +13,10 @@ import trustme
 
 from torsion.defer import Deferred
 from torsion.internet import Reactor, ServerTLS, client_context, server_tls
-from torsion.testing import TRANSPORT_CHECKS, PairMaker, RecordingProtocol, loopback
+from torsion.testing import PairMaker, RecordingProtocol, loopback, transport_checks
 
 Check = Callable[[PairMaker], Awaitable[Any]]
-CHECKS = pytest.mark.parametrize("check", TRANSPORT_CHECKS.values(), ids=TRANSPORT_CHECKS.keys())
+CHECKS = pytest.mark.parametrize("check", transport_checks.values(), ids=transport_checks.keys())
 ON_BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
     ["asyncio", pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop"))],

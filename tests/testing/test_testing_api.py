@@ -17,21 +17,21 @@ def test_public_names():
         "StringTransport",
         "TCPClientCall",
         "TCPServerCall",
-        "TRANSPORT_CHECKS",
         "assert_no_result",
         "failure_result_of",
         "loopback",
         "require_peer",
         "success_result_of",
+        "transport_checks",
     ]
-    data = {"TRANSPORT_CHECKS", "PairMaker"}  # a dict and a type alias: no __module__
+    data = {"transport_checks", "PairMaker"}  # a dict and a type alias: no __module__
     for name in set(torsion.testing.__all__) - data:
         assert getattr(torsion.testing, name).__module__.startswith("torsion.testing.")
     assert all(check.__module__ == "torsion.testing._conformance" for check in data_checks())
 
 
 def data_checks():
-    return torsion.testing.TRANSPORT_CHECKS.values()
+    return torsion.testing.transport_checks.values()
 
 
 def test_plugin_is_registered_by_entry_point():

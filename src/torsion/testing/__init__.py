@@ -7,7 +7,7 @@
   Deferred's outcome in a synchronous test.
 * ``require_peer``: the path of a real peer program, or skip (fail in CI).
 * ``MemoryReactor``: records ``listen_tcp``/``connect_tcp`` calls, fake time.
-* ``TRANSPORT_CHECKS``: the conformance suite every stream transport passes
+* ``transport_checks``: the conformance suite every stream transport passes
   (with ``RecordingProtocol`` and the ``PairMaker`` a transport provides).
 
 The pytest plugin (``torsion.testing._pytest_plugin``, loaded by itself) runs
@@ -17,7 +17,7 @@ it provides the ``reactor``, ``clock`` and ``unhandled_errors`` fixtures.
 """
 
 from torsion.testing._clock import Clock
-from torsion.testing._conformance import TRANSPORT_CHECKS, PairMaker, RecordingProtocol
+from torsion.testing._conformance import PairMaker, RecordingProtocol, transport_checks
 from torsion.testing._loopback import Loopback, LoopbackTransport, loopback
 from torsion.testing._memory_reactor import (
     MemoryListener,
@@ -30,8 +30,6 @@ from torsion.testing._results import assert_no_result, failure_result_of, succes
 from torsion.testing._string_transport import StringTransport
 
 __all__ = [
-    "TRANSPORT_CHECKS",
-    "TRANSPORT_CHECKS",
     "Clock",
     "Loopback",
     "LoopbackTransport",
@@ -47,4 +45,5 @@ __all__ = [
     "loopback",
     "require_peer",
     "success_result_of",
+    "transport_checks",
 ]

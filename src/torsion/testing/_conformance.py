@@ -5,10 +5,10 @@ any other: bytes in order, large writes whole, half-close where the
 transport offers it, abort, backpressure that pauses and resumes the writer,
 and ``connection_lost`` exactly once, last. Each check is a coroutine taking
 a ``PairMaker``, which connects a client protocol to a server protocol over
-the transport under test; ``TRANSPORT_CHECKS`` lists them all, so a test can run every
+the transport under test; ``transport_checks`` lists them all, so a test can run every
 one over TCP, TLS, Unix sockets or the in-memory ``loopback``::
 
-    @pytest.mark.parametrize("check", TRANSPORT_CHECKS.values(), ids=TRANSPORT_CHECKS.keys())
+    @pytest.mark.parametrize("check", transport_checks.values(), ids=transport_checks.keys())
     async def test_my_transport(check):
         await check(my_pair_maker)
 
@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from torsion.defer import Deferred
 
-__all__ = ["TRANSPORT_CHECKS", "PairMaker", "RecordingProtocol"]
+__all__ = ["PairMaker", "RecordingProtocol", "transport_checks"]
 
 
 class RecordingProtocol(asyncio.Protocol):
@@ -271,7 +271,7 @@ async def check_lost_once(make_pair: PairMaker) -> None:
     assert server.lost_with is None
 
 
-TRANSPORT_CHECKS: dict[str, Callable[[PairMaker], Awaitable[Any]]] = {
+transport_checks: dict[str, Callable[[PairMaker], Awaitable[Any]]] = {
     "write_order": check_write_order,
     "large_write": check_large_write,
     "half_close": check_half_close,
