@@ -16,6 +16,12 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "splice",
+    "send_stream",
+    "send_file",
+    "Producer",
+    "Forwarder",
+    "BinaryReader",
     "tls_info",
     "server_tls",
     "client_context",

@@ -42,10 +42,11 @@ from torsion.internet._endpoints import (
     TLSServerEndpoint,
     listen_fds,
 )
+from torsion.internet._flow import BinaryReader, Forwarder, send_file, send_stream, splice
 from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
-from torsion.internet._protocol import Factory, Protocol, ProtocolFactory
+from torsion.internet._protocol import Factory, Producer, Protocol, ProtocolFactory
 from torsion.internet._react import react
 from torsion.internet._reactor import Reactor, new_event_loop
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
@@ -64,6 +65,7 @@ from torsion.internet._udp import DatagramProtocol, ReactorUDP, UDPListeningPort
 
 __all__ = [
     "Address",
+    "BinaryReader",
     "ClientEndpoint",
     "ClientService",
     "Clock",
@@ -74,6 +76,7 @@ __all__ = [
     "EndpointKind",
     "ExponentialBackoff",
     "Factory",
+    "Forwarder",
     "HostnameEndpoint",
     "IPv4Address",
     "IPv6Address",
@@ -81,6 +84,7 @@ __all__ = [
     "ListeningPort",
     "LoopingCall",
     "Phase",
+    "Producer",
     "Protocol",
     "ProtocolFactory",
     "Reactor",
@@ -116,8 +120,11 @@ __all__ = [
     "new_event_loop",
     "parse_endpoint_string",
     "react",
+    "send_file",
+    "send_stream",
     "server_from_string",
     "server_tls",
+    "splice",
     "tls_info",
     "to_address",
     "to_sockaddr",
