@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from torsion.defer import Deferred
-from torsion.internet import Reactor, ServerTLS, client_context, server_tls
+from torsion.internet import Connector, Listener, Reactor, ServerTLS, client_context, server_tls
 from torsion.testing import PairMaker, RecordingProtocol, loopback, transport_checks
 
 Check = Callable[[PairMaker], Awaitable[Any]]
@@ -37,7 +37,13 @@ async def test_loopback(check: Check) -> None:
     await check(loopback_pair)
 
 
-def tcp_pairs(reactor: Reactor) -> PairMaker:
+Listen = Callable[[Callable[[object], RecordingProtocol]], Listener]
+Connect = Callable[[int, Callable[[object], RecordingProtocol]], Connector[RecordingProtocol]]
+
+
+def pairs(listen: Listen, connect: Connect) -> PairMaker:
+    """Pairs over a real listener: one connection per pair, the port closed after."""
+
     async def make_pair(
         server_factory: Callable[[], RecordingProtocol],
         client_factory: Callable[[], RecordingProtocol],
@@ -49,17 +55,22 @@ def tcp_pairs(reactor: Reactor) -> PairMaker:
             accepted.callback(server)
             return server
 
-        listener = reactor.listen_tcp(0, accept, interface="127.0.0.1")
+        listener = listen(accept)
         try:
-            client = await reactor.connect_tcp(
-                "127.0.0.1", listener.port, lambda _: client_factory()
-            )
+            client = await connect(listener.port, lambda _: client_factory())
             server = await accepted
         finally:
             await listener.stop_listening()
         return client, server
 
     return make_pair
+
+
+def tcp_pairs(reactor: Reactor) -> PairMaker:
+    return pairs(
+        lambda accept: reactor.listen_tcp(0, accept, interface="127.0.0.1"),
+        lambda port, factory: reactor.connect_tcp("127.0.0.1", port, factory),
+    )
 
 
 @ON_BOTH_LOOPS
@@ -80,33 +91,12 @@ def tls_contexts() -> tuple[ServerTLS, ssl.SSLContext]:
 
 def tls_pairs(reactor: Reactor, contexts: tuple[ServerTLS, ssl.SSLContext]) -> PairMaker:
     server_side, client_side = contexts
-
-    async def make_pair(
-        server_factory: Callable[[], RecordingProtocol],
-        client_factory: Callable[[], RecordingProtocol],
-    ) -> tuple[RecordingProtocol, RecordingProtocol]:
-        accepted: Deferred[RecordingProtocol] = Deferred()
-
-        def accept(_: object) -> RecordingProtocol:
-            server = server_factory()
-            accepted.callback(server)
-            return server
-
-        listener = reactor.listen_tls(0, accept, server_side, interface="127.0.0.1")
-        try:
-            client = await reactor.connect_tls(
-                "127.0.0.1",
-                listener.port,
-                lambda _: client_factory(),
-                context=client_side,
-                server_hostname="localhost",
-            )
-            server = await accepted
-        finally:
-            await listener.stop_listening()
-        return client, server
-
-    return make_pair
+    return pairs(
+        lambda accept: reactor.listen_tls(0, accept, server_side, interface="127.0.0.1"),
+        lambda port, factory: reactor.connect_tls(
+            "127.0.0.1", port, factory, context=client_side, server_hostname="localhost"
+        ),
+    )
 
 
 @ON_BOTH_LOOPS
