@@ -497,6 +497,59 @@ def test_sni_chooses_the_certificate_by_name(
     wait(r, listener.stop_listening())
 
 
+class UpgradingServer(Protocol):
+    """Answers "GO" to a STARTTLS line, upgrades with its settings, then echoes."""
+
+    def __init__(self, tls: ServerTLS) -> None:
+        self.tls = tls
+        self.upgraded: Deferred[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded is None:
+            self.transport.write(b"GO\n")
+            self.upgraded = self.start_tls(self.tls.context, server_side=True)
+        else:
+            self.transport.write(data)
+
+
+class UpgradingClient(Client):
+    def __init__(self, address: Address, context: ssl.SSLContext, name: str) -> None:
+        super().__init__(address)
+        self.context = context
+        self.name = name
+        self.secure: Deferred[None] = Deferred()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport.write(b"STARTTLS\n")
+
+    def data_received(self, data: bytes) -> None:
+        if data == b"GO\n" and not self.secure.called:
+            upgrade = self.start_tls(self.context, server_hostname=self.name)
+            upgrade.add_callbacks(self.secure.callback, self.secure.errback)
+        else:
+            super().data_received(data)
+
+
+def test_server_tls_serves_starttls_by_name_too(
+    real_reactor: Reactor, wait: Wait, cert_file: Path, sni_dir: Path, client: ssl.SSLContext
+) -> None:
+    r = real_reactor
+    tls = server_tls(cert_file, sni_dir=sni_dir)
+    listener = r.listen_tcp(0, lambda _: UpgradingServer(tls), interface="127.0.0.1")
+    c = wait(
+        r,
+        r.connect_tcp(
+            "127.0.0.1", listener.port, lambda peer: UpgradingClient(peer, client, "beta.test")
+        ),
+    )
+    wait(r, c.secure)
+    assert sans(c) == {"beta.test", "www.beta.test"}
+    assert wait(r, c.ask(b"upgraded")) == b"upgraded"
+    hang_up(r, wait, c)
+    wait(r, listener.stop_listening())
+
+
 @pytest.fixture
 def client_cert_files(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
     cert = ca.issue_cert("client.example", "client@example.test")
