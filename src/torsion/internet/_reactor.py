@@ -1,4 +1,4 @@
-"""The reactor: one object for time, threads, names, TCP and lifecycle, over asyncio.
+"""The reactor: one object for time, threads, names, sockets and lifecycle, over asyncio.
 
 ``Reactor`` is a facade over an asyncio event loop: it never touches a socket
 or a selector itself. It adds what Twisted programs expect from a reactor
@@ -35,8 +35,14 @@ from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._tcp import ReactorTCP, connect_tcp, listen_tcp
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
-from torsion.internet._tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, connect_tls, listen_tls
-from torsion.internet._udp import UDPPort, connect_udp, listen_udp
+from torsion.internet._tls import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    ReactorTLS,
+    ServerTLS,
+    connect_tls,
+    listen_tls,
+)
+from torsion.internet._udp import ReactorUDP, UDPPort, connect_udp, listen_udp
 
 __all__ = ["Reactor"]
 
@@ -717,5 +723,5 @@ if TYPE_CHECKING:
     # Checked by mypy: the reactor provides every small interface.
     def _provides(
         reactor: Reactor,
-    ) -> tuple[Clock, ThreadRunner, Resolver, ReactorTCP, ReactorCore]:
-        return (reactor, reactor, reactor, reactor, reactor)
+    ) -> tuple[Clock, ThreadRunner, Resolver, ReactorTCP, ReactorTLS, ReactorUDP, ReactorCore]:
+        return (reactor, reactor, reactor, reactor, reactor, reactor, reactor)

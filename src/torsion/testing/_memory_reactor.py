@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from torsion.defer import Deferred, fail, succeed
 from torsion.errors import DNSLookupError
@@ -37,6 +37,10 @@ from torsion.internet import (
     to_sockaddr,
 )
 from torsion.testing._clock import Clock
+
+if TYPE_CHECKING:
+    from torsion.internet import Clock as ClockInterface
+    from torsion.internet import ReactorTCP, Resolver
 from torsion.testing._string_transport import StringTransport
 
 __all__ = ["MemoryListener", "MemoryReactor", "TCPClientCall", "TCPServerCall"]
@@ -93,6 +97,8 @@ class TCPServerCall:
         interface: The interface asked for ("" for all).
         backlog: The listen backlog asked for.
         listener: What the call returned.
+        reuse_port: Whether SO_REUSEPORT was asked for.
+        keepalive: Whether TCP keepalive was asked for.
     """
 
     port: int
@@ -100,6 +106,8 @@ class TCPServerCall:
     interface: str
     backlog: int
     listener: MemoryListener
+    reuse_port: bool = False
+    keepalive: bool = False
 
     def accept(
         self, transport: asyncio.Transport | None = None, *, peer: Address = _DEFAULT_PEER
@@ -140,6 +148,8 @@ class TCPClientCall:
         connector: What ``connect_tcp`` returned; the test makes it connect or
             fail with ``connect``/``fail``.
         attempt: The Deferred behind the connector, which those fire.
+        bind_address: The local address asked for, if any.
+        keepalive: Whether TCP keepalive was asked for.
     """
 
     host: str
@@ -148,6 +158,8 @@ class TCPClientCall:
     timeout: float | None
     connector: Connector[Any]
     attempt: Deferred[tuple[asyncio.BaseTransport, Any]]
+    bind_address: tuple[str, int] | None = None
+    keepalive: bool = False
 
     def connect(self, transport: asyncio.Transport | None = None) -> Any:
         """Play a successful connection, as the real reactor would.
@@ -247,7 +259,14 @@ class MemoryReactor:
     # TCP, recorded.
 
     def listen_tcp(
-        self, port: int, factory: ProtocolFactory, *, interface: str = "", backlog: int = 100
+        self,
+        port: int,
+        factory: ProtocolFactory,
+        *,
+        interface: str = "",
+        backlog: int = 100,
+        reuse_port: bool = False,
+        keepalive: bool = False,
     ) -> MemoryListener:
         """Record a request to listen; nothing listens.
 
@@ -261,7 +280,13 @@ class MemoryReactor:
         listener = MemoryListener(interface, actual)
         self.tcp_servers.append(
             TCPServerCall(
-                port=port, factory=factory, interface=interface, backlog=backlog, listener=listener
+                port=port,
+                factory=factory,
+                interface=interface,
+                backlog=backlog,
+                listener=listener,
+                reuse_port=reuse_port,
+                keepalive=keepalive,
             )
         )
         return listener
@@ -273,6 +298,8 @@ class MemoryReactor:
         factory: Callable[[Address], P],
         *,
         timeout: float | None = 30.0,
+        bind_address: tuple[str, int] | None = None,
+        keepalive: bool = False,
     ) -> Connector[P]:
         """Record a request to connect; nothing connects until the test says so.
 
@@ -290,6 +317,14 @@ class MemoryReactor:
                 timeout=timeout,
                 connector=connector,
                 attempt=attempt,
+                bind_address=bind_address,
+                keepalive=keepalive,
             )
         )
         return connector
+
+
+if TYPE_CHECKING:
+    # Checked by mypy: the fake stands in for the real reactor's interfaces.
+    def _provides(reactor: MemoryReactor) -> tuple[ClockInterface, ReactorTCP, Resolver]:
+        return (reactor, reactor, reactor)
