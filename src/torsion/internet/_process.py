@@ -1,0 +1,1159 @@
+"""Child processes: start one, talk to it through pipes or a terminal, learn how it ended.
+
+``spawn_process`` starts a program with the loop's own ``subprocess_exec``
+(so asyncio or uvloop reads its pipes) and connects a ``ProcessProtocol`` to
+it. The protocol hears what the child writes on each descriptor, when each
+one closes, when the child exits and when everything is over; its transport
+writes to the child, closes its input, and signals it. How the child ended is
+a typed status: ``ProcessExited`` with an exit code or ``ProcessTerminated``
+with a signal number.
+
+Beyond standard input, output and error, a child can be given more
+descriptors (``child_fds``): pipes torsion reads or writes, or descriptors of
+this process passed through, each at the number the child expects. A
+pseudo-terminal (``use_pty``) can stand in for the three standard ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import functools
+import grp
+import os
+import pty
+import pwd
+import shutil
+import signal as _signal
+import subprocess
+import termios
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeAlias, cast
+
+from torsion.defer import Deferred, succeed
+from torsion.errors import TorsionError
+from torsion.internet._fdesc import FDWriteTransport
+
+__all__ = [
+    "CannotSpawnError",
+    "ChildFD",
+    "ProcessExited",
+    "ProcessExitedError",
+    "ProcessProtocol",
+    "ProcessStatus",
+    "ProcessTerminated",
+    "ProcessTransport",
+    "ReactorProcess",
+    "signal_number",
+    "spawn_process",
+    "status_from_returncode",
+]
+
+StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+ChildFD: TypeAlias = Literal["r", "w"] | int
+"""What a child's descriptor is connected to: "r", a pipe torsion reads (the
+child writes); "w", a pipe torsion writes (the child reads); or the number of
+a descriptor of this process, which the child gets a copy of."""
+
+
+# -- how a child ended ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessExited:
+    """The child exited by itself (``exit()``, or returning from ``main``).
+
+    Attributes:
+        exit_code: Its exit status, 0 to 255; 0 means success.
+    """
+
+    exit_code: int
+
+    @property
+    def signal(self) -> None:
+        """None: no signal ended it."""
+        return None
+
+    @property
+    def success(self) -> bool:
+        """Whether the exit code is 0."""
+        return self.exit_code == 0
+
+    def __str__(self) -> str:
+        return f"exited with code {self.exit_code}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessTerminated:
+    """The child was ended by a signal (it did not exit by itself).
+
+    Attributes:
+        signal: The signal's number (``signal.SIGTERM``, ...).
+    """
+
+    signal: int
+
+    @property
+    def exit_code(self) -> None:
+        """None: it did not exit with a code."""
+        return None
+
+    @property
+    def success(self) -> bool:
+        """False: a signal ending a process is never success."""
+        return False
+
+    @property
+    def signal_name(self) -> str:
+        """The signal's name, such as "SIGTERM" (or "signal 42" if it has none)."""
+        try:
+            return _signal.Signals(self.signal).name
+        except ValueError:
+            return f"signal {self.signal}"
+
+    def __str__(self) -> str:
+        return f"terminated by {self.signal_name}"
+
+
+ProcessStatus: TypeAlias = ProcessExited | ProcessTerminated
+"""How a child process ended; match on the type, or read ``exit_code`` and
+``signal`` (one of them is None) and ``success``."""
+
+
+def status_from_returncode(returncode: int) -> ProcessStatus:
+    """Turn a ``subprocess``-style return code into a status.
+
+    Args:
+        returncode: The exit code, or minus the signal's number when a signal
+            ended the process.
+    """
+    if returncode < 0:
+        return ProcessTerminated(-returncode)
+    return ProcessExited(returncode)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class CannotSpawnError(TorsionError, OSError):
+    """A child process could not be started.
+
+    The program is missing or not executable, the working directory does not
+    exist, the user or group could not be taken on... ``errno`` is the
+    system's reason where there is one (``errno.ENOENT``, ...).
+
+    Attributes:
+        executable: The program that was to run.
+        reason: The error that prevented it.
+    """
+
+    def __init__(self, executable: str, reason: BaseException) -> None:
+        code = reason.errno if isinstance(reason, OSError) else None
+        super().__init__(code, f"cannot run {executable!r}: {reason}")
+        self.executable = executable
+        self.reason = reason
+
+
+class ProcessExitedError(TorsionError, ProcessLookupError):
+    """A signal was to be sent to a child process that has already exited.
+
+    Attributes:
+        pid: The process id it had.
+        status: How it ended (None if it was not known yet).
+    """
+
+    def __init__(self, pid: int, status: ProcessStatus | None) -> None:
+        super().__init__(errno.ESRCH, f"process {pid} has already {status or 'exited'}")
+        self.pid = pid
+        self.status = status
+
+
+# -- the protocol --------------------------------------------------------------------------
+
+
+class ProcessProtocol:
+    """Base class for what reacts to a child process: override what you need.
+
+    The call order, for one child::
+
+        connection_made(transport)
+          [-> child_data_received(fd, data)*]   out_received / err_received for 1 / 2
+          [-> child_connection_lost(fd)]        once per descriptor torsion holds
+          [-> process_exited(status)]           once, when the child exits
+        -> process_ended(status)                once, last
+
+    ``process_exited`` comes as soon as the child has exited, which can be
+    before the last of its output was delivered (or while a grandchild still
+    holds a pipe open); ``process_ended`` comes once the child has exited and
+    every descriptor torsion held for it is closed: after it, nothing more
+    is called. ``pause_writing`` and ``resume_writing`` may come in between
+    (see ``ProcessTransport.drained``).
+
+    ``child_connection_lost`` comes for each descriptor torsion reads or
+    writes: 0 (the input), 1, 2, and each "r"/"w" entry of ``child_fds``;
+    with a pseudo-terminal, 0 and 1 are the terminal and there is no 2.
+
+    Attributes:
+        transport: The process's transport, set by ``connection_made``.
+    """
+
+    transport: ProcessTransport
+
+    def connection_made(self, transport: ProcessTransport) -> None:
+        """Called once, when the child has started; keeps ``transport``."""
+        self.transport = transport
+
+    def child_data_received(self, fd: int, data: bytes) -> None:
+        """Called with what the child wrote on its descriptor ``fd``.
+
+        The default hands output (1) to ``out_received`` and errors (2) to
+        ``err_received``; override it to hear the ``child_fds`` pipes.
+        """
+        if fd == 1:
+            self.out_received(data)
+        elif fd == 2:
+            self.err_received(data)
+
+    def out_received(self, data: bytes) -> None:
+        """Called with each chunk the child writes to standard output."""
+
+    def err_received(self, data: bytes) -> None:
+        """Called with each chunk the child writes to standard error."""
+
+    def child_connection_lost(self, fd: int) -> None:
+        """Called once the pipe (or terminal) of the child's descriptor ``fd`` is closed.
+
+        The default hands 0, 1 and 2 to ``in_connection_lost``,
+        ``out_connection_lost`` and ``err_connection_lost``.
+        """
+        if fd == 0:
+            self.in_connection_lost()
+        elif fd == 1:
+            self.out_connection_lost()
+        elif fd == 2:
+            self.err_connection_lost()
+
+    def in_connection_lost(self) -> None:
+        """The child's standard input is closed (by us, or the child is gone)."""
+
+    def out_connection_lost(self) -> None:
+        """The child's standard output is closed: everything it wrote there arrived."""
+
+    def err_connection_lost(self) -> None:
+        """The child's standard error is closed: everything it wrote there arrived."""
+
+    def process_exited(self, status: ProcessStatus) -> None:
+        """Called once, when the child has exited (its output may still be arriving)."""
+
+    def process_ended(self, status: ProcessStatus) -> None:
+        """Called once, last: the child exited and every descriptor is closed."""
+
+    def pause_writing(self) -> None:
+        """A write buffer to the child went above its high-water mark."""
+
+    def resume_writing(self) -> None:
+        """The write buffers to the child drained below their low-water marks."""
+
+
+# -- the transport -------------------------------------------------------------------------
+
+
+class ProcessTransport:
+    """A running (or finished) child process, as ``spawn_process`` gives it.
+
+    Writes to the child's descriptors are buffered by the pipes' transports;
+    past their high-water marks the protocol is told ``pause_writing`` and
+    ``drained()`` waits, which is how a writer keeps the buffers bounded. The
+    child's output is handed to the protocol as it arrives and never
+    accumulates here; ``pause_reading`` stops it (the child then blocks on a
+    full pipe).
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, protocol: ProcessProtocol, *, pty_master: bool
+    ) -> None:
+        self._loop = loop
+        self._protocol = protocol
+        self._pty = pty_master
+        self._subprocess: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._outputs: dict[int, asyncio.ReadTransport] = {}
+        self._pty_fd = -1
+        self._pid: int | None = None
+        self._status: ProcessStatus | None = None
+        # Pipes torsion connected itself ("r"/"w" child fds and a terminal),
+        # by the child's descriptor number.
+        self._readers: dict[int, asyncio.ReadTransport] = {}
+        self._writers: dict[int, asyncio.WriteTransport] = {}
+        self._own_open: set[int] = set()
+        self._own_done: dict[int, asyncio.Future[None]] = {}
+        self._closed_fds: set[int] = set()
+        self._made = False
+        self._subprocess_lost = False
+        self._ended = False
+        self._closing = False
+        self._reading_paused = False
+        self._paused_writers: set[int] = set()
+        self._exit_waiters: list[Deferred[ProcessStatus]] = []
+        self._end_waiters: list[Deferred[ProcessStatus]] = []
+        self._drain_waiters: list[Deferred[None]] = []
+
+    # -- what the child is -------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The child's process id (kept after it ended)."""
+        if self._pid is None:
+            raise RuntimeError("the process has not started yet")
+        return self._pid
+
+    @property
+    def status(self) -> ProcessStatus | None:
+        """How the child ended, once it has exited; None while it runs."""
+        return self._status
+
+    def exited(self) -> Deferred[ProcessStatus]:
+        """Wait until the child has exited (``process_exited``).
+
+        Returns:
+            A Deferred that fires with the status (at once if known already).
+        """
+        if self._status is not None:
+            return succeed(self._status)
+        d: Deferred[ProcessStatus] = Deferred()
+        self._exit_waiters.append(d)
+        return d
+
+    def ended(self) -> Deferred[ProcessStatus]:
+        """Wait until everything is over (``process_ended``).
+
+        Returns:
+            A Deferred that fires with the status after ``process_ended``
+            was called (at once if it was already).
+        """
+        if self._ended and self._status is not None:
+            return succeed(self._status)
+        d: Deferred[ProcessStatus] = Deferred()
+        self._end_waiters.append(d)
+        return d
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write to the child's standard input (see ``write_to_child``)."""
+        self.write_to_child(0, data)
+
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write each of ``lines`` to the child's standard input."""
+        for line in lines:
+            self.write_to_child(0, line)
+
+    def write_to_child(self, fd: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` to the child's descriptor ``fd``.
+
+        Data written after the descriptor was closed (by ``close_child_fd``,
+        or because the child is gone) is dropped.
+
+        Raises:
+            ValueError: torsion does not write to ``fd`` (it is not 0 or a
+                "w" entry of ``child_fds``).
+        """
+        writer = self._writer(fd)
+        if writer is None or fd in self._closed_fds or writer.is_closing():
+            return
+        writer.write(data)
+
+    def close_stdin(self) -> None:
+        """Close the child's standard input: it reads end of file.
+
+        With a pseudo-terminal, which cannot be half-closed, the terminal's
+        end-of-file character (VEOF, normally Ctrl-D) is written instead: the
+        child reads end of file if its terminal is in canonical mode and the
+        current line is empty.
+        """
+        self.close_child_fd(0)
+
+    def write_eof(self) -> None:
+        """The same as ``close_stdin``."""
+        self.close_child_fd(0)
+
+    def close_child_fd(self, fd: int) -> None:
+        """Close the pipe to (or from) the child's descriptor ``fd``, after flushing.
+
+        Idempotent; a no-op for a descriptor torsion does not hold.
+        """
+        if fd == 0 and self._pty:
+            writer = self._writers.get(0)
+            if writer is not None and not writer.is_closing() and 0 not in self._closed_fds:
+                writer.write(_eof_character(self._pty_fd))
+            return
+        transport = self._pipe(fd)
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def get_write_buffer_size(self) -> int:
+        """Return the bytes buffered for the child, over all its input pipes."""
+        total = 0
+        for fd in [0, *self._writers]:
+            writer = self._writer(fd)
+            if writer is not None and not writer.is_closing():
+                total += writer.get_write_buffer_size()
+        return total
+
+    def drained(self) -> Deferred[None]:
+        """Wait until no pipe to the child is above its high-water mark.
+
+        Returns:
+            A Deferred that fires at once if none is, else when the last one
+            drained (``resume_writing``), or when the process ended.
+        """
+        if not self._paused_writers or self._ended:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drain_waiters.append(d)
+        return d
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop delivering the child's output until ``resume_reading``."""
+        self._reading_paused = True
+        for transport in self._read_transports():
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Deliver the child's output again."""
+        self._reading_paused = False
+        for transport in self._read_transports():
+            transport.resume_reading()
+
+    # -- signals and the end -------------------------------------------------------------------
+
+    def signal_process(self, sig: str | int) -> None:
+        """Send a signal to the child.
+
+        Args:
+            sig: A name ("TERM", "SIGKILL", "hup") or a number.
+
+        Raises:
+            ProcessExitedError: The child has already exited.
+            ValueError: There is no such signal.
+        """
+        number = signal_number(sig)
+        pid = self.pid
+        status = self._current_status()
+        if status is not None:
+            raise ProcessExitedError(pid, status)
+        # os.kill rather than Popen.send_signal: that one polls the child,
+        # which can reap it under asyncio's child watcher (which then reports
+        # an unknown child and a made-up exit code). Until the watcher has
+        # reported the exit, the pid is still ours, at worst a zombie.
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError as exc:  # pragma: no cover - reaped this instant
+            raise ProcessExitedError(pid, self._current_status()) from exc
+
+    def kill(self) -> None:
+        """Kill the child (SIGKILL) if it is still running; a no-op otherwise."""
+        if self._pid is not None and self._current_status() is None:
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                os.kill(self._pid, _signal.SIGKILL)
+
+    def is_closing(self) -> bool:
+        """Return whether ``close()`` was called or the process ended."""
+        return self._closing or self._ended
+
+    def close(self) -> None:
+        """Be done with the child: kill it if it still runs, and close every pipe.
+
+        What is still buffered for the child is dropped, and output still on
+        its way is not delivered. ``process_exited`` (if not called yet) and
+        ``process_ended`` follow. To let the child finish instead, close its
+        input (``close_stdin``) and wait for ``ended()``.
+        """
+        if self._closing or self._ended:
+            return
+        self._closing = True
+        self.kill()
+        writers = [*self._writers.values()]
+        if self._stdin is not None:
+            writers.append(self._stdin)
+        for writer in writers:
+            if not writer.is_closing():
+                writer.abort()
+        for reader in self._read_transports():
+            reader.close()
+        # asyncio's subprocess transport itself is closed once the child's
+        # exit is known (``_lost``): closing it earlier polls the child, with
+        # the race described in ``signal_process``.
+
+    def __repr__(self) -> str:
+        pid = "?" if self._pid is None else self._pid
+        state = "ended" if self._ended else str(self._status or "running")
+        return f"<ProcessTransport pid={pid} {state}>"
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _current_status(self) -> ProcessStatus | None:
+        if self._status is not None:
+            return self._status
+        if self._subprocess is not None:
+            code = self._subprocess.get_returncode()
+            if code is not None:
+                return status_from_returncode(code)
+        return None
+
+    def _writer(self, fd: int) -> asyncio.WriteTransport | None:
+        if fd in self._writers:
+            return self._writers[fd]
+        if fd == 0 and self._stdin is not None:
+            return self._stdin
+        if fd == 0 and not self._made:
+            return None  # not started yet: nothing to write to
+        raise ValueError(f"the child's descriptor {fd} is not a pipe torsion writes to")
+
+    def _pipe(self, fd: int) -> asyncio.BaseTransport | None:
+        if fd in self._writers:
+            return self._writers[fd]
+        if fd in self._readers:
+            return self._readers[fd]
+        if fd == 0:
+            return self._stdin
+        return self._outputs.get(fd)
+
+    def _read_transports(self) -> list[asyncio.ReadTransport]:
+        found = [*self._readers.values(), *self._outputs.values()]
+        return [t for t in found if not t.is_closing()]
+
+    def _add_reader(
+        self, fd: int, transport: asyncio.ReadTransport, done: asyncio.Future[None]
+    ) -> None:
+        self._readers[fd] = transport
+        self._own_open.add(fd)
+        self._own_done[fd] = done
+
+    def _add_writer(
+        self, fd: int, transport: asyncio.WriteTransport, done: asyncio.Future[None]
+    ) -> None:
+        self._writers[fd] = transport
+        self._own_open.add(fd)
+        self._own_done[fd] = done
+
+    async def _abandon(self) -> None:
+        """Close the pipes torsion connected and wait until they are closed."""
+        for writer in self._writers.values():
+            writer.abort()
+        for reader in self._readers.values():
+            reader.close()
+        pending = [f for f in self._own_done.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending)
+
+    # Events, from asyncio's subprocess transport and from torsion's own pipes.
+
+    def _started(self, transport: asyncio.SubprocessTransport) -> None:
+        self._subprocess = transport
+        self._pid = transport.get_pid()
+        stdin = transport.get_pipe_transport(0)
+        if stdin is not None:
+            self._stdin = cast(asyncio.WriteTransport, stdin)
+        for fd in (1, 2):
+            pipe = transport.get_pipe_transport(fd)
+            if pipe is not None:
+                self._outputs[fd] = cast(asyncio.ReadTransport, pipe)
+        self._made = True
+        self._protocol.connection_made(self)
+        if not self._reading_paused:
+            for reader in self._readers.values():
+                reader.resume_reading()
+
+    def _data(self, fd: int, data: bytes) -> None:
+        if self._made:
+            self._protocol.child_data_received(fd, data)
+
+    def _pipe_lost(self, fd: int) -> None:
+        if fd in self._closed_fds:
+            return
+        self._closed_fds.add(fd)
+        self._paused_writers.discard(fd)
+        if self._made:
+            self._protocol.child_connection_lost(fd)
+        if not self._paused_writers:
+            self._wake_drain_waiters()
+
+    def _own_lost(self, fd: int) -> None:
+        self._pipe_lost(fd)
+        self._own_open.discard(fd)
+        if fd == 1:
+            self._release_terminal()
+        self._maybe_end()
+
+    def _release_terminal(self) -> None:
+        """Close the terminal's last descriptor once its output ended and the child exited.
+
+        Reading it fails (EIO) as soon as the child closed its side, which a
+        program may do before it exits (cat closes 0, 1 and 2 at the end);
+        closing the master then would hang the terminal up, and the system
+        sends SIGHUP to the terminal's controlling process (POSIX.1, General
+        Terminal Interface, "Modem Disconnect"): the child, killed before it
+        exits by itself. So the writer's copy stays open until the exit.
+        """
+        writer = self._writers.get(0)
+        if self._pty and writer is not None and 1 in self._closed_fds and self._status is not None:
+            writer.abort()
+
+    def _exited(self) -> None:
+        if self._subprocess is None or self._status is not None:
+            return
+        code = self._subprocess.get_returncode()
+        if code is None:  # pragma: no cover - asyncio reports the code first
+            return
+        status = self._status = status_from_returncode(code)
+        waiters, self._exit_waiters = self._exit_waiters, []
+        for d in waiters:
+            d.callback(status)
+        self._protocol.process_exited(status)
+        self._release_terminal()
+
+    def _lost(self) -> None:
+        self._subprocess_lost = True
+        self._exited()  # in case the loop did not report the exit first
+        if self._subprocess is not None:
+            # Marks asyncio's transport closed (or it warns when collected).
+            self._subprocess.close()
+        self._maybe_end()
+
+    def _maybe_end(self) -> None:
+        if self._ended or not self._subprocess_lost or self._own_open or self._status is None:
+            return
+        self._ended = True
+        # On the next turn: the pipes' transports close their descriptors
+        # after their connection_lost returns.
+        self._loop.call_soon(self._end, self._status)
+
+    def _end(self, status: ProcessStatus) -> None:
+        self._protocol.process_ended(status)
+        waiters, self._end_waiters = self._end_waiters, []
+        for d in waiters:
+            d.callback(status)
+        self._wake_drain_waiters()
+
+    def _pause(self, fd: int) -> None:
+        was_paused = bool(self._paused_writers)
+        self._paused_writers.add(fd)
+        if not was_paused and self._made:
+            self._protocol.pause_writing()
+
+    def _resume(self, fd: int) -> None:
+        if fd not in self._paused_writers:
+            return
+        self._paused_writers.discard(fd)
+        if not self._paused_writers:
+            if self._made:
+                self._protocol.resume_writing()
+            self._wake_drain_waiters()
+
+    def _wake_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+
+class _SubprocessEvents(asyncio.SubprocessProtocol):
+    """Passes what asyncio's subprocess transport reports to the ``ProcessTransport``."""
+
+    def __init__(self, owner: ProcessTransport) -> None:
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner._started(cast(asyncio.SubprocessTransport, transport))
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self._owner._data(fd, cast(bytes, data))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._owner._pipe_lost(fd)
+
+    def process_exited(self) -> None:
+        self._owner._exited()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._lost()
+
+    def pause_writing(self) -> None:
+        self._owner._pause(0)
+
+    def resume_writing(self) -> None:
+        self._owner._resume(0)
+
+
+class _OwnPipe(asyncio.Protocol):
+    """Passes what one of torsion's own pipes (or the terminal) reports."""
+
+    def __init__(self, owner: ProcessTransport, fd: int, done: asyncio.Future[None]) -> None:
+        self._owner = owner
+        self._fd = fd
+        self._done = done
+
+    def data_received(self, data: bytes) -> None:
+        self._owner._data(self._fd, data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Errors end the pipe quietly: EIO is how a terminal reports that the
+        # child's side closed, EPIPE how a pipe says nobody reads it any more.
+        if not self._done.done():
+            self._done.set_result(None)
+        self._owner._own_lost(self._fd)
+
+    def pause_writing(self) -> None:
+        self._owner._pause(self._fd)
+
+    def resume_writing(self) -> None:
+        self._owner._resume(self._fd)
+
+
+# -- starting a child --------------------------------------------------------------------------
+
+
+def signal_number(sig: str | int) -> int:
+    """Return the number of a signal given by name ("TERM", "SIGTERM", "term") or number.
+
+    Raises:
+        ValueError: There is no such signal.
+    """
+    if isinstance(sig, int):
+        if not 0 < sig < _signal.NSIG:
+            raise ValueError(f"no such signal: {sig!r}")
+        return int(sig)
+    name = sig.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(_signal.Signals[name])
+    except KeyError:
+        raise ValueError(f"no such signal: {sig!r}") from None
+
+
+@dataclass
+class _Descriptors:
+    """The descriptors a child gets, arranged before it starts.
+
+    In the simple case the loop makes the standard pipes (``stdio`` holds
+    ``subprocess.PIPE`` or a descriptor of ours for each of 0, 1, 2). Otherwise
+    torsion makes every pipe itself and ``fds`` maps each child number to our
+    descriptor that is copied there.
+    """
+
+    stdio: list[int] = field(default_factory=lambda: [subprocess.PIPE] * 3)
+    fds: dict[int, int] = field(default_factory=dict)
+    # Our copies of what the child gets: closed once it has started.
+    child_ends: list[int] = field(default_factory=list)
+    # Our ends of the pipes torsion reads and writes, by the child's number.
+    reads: dict[int, int] = field(default_factory=dict)
+    writes: dict[int, int] = field(default_factory=dict)
+    pty_slave: int | None = None
+
+    def close_child_ends(self) -> None:
+        while self.child_ends:
+            os.close(self.child_ends.pop())
+
+    def close_all(self) -> None:
+        self.close_child_ends()
+        for fd in [*self.reads.values(), *self.writes.values()]:
+            os.close(fd)
+        self.reads.clear()
+        self.writes.clear()
+
+
+def _arrange(child_fds: Mapping[int, ChildFD], use_pty: bool, own: bool) -> _Descriptors:
+    """Make the pipes (and terminal) for a child: ``own`` means torsion makes all."""
+    plan = _Descriptors()
+    wanted: dict[int, ChildFD] = {0: "w", 1: "r", 2: "r"} if own and not use_pty else {}
+    for target, how in child_fds.items():
+        if isinstance(how, bool) or not isinstance(how, int | str):
+            raise ValueError(f"child_fds[{target}] must be 'r', 'w' or a descriptor")
+        if target < 0:
+            raise ValueError(f"child_fds: {target} is not a descriptor number")
+        if target <= 2:
+            if use_pty:
+                raise ValueError("child_fds: 0, 1 and 2 are the terminal with use_pty")
+            default = "w" if target == 0 else "r"
+            if isinstance(how, str) and how != default:
+                raise ValueError(f"child_fds: descriptor {target} can only be {default!r}")
+        elif isinstance(how, str) and how not in ("r", "w"):
+            raise ValueError(f"child_fds[{target}] must be 'r', 'w' or a descriptor")
+        if isinstance(how, int):
+            _check_open(target, how)
+        wanted[target] = how
+    try:
+        if use_pty:
+            master, slave = pty.openpty()
+            plan.reads[1] = master
+            plan.child_ends.append(slave)
+            plan.pty_slave = slave
+            plan.fds.update({0: slave, 1: slave, 2: slave})
+        for target, how in sorted(wanted.items()):
+            if not own:
+                # Only 0, 1 and 2 get here: the loop's own arguments take them.
+                plan.stdio[target] = how  # type: ignore[assignment]  # an int here
+            elif how == "r":
+                read_end, write_end = os.pipe()
+                plan.reads[target] = read_end
+                plan.child_ends.append(write_end)
+                plan.fds[target] = write_end
+            elif how == "w":
+                read_end, write_end = os.pipe()
+                plan.writes[target] = write_end
+                plan.child_ends.append(read_end)
+                plan.fds[target] = read_end
+            else:
+                plan.fds[target] = how
+    except BaseException:
+        plan.close_all()
+        raise
+    if own:
+        # The loop's pipes are not used: the child's setup puts ours in place.
+        plan.stdio = [subprocess.DEVNULL] * 3
+    return plan
+
+
+def _check_open(target: int, fd: int) -> None:
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise ValueError(f"child_fds[{target}]: {fd} is not an open descriptor") from None
+
+
+def _ids(uid: int | str | None, gid: int | str | None) -> tuple[int | None, int | None]:
+    user = None
+    if isinstance(uid, str):
+        try:
+            user = pwd.getpwnam(uid)
+        except KeyError:
+            raise ValueError(f"no such user: {uid!r}") from None
+        uid = user.pw_uid
+    if isinstance(gid, str):
+        try:
+            gid = grp.getgrnam(gid).gr_gid
+        except KeyError:
+            raise ValueError(f"no such group: {gid!r}") from None
+    if uid is not None and gid is None:
+        # As su(1) does: the user's own group, not ours (root's).
+        try:
+            gid = (user or pwd.getpwuid(uid)).pw_gid
+        except KeyError:
+            raise ValueError(f"uid {uid} has no passwd entry: give gid too") from None
+    return uid, gid
+
+
+@dataclass(frozen=True)
+class _ChildSetup:
+    """What the child does between fork and exec when torsion arranges it.
+
+    Run as the loop's ``preexec_fn``, it ends by exec'ing the program itself,
+    so that nothing the loop would do afterwards can undo it: uvloop runs the
+    hook from its fork handler, before libuv's own, which closes libuv's
+    internal descriptors, whose numbers the child may want. Only plain system
+    calls run here: the child is a copy of a process that may have other
+    threads, whose locks it must not touch. A failure is written to
+    ``report`` as "errno:message" before the hook raises.
+    """
+
+    program: bytes
+    argv: list[bytes]
+    env: dict[bytes, bytes]
+    fds: dict[int, int]
+    report: int
+    pty_slave: int | None
+    cwd: StrPath | None
+    uid: int | None
+    gid: int | None
+    set_groups: bool
+
+    def __call__(self) -> None:
+        report = self.report
+        try:
+            floor = max([2, *self.fds]) + 1
+            report = fcntl.fcntl(report, fcntl.F_DUPFD_CLOEXEC, floor)
+            if self.pty_slave is not None:
+                # A session of its own, with the terminal as its controlling
+                # terminal (setsid(2), ioctl_tty(2) TIOCSCTTY).
+                os.setsid()
+                fcntl.ioctl(self.pty_slave, termios.TIOCSCTTY, 0)
+            # Every source out of the way first, so that placing one cannot
+            # overwrite another; the copies close at exec.
+            moved = {
+                target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, floor)
+                for target, source in self.fds.items()
+            }
+            for target, copy in moved.items():
+                os.dup2(copy, target)  # inheritable
+            _close_on_exec_except(set(self.fds))
+            if self.cwd is not None:
+                os.chdir(self.cwd)
+            if self.gid is not None:
+                if self.set_groups:
+                    os.setgroups([self.gid])
+                os.setgid(self.gid)
+            if self.uid is not None:
+                os.setuid(self.uid)
+            # Whatever the loop blocked around fork, the program starts with
+            # no signal blocked, as exec'd by subprocess or libuv.
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+            os.execve(self.program, self.argv, self.env)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.write(report, f"{exc.errno or 0}:{exc.strerror or exc}".encode())
+            raise
+
+
+def _close_on_exec_except(keep: set[int]) -> None:
+    """Mark every descriptor from 3 on but ``keep`` close-on-exec (close_fds's job)."""
+    try:
+        numbers = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - no /proc
+        numbers = list(range(3, os.sysconf("SC_OPEN_MAX")))
+    for fd in numbers:
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):  # not open (or the listing's own)
+                os.set_inheritable(fd, False)
+
+
+def spawn_process(
+    loop: asyncio.AbstractEventLoop,
+    protocol: ProcessProtocol,
+    executable: StrPath,
+    args: Sequence[StrPath] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    path: StrPath | None = None,
+    uid: int | str | None = None,
+    gid: int | str | None = None,
+    use_pty: bool = False,
+    child_fds: Mapping[int, ChildFD] | None = None,
+) -> Deferred[ProcessTransport]:
+    """Start ``executable`` as a child process connected to ``protocol``.
+
+    In the simple case (standard pipes, no user, no terminal, an asyncio
+    loop) the loop's own ``subprocess_exec`` does everything. Otherwise
+    torsion makes the pipes (the loop's pipe transports read and write them)
+    and the child, after the loop's fork, puts them in place, enters
+    ``path``, takes on the user and group, and execs the program itself.
+
+    Args:
+        loop: The loop that runs the child's pipes.
+        protocol: Hears the child's output and end (see ``ProcessProtocol``).
+        executable: The program: a path, or a name looked up on the ``PATH``
+            of ``env`` (of this process when ``env`` is None).
+        args: The whole argument vector, ``argv[0]`` included, as execve(2)
+            takes it; ``[executable]`` if None.
+        env: The child's whole environment; None passes this process's own
+            (``os.environ``), as ``subprocess`` does; ``{}`` gives an empty one.
+        path: The child's working directory (this process's if None).
+        uid: The user to run as (a number or a name); this process must be
+            allowed to (root). The group then defaults to the user's own, and
+            the supplementary groups become just that group.
+        gid: The group to run as (a number or a name).
+        use_pty: Give the child a new pseudo-terminal as its standard input,
+            output and error, and as its controlling terminal in a session of
+            its own. Its output, errors included, arrives as descriptor 1;
+            what is written goes to the terminal, which echoes it back unless
+            the child turns echo off.
+        child_fds: More descriptors for the child, or other ones for 0, 1, 2:
+            child number -> "r" (a pipe whose output arrives through
+            ``child_data_received``), "w" (a pipe fed by ``write_to_child``)
+            or one of our descriptors (the child gets a copy at that number;
+            ours stays open). 0 may only be "w" or a descriptor, 1 and 2 "r"
+            or a descriptor. Other descriptors of ours are not inherited.
+
+    Returns:
+        A Deferred that fires with the transport once the child runs (after
+        ``protocol.connection_made``), or fails with ``CannotSpawnError``
+        (and nothing is called on the protocol). Cancelling it before then
+        kills the child.
+
+    Raises:
+        ValueError: ``args``, ``child_fds``, ``uid`` or ``gid`` make no sense.
+    """
+    argv = [executable] if args is None else list(args)
+    if not argv:
+        raise ValueError("args must hold at least argv[0]")
+    user, group = _ids(uid, gid)
+    extra = child_fds or {}
+    # Popen (asyncio's loops) closes what the child should not inherit and
+    # can set argv[0] apart; other loops (uvloop) leave their own pipe ends
+    # open in the child, so that it never sees end of file on a pipe it
+    # closes, and cannot set argv[0]: there, torsion sets every child up.
+    own = (
+        use_pty
+        or user is not None
+        or group is not None
+        or any(fd > 2 for fd in extra)
+        or not isinstance(loop, asyncio.BaseEventLoop)
+    )
+    plan = _arrange(extra, use_pty, own)
+    spawning = _spawn(loop, protocol, executable, argv, env, path, user, group, plan, own)
+    return Deferred.from_future(loop.create_task(spawning))
+
+
+async def _spawn(
+    loop: asyncio.AbstractEventLoop,
+    protocol: ProcessProtocol,
+    executable: StrPath,
+    argv: list[StrPath],
+    env: Mapping[str, str] | None,
+    cwd: StrPath | None,
+    uid: int | None,
+    gid: int | None,
+    plan: _Descriptors,
+    own: bool,
+) -> ProcessTransport:
+    name = os.fsdecode(executable)
+    transport = ProcessTransport(loop, protocol, pty_master=plan.pty_slave is not None)
+    report = -1
+    try:
+        await _connect_own_pipes(loop, transport, plan)
+        program = _find_program(name, env)
+        kwargs: dict[str, Any] = {"env": env}
+        first: StrPath = program
+        if isinstance(loop, asyncio.BaseEventLoop) and argv[0] != program:
+            kwargs["executable"] = program
+            first = argv[0]
+        if own:
+            report_read, report = os.pipe()
+            plan.child_ends.append(report_read)  # closed after the spawn, like the others
+            plan.child_ends.append(report)
+            kwargs["preexec_fn"] = _ChildSetup(
+                program=os.fsencode(program),
+                argv=[os.fsencode(arg) for arg in argv],
+                env=_environment(env),
+                fds=plan.fds,
+                report=report,
+                pty_slave=plan.pty_slave,
+                cwd=cwd,
+                uid=uid,
+                gid=gid,
+                set_groups=gid is not None and os.geteuid() == 0,
+            )
+            report = report_read
+        else:
+            kwargs["cwd"] = cwd
+        try:
+            await loop.subprocess_exec(
+                lambda: _SubprocessEvents(transport),
+                first,
+                *argv[1:],
+                stdin=plan.stdio[0],
+                stdout=plan.stdio[1],
+                stderr=plan.stdio[2],
+                **kwargs,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise CannotSpawnError(name, _reason(exc, report)) from exc
+    except BaseException:
+        plan.close_child_ends()
+        await transport._abandon()
+        raise
+    plan.close_child_ends()
+    return transport
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[bytes, bytes]:
+    source = os.environ if env is None else env
+    return {os.fsencode(key): os.fsencode(value) for key, value in source.items()}
+
+
+def _reason(exc: BaseException, report: int) -> BaseException:
+    """Find out why the child did not start: from its report if it wrote one."""
+    if report >= 0:
+        os.set_blocking(report, False)
+        try:
+            written = os.read(report, 4096).decode(errors="replace")
+        except OSError:
+            written = ""
+        code, _, message = written.partition(":")
+        if code.isdigit():
+            return OSError(int(code), message)
+    # uvloop reports a failing hook as SubprocessError caused by the error.
+    if isinstance(exc, subprocess.SubprocessError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
+def _find_program(name: str, env: Mapping[str, str] | None) -> str:
+    """Look a bare program name up on the child's PATH, as execvpe(3) would."""
+    if os.sep in name:
+        return name
+    search = (os.environ if env is None else env).get("PATH", os.defpath)
+    found = shutil.which(name, path=search)
+    if found is None:
+        reason = FileNotFoundError(errno.ENOENT, "not found on PATH", name)
+        raise CannotSpawnError(name, reason)
+    return found
+
+
+async def _connect_own_pipes(
+    loop: asyncio.AbstractEventLoop, transport: ProcessTransport, plan: _Descriptors
+) -> None:
+    """Connect our ends of the "r"/"w" pipes and of the terminal to the loop.
+
+    Readers start paused: the protocol hears nothing before connection_made.
+    """
+    for fd, read_end in list(plan.reads.items()):
+        if fd == 1 and plan.pty_slave is not None:
+            # Writing to the terminal: uvloop's write pipe transport would
+            # read from it too (and swallow the echo), so write with add_writer.
+            written = os.dup(read_end)
+            done: asyncio.Future[None] = loop.create_future()
+            writer = FDWriteTransport(loop, written, _OwnPipe(transport, 0, done), pollable=True)
+            transport._pty_fd = written
+            transport._add_writer(0, writer, done)
+        done = loop.create_future()
+        pipe = os.fdopen(read_end, "rb", buffering=0)
+        del plan.reads[fd]  # the pipe object owns it now
+        reader, _ = await loop.connect_read_pipe(
+            functools.partial(_OwnPipe, transport, fd, done), pipe
+        )
+        reader.pause_reading()
+        transport._add_reader(fd, reader, done)
+    for fd, write_end in list(plan.writes.items()):
+        done = loop.create_future()
+        pipe = os.fdopen(write_end, "wb", buffering=0)
+        del plan.writes[fd]
+        writer_pipe, _ = await loop.connect_write_pipe(
+            functools.partial(_OwnPipe, transport, fd, done), pipe
+        )
+        transport._add_writer(fd, writer_pipe, done)
+
+
+def _eof_character(terminal: int) -> bytes:
+    """Return the character that ends input on ``terminal`` (VEOF, termios(3))."""
+    character = termios.tcgetattr(terminal)[6][termios.VEOF]
+    return character if isinstance(character, bytes) else bytes([character])
+
+
+class ReactorProcess(Protocol):
+    """What starts child processes (the reactor's ``spawn_process``)."""
+
+    def spawn_process(
+        self,
+        protocol: ProcessProtocol,
+        executable: StrPath,
+        args: Sequence[StrPath] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        path: StrPath | None = None,
+        uid: int | str | None = None,
+        gid: int | str | None = None,
+        use_pty: bool = False,
+        child_fds: Mapping[int, ChildFD] | None = None,
+    ) -> Deferred[ProcessTransport]:
+        """Start ``executable`` connected to ``protocol``; see ``spawn_process``."""
+        ...
