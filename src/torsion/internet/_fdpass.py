@@ -16,12 +16,16 @@ them, so the caller may close its own at once.
 
 Receiving: a protocol with a ``fds_received(fds)`` method (``FDReceiver``)
 is given the descriptors that came with a message just before
-``data_received`` gets that message's bytes. From then on they are the
-protocol's to close. A protocol without the method never sees them: they are
-closed at once, so none leak. One message may carry at most ``MAX_FDS``; a
-peer that sends more has the connection closed with ``TooManyFDsError``
-(the kernel truncated them, ``MSG_CTRUNC``; those that did arrive are
-closed). Received descriptors are close-on-exec.
+``data_received`` gets the bytes read with them. Those hold the message's
+first byte; bytes sent before it may come in the same chunk, bytes sent after
+it do not (Linux ends a read that picked up descriptors at the end of the
+message they came with), so a protocol that frames its messages can tell
+which one they belong to. From then on the descriptors are the protocol's to
+close. A protocol without the method never sees them: they are closed at
+once, so none leak. One message may carry at most ``MAX_FDS``; a peer that
+sends more has the connection closed with ``TooManyFDsError`` (the kernel
+truncated them, ``MSG_CTRUNC``; those that did arrive are closed). Received
+descriptors are close-on-exec.
 
 The protocol's call order, for one connection::
 
@@ -77,7 +81,7 @@ class FDReceiver(Protocol):
     """A protocol that takes the file descriptors a ``UNIXFDTransport`` receives."""
 
     def fds_received(self, fds: list[int]) -> None:
-        """Called with descriptors that arrived, before the bytes they came with.
+        """Called with descriptors that arrived, just before the bytes read with them.
 
         Args:
             fds: Open descriptors, now owned by the protocol: it must close
