@@ -395,10 +395,14 @@ class UNIXFDTransport(asyncio.Transport):
         while self._buffer:
             first, fds = self._buffer[0]
             chunks = [first]
-            for data, more_fds in itertools.islice(self._buffer, 1, _MAX_BATCH):
-                if more_fds:
-                    break  # Those go with their own first byte, in the next sendmsg.
-                chunks.append(data)
+            # Writes without descriptors go out together. A message with
+            # descriptors goes alone: its sendmsg is where the receiver's read
+            # that picks them up will end.
+            if not fds:
+                for data, more_fds in itertools.islice(self._buffer, 1, _MAX_BATCH):
+                    if more_fds:
+                        break
+                    chunks.append(data)
             try:
                 sent = self._send(chunks, fds)
             except (BlockingIOError, InterruptedError):
