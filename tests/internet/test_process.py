@@ -715,6 +715,49 @@ def test_standard_descriptors_can_be_ours(warm_reactor: Reactor, wait: Wait) -> 
         os.close(write_end)
 
 
+def test_standard_descriptors_named_as_they_are(warm_reactor: Reactor, wait: Wait) -> None:
+    r = warm_reactor
+    protocol = Recorder()
+    fds: dict[int, ChildFD] = {0: "w", 1: "r", 2: "r"}
+    transport = run(r, wait, protocol, "cat", child_fds=fds)
+    transport.write(b"same as ever")
+    transport.close_stdin()
+    assert finish(r, wait, transport) == ProcessExited(0)
+    assert protocol.output() == b"same as ever"
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+@pytest.mark.parametrize("own", [False, True], ids=["loop-pipes", "own-pipes"])
+def test_cancelling_the_spawn_leaves_nothing(
+    warm_reactor: Reactor, wait: Wait, turns: int, own: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = warm_reactor
+    before = open_fds()
+    protocol = Recorder()
+    extra: dict[int, ChildFD] = {3: "r"} if own else {}
+    spawning = spawn_process(r.loop, protocol, PYTHON, WAITS, child_fds=extra, use_pty=own)
+
+    async def cancel_later() -> None:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        spawning.cancel()
+
+    wait(r, cancel_later())
+    try:
+        transport = wait(r, spawning)
+    except asyncio.CancelledError:
+        # Cancelled in time; if the child had started already, it is ended.
+        if protocol.events:
+            assert protocol.events[0] == ("connection_made",)
+            wait(r, protocol.transport.ended())
+    else:
+        # The child started before the cancellation arrived: end it.
+        transport.close()
+        finish(r, wait, transport)
+    assert open_fds() == before
+    assert [rec for rec in caplog.records if rec.levelno >= logging.WARNING] == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a child as another user")
 def test_user_and_group(warm_reactor: Reactor, wait: Wait) -> None:
     r = warm_reactor

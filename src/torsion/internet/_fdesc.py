@@ -285,6 +285,43 @@ def is_pollable(fd: int) -> bool:
     return True
 
 
+class RawPipe:
+    """A descriptor to hand to the loop's ``connect_read_pipe``/``connect_write_pipe``.
+
+    The loops differ in who closes it: asyncio calls ``close()``; uvloop has
+    libuv close the descriptor, then calls ``close()`` expecting EBADF, but
+    not at all when the connection was cancelled halfway. A file object
+    would then close the number again when collected (warning, and maybe
+    closing someone else's descriptor by then); this closes it only when
+    asked, once.
+
+    Args:
+        fd: The descriptor, owned from now on.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        """Return the descriptor.
+
+        Raises:
+            ValueError: It was closed.
+        """
+        if self._fd < 0:
+            raise ValueError("the pipe is closed")
+        return self._fd
+
+    def close(self) -> None:
+        """Close the descriptor (the first time only)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<RawPipe fd={self._fd}>"
+
+
 class FDWriteTransport(asyncio.WriteTransport):
     """A write transport over a descriptor asyncio's pipe transport cannot serve.
 
@@ -711,7 +748,7 @@ class StandardIO(asyncio.Transport):
             mode = os.fstat(out_fd).st_mode
             if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
                 self._restore[self.stdout] = os.get_blocking(out_fd)
-                pipe = os.fdopen(out_fd, "wb", buffering=0)
+                pipe = RawPipe(out_fd)
                 out_fd = -1  # The pipe object owns it now.
                 self._writer, _ = await self._loop.connect_write_pipe(
                     lambda: _OutputSide(self), pipe
@@ -736,7 +773,7 @@ class StandardIO(asyncio.Transport):
         try:
             if is_pollable(in_fd):
                 self._restore[self.stdin] = os.get_blocking(in_fd)
-                pipe = os.fdopen(in_fd, "rb", buffering=0)
+                pipe = RawPipe(in_fd)
                 in_fd = -1
                 self._reader, _ = await self._loop.connect_read_pipe(
                     lambda: _InputSide(self), pipe

@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol, TypeAlias, cast
 
 from torsion.defer import Deferred, succeed
 from torsion.errors import TorsionError
-from torsion.internet._fdesc import FDWriteTransport
+from torsion.internet._fdesc import FDWriteTransport, RawPipe
 
 __all__ = [
     "CannotSpawnError",
@@ -552,6 +552,9 @@ class ProcessTransport:
         pending = [f for f in self._own_done.values() if not f.done()]
         if pending:
             await asyncio.wait(pending)
+        # A connection cancelled halfway closes its descriptor on the next
+        # turn of the loop (asyncio's): let it.
+        await asyncio.sleep(0)
 
     # Events, from asyncio's subprocess transport and from torsion's own pipes.
 
@@ -772,10 +775,9 @@ class _Descriptors:
         self.writes.clear()
 
 
-def _arrange(child_fds: Mapping[int, ChildFD], use_pty: bool, own: bool) -> _Descriptors:
-    """Make the pipes (and terminal) for a child: ``own`` means torsion makes all."""
-    plan = _Descriptors()
-    wanted: dict[int, ChildFD] = {0: "w", 1: "r", 2: "r"} if own and not use_pty else {}
+def _wanted(child_fds: Mapping[int, ChildFD], use_pty: bool) -> dict[int, ChildFD]:
+    """Check ``child_fds``; return what each child descriptor is to be."""
+    wanted: dict[int, ChildFD] = {}
     for target, how in child_fds.items():
         if isinstance(how, bool) or not isinstance(how, int | str):
             raise ValueError(f"child_fds[{target}] must be 'r', 'w' or a descriptor")
@@ -792,6 +794,14 @@ def _arrange(child_fds: Mapping[int, ChildFD], use_pty: bool, own: bool) -> _Des
         if isinstance(how, int):
             _check_open(target, how)
         wanted[target] = how
+    return wanted
+
+
+def _arrange(wanted: Mapping[int, ChildFD], use_pty: bool, own: bool) -> _Descriptors:
+    """Make the pipes (and terminal) for a child: ``own`` means torsion makes all."""
+    plan = _Descriptors()
+    if own and not use_pty:
+        wanted = {0: "w", 1: "r", 2: "r", **wanted}
     try:
         if use_pty:
             master, slave = pty.openpty()
@@ -802,7 +812,8 @@ def _arrange(child_fds: Mapping[int, ChildFD], use_pty: bool, own: bool) -> _Des
         for target, how in sorted(wanted.items()):
             if not own:
                 # Only 0, 1 and 2 get here: the loop's own arguments take them.
-                plan.stdio[target] = how  # type: ignore[assignment]  # an int here
+                if not isinstance(how, str):
+                    plan.stdio[target] = how
             elif how == "r":
                 read_end, write_end = os.pipe()
                 plan.reads[target] = read_end
@@ -981,6 +992,13 @@ def spawn_process(
 
     Raises:
         ValueError: ``args``, ``child_fds``, ``uid`` or ``gid`` make no sense.
+
+    POSIX only. Setting the child up runs Python code between fork and exec
+    (``subprocess``'s ``preexec_fn``), so it is not available in
+    subinterpreters; that code makes only system calls, so that a lock some
+    other thread held at the fork cannot hang the child. The descriptors the
+    child must not inherit are found in ``/proc/self/fd`` (Linux), else by
+    trying every number up to the process's limit.
     """
     argv = [executable] if args is None else list(args)
     if not argv:
@@ -998,8 +1016,10 @@ def spawn_process(
         or any(fd > 2 for fd in extra)
         or not isinstance(loop, asyncio.BaseEventLoop)
     )
-    plan = _arrange(extra, use_pty, own)
-    spawning = _spawn(loop, protocol, executable, argv, env, path, user, group, plan, own)
+    wanted = _wanted(extra, use_pty)
+    spawning = _spawn(
+        loop, protocol, executable, argv, env, path, user, group, wanted, use_pty, own
+    )
     return Deferred.from_future(loop.create_task(spawning))
 
 
@@ -1012,13 +1032,18 @@ async def _spawn(
     cwd: StrPath | None,
     uid: int | None,
     gid: int | None,
-    plan: _Descriptors,
+    wanted: Mapping[int, ChildFD],
+    use_pty: bool,
     own: bool,
 ) -> ProcessTransport:
     name = os.fsdecode(executable)
-    transport = ProcessTransport(loop, protocol, pty_master=plan.pty_slave is not None)
+    transport = ProcessTransport(loop, protocol, pty_master=use_pty)
     report = -1
+    # Made here, not when called: a task cancelled before it starts runs none
+    # of its code, not even a finally clause.
+    plan = _Descriptors()
     try:
+        plan = _arrange(wanted, use_pty, own)
         await _connect_own_pipes(loop, transport, plan)
         program = _find_program(name, env)
         kwargs: dict[str, Any] = {"env": env}
@@ -1058,7 +1083,7 @@ async def _spawn(
         except (OSError, subprocess.SubprocessError) as exc:
             raise CannotSpawnError(name, _reason(exc, report)) from exc
     except BaseException:
-        plan.close_child_ends()
+        plan.close_all()
         await transport._abandon()
         raise
     plan.close_child_ends()
@@ -1116,7 +1141,7 @@ async def _connect_own_pipes(
             transport._pty_fd = written
             transport._add_writer(0, writer, done)
         done = loop.create_future()
-        pipe = os.fdopen(read_end, "rb", buffering=0)
+        pipe = RawPipe(read_end)
         del plan.reads[fd]  # the pipe object owns it now
         reader, _ = await loop.connect_read_pipe(
             functools.partial(_OwnPipe, transport, fd, done), pipe
@@ -1125,7 +1150,7 @@ async def _connect_own_pipes(
         transport._add_reader(fd, reader, done)
     for fd, write_end in list(plan.writes.items()):
         done = loop.create_future()
-        pipe = os.fdopen(write_end, "wb", buffering=0)
+        pipe = RawPipe(write_end)
         del plan.writes[fd]
         writer_pipe, _ = await loop.connect_write_pipe(
             functools.partial(_OwnPipe, transport, fd, done), pipe
