@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -169,3 +170,36 @@ def test_echo_serves_a_socket_passed_by_systemd_and_more_listens(loop: str) -> N
             process.kill()
         process.wait(timeout=10)
         process.stderr.close()
+
+
+def test_echo_over_a_unix_socket_with_nc() -> None:
+    nc = require_peer("nc", package="netcat-openbsd")
+    with tempfile.TemporaryDirectory(dir="/tmp") as where:
+        path = os.path.join(where, "echo.sock")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "torsion", "echo", "--listen", f"unix:{path}:mode=600"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert process.stderr is not None
+        try:
+            line = process.stderr.readline()
+            assert line.rstrip().endswith(f"listening on unix:{path}; try: nc -U {path}"), line
+            assert os.stat(path).st_mode & 0o777 == 0o600
+            answer = subprocess.run(
+                [nc, "-N", "-U", path],
+                input=b"over a unix socket\n",
+                capture_output=True,
+                timeout=10,
+                check=True,
+            )
+            assert answer.stdout == b"over a unix socket\n"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+            assert not os.path.exists(path)  # the socket file is removed on the way out
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+            process.stderr.close()

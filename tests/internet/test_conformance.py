@@ -38,7 +38,7 @@ async def test_loopback(check: Check) -> None:
 
 
 Listen = Callable[[Callable[[object], RecordingProtocol]], Listener]
-Connect = Callable[[int, Callable[[object], RecordingProtocol]], Connector[RecordingProtocol]]
+Connect = Callable[[Any, Callable[[object], RecordingProtocol]], Connector[RecordingProtocol]]
 
 
 def pairs(listen: Listen, connect: Connect) -> PairMaker:
@@ -57,7 +57,7 @@ def pairs(listen: Listen, connect: Connect) -> PairMaker:
 
         listener = listen(accept)
         try:
-            client = await connect(listener.port, lambda _: client_factory())
+            client = await connect(listener.address, lambda _: client_factory())
             server = await accepted
         finally:
             await listener.stop_listening()
@@ -69,7 +69,7 @@ def pairs(listen: Listen, connect: Connect) -> PairMaker:
 def tcp_pairs(reactor: Reactor) -> PairMaker:
     return pairs(
         lambda accept: reactor.listen_tcp(0, accept, interface="127.0.0.1"),
-        lambda port, factory: reactor.connect_tcp("127.0.0.1", port, factory),
+        lambda address, factory: reactor.connect_tcp("127.0.0.1", address.port, factory),
     )
 
 
@@ -93,8 +93,8 @@ def tls_pairs(reactor: Reactor, contexts: tuple[ServerTLS, ssl.SSLContext]) -> P
     server_side, client_side = contexts
     return pairs(
         lambda accept: reactor.listen_tls(0, accept, server_side, interface="127.0.0.1"),
-        lambda port, factory: reactor.connect_tls(
-            "127.0.0.1", port, factory, context=client_side, server_hostname="localhost"
+        lambda address, factory: reactor.connect_tls(
+            "127.0.0.1", address.port, factory, context=client_side, server_hostname="localhost"
         ),
     )
 
@@ -105,3 +105,16 @@ async def test_tls(
     check: Check, loop: str, reactor: Reactor, tls_contexts: tuple[ServerTLS, ssl.SSLContext]
 ) -> None:
     await check(tls_pairs(reactor, tls_contexts))
+
+
+@ON_BOTH_LOOPS
+@CHECKS
+async def test_unix(check: Check, loop: str, reactor: Reactor) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as where:
+        path = str(Path(where) / "conformance.sock")
+        await check(
+            pairs(
+                lambda accept: reactor.listen_unix(path, accept),
+                lambda _, factory: reactor.connect_unix(path, factory),
+            )
+        )

@@ -17,6 +17,8 @@ from torsion.internet import (
     TCPServerEndpoint,
     TLSClientEndpoint,
     TLSServerEndpoint,
+    UNIXClientEndpoint,
+    UNIXServerEndpoint,
     _endpoint_strings,
     client_from_string,
     parse_endpoint_string,
@@ -82,7 +84,7 @@ def test_tcp_server_strings() -> None:
         ("tcp:80:colour=red", "unknown option 'colour' for tcp"),
         ("tcp:80:81", "too many fields"),
         ("tcp:80:port=81", "port given twice"),
-        ("udp:53", "no server endpoint kind 'udp' \\(known: .*systemd, tcp, tcp6"),
+        ("udp:53", "no server endpoint kind 'udp' \\(known: ssl, systemd, tcp, tcp6, tls, unix"),
         ("systemd", "needs index=N or name=NAME"),
         ("systemd:index=1:name=web", "one of them"),
         ("systemd:index=-1", "index must be 0"),
@@ -143,6 +145,25 @@ def test_tls_server_strings(pem_files: dict[str, str]) -> None:
 def test_bad_tls_server_strings(pem_files: dict[str, str], options: str, problem: str) -> None:
     with pytest.raises(EndpointStringError, match=re.escape(problem.format(**pem_files))):
         server_from_string(MemoryReactor(), "tls:443:" + options.format(**pem_files))
+
+
+def test_unix_strings() -> None:
+    server = server_from_string(MemoryReactor(), "unix:/run/echo.sock:mode=660:backlog=5")
+    assert isinstance(server, UNIXServerEndpoint)
+    assert (server.path, server.mode, server.backlog) == ("/run/echo.sock", 0o660, 5)
+    named = server_from_string(MemoryReactor(), "unix:address=/run/echo.sock")
+    assert isinstance(named, UNIXServerEndpoint)
+    assert named.mode == 0o666
+    client = client_from_string(MemoryReactor(), "unix:/run/echo.sock:timeout=2")
+    assert isinstance(client, UNIXClientEndpoint)
+    assert (client.path, client.timeout) == ("/run/echo.sock", 2.0)
+    for bad, problem in [
+        ("unix", "needs address"),
+        ("unix:/x:mode=rw", "mode must be octal"),
+        ("unix:/x:mode=99999", "mode must be octal"),
+    ]:
+        with pytest.raises(EndpointStringError, match=problem):
+            server_from_string(MemoryReactor(), bad)
 
 
 def test_systemd_strings() -> None:
@@ -219,6 +240,6 @@ def test_plugins_add_kinds_through_entry_points(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(EndpointStringError, match="no client endpoint kind 'loopback'"):
         client_from_string(MemoryReactor(), "loopback:1")
     with pytest.raises(
-        EndpointStringError, match=r"known: loopback, ssl, systemd, tcp, tcp6, tls\)"
+        EndpointStringError, match=r"known: loopback, ssl, systemd, tcp, tcp6, tls, unix\)"
     ):
         server_from_string(MemoryReactor(), "nope:1")

@@ -16,6 +16,18 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "UNIXServerEndpoint",
+    "UNIXClientEndpoint",
+    "peer_credentials",
+    "open_fd_transport",
+    "UnixPath",
+    "UnixCredentials",
+    "UNIXFDTransport",
+    "UNIXFDListener",
+    "UNIXDatagramPort",
+    "ReactorUNIX",
+    "MAX_FDS",
+    "FDReceiver",
     "splice",
     "send_stream",
     "send_file",

@@ -3,12 +3,12 @@
 ``Reactor`` is a facade over an asyncio event loop (uvloop's when installed).
 Code that needs one of its services asks for the small interface it uses:
 ``Clock`` for time, ``ThreadRunner`` for threads, ``Resolver`` for names,
-``ReactorTCP`` and ``ReactorUDP`` for sockets, ``ReactorCore`` for start-up
-and shutdown. Endpoints (``server_from_string``, ``client_from_string``,
-``HostnameEndpoint``) say where to listen or connect; ``ClientService`` keeps
-a connection up. ``LoopingCall`` and ``defer_later`` work on any ``Clock``,
-including the fake one in ``torsion.testing``. ``react`` runs a program's
-main function.
+``ReactorTCP``, ``ReactorTLS``, ``ReactorUDP`` and ``ReactorUNIX`` for
+sockets, ``ReactorCore`` for start-up and shutdown. Endpoints
+(``server_from_string``, ``client_from_string``, ``HostnameEndpoint``) say
+where to listen or connect; ``ClientService`` keeps a connection up.
+``LoopingCall`` and ``defer_later`` work on any ``Clock``, including the fake
+one in ``torsion.testing``. ``react`` runs a program's main function.
 """
 
 from torsion.internet._address import (
@@ -40,7 +40,16 @@ from torsion.internet._endpoints import (
     TCPServerEndpoint,
     TLSClientEndpoint,
     TLSServerEndpoint,
+    UNIXClientEndpoint,
+    UNIXServerEndpoint,
     listen_fds,
+)
+from torsion.internet._fdpass import (
+    MAX_FDS,
+    FDReceiver,
+    UNIXFDListener,
+    UNIXFDTransport,
+    open_fd_transport,
 )
 from torsion.internet._flow import BinaryReader, Forwarder, send_file, send_stream, splice
 from torsion.internet._happy_eyeballs import HostnameEndpoint
@@ -62,8 +71,11 @@ from torsion.internet._tls import (
     tls_info,
 )
 from torsion.internet._udp import DatagramProtocol, ReactorUDP, UDPListeningPort, UDPPort
+from torsion.internet._unix import ReactorUNIX, UnixCredentials, UnixPath, peer_credentials
+from torsion.internet._unix_datagram import UNIXDatagramPort
 
 __all__ = [
+    "MAX_FDS",
     "Address",
     "BinaryReader",
     "ClientEndpoint",
@@ -75,6 +87,7 @@ __all__ = [
     "DelayedCallOwner",
     "EndpointKind",
     "ExponentialBackoff",
+    "FDReceiver",
     "Factory",
     "Forwarder",
     "HostnameEndpoint",
@@ -92,6 +105,7 @@ __all__ = [
     "ReactorTCP",
     "ReactorTLS",
     "ReactorUDP",
+    "ReactorUNIX",
     "Resolver",
     "RetryPolicy",
     "ServerEndpoint",
@@ -111,6 +125,13 @@ __all__ = [
     "UDPListeningPort",
     "UDPPort",
     "UNIXAddress",
+    "UNIXClientEndpoint",
+    "UNIXDatagramPort",
+    "UNIXFDListener",
+    "UNIXFDTransport",
+    "UNIXServerEndpoint",
+    "UnixCredentials",
+    "UnixPath",
     "blocking_call_from_thread",
     "client_context",
     "client_from_string",
@@ -118,7 +139,9 @@ __all__ = [
     "is_ip_address",
     "listen_fds",
     "new_event_loop",
+    "open_fd_transport",
     "parse_endpoint_string",
+    "peer_credentials",
     "react",
     "send_file",
     "send_stream",

@@ -11,11 +11,13 @@ Server kinds::
     tls:PORT[:interface=..][:backlog=..]:privateKey=FILE[:certKey=FILE]
         [:extraCertChain=FILE][:sniDir=DIR][:alpn=PROTO,PROTO]
         [:caCerts=FILE][:requireClientCert=yes]           ("ssl:" is the same)
+    unix:PATH[:mode=OCTAL][:backlog=N]                 (PATH may be address=PATH)
     systemd:index=N  |  systemd:name=NAME              (socket activation)
 
 Client kinds::
 
     tcp:HOST:PORT[:timeout=SECONDS]                    (a name: happy eyeballs)
+    unix:PATH[:timeout=SECONDS]
     tls:HOST:PORT[:timeout=S][:caCerts=FILE][:certificate=FILE][:privateKey=FILE]
                  [:alpn=PROTO,PROTO][:serverName=NAME]
 
@@ -41,6 +43,8 @@ from torsion.internet._endpoints import (
     TCPServerEndpoint,
     TLSClientEndpoint,
     TLSServerEndpoint,
+    UNIXClientEndpoint,
+    UNIXServerEndpoint,
 )
 from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._tls import client_context, server_tls
@@ -260,6 +264,28 @@ def _alpn(options: dict[str, str]) -> tuple[str, ...]:
     return tuple(p for p in options.get("alpn", "").split(",") if p)
 
 
+def _unix_server(reactor: Any, parsed: ParsedEndpoint) -> Any:
+    parsed.only("address", "mode", "backlog", positional=1)
+    path = parsed.required(0, "address")
+    mode_text = parsed.options.get("mode", "666")
+    try:
+        mode = int(mode_text, 8)
+    except ValueError:
+        raise parsed.error(
+            f"mode must be octal permissions such as 660, not {mode_text!r}"
+        ) from None
+    if not 0 <= mode <= 0o7777:
+        raise parsed.error(f"mode must be octal permissions such as 660, not {mode_text!r}")
+    backlog = parsed.integer(parsed.options.get("backlog"), "backlog", default=100, low=1)
+    return UNIXServerEndpoint(reactor, path, mode=mode, backlog=backlog)
+
+
+def _unix_client(reactor: Any, parsed: ParsedEndpoint) -> Any:
+    parsed.only("address", "timeout", positional=1)
+    path = parsed.required(0, "address")
+    return UNIXClientEndpoint(reactor, path, timeout=parsed.seconds("timeout", default=30.0))
+
+
 def _systemd_server(reactor: Any, parsed: ParsedEndpoint) -> Any:
     parsed.only("index", "name", "domain", positional=0)
     if ("index" in parsed.options) == ("name" in parsed.options):
@@ -318,12 +344,14 @@ _SERVERS: dict[str, Callable[[Any, ParsedEndpoint], Any]] = {
     "tcp6": lambda reactor, parsed: _tcp_server(reactor, parsed, default_interface="::"),
     "tls": _tls_server,
     "ssl": _tls_server,
+    "unix": _unix_server,
     "systemd": _systemd_server,
 }
 
 _CLIENTS: dict[str, Callable[[Any, ParsedEndpoint], Any]] = {
     "tcp": _tcp_client,
     "tls": _tls_client,
+    "unix": _unix_client,
 }
 
 

@@ -28,6 +28,7 @@ from torsion.internet._listener import ListeningPort
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._tcp import ReactorTCP
 from torsion.internet._tls import ReactorTLS, ServerTLS
+from torsion.internet._unix import ReactorUNIX
 
 __all__ = [
     "ServerEndpoint",
@@ -36,6 +37,8 @@ __all__ = [
     "TCPServerEndpoint",
     "TLSClientEndpoint",
     "TLSServerEndpoint",
+    "UNIXClientEndpoint",
+    "UNIXServerEndpoint",
     "listen_fds",
 ]
 
@@ -131,6 +134,61 @@ class TLSServerEndpoint:
 
     def __repr__(self) -> str:
         return f"<TLSServerEndpoint {self.interface or '*'}:{self.port}>"
+
+
+class UNIXServerEndpoint:
+    """Listens on a Unix stream socket.
+
+    Args:
+        reactor: Listens.
+        path: The socket file, or a name starting with NUL for Linux's
+            abstract namespace.
+        mode: The socket file's permissions.
+        backlog: How many connections may wait to be accepted.
+    """
+
+    def __init__(
+        self, reactor: ReactorUNIX, path: str, *, mode: int = 0o666, backlog: int = 100
+    ) -> None:
+        self._reactor = reactor
+        self.path = path
+        self.mode = mode
+        self.backlog = backlog
+
+    def listen(self, factory: ProtocolFactory) -> Deferred[ListeningPort]:
+        """Bind and listen now; the Deferred has fired (or failed) already."""
+        try:
+            port = self._reactor.listen_unix(
+                self.path, factory, mode=self.mode, backlog=self.backlog
+            )
+        except Exception as exc:
+            return fail(exc)
+        return succeed(port)
+
+    def __repr__(self) -> str:
+        return f"<UNIXServerEndpoint {self.path!r}>"
+
+
+class UNIXClientEndpoint:
+    """Connects to a Unix stream socket.
+
+    Args:
+        reactor: Connects.
+        path: The socket file (or an abstract-namespace name).
+        timeout: Seconds the attempt may take.
+    """
+
+    def __init__(self, reactor: ReactorUNIX, path: str, *, timeout: float | None = 30.0) -> None:
+        self._reactor = reactor
+        self.path = path
+        self.timeout = timeout
+
+    def connect(self, factory: Callable[[Address], P]) -> Deferred[P]:
+        """Connect; the Deferred fires with the protocol (cancel it to stop)."""
+        return self._reactor.connect_unix(self.path, factory, timeout=self.timeout).deferred
+
+    def __repr__(self) -> str:
+        return f"<UNIXClientEndpoint {self.path!r}>"
 
 
 class TCPClientEndpoint:

@@ -29,6 +29,7 @@ from torsion.errors import (
 from torsion.internet._address import Address
 from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, LoopClock
+from torsion.internet._fdpass import UNIXFDListener
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener
 from torsion.internet._protocol import ProtocolFactory
@@ -43,11 +44,18 @@ from torsion.internet._tls import (
     listen_tls,
 )
 from torsion.internet._udp import ReactorUDP, UDPPort, connect_udp, listen_udp
+from torsion.internet._unix import ReactorUNIX, UnixPath, connect_unix, listen_unix
+from torsion.internet._unix_datagram import (
+    UNIXDatagramPort,
+    connect_unix_datagram,
+    listen_unix_datagram,
+)
 
 __all__ = ["Reactor"]
 
 T = TypeVar("T")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+D = TypeVar("D", bound=asyncio.DatagramProtocol)
 
 _log = logging.getLogger("torsion.internet")
 
@@ -102,6 +110,7 @@ class Reactor(LoopClock):
         "_thread_ident",
         "_threads_wait",
         "_udp_ports",
+        "_unix_datagram_ports",
         "shutdown_timeout",
         "thread_pool",
     )
@@ -129,8 +138,9 @@ class Reactor(LoopClock):
         self._events = SystemEvents(self)
         self.thread_pool = thread_pool if thread_pool is not None else ThreadPool()
         self._resolver: Resolver = resolver if resolver is not None else SystemResolver(self)
-        self._listeners: set[Listener] = set()
+        self._listeners: set[Listener | UNIXFDListener] = set()
         self._udp_ports: set[UDPPort] = set()
+        self._unix_datagram_ports: set[UNIXDatagramPort[Any]] = set()
         self.shutdown_timeout = shutdown_timeout
         self._in_run = False
         self._started = False
@@ -473,6 +483,104 @@ class Reactor(LoopClock):
         self._udp_ports.add(udp_port)
         return udp_port
 
+    # -- Unix sockets (ReactorUNIX) -------------------------------------------------------
+
+    def listen_unix(
+        self,
+        path: UnixPath,
+        factory: ProtocolFactory,
+        *,
+        mode: int = 0o666,
+        backlog: int = 100,
+        pass_fds: bool = False,
+    ) -> Listener | UNIXFDListener:
+        """Listen on the Unix stream socket ``path``; it is bound at once.
+
+        A stale socket file there is replaced; a path where a server answers,
+        or that is not a socket, is refused. See ``torsion.internet.listen_unix``.
+
+        Args:
+            path: The socket file's path, or one starting with a NUL character
+                for Linux's abstract namespace.
+            factory: Called with each peer's address; returns the protocol for
+                that connection, or None to refuse it.
+            mode: The socket file's permissions.
+            backlog: How many connections may wait to be accepted.
+            pass_fds: Serve each connection with a ``UNIXFDTransport``, which
+                can pass file descriptors.
+
+        Raises:
+            CannotListenError: The path is in use, is not a socket, or cannot be bound.
+        """
+        listener = listen_unix(
+            self._loop,
+            path,
+            factory,
+            mode=mode,
+            backlog=backlog,
+            pass_fds=pass_fds,
+            on_stopped=self._listeners.discard,
+        )
+        self._listeners.add(listener)
+        return listener
+
+    def connect_unix(
+        self,
+        path: UnixPath,
+        factory: Callable[[Address], P],
+        *,
+        timeout: float | None = 30.0,
+        pass_fds: bool = False,
+    ) -> Connector[P]:
+        """Connect to the Unix stream socket ``path``; see ``torsion.internet.connect_unix``.
+
+        Returns:
+            A ``Connector``: await it for the protocol ``factory`` made, once
+            connected; ``cancel()`` stops the attempt, ``disconnect()`` also
+            closes the connection.
+        """
+        return connect_unix(self._loop, path, factory, timeout=timeout, pass_fds=pass_fds)
+
+    def listen_unix_datagram(
+        self, path: UnixPath, protocol: D, *, mode: int = 0o666
+    ) -> UNIXDatagramPort[D]:
+        """Bind a Unix datagram socket at ``path`` now, served by ``protocol``.
+
+        Raises:
+            CannotListenError: The path is in use, is not a socket, or cannot be bound.
+        """
+        port = listen_unix_datagram(
+            self._loop, path, protocol, mode=mode, on_stopped=self._unix_datagram_ports.discard
+        )
+        self._unix_datagram_ports.add(port)
+        return port
+
+    def connect_unix_datagram(
+        self,
+        path: UnixPath,
+        protocol: D,
+        *,
+        bind_path: UnixPath | None = None,
+        mode: int = 0o666,
+    ) -> UNIXDatagramPort[D]:
+        """Open a Unix datagram socket connected to ``path`` now, served by ``protocol``.
+
+        Raises:
+            FileNotFoundError: No socket at ``path``.
+            ConnectionRefusedError: Nobody serves the socket at ``path``.
+            CannotListenError: ``bind_path`` could not be bound.
+        """
+        port = connect_unix_datagram(
+            self._loop,
+            path,
+            protocol,
+            bind_path=bind_path,
+            mode=mode,
+            on_stopped=self._unix_datagram_ports.discard,
+        )
+        self._unix_datagram_ports.add(port)
+        return port
+
     # -- lifecycle (ReactorCore) ----------------------------------------------------------
 
     @property
@@ -602,6 +710,9 @@ class Reactor(LoopClock):
         for udp_port in list(self._udp_ports):
             udp_port.close_now()
         self._udp_ports.clear()
+        for unix_port in list(self._unix_datagram_ports):
+            unix_port.close_now()
+        self._unix_datagram_ports.clear()
         self.thread_pool.stop()
         if self._owns_loop and not loop.is_closed():
             if not loop.is_running():
@@ -723,5 +834,7 @@ if TYPE_CHECKING:
     # Checked by mypy: the reactor provides every small interface.
     def _provides(
         reactor: Reactor,
-    ) -> tuple[Clock, ThreadRunner, Resolver, ReactorTCP, ReactorTLS, ReactorUDP, ReactorCore]:
-        return (reactor, reactor, reactor, reactor, reactor, reactor, reactor)
+    ) -> tuple[
+        Clock, ThreadRunner, Resolver, ReactorTCP, ReactorTLS, ReactorUDP, ReactorUNIX, ReactorCore
+    ]:
+        return (reactor, reactor, reactor, reactor, reactor, reactor, reactor, reactor)
