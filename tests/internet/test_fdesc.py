@@ -515,15 +515,25 @@ def test_stdio_over_regular_files(real_reactor: Reactor, wait: Wait, tmp_path: P
 
 def test_stdio_on_a_closed_descriptor_fails_cleanly(real_reactor: Reactor, wait: Wait) -> None:
     r = real_reactor
+    echo_over_pipes(r, wait)  # uvloop's descriptor of its own, as above
     before = open_fds()
-    read_end, write_end = os.pipe()
-    os.close(write_end)
+    # Not open (and far above the numbers the system hands out meanwhile).
+    closed = max(before) + 100
+    out_read, out_write = os.pipe()
     try:
+        protocol = Upper(r.loop)
+        # The output is connected first, then the input fails.
+        connecting = stdio(r.loop, protocol, stdin=closed, stdout=out_write)
         with pytest.raises(OSError, match="Bad file descriptor") as caught:
-            wait(r, stdio(r.loop, Upper(r.loop), stdin=read_end, stdout=write_end))
+            wait(r, connecting)
         assert caught.value.errno == errno.EBADF
+        assert protocol.events == []
+        # The output is left as it was: the pipe, blocking.
+        assert os.readlink(f"/proc/self/fd/{out_write}").startswith("pipe:")
+        assert os.get_blocking(out_write)
     finally:
-        os.close(read_end)
+        os.close(out_read)
+        os.close(out_write)
     assert open_fds() == before
 
 

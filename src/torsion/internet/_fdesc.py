@@ -22,6 +22,7 @@ kinds of descriptor they cannot serve are handled here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -654,9 +655,10 @@ class StandardIO(asyncio.Transport):
         self._lost = False
         self._error: Exception | None = None
         # The blocking mode of each side's file description before the loop
-        # changed it (None: left alone), and whether both sides are one file.
+        # changed it (sides it leaves alone are not there), and whether both
+        # sides are one file.
         self._restore: dict[int, bool] = {}
-        self._same_file = _same_file(stdin, stdout)
+        self._same_file = False
         self._released: set[int] = set()
         self._connected: asyncio.Future[None] = loop.create_future()
 
@@ -741,6 +743,22 @@ class StandardIO(asyncio.Transport):
     # -- setting up --------------------------------------------------------------------------
 
     async def _connect(self) -> None:
+        try:
+            await self._connect_sides()
+        except BaseException:
+            # Failed or cancelled: whatever was connected closes, and the
+            # original descriptors are left as they were.
+            self.abort()
+            for fd, blocking in self._restore.items():
+                with contextlib.suppress(OSError):
+                    os.set_blocking(fd, blocking)
+            self._released.update((self.stdin, self.stdout))
+            # The transports close their copies on the next turn of the loop.
+            await asyncio.sleep(0)
+            raise
+
+    async def _connect_sides(self) -> None:
+        self._same_file = _same_file(self.stdin, self.stdout)
         # The output first: nothing arrives on it, so the protocol can be told
         # connection_made as soon as the input is connected, before any data.
         out_fd = os.dup(self.stdout)
@@ -765,11 +783,7 @@ class StandardIO(asyncio.Transport):
             if out_fd >= 0:
                 os.close(out_fd)
             raise
-        try:
-            in_fd = os.dup(self.stdin)
-        except BaseException:
-            self._writer.abort()
-            raise
+        in_fd = os.dup(self.stdin)
         try:
             if is_pollable(in_fd):
                 self._restore[self.stdin] = os.get_blocking(in_fd)
@@ -784,7 +798,6 @@ class StandardIO(asyncio.Transport):
         except BaseException:
             if in_fd >= 0:
                 os.close(in_fd)
-            self._writer.abort()
             raise
         await self._connected
 
