@@ -1006,9 +1006,10 @@ def spawn_process(
     user, group = _ids(uid, gid)
     extra = child_fds or {}
     # Popen (asyncio's loops) closes what the child should not inherit and
-    # can set argv[0] apart; other loops (uvloop) leave their own pipe ends
-    # open in the child, so that it never sees end of file on a pipe it
-    # closes, and cannot set argv[0]: there, torsion sets every child up.
+    # can set argv[0] apart. uvloop leaves extra copies of the child's pipe
+    # ends open in it (so that the child closing its output does not end
+    # that output for us) and cannot set argv[0]: there, torsion sets every
+    # child up.
     own = (
         use_pty
         or user is not None
