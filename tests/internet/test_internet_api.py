@@ -16,6 +16,23 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "wait_writable",
+    "wait_readable",
+    "stdio",
+    "spawn_process",
+    "StandardIO",
+    "ReactorProcess",
+    "ReactorFDs",
+    "ProcessTransport",
+    "ProcessTerminated",
+    "ProcessStatus",
+    "ProcessProtocol",
+    "ProcessExitedError",
+    "ProcessExited",
+    "FileDescriptorLike",
+    "FileDescriptor",
+    "ChildFD",
+    "CannotSpawnError",
     "UNIXServerEndpoint",
     "UNIXClientEndpoint",
     "peer_credentials",

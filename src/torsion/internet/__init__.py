@@ -4,7 +4,8 @@
 Code that needs one of its services asks for the small interface it uses:
 ``Clock`` for time, ``ThreadRunner`` for threads, ``Resolver`` for names,
 ``ReactorTCP``, ``ReactorTLS``, ``ReactorUDP`` and ``ReactorUNIX`` for
-sockets, ``ReactorCore`` for start-up and shutdown. Endpoints
+sockets, ``ReactorProcess`` and ``ReactorFDs`` for child processes and
+descriptors, ``ReactorCore`` for start-up and shutdown. Endpoints
 (``server_from_string``, ``client_from_string``, ``HostnameEndpoint``) say
 where to listen or connect; ``ClientService`` keeps a connection up.
 ``LoopingCall`` and ``defer_later`` work on any ``Clock``, including the fake
@@ -44,6 +45,15 @@ from torsion.internet._endpoints import (
     UNIXServerEndpoint,
     listen_fds,
 )
+from torsion.internet._fdesc import (
+    FileDescriptor,
+    FileDescriptorLike,
+    ReactorFDs,
+    StandardIO,
+    stdio,
+    wait_readable,
+    wait_writable,
+)
 from torsion.internet._fdpass import (
     MAX_FDS,
     FDReceiver,
@@ -55,6 +65,18 @@ from torsion.internet._flow import BinaryReader, Forwarder, send_file, send_stre
 from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
+from torsion.internet._process import (
+    CannotSpawnError,
+    ChildFD,
+    ProcessExited,
+    ProcessExitedError,
+    ProcessProtocol,
+    ProcessStatus,
+    ProcessTerminated,
+    ProcessTransport,
+    ReactorProcess,
+    spawn_process,
+)
 from torsion.internet._protocol import Factory, Producer, Protocol, ProtocolFactory
 from torsion.internet._react import react
 from torsion.internet._reactor import Reactor, new_event_loop
@@ -78,6 +100,8 @@ __all__ = [
     "MAX_FDS",
     "Address",
     "BinaryReader",
+    "CannotSpawnError",
+    "ChildFD",
     "ClientEndpoint",
     "ClientService",
     "Clock",
@@ -89,6 +113,8 @@ __all__ = [
     "ExponentialBackoff",
     "FDReceiver",
     "Factory",
+    "FileDescriptor",
+    "FileDescriptorLike",
     "Forwarder",
     "HostnameEndpoint",
     "IPv4Address",
@@ -97,11 +123,19 @@ __all__ = [
     "ListeningPort",
     "LoopingCall",
     "Phase",
+    "ProcessExited",
+    "ProcessExitedError",
+    "ProcessProtocol",
+    "ProcessStatus",
+    "ProcessTerminated",
+    "ProcessTransport",
     "Producer",
     "Protocol",
     "ProtocolFactory",
     "Reactor",
     "ReactorCore",
+    "ReactorFDs",
+    "ReactorProcess",
     "ReactorTCP",
     "ReactorTLS",
     "ReactorUDP",
@@ -110,6 +144,7 @@ __all__ = [
     "RetryPolicy",
     "ServerEndpoint",
     "ServerTLS",
+    "StandardIO",
     "SystemEvents",
     "SystemResolver",
     "SystemdEndpoint",
@@ -147,8 +182,12 @@ __all__ = [
     "send_stream",
     "server_from_string",
     "server_tls",
+    "spawn_process",
     "splice",
+    "stdio",
     "tls_info",
     "to_address",
     "to_sockaddr",
+    "wait_readable",
+    "wait_writable",
 ]

@@ -17,7 +17,7 @@ import signal
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from torsion.defer import Deferred, ensure_deferred, succeed
@@ -29,9 +29,18 @@ from torsion.errors import (
 from torsion.internet._address import Address
 from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, LoopClock
+from torsion.internet._fdesc import FileDescriptorLike, ReactorFDs, StandardIO, stdio
 from torsion.internet._fdpass import UNIXFDListener
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener
+from torsion.internet._process import (
+    ChildFD,
+    ProcessProtocol,
+    ProcessTransport,
+    ReactorProcess,
+    StrPath,
+    spawn_process,
+)
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._tcp import ReactorTCP, connect_tcp, listen_tcp
@@ -581,6 +590,73 @@ class Reactor(LoopClock):
         self._unix_datagram_ports.add(port)
         return port
 
+    # -- processes (ReactorProcess) -----------------------------------------------------
+
+    def spawn_process(
+        self,
+        protocol: ProcessProtocol,
+        executable: StrPath,
+        args: Sequence[StrPath] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        path: StrPath | None = None,
+        uid: int | str | None = None,
+        gid: int | str | None = None,
+        use_pty: bool = False,
+        child_fds: Mapping[int, ChildFD] | None = None,
+    ) -> Deferred[ProcessTransport]:
+        """Start ``executable`` as a child connected to ``protocol`` (see ``spawn_process``)."""
+        return spawn_process(
+            self._loop,
+            protocol,
+            executable,
+            args,
+            env=env,
+            path=path,
+            uid=uid,
+            gid=gid,
+            use_pty=use_pty,
+            child_fds=child_fds,
+        )
+
+    # -- raw descriptors and standard I/O (ReactorFDs) ----------------------------------
+
+    def add_reader(
+        self, fd: FileDescriptorLike, callback: Callable[..., object], *args: Any
+    ) -> None:
+        """Call ``callback(*args)`` whenever ``fd`` is readable, until removed."""
+        self._loop.add_reader(fd, callback, *args)
+
+    def remove_reader(self, fd: FileDescriptorLike) -> bool:
+        """Stop watching ``fd`` for reading (a no-op if it was not watched).
+
+        Returns:
+            Whether it was watched, as the loop reports it (uvloop may say
+            False in both cases).
+        """
+        return bool(self._loop.remove_reader(fd))
+
+    def add_writer(
+        self, fd: FileDescriptorLike, callback: Callable[..., object], *args: Any
+    ) -> None:
+        """Call ``callback(*args)`` whenever ``fd`` is writable, until removed."""
+        self._loop.add_writer(fd, callback, *args)
+
+    def remove_writer(self, fd: FileDescriptorLike) -> bool:
+        """Stop watching ``fd`` for writing (a no-op if it was not watched).
+
+        Returns:
+            Whether it was watched, as the loop reports it (uvloop may say
+            False in both cases).
+        """
+        return bool(self._loop.remove_writer(fd))
+
+    def stdio(
+        self, protocol: asyncio.Protocol, *, stdin: int = 0, stdout: int = 1
+    ) -> Deferred[StandardIO]:
+        """Connect ``protocol`` to standard input and output; see ``torsion.internet.stdio``."""
+        return stdio(self._loop, protocol, stdin=stdin, stdout=stdout)
+
     # -- lifecycle (ReactorCore) ----------------------------------------------------------
 
     @property
@@ -835,6 +911,15 @@ if TYPE_CHECKING:
     def _provides(
         reactor: Reactor,
     ) -> tuple[
-        Clock, ThreadRunner, Resolver, ReactorTCP, ReactorTLS, ReactorUDP, ReactorUNIX, ReactorCore
+        Clock,
+        ThreadRunner,
+        Resolver,
+        ReactorTCP,
+        ReactorTLS,
+        ReactorUDP,
+        ReactorUNIX,
+        ReactorProcess,
+        ReactorFDs,
+        ReactorCore,
     ]:
-        return (reactor, reactor, reactor, reactor, reactor, reactor, reactor, reactor)
+        return (reactor,) * 10
