@@ -16,6 +16,8 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "status_from_returncode",
+    "signal_number",
     "wait_writable",
     "wait_readable",
     "stdio",

@@ -75,7 +75,9 @@ from torsion.internet._process import (
     ProcessTerminated,
     ProcessTransport,
     ReactorProcess,
+    signal_number,
     spawn_process,
+    status_from_returncode,
 )
 from torsion.internet._protocol import Factory, Producer, Protocol, ProtocolFactory
 from torsion.internet._react import react
@@ -182,8 +184,10 @@ __all__ = [
     "send_stream",
     "server_from_string",
     "server_tls",
+    "signal_number",
     "spawn_process",
     "splice",
+    "status_from_returncode",
     "stdio",
     "tls_info",
     "to_address",
