@@ -24,7 +24,6 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from torsion.defer import Deferred
 from torsion.errors import CannotListenError
 from torsion.internet._address import (
     Address,
@@ -33,6 +32,7 @@ from torsion.internet._address import (
     to_address,
     to_sockaddr,
 )
+from torsion.internet._datagram import DatagramPort
 from torsion.internet._listener import ListeningPort
 
 __all__ = [
@@ -348,7 +348,7 @@ def _serve(
         raise
 
 
-class UDPPort:
+class UDPPort(DatagramPort[asyncio.DatagramProtocol]):
     """A bound UDP socket served by a protocol, as ``listen_udp`` returns it.
 
     Args:
@@ -369,6 +369,8 @@ class UDPPort:
         protocol: The protocol serving the port.
     """
 
+    _kind = "UDP"
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -377,28 +379,13 @@ class UDPPort:
         *,
         on_stopped: Callable[[UDPPort], object] | None = None,
     ) -> None:
-        if loop.is_closed():
-            raise RuntimeError(f"cannot serve a UDP port on {loop!r}: it is closed")
         self.address = _ip_address(sock.getsockname())
         try:
             peer = sock.getpeername()
         except OSError:  # ENOTCONN: not a connected port.
             peer = None
         self.peer = None if peer is None else _ip_address(peer)
-        self.protocol = protocol
-        self._loop = loop
-        self._sock = sock
-        self._on_stopped = on_stopped
-        self._transport: asyncio.DatagramTransport | None = None
-        self._stopping = False
-        self._stopped = False
-        self._waiters: list[Deferred[None]] = []
-        self._done: asyncio.Future[None] = loop.create_future()
-        self._served = self._hook(protocol)
-        # create_datagram_endpoint is a coroutine; datagrams arriving before it
-        # runs wait in the socket's receive buffer.
-        self._start_task = loop.create_task(self._start())
-        self._start_task.add_done_callback(self._started)
+        super().__init__(loop, sock, protocol, on_stopped=on_stopped)
 
     # -- addresses -------------------------------------------------------------
 
@@ -411,106 +398,6 @@ class UDPPort:
     def port(self) -> int:
         """The port bound to (the one the system chose, if 0 was asked for)."""
         return self.address.port
-
-    @property
-    def transport(self) -> asyncio.DatagramTransport | None:
-        """The transport, once the loop has set it up (when ``connection_made`` ran)."""
-        return self._transport
-
-    # -- stopping ----------------------------------------------------------------
-
-    @property
-    def listening(self) -> bool:
-        """Whether the port is open (not closed, and ``stop_listening`` not called)."""
-        return not (self._stopping or self._stopped)
-
-    def stop_listening(self) -> Deferred[None]:
-        """Close the port; the protocol's ``connection_lost`` is called.
-
-        Returns:
-            A Deferred that fires with None once the socket is closed. Calling
-            again returns another Deferred for the same moment.
-        """
-        d: Deferred[None] = Deferred()
-        if self._stopped:
-            d.callback(None)
-            return d
-        self._waiters.append(d)
-        if not self._stopping:
-            self._stopping = True
-            if self._transport is not None:
-                self._transport.close()
-            # Else the transport is still being set up; _start closes it.
-        return d
-
-    def close_now(self) -> None:
-        """Close the port from outside the event loop, running it if needed.
-
-        For cleaning up when the loop is about to be closed: if it is not
-        running, it is run until the port is closed.
-        """
-        loop = self._loop
-        if self._stopped or loop.is_closed():
-            return
-        self.stop_listening()
-        if not loop.is_running():
-            loop.run_until_complete(self._done)
-
-    async def _start(self) -> None:
-        transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: self._served, sock=self._sock
-        )
-        self._transport = transport
-        if self._stopping:
-            transport.close()
-
-    def _started(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            return
-        # The transport was never made (or asyncio closed it again): the
-        # socket is still ours to close.
-        if not task.cancelled():
-            _log.error("Cannot serve UDP on %s", self.address, exc_info=task.exception())
-        self._sock.close()
-        if self._transport is None:
-            self._finish()
-
-    def _lost(self) -> None:
-        # The transport closes the socket once connection_lost returns.
-        self._loop.call_soon(self._finish)
-
-    def _finish(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self._unhook()
-        if not self._done.done():
-            self._done.set_result(None)
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
-        if self._on_stopped is not None:
-            self._on_stopped(self)
-
-    # Knowing when the transport has closed needs connection_lost. Rather than
-    # put a relay between the transport and the protocol for every datagram,
-    # this instance's connection_lost is wrapped while the port is open, as
-    # Factory does; a protocol without a __dict__ gets the relay instead.
-
-    def _hook(self, protocol: asyncio.DatagramProtocol) -> asyncio.DatagramProtocol:
-        if isinstance(getattr(protocol, "connection_lost", None), _LostHook):
-            raise ValueError(f"{protocol!r} already serves a UDP port")
-        hook = _LostHook(protocol.connection_lost, self._lost)
-        try:
-            protocol.connection_lost = hook  # type: ignore[method-assign]
-        except AttributeError:
-            return _Relay(protocol, hook)
-        return protocol
-
-    def _unhook(self) -> None:
-        instance = getattr(self.protocol, "__dict__", {})
-        if isinstance(instance.get("connection_lost"), _LostHook):
-            del instance["connection_lost"]
 
     # -- multicast -----------------------------------------------------------------
 
@@ -642,52 +529,6 @@ class UDPPort:
         state = "listening" if self.listening else "stopped"
         connected = f" connected to {self.peer}" if self.peer is not None else ""
         return f"<UDPPort {state} on {self.address}{connected}>"
-
-
-class _LostHook:
-    """Stands in for a protocol's ``connection_lost``: calls it, then tells the port."""
-
-    __slots__ = ("_lost", "_original")
-
-    def __init__(
-        self, original: Callable[[Exception | None], None], lost: Callable[[], None]
-    ) -> None:
-        self._original = original
-        self._lost = lost
-
-    def __call__(self, exc: Exception | None) -> None:
-        try:
-            self._original(exc)
-        finally:
-            self._lost()
-
-
-class _Relay(asyncio.DatagramProtocol):
-    """Passes every event on to a protocol whose ``connection_lost`` cannot be wrapped."""
-
-    __slots__ = ("_lost", "_protocol")
-
-    def __init__(self, protocol: asyncio.DatagramProtocol, lost: _LostHook) -> None:
-        self._protocol = protocol
-        self._lost = lost
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._protocol.connection_made(cast(asyncio.DatagramTransport, transport))
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._protocol.datagram_received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self._protocol.error_received(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost(exc)
-
-    def pause_writing(self) -> None:
-        self._protocol.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._protocol.resume_writing()
 
 
 def _ip_address(sockaddr: Any) -> IPv4Address | IPv6Address:

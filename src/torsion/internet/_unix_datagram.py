@@ -37,11 +37,10 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar, cast
 
-from torsion.defer import Deferred
 from torsion.internet._address import UNIXAddress, to_address
-from torsion.internet._udp import _LostHook, _Relay
+from torsion.internet._datagram import DatagramPort
 from torsion.internet._unix import UnixPath, bind_unix
 
 __all__ = ["UNIXDatagramPort", "connect_unix_datagram", "listen_unix_datagram"]
@@ -141,7 +140,7 @@ def _serve(
         raise
 
 
-class UNIXDatagramPort(Generic[D]):
+class UNIXDatagramPort(DatagramPort[D]):
     """A Unix datagram socket served by a protocol.
 
     Args:
@@ -160,6 +159,8 @@ class UNIXDatagramPort(Generic[D]):
         protocol: The protocol serving the socket.
     """
 
+    _kind = "Unix datagrams"
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -175,123 +176,7 @@ class UNIXDatagramPort(Generic[D]):
         except OSError:  # ENOTCONN: not connected.
             peer = None
         self.peer = None if peer is None else _unix_address(peer)
-        self.protocol = protocol
-        self._loop = loop
-        self._sock = sock
-        self._cleanup = cleanup
-        self._on_stopped = on_stopped
-        self._transport: asyncio.DatagramTransport | None = None
-        self._stopping = False
-        self._stopped = False
-        self._waiters: list[Deferred[None]] = []
-        self._done: asyncio.Future[None] = loop.create_future()
-        self._served = self._hook(protocol)
-        # create_datagram_endpoint is a coroutine; datagrams arriving before it
-        # runs wait in the socket's receive queue.
-        self._start_task = loop.create_task(self._start())
-        self._start_task.add_done_callback(self._started)
-
-    @property
-    def transport(self) -> asyncio.DatagramTransport | None:
-        """The transport, once the loop has set it up (when ``connection_made`` ran)."""
-        return self._transport
-
-    @property
-    def listening(self) -> bool:
-        """Whether the socket is open (not closed, and ``stop_listening`` not called)."""
-        return not (self._stopping or self._stopped)
-
-    def stop_listening(self) -> Deferred[None]:
-        """Close the socket and remove its file; the protocol's ``connection_lost`` is called.
-
-        Returns:
-            A Deferred that fires with None once the socket is closed. Calling
-            again returns another Deferred for the same moment.
-        """
-        d: Deferred[None] = Deferred()
-        if self._stopped:
-            d.callback(None)
-            return d
-        self._waiters.append(d)
-        if not self._stopping:
-            self._stopping = True
-            if self._transport is not None:
-                self._transport.close()
-            # Else the transport is still being set up; _start closes it.
-        return d
-
-    def close_now(self) -> None:
-        """Close the socket from outside the event loop, running it if needed.
-
-        For cleaning up when the loop is about to be closed: if it is not
-        running, it is run until the socket is closed.
-        """
-        loop = self._loop
-        if self._stopped or loop.is_closed():
-            return
-        self.stop_listening()
-        if not loop.is_running():
-            loop.run_until_complete(self._done)
-
-    async def _start(self) -> None:
-        transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: self._served, sock=self._sock
-        )
-        self._transport = transport
-        if self._stopping:
-            transport.close()
-
-    def _started(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            return
-        # The transport was never made: the socket is still ours to close.
-        if not task.cancelled():
-            _log.error("Cannot serve %s", self.address, exc_info=task.exception())
-        self._sock.close()
-        if self._transport is None:
-            self._finish()
-
-    def _finish(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self._unhook()
-        if self._cleanup is not None:
-            try:
-                self._cleanup()
-            except Exception:
-                _log.exception("Cleaning up after %r failed", self)
-        if not self._done.done():
-            self._done.set_result(None)
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
-        if self._on_stopped is not None:
-            self._on_stopped(self)
-
-    # Knowing when the transport has closed (to remove the socket file, and
-    # to fire stop_listening) needs connection_lost: this instance's method is
-    # wrapped while the port is open, with the same hook (and, for a protocol
-    # without a __dict__, the same relay) as UDPPort's.
-
-    def _hook(self, protocol: D) -> asyncio.DatagramProtocol:
-        if isinstance(getattr(protocol, "connection_lost", None), _LostHook):
-            raise ValueError(f"{protocol!r} already serves a port")
-        hook = _LostHook(protocol.connection_lost, self._lost)
-        try:
-            protocol.connection_lost = hook  # type: ignore[method-assign]
-        except AttributeError:
-            return _Relay(protocol, hook)
-        return protocol
-
-    def _unhook(self) -> None:
-        instance = getattr(self.protocol, "__dict__", {})
-        if isinstance(instance.get("connection_lost"), _LostHook):
-            del instance["connection_lost"]
-
-    def _lost(self) -> None:
-        # The transport closes the socket once connection_lost returns.
-        self._loop.call_soon(self._finish)
+        super().__init__(loop, sock, protocol, cleanup=cleanup, on_stopped=on_stopped)
 
     def __repr__(self) -> str:
         state = "listening" if self.listening else "stopped"
