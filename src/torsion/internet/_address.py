@@ -102,6 +102,11 @@ def to_address(sockaddr: Any, kind: Literal["tcp", "udp", "unix"] = "tcp") -> Ad
     raise ValueError(f"not a socket address: {sockaddr!r}")
 
 
+def ip_endpoint(host: str, port: int) -> IPv4Address | IPv6Address:
+    """The TCP address of an IP literal and a port (IPv6 when it has a colon)."""
+    return IPv6Address(host, port) if ":" in host else IPv4Address(host, port)
+
+
 def to_sockaddr(address: Address) -> Any:
     """Return an address in the socket module's form (the inverse of ``to_address``)."""
     if isinstance(address, IPv4Address):

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from torsion.defer import Deferred, ensure_deferred
 from torsion.errors import DNSLookupError
-from torsion.internet._address import Address, IPv4Address, IPv6Address
+from torsion.internet._address import Address, ip_endpoint
 from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, DelayedCall
 from torsion.internet._handover import Handover
@@ -208,9 +208,7 @@ class _Race:
             connector.disconnect()
             return
         port = self._endpoint.port
-        peer: Address = (
-            IPv6Address(address, port) if ":" in address else IPv4Address(address, port)
-        )
+        peer = ip_endpoint(address, port)
         if stand_in.lost is not None:
             # Connected, then lost before its turn came: count it as failed.
             self._attempt_failed(connector, stand_in.lost)

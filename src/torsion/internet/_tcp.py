@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from torsion.errors import CannotListenError
-from torsion.internet._address import Address, IPv4Address, IPv6Address
+from torsion.internet._address import Address, ip_endpoint
 from torsion.internet._connector import Connector
 from torsion.internet._listener import Listener, ListeningPort, abort_transport
 from torsion.internet._protocol import ProtocolFactory
@@ -303,7 +303,7 @@ async def _connect_to(
     built: list[P] = []
     failure: list[Exception] = []
 
-    peer: Address = IPv6Address(address, port) if ":" in address else IPv4Address(address, port)
+    peer = ip_endpoint(address, port)
 
     def build() -> asyncio.BaseProtocol:
         try:

@@ -36,6 +36,7 @@ from torsion.internet import (
     to_address,
     to_sockaddr,
 )
+from torsion.internet._address import ip_endpoint
 from torsion.testing._clock import Clock
 
 if TYPE_CHECKING:
@@ -73,9 +74,7 @@ class MemoryListener:
     @property
     def address(self) -> IPv4Address | IPv6Address:
         """The address "bound" to, typed."""
-        if ":" in self.host:
-            return IPv6Address(self.host, self.port)
-        return IPv4Address(self.host, self.port)
+        return ip_endpoint(self.host, self.port)
 
     def stop_listening(self) -> Deferred[None]:
         """Stop "listening"; the Deferred has already fired."""
