@@ -18,10 +18,13 @@ from torsion.internet import (
     Protocol,
     Reactor,
     SystemdEndpoint,
+    TCPClientEndpoint,
+    client_context,
     client_from_string,
     listen_fds,
     server_from_string,
 )
+from torsion.internet._endpoints import wrap_client_tls
 from torsion.testing import MemoryReactor, failure_result_of
 
 Wait = Callable[..., Any]
@@ -176,3 +179,29 @@ def test_tls_from_strings_end_to_end(
     assert client.transport.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
     client.transport.close()
     wait(r, port.stop_listening())
+
+
+def test_wrap_client_tls_runs_tls_over_another_endpoint(
+    real_reactor: Reactor, wait: Wait, ca: trustme.CA, tls_server: int
+) -> None:
+    r = real_reactor
+    context = client_context(ca_data=ca.cert_pem.bytes().decode())
+    tcp = TCPClientEndpoint(r, "127.0.0.1", tls_server)
+    endpoint = wrap_client_tls(tcp, "localhost", context=context, handshake_timeout=5)
+    assert endpoint.context is context
+    assert endpoint.handshake_timeout == 5
+    client = wait(r, endpoint.connect(Client))
+    assert wait(r, client.reply) == b"ping"
+    assert client.transport.get_extra_info("ssl_object").server_hostname == "localhost"
+    client.transport.close()
+
+
+def test_wrap_client_tls_verifies_against_the_system_store_by_default(
+    real_reactor: Reactor, wait: Wait, tls_server: int
+) -> None:
+    r = real_reactor
+    endpoint = wrap_client_tls(TCPClientEndpoint(r, "127.0.0.1", tls_server), "localhost")
+    assert endpoint.context.verify_mode == ssl.CERT_REQUIRED
+    assert endpoint.context.check_hostname
+    with pytest.raises(ssl.SSLCertVerificationError):
+        wait(r, endpoint.connect(Client))

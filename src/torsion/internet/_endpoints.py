@@ -27,7 +27,7 @@ from torsion.internet._handover import Handover
 from torsion.internet._listener import ListeningPort
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._tcp import ReactorTCP
-from torsion.internet._tls import ReactorTLS, ServerTLS
+from torsion.internet._tls import ReactorTLS, ServerTLS, client_context
 from torsion.internet._unix import ReactorUNIX
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "UNIXClientEndpoint",
     "UNIXServerEndpoint",
     "listen_fds",
+    "wrap_client_tls",
 ]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
@@ -291,6 +292,36 @@ class TLSClientEndpoint:
 
     def __repr__(self) -> str:
         return f"<TLSClientEndpoint {self.server_hostname} over {self._endpoint!r}>"
+
+
+def wrap_client_tls(
+    endpoint: ClientEndpoint,
+    server_hostname: str,
+    *,
+    context: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = None,
+) -> TLSClientEndpoint:
+    """Run TLS over any client endpoint, checking the server is ``server_hostname``.
+
+    The usual way to reach a TLS server through something that is not plain
+    TCP: a host name with happy eyeballs, a Unix socket, a SOCKS proxy, a
+    process.
+
+    Args:
+        endpoint: The connection to run TLS over.
+        server_hostname: The name the server's certificate must carry (also
+            sent as SNI); an IP address is checked against the
+            certificate's IP addresses.
+        context: The TLS settings; ``client_context()`` (the system's trust
+            store, TLS 1.2 or later) if None.
+        handshake_timeout: Seconds the handshake may take (asyncio's default,
+            60, if None).
+    """
+    if context is None:
+        context = client_context()
+    return TLSClientEndpoint(
+        endpoint, context, server_hostname=server_hostname, handshake_timeout=handshake_timeout
+    )
 
 
 class _AdoptsSockets(Protocol):
