@@ -24,19 +24,21 @@ import pytest
 
 from torsion.defer import Deferred
 from torsion.internet import Reactor
+from torsion.internet._child import ChildFD
 from torsion.internet._process import (
     CannotSpawnError,
-    ChildFD,
-    ProcessExited,
     ProcessExitedError,
     ProcessProtocol,
-    ProcessStatus,
-    ProcessTerminated,
     ProcessTransport,
     _OwnPipe,
     _SubprocessEvents,
-    signal_number,
     spawn_process,
+)
+from torsion.internet._process_status import (
+    ProcessExited,
+    ProcessStatus,
+    ProcessTerminated,
+    signal_number,
     status_from_returncode,
 )
 

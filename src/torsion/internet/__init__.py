@@ -20,6 +20,7 @@ from torsion.internet._address import (
     to_address,
     to_sockaddr,
 )
+from torsion.internet._child import ChildFD
 from torsion.internet._client_service import (
     ClientEndpoint,
     ClientService,
@@ -49,8 +50,6 @@ from torsion.internet._fdesc import (
     FileDescriptor,
     FileDescriptorLike,
     ReactorFDs,
-    StandardIO,
-    stdio,
     wait_readable,
     wait_writable,
 )
@@ -67,22 +66,24 @@ from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, Trigge
 from torsion.internet._listener import Listener, ListeningPort
 from torsion.internet._process import (
     CannotSpawnError,
-    ChildFD,
-    ProcessExited,
     ProcessExitedError,
     ProcessProtocol,
-    ProcessStatus,
-    ProcessTerminated,
     ProcessTransport,
     ReactorProcess,
-    signal_number,
     spawn_process,
+)
+from torsion.internet._process_status import (
+    ProcessExited,
+    ProcessStatus,
+    ProcessTerminated,
+    signal_number,
     status_from_returncode,
 )
 from torsion.internet._protocol import Factory, Producer, Protocol, ProtocolFactory
 from torsion.internet._react import react
 from torsion.internet._reactor import Reactor, new_event_loop
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
+from torsion.internet._stdio import StandardIO, stdio
 from torsion.internet._tcp import ReactorTCP, TCPListeningPort
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 from torsion.internet._time import LoopingCall, defer_later

@@ -19,122 +19,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import functools
-import grp
 import os
-import pty
-import pwd
-import shutil
 import signal as _signal
 import subprocess
 import termios
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeAlias, cast
+from typing import Any, Protocol, cast
 
 from torsion.defer import Deferred, succeed
 from torsion.errors import TorsionError
+from torsion.internet._child import (
+    ChildFD,
+    ChildSetup,
+    Descriptors,
+    StrPath,
+    arrange,
+    check_child_fds,
+    environment_bytes,
+    find_program,
+    spawn_failure,
+    user_and_group,
+)
 from torsion.internet._fdesc import FDWriteTransport, RawPipe
+from torsion.internet._process_status import ProcessStatus, signal_number, status_from_returncode
 
 __all__ = [
     "CannotSpawnError",
-    "ChildFD",
-    "ProcessExited",
     "ProcessExitedError",
     "ProcessProtocol",
-    "ProcessStatus",
-    "ProcessTerminated",
     "ProcessTransport",
     "ReactorProcess",
-    "signal_number",
     "spawn_process",
-    "status_from_returncode",
 ]
-
-StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
-
-ChildFD: TypeAlias = Literal["r", "w"] | int
-"""What a child's descriptor is connected to: "r", a pipe torsion reads (the
-child writes); "w", a pipe torsion writes (the child reads); or the number of
-a descriptor of this process, which the child gets a copy of."""
-
-
-# -- how a child ended ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessExited:
-    """The child exited by itself (``exit()``, or returning from ``main``).
-
-    Attributes:
-        exit_code: Its exit status, 0 to 255; 0 means success.
-    """
-
-    exit_code: int
-
-    @property
-    def signal(self) -> None:
-        """None: no signal ended it."""
-        return None
-
-    @property
-    def success(self) -> bool:
-        """Whether the exit code is 0."""
-        return self.exit_code == 0
-
-    def __str__(self) -> str:
-        return f"exited with code {self.exit_code}"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessTerminated:
-    """The child was ended by a signal (it did not exit by itself).
-
-    Attributes:
-        signal: The signal's number (``signal.SIGTERM``, ...).
-    """
-
-    signal: int
-
-    @property
-    def exit_code(self) -> None:
-        """None: it did not exit with a code."""
-        return None
-
-    @property
-    def success(self) -> bool:
-        """False: a signal ending a process is never success."""
-        return False
-
-    @property
-    def signal_name(self) -> str:
-        """The signal's name, such as "SIGTERM" (or "signal 42" if it has none)."""
-        try:
-            return _signal.Signals(self.signal).name
-        except ValueError:
-            return f"signal {self.signal}"
-
-    def __str__(self) -> str:
-        return f"terminated by {self.signal_name}"
-
-
-ProcessStatus: TypeAlias = ProcessExited | ProcessTerminated
-"""How a child process ended; match on the type, or read ``exit_code`` and
-``signal`` (one of them is None) and ``success``."""
-
-
-def status_from_returncode(returncode: int) -> ProcessStatus:
-    """Turn a ``subprocess``-style return code into a status.
-
-    Args:
-        returncode: The exit code, or minus the signal's number when a signal
-            ended the process.
-    """
-    if returncode < 0:
-        return ProcessTerminated(-returncode)
-    return ProcessExited(returncode)
-
 
 # -- errors --------------------------------------------------------------------------------
 
@@ -725,218 +642,6 @@ class _OwnPipe(asyncio.Protocol):
 # -- starting a child --------------------------------------------------------------------------
 
 
-def signal_number(sig: str | int) -> int:
-    """Return the number of a signal given by name ("TERM", "SIGTERM", "term") or number.
-
-    Raises:
-        ValueError: There is no such signal.
-    """
-    if isinstance(sig, int):
-        if not 0 < sig < _signal.NSIG:
-            raise ValueError(f"no such signal: {sig!r}")
-        return int(sig)
-    name = sig.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        return int(_signal.Signals[name])
-    except KeyError:
-        raise ValueError(f"no such signal: {sig!r}") from None
-
-
-@dataclass
-class _Descriptors:
-    """The descriptors a child gets, arranged before it starts.
-
-    In the simple case the loop makes the standard pipes (``stdio`` holds
-    ``subprocess.PIPE`` or a descriptor of ours for each of 0, 1, 2). Otherwise
-    torsion makes every pipe itself and ``fds`` maps each child number to our
-    descriptor that is copied there.
-    """
-
-    stdio: list[int] = field(default_factory=lambda: [subprocess.PIPE] * 3)
-    fds: dict[int, int] = field(default_factory=dict)
-    # Our copies of what the child gets: closed once it has started.
-    child_ends: list[int] = field(default_factory=list)
-    # Our ends of the pipes torsion reads and writes, by the child's number.
-    reads: dict[int, int] = field(default_factory=dict)
-    writes: dict[int, int] = field(default_factory=dict)
-    pty_slave: int | None = None
-
-    def close_child_ends(self) -> None:
-        while self.child_ends:
-            os.close(self.child_ends.pop())
-
-    def close_all(self) -> None:
-        self.close_child_ends()
-        for fd in [*self.reads.values(), *self.writes.values()]:
-            os.close(fd)
-        self.reads.clear()
-        self.writes.clear()
-
-
-def _wanted(child_fds: Mapping[int, ChildFD], use_pty: bool) -> dict[int, ChildFD]:
-    """Check ``child_fds``; return what each child descriptor is to be."""
-    wanted: dict[int, ChildFD] = {}
-    for target, how in child_fds.items():
-        if isinstance(how, bool) or not isinstance(how, int | str):
-            raise ValueError(f"child_fds[{target}] must be 'r', 'w' or a descriptor")
-        if target < 0:
-            raise ValueError(f"child_fds: {target} is not a descriptor number")
-        if target <= 2:
-            if use_pty:
-                raise ValueError("child_fds: 0, 1 and 2 are the terminal with use_pty")
-            default = "w" if target == 0 else "r"
-            if isinstance(how, str) and how != default:
-                raise ValueError(f"child_fds: descriptor {target} can only be {default!r}")
-        elif isinstance(how, str) and how not in ("r", "w"):
-            raise ValueError(f"child_fds[{target}] must be 'r', 'w' or a descriptor")
-        if isinstance(how, int):
-            _check_open(target, how)
-        wanted[target] = how
-    return wanted
-
-
-def _arrange(wanted: Mapping[int, ChildFD], use_pty: bool, own: bool) -> _Descriptors:
-    """Make the pipes (and terminal) for a child: ``own`` means torsion makes all."""
-    plan = _Descriptors()
-    if own and not use_pty:
-        wanted = {0: "w", 1: "r", 2: "r", **wanted}
-    try:
-        if use_pty:
-            master, slave = pty.openpty()
-            plan.reads[1] = master
-            plan.child_ends.append(slave)
-            plan.pty_slave = slave
-            plan.fds.update({0: slave, 1: slave, 2: slave})
-        for target, how in sorted(wanted.items()):
-            if not own:
-                # Only 0, 1 and 2 get here: the loop's own arguments take them.
-                if not isinstance(how, str):
-                    plan.stdio[target] = how
-            elif how == "r":
-                read_end, write_end = os.pipe()
-                plan.reads[target] = read_end
-                plan.child_ends.append(write_end)
-                plan.fds[target] = write_end
-            elif how == "w":
-                read_end, write_end = os.pipe()
-                plan.writes[target] = write_end
-                plan.child_ends.append(read_end)
-                plan.fds[target] = read_end
-            else:
-                plan.fds[target] = how
-    except BaseException:
-        plan.close_all()
-        raise
-    if own:
-        # The loop's pipes are not used: the child's setup puts ours in place.
-        plan.stdio = [subprocess.DEVNULL] * 3
-    return plan
-
-
-def _check_open(target: int, fd: int) -> None:
-    try:
-        os.fstat(fd)
-    except OSError:
-        raise ValueError(f"child_fds[{target}]: {fd} is not an open descriptor") from None
-
-
-def _ids(uid: int | str | None, gid: int | str | None) -> tuple[int | None, int | None]:
-    user = None
-    if isinstance(uid, str):
-        try:
-            user = pwd.getpwnam(uid)
-        except KeyError:
-            raise ValueError(f"no such user: {uid!r}") from None
-        uid = user.pw_uid
-    if isinstance(gid, str):
-        try:
-            gid = grp.getgrnam(gid).gr_gid
-        except KeyError:
-            raise ValueError(f"no such group: {gid!r}") from None
-    if uid is not None and gid is None:
-        # As su(1) does: the user's own group, not ours (root's).
-        try:
-            gid = (user or pwd.getpwuid(uid)).pw_gid
-        except KeyError:
-            raise ValueError(f"uid {uid} has no passwd entry: give gid too") from None
-    return uid, gid
-
-
-@dataclass(frozen=True)
-class _ChildSetup:
-    """What the child does between fork and exec when torsion arranges it.
-
-    Run as the loop's ``preexec_fn``, it ends by exec'ing the program itself,
-    so that nothing the loop would do afterwards can undo it: uvloop runs the
-    hook from its fork handler, before libuv's own, which closes libuv's
-    internal descriptors, whose numbers the child may want. Only plain system
-    calls run here: the child is a copy of a process that may have other
-    threads, whose locks it must not touch. A failure is written to
-    ``report`` as "errno:message" before the hook raises.
-    """
-
-    program: bytes
-    argv: list[bytes]
-    env: dict[bytes, bytes]
-    fds: dict[int, int]
-    report: int
-    pty_slave: int | None
-    cwd: StrPath | None
-    uid: int | None
-    gid: int | None
-    set_groups: bool
-
-    def __call__(self) -> None:
-        report = self.report
-        try:
-            floor = max([2, *self.fds]) + 1
-            report = fcntl.fcntl(report, fcntl.F_DUPFD_CLOEXEC, floor)
-            if self.pty_slave is not None:
-                # A session of its own, with the terminal as its controlling
-                # terminal (setsid(2), ioctl_tty(2) TIOCSCTTY).
-                os.setsid()
-                fcntl.ioctl(self.pty_slave, termios.TIOCSCTTY, 0)
-            # Every source out of the way first, so that placing one cannot
-            # overwrite another; the copies close at exec.
-            moved = {
-                target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, floor)
-                for target, source in self.fds.items()
-            }
-            for target, copy in moved.items():
-                os.dup2(copy, target)  # inheritable
-            _close_on_exec_except(set(self.fds))
-            if self.cwd is not None:
-                os.chdir(self.cwd)
-            if self.gid is not None:
-                if self.set_groups:
-                    os.setgroups([self.gid])
-                os.setgid(self.gid)
-            if self.uid is not None:
-                os.setuid(self.uid)
-            # Whatever the loop blocked around fork, the program starts with
-            # no signal blocked, as exec'd by subprocess or libuv.
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
-            os.execve(self.program, self.argv, self.env)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.write(report, f"{exc.errno or 0}:{exc.strerror or exc}".encode())
-            raise
-
-
-def _close_on_exec_except(keep: set[int]) -> None:
-    """Mark every descriptor from 3 on but ``keep`` close-on-exec (close_fds's job)."""
-    try:
-        numbers = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:  # pragma: no cover - no /proc
-        numbers = list(range(3, os.sysconf("SC_OPEN_MAX")))
-    for fd in numbers:
-        if fd > 2 and fd not in keep:
-            with contextlib.suppress(OSError):  # not open (or the listing's own)
-                os.set_inheritable(fd, False)
-
-
 def spawn_process(
     loop: asyncio.AbstractEventLoop,
     protocol: ProcessProtocol,
@@ -1003,7 +708,7 @@ def spawn_process(
     argv = [executable] if args is None else list(args)
     if not argv:
         raise ValueError("args must hold at least argv[0]")
-    user, group = _ids(uid, gid)
+    user, group = user_and_group(uid, gid)
     extra = child_fds or {}
     # Popen (asyncio's loops) closes what the child should not inherit and
     # can set argv[0] apart. uvloop leaves extra copies of the child's pipe
@@ -1017,7 +722,7 @@ def spawn_process(
         or any(fd > 2 for fd in extra)
         or not isinstance(loop, asyncio.BaseEventLoop)
     )
-    wanted = _wanted(extra, use_pty)
+    wanted = check_child_fds(extra, use_pty)
     spawning = _spawn(
         loop, protocol, executable, argv, env, path, user, group, wanted, use_pty, own
     )
@@ -1042,11 +747,14 @@ async def _spawn(
     report = -1
     # Made here, not when called: a task cancelled before it starts runs none
     # of its code, not even a finally clause.
-    plan = _Descriptors()
+    plan = Descriptors()
     try:
-        plan = _arrange(wanted, use_pty, own)
+        plan = arrange(wanted, use_pty, own)
         await _connect_own_pipes(loop, transport, plan)
-        program = _find_program(name, env)
+        try:
+            program = find_program(name, env)
+        except FileNotFoundError as exc:
+            raise CannotSpawnError(name, exc) from None
         kwargs: dict[str, Any] = {"env": env}
         first: StrPath = program
         if isinstance(loop, asyncio.BaseEventLoop) and argv[0] != program:
@@ -1056,10 +764,10 @@ async def _spawn(
             report_read, report = os.pipe()
             plan.child_ends.append(report_read)  # closed after the spawn, like the others
             plan.child_ends.append(report)
-            kwargs["preexec_fn"] = _ChildSetup(
+            kwargs["preexec_fn"] = ChildSetup(
                 program=os.fsencode(program),
                 argv=[os.fsencode(arg) for arg in argv],
-                env=_environment(env),
+                env=environment_bytes(env),
                 fds=plan.fds,
                 report=report,
                 pty_slave=plan.pty_slave,
@@ -1082,7 +790,7 @@ async def _spawn(
                 **kwargs,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            raise CannotSpawnError(name, _reason(exc, report)) from exc
+            raise CannotSpawnError(name, spawn_failure(exc, report)) from exc
     except BaseException:
         plan.close_all()
         await transport._abandon()
@@ -1091,42 +799,8 @@ async def _spawn(
     return transport
 
 
-def _environment(env: Mapping[str, str] | None) -> dict[bytes, bytes]:
-    source = os.environ if env is None else env
-    return {os.fsencode(key): os.fsencode(value) for key, value in source.items()}
-
-
-def _reason(exc: BaseException, report: int) -> BaseException:
-    """Find out why the child did not start: from its report if it wrote one."""
-    if report >= 0:
-        os.set_blocking(report, False)
-        try:
-            written = os.read(report, 4096).decode(errors="replace")
-        except OSError:
-            written = ""
-        code, _, message = written.partition(":")
-        if code.isdigit():
-            return OSError(int(code), message)
-    # uvloop reports a failing hook as SubprocessError caused by the error.
-    if isinstance(exc, subprocess.SubprocessError) and exc.__cause__ is not None:
-        return exc.__cause__
-    return exc
-
-
-def _find_program(name: str, env: Mapping[str, str] | None) -> str:
-    """Look a bare program name up on the child's PATH, as execvpe(3) would."""
-    if os.sep in name:
-        return name
-    search = (os.environ if env is None else env).get("PATH", os.defpath)
-    found = shutil.which(name, path=search)
-    if found is None:
-        reason = FileNotFoundError(errno.ENOENT, "not found on PATH", name)
-        raise CannotSpawnError(name, reason)
-    return found
-
-
 async def _connect_own_pipes(
-    loop: asyncio.AbstractEventLoop, transport: ProcessTransport, plan: _Descriptors
+    loop: asyncio.AbstractEventLoop, transport: ProcessTransport, plan: Descriptors
 ) -> None:
     """Connect our ends of the "r"/"w" pipes and of the terminal to the loop.
 

@@ -27,22 +27,22 @@ from torsion.errors import (
     ReactorNotRunningError,
 )
 from torsion.internet._address import Address
+from torsion.internet._child import ChildFD, StrPath
 from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, LoopClock
-from torsion.internet._fdesc import FileDescriptorLike, ReactorFDs, StandardIO, stdio
+from torsion.internet._fdesc import FileDescriptorLike, ReactorFDs
 from torsion.internet._fdpass import UNIXFDListener
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener
 from torsion.internet._process import (
-    ChildFD,
     ProcessProtocol,
     ProcessTransport,
     ReactorProcess,
-    StrPath,
     spawn_process,
 )
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
+from torsion.internet._stdio import StandardIO, stdio
 from torsion.internet._tcp import ReactorTCP, connect_tcp, listen_tcp
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 from torsion.internet._tls import (
