@@ -13,6 +13,9 @@ Families by meaning, so that callers can catch what they can act on::
     ├── QueueOverflowError          a bounded DeferredQueue refused more
     ├── FailureGroup (+ExceptionGroup) several awaited things failed
     ├── CannotListenError (+OSError) a listening socket could not be bound
+    ├── CannotSpawnError (+OSError)  a child process could not be started
+    ├── ProcessExitedError (+ProcessLookupError) a signal was to go to a child
+    │                               that had already exited
     ├── DNSLookupError (+OSError)    a host name could not be resolved
     ├── TooManyFDsError (+ConnectionError) a peer passed more file descriptors
     │                               than one message may carry
@@ -34,8 +37,13 @@ thing.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
-from typing import Self
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    # For annotations only: torsion.errors imports nothing of torsion at run time.
+    from torsion.internet._process_status import ProcessStatus
 
 __all__ = [
     "AlreadyCalledDelayedError",
@@ -43,10 +51,12 @@ __all__ = [
     "AlreadyCancelledError",
     "BaseFailureGroup",
     "CannotListenError",
+    "CannotSpawnError",
     "DNSLookupError",
     "EndpointStringError",
     "FailureGroup",
     "LoopingCallError",
+    "ProcessExitedError",
     "QueueOverflowError",
     "ReactorAlreadyRunningError",
     "ReactorError",
@@ -112,6 +122,39 @@ class CannotListenError(TorsionError, OSError):
         self.port = port
         self.path = path
         self.reason = reason
+
+
+class CannotSpawnError(TorsionError, OSError):
+    """A child process could not be started.
+
+    The program is missing or not executable, the working directory does not
+    exist, the user or group could not be taken on... ``errno`` is the
+    system's reason where there is one (``errno.ENOENT``, ...).
+
+    Attributes:
+        executable: The program that was to run.
+        reason: The error that prevented it.
+    """
+
+    def __init__(self, executable: str, reason: BaseException) -> None:
+        code = reason.errno if isinstance(reason, OSError) else None
+        super().__init__(code, f"cannot run {executable!r}: {reason}")
+        self.executable = executable
+        self.reason = reason
+
+
+class ProcessExitedError(TorsionError, ProcessLookupError):
+    """A signal was to be sent to a child process that has already exited.
+
+    Attributes:
+        pid: The process id it had.
+        status: How it ended (None if it was not known yet).
+    """
+
+    def __init__(self, pid: int, status: ProcessStatus | None) -> None:
+        super().__init__(errno.ESRCH, f"process {pid} has already {status or 'exited'}")
+        self.pid = pid
+        self.status = status
 
 
 class ReactorThreadError(ReactorError):

@@ -23,11 +23,10 @@ from typing import Any
 import pytest
 
 from torsion.defer import Deferred
+from torsion.errors import CannotSpawnError, ProcessExitedError
 from torsion.internet import Reactor
 from torsion.internet._child import ChildFD
 from torsion.internet._process import (
-    CannotSpawnError,
-    ProcessExitedError,
     ProcessProtocol,
     ProcessTransport,
     _OwnPipe,

@@ -12,6 +12,7 @@ where to listen or connect; ``ClientService`` keeps a connection up.
 one in ``torsion.testing``. ``react`` runs a program's main function.
 """
 
+from torsion.errors import CannotSpawnError, ProcessExitedError
 from torsion.internet._address import (
     Address,
     IPv4Address,
@@ -65,8 +66,6 @@ from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
 from torsion.internet._process import (
-    CannotSpawnError,
-    ProcessExitedError,
     ProcessProtocol,
     ProcessTransport,
     ReactorProcess,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import os
 import signal as _signal
@@ -28,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from torsion.defer import Deferred, succeed
-from torsion.errors import TorsionError
+from torsion.errors import CannotSpawnError, ProcessExitedError
 from torsion.internet._child import (
     ChildFD,
     ChildSetup,
@@ -45,49 +44,11 @@ from torsion.internet._fdesc import FDWriteTransport, RawPipe
 from torsion.internet._process_status import ProcessStatus, signal_number, status_from_returncode
 
 __all__ = [
-    "CannotSpawnError",
-    "ProcessExitedError",
     "ProcessProtocol",
     "ProcessTransport",
     "ReactorProcess",
     "spawn_process",
 ]
-
-# -- errors --------------------------------------------------------------------------------
-
-
-class CannotSpawnError(TorsionError, OSError):
-    """A child process could not be started.
-
-    The program is missing or not executable, the working directory does not
-    exist, the user or group could not be taken on... ``errno`` is the
-    system's reason where there is one (``errno.ENOENT``, ...).
-
-    Attributes:
-        executable: The program that was to run.
-        reason: The error that prevented it.
-    """
-
-    def __init__(self, executable: str, reason: BaseException) -> None:
-        code = reason.errno if isinstance(reason, OSError) else None
-        super().__init__(code, f"cannot run {executable!r}: {reason}")
-        self.executable = executable
-        self.reason = reason
-
-
-class ProcessExitedError(TorsionError, ProcessLookupError):
-    """A signal was to be sent to a child process that has already exited.
-
-    Attributes:
-        pid: The process id it had.
-        status: How it ended (None if it was not known yet).
-    """
-
-    def __init__(self, pid: int, status: ProcessStatus | None) -> None:
-        super().__init__(errno.ESRCH, f"process {pid} has already {status or 'exited'}")
-        self.pid = pid
-        self.status = status
-
 
 # -- the protocol --------------------------------------------------------------------------
 
