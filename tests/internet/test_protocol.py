@@ -12,6 +12,7 @@ import trustme
 
 from torsion.defer import Deferred
 from torsion.internet import Address, Factory, IPv4Address, Protocol, Reactor
+from torsion.internet._wrapping import HeldWrites
 from torsion.testing import StringTransport, assert_no_result, failure_result_of, success_result_of
 
 Wait = Callable[..., Any]
@@ -216,6 +217,56 @@ def test_start_tls_upgrades_in_place(
     client.transport.close()
     wait(r, client.lost)
     wait(r, listener.stop_listening())
+
+
+def test_start_tls_replies_over_tls_to_data_sent_right_after_the_handshake(
+    real_reactor: Reactor, wait: Wait, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """The client's first encrypted bytes can arrive with its Finished message.
+
+    The server protocol then gets them before the code awaiting the
+    handshake resumes; its reply must still go out over TLS.
+    """
+    server_context, client_context = tls
+    r = real_reactor
+    listener = r.listen_tcp(0, lambda _: StartTLSServer(server_context), interface="127.0.0.1")
+
+    async def client() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(b"STARTTLS\n")
+        assert await reader.readline() == b"GO\n"
+        await writer.start_tls(client_context, server_hostname="localhost")
+        writer.write(b"secret\n")
+        reply = await reader.readexactly(7)
+        writer.close()
+        await writer.wait_closed()
+        return reply
+
+    for _ in range(5):
+        assert wait(r, client()) == b"SECRET\n"
+    wait(r, listener.stop_listening())
+
+
+def test_writes_during_the_handshake_wait_and_close_waits_for_them() -> None:
+    plain = StringTransport()
+    held = HeldWrites(plain)
+    held.write(b"one ")
+    held.writelines([b"two ", b"three"])
+    held.close()
+    held.write(b"dropped: written after close")
+    assert plain.value() == b""
+    assert held.is_closing()
+    assert held.get_write_buffer_size() == len(b"one two three")
+    assert held.get_extra_info("peername") == plain.get_extra_info("peername")
+    tls = StringTransport()
+    held.release(tls)
+    assert tls.value() == b"one two three"
+    assert tls.closed
+    failed = HeldWrites(plain)
+    failed.write(b"never sent")
+    failed.drop()
+    failed.release(tls)
+    assert tls.value() == b"one two three"
 
 
 def test_start_tls_fails_on_an_untrusted_certificate(

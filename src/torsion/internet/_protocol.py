@@ -30,6 +30,7 @@ from typing import Generic, TypeAlias, TypeVar, cast
 
 from torsion.defer import Deferred, fail, succeed
 from torsion.internet._address import Address, to_address
+from torsion.internet._wrapping import HeldWrites, TransportWrapper
 
 __all__ = ["Factory", "Producer", "Protocol", "ProtocolFactory"]
 
@@ -225,7 +226,8 @@ class Protocol(asyncio.Protocol):
         Call it from the event loop's thread (from ``data_received``, say)
         once the plain-text exchange that precedes the upgrade is written:
         what was written before goes out in clear first. No data is delivered
-        while the handshake runs; afterwards ``self.transport`` is the TLS
+        while the handshake runs; what the protocol writes meanwhile waits
+        and goes out over TLS. Afterwards ``self.transport`` is the TLS
         transport and everything flows through it.
 
         Args:
@@ -242,19 +244,43 @@ class Protocol(asyncio.Protocol):
             after which the connection is closed.
         """
         loop = asyncio.get_running_loop()
+        plain = self.transport
+        # Until the TLS transport exists, what the protocol writes is held:
+        # the peer's first encrypted data may arrive before this resumes.
+        held = HeldWrites(plain)
+        self.transport = held
 
         async def upgrade() -> None:
-            transport = await loop.start_tls(
-                self.transport,
-                self,
-                context,
-                server_side=server_side,
-                server_hostname=server_hostname,
-                ssl_handshake_timeout=handshake_timeout,
-            )
-            if transport is None:  # pragma: no cover - the loop closed meanwhile
-                raise ConnectionResetError("connection closed during the TLS handshake")
-            self.transport = transport
+            transport: asyncio.Transport | None
+            try:
+                if isinstance(plain, TransportWrapper):
+                    # A policy or framing wrapper sits below: it upgrades the
+                    # real transport and stays in the chain.
+                    transport = await plain.start_tls(
+                        context,
+                        server_side=server_side,
+                        server_hostname=server_hostname,
+                        handshake_timeout=handshake_timeout,
+                    )
+                else:
+                    transport = await loop.start_tls(
+                        plain,
+                        self,
+                        context,
+                        server_side=server_side,
+                        server_hostname=server_hostname,
+                        ssl_handshake_timeout=handshake_timeout,
+                    )
+                if transport is None:  # pragma: no cover - the loop closed meanwhile
+                    raise ConnectionResetError("connection closed during the TLS handshake")
+            except BaseException:
+                held.drop()
+                if self.transport is held:
+                    self.transport = plain
+                raise
+            if self.transport is held:
+                self.transport = transport
+            held.release(transport)
 
         return Deferred.from_future(loop.create_task(upgrade()))
 
