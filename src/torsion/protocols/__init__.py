@@ -1,8 +1,12 @@
 """Small reusable protocols that larger ones stand on.
 
-For now the classic services (echo, discard, chargen, daytime and time, over
-TCP and UDP), which ``torsion echo`` and friends serve; framings, policies,
-AMP, port forwarding and the rest follow.
+- The classic services: echo, discard, chargen, daytime and time, over TCP
+  and UDP (RFC 862-868).
+- Policies that wrap any server's protocol factory, configured rather than
+  subclassed: ``ConnectionLimit`` (total and per client), ``ConnectionRateLimit``
+  (new connections per client), ``IdleTimeout`` and ``Throttle`` (bandwidth,
+  read and write, per connection and in total). Each has a ``wrap(factory)``;
+  wrapped factories compose.
 """
 
 from torsion.protocols._classic import (
@@ -20,19 +24,29 @@ from torsion.protocols._classic import (
     daytime_text,
     rfc868_time,
 )
+from torsion.protocols._idle import IdleTimeout
+from torsion.protocols._limits import ConnectionLimit, ConnectionRateLimit, RefusalLog, client_key
+from torsion.protocols._throttle import Throttle, TokenBucket
 
 __all__ = [
     "Chargen",
+    "ConnectionLimit",
+    "ConnectionRateLimit",
     "Daytime",
     "Discard",
     "Echo",
+    "IdleTimeout",
+    "RefusalLog",
+    "Throttle",
     "Time",
+    "TokenBucket",
     "UDPChargen",
     "UDPDaytime",
     "UDPDiscard",
     "UDPEcho",
     "UDPTime",
     "chargen_lines",
+    "client_key",
     "daytime_text",
     "rfc868_time",
 ]
