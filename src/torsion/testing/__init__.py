@@ -6,7 +6,12 @@
 * ``success_result_of``, ``failure_result_of``, ``assert_no_result``: read a
   Deferred's outcome in a synchronous test.
 * ``require_peer``: the path of a real peer program, or skip (fail in CI).
-* ``MemoryReactor``: records ``listen_tcp``/``connect_tcp`` calls, fake time.
+* ``MemoryReactor``: a reactor that records every call and does nothing,
+  with fake time: TCP, TLS and Unix connections the test plays through the
+  records (``TCPServerCall``, ``TLSClientCall``, ...), datagram ports it
+  delivers to (``MemoryUDPPort``, ``MemoryUNIXDatagramPort``), child
+  processes it plays (``ProcessCall``, ``MemoryProcessTransport``) and
+  descriptor watches it fires.
 * ``transport_checks``: the conformance suite every stream transport passes
   (with ``RecordingProtocol`` and the ``PairMaker`` a transport provides).
 
@@ -19,11 +24,18 @@ it provides the ``reactor``, ``clock`` and ``unhandled_errors`` fixtures.
 from torsion.testing._clock import Clock
 from torsion.testing._conformance import PairMaker, RecordingProtocol, transport_checks
 from torsion.testing._loopback import Loopback, LoopbackTransport, loopback
-from torsion.testing._memory_reactor import (
+from torsion.testing._memory_datagrams import MemoryUDPPort, MemoryUNIXDatagramPort
+from torsion.testing._memory_process import MemoryProcessTransport, ProcessCall
+from torsion.testing._memory_reactor import MemoryReactor
+from torsion.testing._memory_streams import (
     MemoryListener,
-    MemoryReactor,
+    MemoryUNIXListener,
     TCPClientCall,
     TCPServerCall,
+    TLSClientCall,
+    TLSServerCall,
+    UNIXClientCall,
+    UNIXServerCall,
 )
 from torsion.testing._peers import require_peer
 from torsion.testing._results import assert_no_result, failure_result_of, success_result_of
@@ -34,12 +46,21 @@ __all__ = [
     "Loopback",
     "LoopbackTransport",
     "MemoryListener",
+    "MemoryProcessTransport",
     "MemoryReactor",
+    "MemoryUDPPort",
+    "MemoryUNIXDatagramPort",
+    "MemoryUNIXListener",
     "PairMaker",
+    "ProcessCall",
     "RecordingProtocol",
     "StringTransport",
     "TCPClientCall",
     "TCPServerCall",
+    "TLSClientCall",
+    "TLSServerCall",
+    "UNIXClientCall",
+    "UNIXServerCall",
     "assert_no_result",
     "failure_result_of",
     "loopback",
