@@ -7,6 +7,8 @@
   (new connections per client), ``IdleTimeout`` and ``Throttle`` (bandwidth,
   read and write, per connection and in total). Each has a ``wrap(factory)``;
   wrapped factories compose.
+- ``PortForward``: listen here, connect there (any client endpoint), with
+  backpressure both ways and half-closes passed through.
 """
 
 from torsion.protocols._classic import (
@@ -26,6 +28,7 @@ from torsion.protocols._classic import (
 )
 from torsion.protocols._idle import IdleTimeout
 from torsion.protocols._limits import ConnectionLimit, ConnectionRateLimit, RefusalLog, client_key
+from torsion.protocols._portforward import PortForward
 from torsion.protocols._throttle import Throttle, TokenBucket
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "Discard",
     "Echo",
     "IdleTimeout",
+    "PortForward",
     "RefusalLog",
     "Throttle",
     "Time",
