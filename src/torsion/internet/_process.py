@@ -152,11 +152,17 @@ class ProcessTransport:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, protocol: ProcessProtocol, *, pty_master: bool
+        self,
+        loop: asyncio.AbstractEventLoop,
+        protocol: ProcessProtocol,
+        *,
+        pty_master: bool,
+        tracker: ProcessTracker | None = None,
     ) -> None:
         self._loop = loop
         self._protocol = protocol
         self._pty = pty_master
+        self._tracker = tracker
         self._subprocess: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
         self._outputs: dict[int, asyncio.ReadTransport] = {}
@@ -179,6 +185,8 @@ class ProcessTransport:
         self._exit_waiters: list[Deferred[ProcessStatus]] = []
         self._end_waiters: list[Deferred[ProcessStatus]] = []
         self._drain_waiters: list[Deferred[None]] = []
+        if tracker is not None:
+            tracker._add(self)
 
     # -- what the child is -------------------------------------------------------------------
 
@@ -438,6 +446,9 @@ class ProcessTransport:
 
     def _started(self, transport: asyncio.SubprocessTransport) -> None:
         self._subprocess = transport
+        if self._tracker is not None:
+            # Again, if the spawn had failed before asyncio reported the start.
+            self._tracker._add(self)
         self._pid = transport.get_pid()
         stdin = transport.get_pipe_transport(0)
         if stdin is not None:
@@ -517,6 +528,8 @@ class ProcessTransport:
         self._loop.call_soon(self._end, self._status)
 
     def _end(self, status: ProcessStatus) -> None:
+        if self._tracker is not None:
+            self._tracker._discard(self)
         self._protocol.process_ended(status)
         waiters, self._end_waiters = self._end_waiters, []
         for d in waiters:
@@ -600,6 +613,82 @@ class _OwnPipe(asyncio.Protocol):
         self._owner._resume(self._fd)
 
 
+# -- the children an owner started ------------------------------------------------------------
+
+
+class ProcessTracker:
+    """The spawns under way and the children not yet ended, of one owner (a reactor).
+
+    A child is tracked from the moment its spawn begins until
+    ``process_ended`` (or until its spawn failed with no child started), so
+    that its owner can end whatever is left when it closes: ``end_all``,
+    then, on a loop that can still run, ``wait_idle``.
+    """
+
+    def __init__(self) -> None:
+        self._spawns: set[asyncio.Task[ProcessTransport]] = set()
+        self._transports: set[ProcessTransport] = set()
+        self._idle: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        """Return how many spawns are under way and children not yet ended."""
+        return len(self._spawns) + len(self._transports)
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the children started and not yet ended."""
+        return sorted(t._pid for t in self._transports if t._pid is not None)
+
+    def end_all(self) -> None:
+        """Cancel every spawn under way, kill every child (SIGKILL) and close its pipes.
+
+        The rest happens on the loop: the children exit and are reaped, the
+        pipes close their descriptors, each protocol hears
+        ``process_ended``; ``wait_idle`` waits for it.
+        """
+        for task in list(self._spawns):
+            task.cancel()
+        for transport in list(self._transports):
+            transport.close()
+
+    def kill_all(self) -> None:
+        """Only kill every child still running (for a loop that can run no more)."""
+        for transport in list(self._transports):
+            transport.kill()
+
+    async def wait_idle(self) -> None:
+        """Wait until no spawn is under way and every child has ended."""
+        while self:
+            self._idle = asyncio.get_running_loop().create_future()
+            try:
+                await self._idle
+            finally:
+                self._idle = None
+
+    def _add(self, transport: ProcessTransport) -> None:
+        if not transport._ended:
+            self._transports.add(transport)
+
+    def _discard(self, transport: ProcessTransport) -> None:
+        self._transports.discard(transport)
+        self._wake()
+
+    def _add_spawn(self, task: asyncio.Task[ProcessTransport]) -> None:
+        self._spawns.add(task)
+        task.add_done_callback(self._spawn_done)
+
+    def _spawn_done(self, task: asyncio.Task[ProcessTransport]) -> None:
+        self._spawns.discard(task)
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"<ProcessTracker spawning={len(self._spawns)} pids={self.pids}>"
+
+
 # -- starting a child --------------------------------------------------------------------------
 
 
@@ -666,6 +755,36 @@ def spawn_process(
     child must not inherit are found in ``/proc/self/fd`` (Linux), else by
     trying every number up to the process's limit.
     """
+    return spawn_tracked(
+        None,
+        loop,
+        protocol,
+        executable,
+        args,
+        env=env,
+        path=path,
+        uid=uid,
+        gid=gid,
+        use_pty=use_pty,
+        child_fds=child_fds,
+    )
+
+
+def spawn_tracked(
+    tracker: ProcessTracker | None,
+    loop: asyncio.AbstractEventLoop,
+    protocol: ProcessProtocol,
+    executable: StrPath,
+    args: Sequence[StrPath] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    path: StrPath | None = None,
+    uid: int | str | None = None,
+    gid: int | str | None = None,
+    use_pty: bool = False,
+    child_fds: Mapping[int, ChildFD] | None = None,
+) -> Deferred[ProcessTransport]:
+    """``spawn_process``, with the spawn and the child kept in ``tracker`` until it ends."""
     argv = [executable] if args is None else list(args)
     if not argv:
         raise ValueError("args must hold at least argv[0]")
@@ -685,9 +804,12 @@ def spawn_process(
     )
     wanted = check_child_fds(extra, use_pty)
     spawning = _spawn(
-        loop, protocol, executable, argv, env, path, user, group, wanted, use_pty, own
+        loop, protocol, executable, argv, env, path, user, group, wanted, use_pty, own, tracker
     )
-    return Deferred.from_future(loop.create_task(spawning))
+    task = loop.create_task(spawning)
+    if tracker is not None:
+        tracker._add_spawn(task)
+    return Deferred.from_future(task)
 
 
 async def _spawn(
@@ -702,9 +824,10 @@ async def _spawn(
     wanted: Mapping[int, ChildFD],
     use_pty: bool,
     own: bool,
+    tracker: ProcessTracker | None,
 ) -> ProcessTransport:
     name = os.fsdecode(executable)
-    transport = ProcessTransport(loop, protocol, pty_master=use_pty)
+    transport = ProcessTransport(loop, protocol, pty_master=use_pty, tracker=tracker)
     report = -1
     # Made here, not when called: a task cancelled before it starts runs none
     # of its code, not even a finally clause.
@@ -755,6 +878,9 @@ async def _spawn(
     except BaseException:
         plan.close_all()
         await transport._abandon()
+        if transport._subprocess is None and tracker is not None:
+            # No child came of it (asyncio reaps one it started and gave up on).
+            tracker._discard(transport)
         raise
     plan.close_child_ends()
     return transport

@@ -36,9 +36,10 @@ from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, Trigge
 from torsion.internet._listener import Listener
 from torsion.internet._process import (
     ProcessProtocol,
+    ProcessTracker,
     ProcessTransport,
     ReactorProcess,
-    spawn_process,
+    spawn_tracked,
 )
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
@@ -69,6 +70,10 @@ D = TypeVar("D", bound=asyncio.DatagramProtocol)
 _log = logging.getLogger("torsion.internet")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# Seconds close() waits for the children it killed to be reaped: SIGKILL
+# cannot be caught, so only a child stuck in the kernel takes longer.
+_CHILD_EXIT_TIMEOUT = 5.0
 
 
 def new_event_loop(*, uvloop: bool = True) -> asyncio.AbstractEventLoop:
@@ -112,6 +117,7 @@ class Reactor(LoopClock):
         "_listeners",
         "_loop",
         "_owns_loop",
+        "_processes",
         "_resolver",
         "_signal",
         "_started",
@@ -150,6 +156,7 @@ class Reactor(LoopClock):
         self._listeners: set[Listener | UNIXFDListener] = set()
         self._udp_ports: set[UDPPort] = set()
         self._unix_datagram_ports: set[UNIXDatagramPort[Any]] = set()
+        self._processes = ProcessTracker()
         self.shutdown_timeout = shutdown_timeout
         self._in_run = False
         self._started = False
@@ -605,8 +612,13 @@ class Reactor(LoopClock):
         use_pty: bool = False,
         child_fds: Mapping[int, ChildFD] | None = None,
     ) -> Deferred[ProcessTransport]:
-        """Start ``executable`` as a child connected to ``protocol`` (see ``spawn_process``)."""
-        return spawn_process(
+        """Start ``executable`` as a child connected to ``protocol`` (see ``spawn_process``).
+
+        The reactor keeps track of the child until it has ended: ``close()``
+        kills it if it still runs then.
+        """
+        return spawn_tracked(
+            self._processes,
             self._loop,
             protocol,
             executable,
@@ -767,9 +779,20 @@ class Reactor(LoopClock):
         self._loop.call_soon(self._shut_down)
 
     def close(self) -> None:
-        """Release everything: listening ports, worker threads, and an owned loop.
+        """Release everything: child processes, listening ports, worker threads, an owned loop.
 
         Idempotent. The reactor cannot run afterwards.
+
+        Child processes started with ``spawn_process`` that still run are
+        killed with SIGKILL, not asked to stop with SIGTERM: ``close()`` is
+        synchronous and cannot wait for a child to finish by itself (stop
+        children gracefully before, from a "before shutdown" trigger that
+        signals them and waits for ``ended()``). Their pipes are closed, and
+        spawns still under way are cancelled. When the loop is not running
+        (and not closed), ``close()`` runs it until every such child has been
+        reaped and its protocol told ``process_ended``, for at most five
+        seconds (a child stuck in the kernel is logged and left); on a
+        running loop that happens as the loop goes on.
 
         Raises:
             ReactorAlreadyRunningError: It is running.
@@ -780,6 +803,7 @@ class Reactor(LoopClock):
             return
         self._closed = True
         loop = self._loop
+        self._end_processes()
         for listener in list(self._listeners):
             listener.close_now()
         self._listeners.clear()
@@ -795,6 +819,27 @@ class Reactor(LoopClock):
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
+
+    def _end_processes(self) -> None:
+        processes = self._processes
+        if not processes:
+            return
+        loop = self._loop
+        if loop.is_closed():
+            # Nothing can run on it any more: the pipes are beyond reach.
+            processes.kill_all()
+            return
+        processes.end_all()
+        if loop.is_running():
+            return
+        try:
+            loop.run_until_complete(asyncio.wait_for(processes.wait_idle(), _CHILD_EXIT_TIMEOUT))
+        except TimeoutError:
+            _log.warning(
+                "Child processes not reaped %gs after SIGKILL: %s",
+                _CHILD_EXIT_TIMEOUT,
+                processes.pids,
+            )
 
     def _start_up(self) -> None:
         self.thread_pool.start()
