@@ -31,7 +31,6 @@ from torsion.internet._process import (
     ProcessTransport,
     _OwnPipe,
     _SubprocessEvents,
-    spawn_process,
 )
 from torsion.internet._process_status import (
     ProcessExited,
@@ -40,6 +39,7 @@ from torsion.internet._process_status import (
     signal_number,
     status_from_returncode,
 )
+from torsion.internet._spawn import spawn_process
 
 Wait = Callable[..., Any]
 

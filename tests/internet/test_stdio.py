@@ -22,8 +22,9 @@ import pytest
 
 from torsion.internet import Protocol, Reactor
 from torsion.internet._fdesc import wait_readable
-from torsion.internet._process import ProcessProtocol, ProcessTransport, spawn_process
+from torsion.internet._process import ProcessProtocol, ProcessTransport
 from torsion.internet._process_status import ProcessExited
+from torsion.internet._spawn import spawn_process
 from torsion.internet._stdio import StandardIO, stdio
 
 Wait = Callable[..., Any]

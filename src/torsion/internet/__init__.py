@@ -65,12 +65,7 @@ from torsion.internet._flow import BinaryReader, Forwarder, send_file, send_stre
 from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
-from torsion.internet._process import (
-    ProcessProtocol,
-    ProcessTransport,
-    ReactorProcess,
-    spawn_process,
-)
+from torsion.internet._process import ProcessProtocol, ProcessTransport
 from torsion.internet._process_status import (
     ProcessExited,
     ProcessStatus,
@@ -82,6 +77,7 @@ from torsion.internet._protocol import Factory, Producer, Protocol, ProtocolFact
 from torsion.internet._react import react
 from torsion.internet._reactor import Reactor, new_event_loop
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
+from torsion.internet._spawn import ReactorProcess, spawn_process
 from torsion.internet._stdio import StandardIO, stdio
 from torsion.internet._tcp import ReactorTCP, TCPListeningPort
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread

@@ -34,15 +34,10 @@ from torsion.internet._fdesc import FileDescriptorLike, ReactorFDs
 from torsion.internet._fdpass import UNIXFDListener
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener
-from torsion.internet._process import (
-    ProcessProtocol,
-    ProcessTracker,
-    ProcessTransport,
-    ReactorProcess,
-    spawn_tracked,
-)
+from torsion.internet._process import ProcessProtocol, ProcessTransport
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
+from torsion.internet._spawn import ProcessTracker, ReactorProcess, spawn_tracked
 from torsion.internet._stdio import StandardIO, stdio
 from torsion.internet._tcp import ReactorTCP, connect_tcp, listen_tcp
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
