@@ -16,6 +16,10 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "ProcessAddress",
+    "ProcessEndpoint",
+    "ProcessFailedError",
+    "ProcessStreamTransport",
     "status_from_returncode",
     "signal_number",
     "wait_writable",

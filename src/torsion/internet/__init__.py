@@ -7,7 +7,8 @@ Code that needs one of its services asks for the small interface it uses:
 sockets, ``ReactorProcess`` and ``ReactorFDs`` for child processes and
 descriptors, ``ReactorCore`` for start-up and shutdown. Endpoints
 (``server_from_string``, ``client_from_string``, ``HostnameEndpoint``) say
-where to listen or connect; ``ClientService`` keeps a connection up.
+where to listen or connect (``ProcessEndpoint`` connects to a new child
+process); ``ClientService`` keeps a connection up.
 ``LoopingCall`` and ``defer_later`` work on any ``Clock``, including the fake
 one in ``torsion.testing``. ``react`` runs a program's main function.
 """
@@ -66,8 +67,14 @@ from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
 from torsion.internet._process import ProcessProtocol, ProcessTransport
+from torsion.internet._process_endpoint import (
+    ProcessAddress,
+    ProcessEndpoint,
+    ProcessStreamTransport,
+)
 from torsion.internet._process_status import (
     ProcessExited,
+    ProcessFailedError,
     ProcessStatus,
     ProcessTerminated,
     signal_number,
@@ -121,10 +128,14 @@ __all__ = [
     "ListeningPort",
     "LoopingCall",
     "Phase",
+    "ProcessAddress",
+    "ProcessEndpoint",
     "ProcessExited",
     "ProcessExitedError",
+    "ProcessFailedError",
     "ProcessProtocol",
     "ProcessStatus",
+    "ProcessStreamTransport",
     "ProcessTerminated",
     "ProcessTransport",
     "Producer",
