@@ -1,0 +1,431 @@
+"""Line framing: a sans-IO line decoder and the line protocols built on it.
+
+``LineDecoder`` splits a byte stream at a delimiter and calls back once per
+line. It can switch to raw mode and back mid-stream without losing or
+reordering a byte, which is what SMTP ``DATA``, IMAP literals and HTTP
+bodies need, and it can pause. ``LineReceiver`` is a ``Protocol`` over it;
+``LineOnlyReceiver`` is the same without raw mode.
+
+The cost is linear in the data, never in what is buffered: each read is
+split once with ``bytes.split`` and its lines handed out in turn, and only
+the tail without a delimiter is kept, bounded by ``max_length``. A line
+longer than that is reported as soon as it is known to be, not after
+buffering it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from torsion.protocols._framing import (
+    Decoder,
+    DecodingProtocol,
+    LineTooLongError,
+    check_max_length,
+)
+
+__all__ = ["LineDecoder", "LineOnlyReceiver", "LineReceiver"]
+
+DEFAULT_DELIMITER = b"\r\n"
+DEFAULT_MAX_LINE = 16384
+
+
+class LineDecoder(Decoder):
+    """Splits a byte stream into lines, with raw mode and pausing; no I/O.
+
+    Feed it with ``receive_data``; it calls ``line_received(line)`` for each
+    complete line, without its delimiter, in order. In raw mode it calls
+    ``raw_data_received(data)`` with whatever it holds instead. Switching
+    mode, pausing, closing, or changing ``delimiter`` or ``max_length`` from
+    inside a callback takes effect at the next byte: the bytes after the
+    current line are read the new way, none lost, none reordered.
+
+    A line longer than ``max_length`` (without its delimiter) is handed to
+    ``line_length_exceeded(line)`` as soon as that is known, with the part
+    received so far if its delimiter has not arrived; the rest of it, up to
+    its delimiter, is then dropped, and decoding goes on after it. Without
+    that callback, ``receive_data`` raises ``LineTooLongError`` instead (the
+    lines before it were delivered).
+
+    Args:
+        line_received: Called with each line.
+        raw_data_received: Called with the bytes received in raw mode;
+            without it, ``set_raw_mode()`` is refused.
+        line_length_exceeded: Called with a line that is too long.
+        delimiter: What ends a line.
+        max_length: The longest line allowed, in bytes.
+    """
+
+    def __init__(
+        self,
+        line_received: Callable[[bytes], object],
+        *,
+        raw_data_received: Callable[[bytes], object] | None = None,
+        line_length_exceeded: Callable[[bytes], object] | None = None,
+        delimiter: bytes = DEFAULT_DELIMITER,
+        max_length: int = DEFAULT_MAX_LINE,
+    ) -> None:
+        super().__init__()
+        self._on_line = line_received
+        self._on_raw = raw_data_received
+        self._on_too_long = line_length_exceeded
+        self._delimiter = _check_delimiter(delimiter)
+        self._max_length = check_max_length(max_length)
+        self._raw = False
+        # Dropping the rest of a line that was too long, up to its delimiter.
+        self._discarding = False
+        # The lines split off the buffer and not yet delivered come before
+        # ``_buffer``. While they are being delivered this is the very
+        # iterator the delivery loop runs on, so that exhausting it ends the
+        # loop after the current line (see ``_rewind``).
+        self._batch: Iterator[bytes] = iter(())
+        self._batch_delimiter = self._delimiter
+
+    @property
+    def delimiter(self) -> bytes:
+        """What ends a line; a new one applies from the next line on."""
+        return self._delimiter
+
+    @delimiter.setter
+    def delimiter(self, value: bytes) -> None:
+        value = _check_delimiter(value)
+        self._rewind()
+        self._delimiter = value
+        self._kick()
+
+    @property
+    def max_length(self) -> int:
+        """The longest line allowed; a new limit applies from the next line on."""
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        value = check_max_length(value)
+        self._rewind()
+        self._max_length = value
+        self._kick()
+
+    @property
+    def line_mode(self) -> bool:
+        """Whether bytes are read as lines (else they are delivered raw)."""
+        return not self._raw
+
+    def set_raw_mode(self) -> None:
+        """Deliver the bytes from here on to ``raw_data_received``, as they come.
+
+        Called from ``line_received``, the bytes after that line are the
+        first raw ones; a partial line held is delivered raw too.
+
+        Raises:
+            TypeError: The decoder was made without ``raw_data_received``.
+        """
+        if self._on_raw is None:
+            raise TypeError("this LineDecoder has no raw_data_received callback")
+        if self._raw:
+            return
+        self._rewind()
+        self._raw = True
+        self._discarding = False
+        self._kick()
+
+    def set_line_mode(self, extra: bytes = b"") -> None:
+        """Read lines again, starting with ``extra``.
+
+        Args:
+            extra: Bytes to read before everything held, typically the part
+                of the last raw data that ``raw_data_received`` did not use.
+        """
+        self._rewind()
+        if self._raw:
+            self._raw = False
+            self._discarding = False
+        if extra and not self._closed:
+            self._buffer = extra + self._buffer
+        self._kick()
+
+    def pause(self) -> None:
+        """Deliver nothing until ``resume()``; see ``Decoder.pause``."""
+        self._rewind()
+        super().pause()
+
+    def close(self) -> None:
+        """Drop what is held and deliver nothing more, ever."""
+        self._rewind()
+        super().close()
+
+    def _rewind(self) -> None:
+        """Put the lines split off and not delivered back in front of the buffer.
+
+        Exhausting the batch iterator ends the delivery loop running on it,
+        after the line whose callback called us.
+        """
+        rest = list(self._batch)
+        if rest:
+            rest.append(self._buffer)
+            self._buffer = self._batch_delimiter.join(rest)
+
+    def _deliver(self) -> None:
+        self._delivering = True
+        try:
+            while not (self._paused or self._closed):
+                if self._raw:
+                    data = self._buffer
+                    if not data:
+                        break
+                    self._buffer = b""
+                    on_raw = self._on_raw
+                    assert on_raw is not None  # set_raw_mode checked
+                    on_raw(data)
+                    if self._stopped():
+                        break
+                elif not self._lines():
+                    break
+        except BaseException:
+            # A callback raised: the lines after its line stay buffered.
+            self._rewind()
+            raise
+        finally:
+            self._delivering = False
+
+    def _lines(self) -> bool:
+        """Deliver the complete lines held; return whether there may be more to do."""
+        buf = self._buffer
+        delimiter = self._delimiter
+        if self._discarding:
+            end = buf.find(delimiter)
+            if end < 0:
+                keep = _partial_delimiter(buf, delimiter)
+                self._buffer = buf[len(buf) - keep :] if keep else b""
+                return False
+            self._discarding = False
+            self._buffer = buf = buf[end + len(delimiter) :]
+        if delimiter not in buf:
+            return len(buf) > self._max_length and self._check_partial(buf, delimiter)
+        lines = buf.split(delimiter)
+        tail = lines.pop()
+        held = tail
+        limit = self._max_length
+        if len(buf) - len(tail) > limit:
+            first = _first_too_long(buf, len(buf) - len(tail), lines, limit, delimiter)
+            if first == 0:
+                line = lines[0]
+                self._buffer = buf[len(line) + len(delimiter) :]
+                return self._too_long(line)
+            if first > 0:
+                # Deliver the lines before it; it comes first next time round.
+                held = delimiter.join([*lines[first:], tail])
+                del lines[first:]
+        self._buffer = held
+        self._batch = batch = iter(lines)
+        self._batch_delimiter = delimiter
+        on_line = self._on_line
+        stop_when = self.stop_when
+        if stop_when is None:
+            for line in batch:
+                on_line(line)
+        else:
+            for line in batch:
+                on_line(line)
+                if stop_when():
+                    self.close()
+                    return False
+        if self._paused or self._closed:
+            return False
+        if (
+            self._buffer is tail
+            and held is tail
+            and self._delimiter is delimiter
+            and not self._raw
+        ):
+            # Nothing changed during the callbacks: the tail has no delimiter.
+            return len(tail) > self._max_length and self._check_partial(tail, delimiter)
+        return True
+
+    def _check_partial(self, buf: bytes, delimiter: bytes) -> bool:
+        """Report a partial line as too long once it is; return whether it was."""
+        limit = self._max_length
+        # Its last bytes may be the start of a delimiter, not of the line.
+        keep = _partial_delimiter(buf, delimiter)
+        if len(buf) - keep <= limit:
+            return False
+        self._buffer = buf[len(buf) - keep :] if keep else b""
+        self._discarding = True
+        return self._too_long(buf[: len(buf) - keep])
+
+    def _too_long(self, line: bytes) -> bool:
+        on_too_long = self._on_too_long
+        if on_too_long is None:
+            raise LineTooLongError(line, self._max_length)
+        on_too_long(line)
+        return not self._stopped()
+
+
+def _check_delimiter(delimiter: bytes) -> bytes:
+    if not isinstance(delimiter, bytes) or not delimiter:
+        raise ValueError(f"a line delimiter must be non-empty bytes, not {delimiter!r}")
+    return delimiter
+
+
+def _partial_delimiter(data: bytes, delimiter: bytes) -> int:
+    """Return the length of the longest start of ``delimiter`` that ends ``data``."""
+    for size in range(min(len(delimiter) - 1, len(data)), 0, -1):
+        if data.endswith(delimiter[:size]):
+            return size
+    return 0
+
+
+def _first_too_long(
+    data: bytes, end: int, lines: list[bytes], limit: int, delimiter: bytes
+) -> int:
+    """Return the index of the first line longer than ``limit``, or -1.
+
+    ``lines`` are ``data[:end]`` split at ``delimiter``. Checking every
+    length costs about as much as delivering the lines, so look first for a
+    cheaper proof that none is too long: cut ``data[:end]`` into tiles of
+    ``limit // 2 + 1`` bytes; a line longer than ``limit`` covers at least
+    one tile whole, so if every tile holds a delimiter, no line is.
+    """
+    step = limit // 2 + 1
+    if end // step <= len(lines):
+        find = data.find
+        for start in range(0, end - step + 1, step):
+            if find(delimiter, start, start + step) < 0:
+                break
+        else:
+            return -1
+    if max(map(len, lines)) <= limit:
+        return -1
+    for index, line in enumerate(lines):
+        if len(line) > limit:
+            return index
+    raise AssertionError("unreachable: a line was longer than the limit")
+
+
+class LineOnlyReceiver(DecodingProtocol[LineDecoder]):
+    r"""A protocol that reads its connection as lines (no raw mode).
+
+    Override ``line_received``. Configure it with class attributes, or set
+    them on an instance at any time (from the next line on)::
+
+        class Chat(LineOnlyReceiver):
+            delimiter = b"\\n"
+            max_length = 1024
+
+            def line_received(self, line: bytes) -> None:
+                self.send_line(b"you said: " + line)
+
+    Lines are delivered in order, one ``line_received`` call each, until
+    the transport starts closing: after ``self.transport.close()`` in a
+    callback, the lines after that one are not delivered. A partial line
+    held when the connection ends is dropped.
+
+    Attributes:
+        delimiter: What ends a line (default ``b"\\r\\n"``).
+        max_length: The longest line accepted, delimiter excluded (default
+            16384 bytes); a longer one goes to ``line_length_exceeded``.
+    """
+
+    _settings = ("delimiter", "max_length")
+    _default_delimiter = DEFAULT_DELIMITER
+    _default_max_length = DEFAULT_MAX_LINE
+
+    @property
+    def delimiter(self) -> bytes:
+        """What ends a line."""
+        if self._decoder is None:
+            return self._default_delimiter
+        return self._decoder.delimiter
+
+    @delimiter.setter
+    def delimiter(self, value: bytes) -> None:
+        self._get_decoder().delimiter = value
+
+    @property
+    def max_length(self) -> int:
+        """The longest line accepted, delimiter excluded."""
+        if self._decoder is None:
+            return self._default_max_length
+        return self._decoder.max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        self._get_decoder().max_length = value
+
+    def _make_decoder(self) -> LineDecoder:
+        return LineDecoder(
+            self.line_received,
+            line_length_exceeded=self.line_length_exceeded,
+            delimiter=self._default_delimiter,
+            max_length=self._default_max_length,
+        )
+
+    def line_received(self, line: bytes) -> None:
+        """Called with each line received, without its delimiter. Override it."""
+
+    def line_length_exceeded(self, line: bytes) -> None:
+        """Called with a line longer than ``max_length``; closes the connection.
+
+        Override it to answer otherwise; if the connection stays open, the
+        rest of the line is dropped and the next line is read as usual.
+
+        Args:
+            line: The line, or as much of it as has arrived.
+        """
+        self._framing_error(LineTooLongError(line, self.max_length))
+
+    def send_line(self, line: bytes) -> None:
+        """Write ``line`` followed by the delimiter."""
+        self.transport.write(line + self.delimiter)
+
+
+class LineReceiver(LineOnlyReceiver):
+    """A protocol that reads its connection as lines or as raw data, switching.
+
+    Override ``line_received``, and ``raw_data_received`` if the protocol
+    uses raw mode. ``set_raw_mode()`` from ``line_received`` hands the rest
+    of the stream, from the byte after that line, to ``raw_data_received``;
+    ``set_line_mode(extra)`` from there goes back to lines, starting with
+    ``extra``, the bytes of the last raw chunk that were not part of the raw
+    section::
+
+        class Upload(LineReceiver):
+            def line_received(self, line: bytes) -> None:
+                self.remaining = int(line)      # a length, then raw bytes
+                self.set_raw_mode()
+
+            def raw_data_received(self, data: bytes) -> None:
+                body, rest = data[: self.remaining], data[self.remaining :]
+                self.remaining -= len(body)
+                self.store(body)
+                if not self.remaining:
+                    self.set_line_mode(rest)
+
+    ``pause_receiving()`` / ``resume_receiving()`` hold delivery (of lines
+    and raw data alike) and the transport's reading. Everything else is as
+    in ``LineOnlyReceiver``.
+    """
+
+    def _make_decoder(self) -> LineDecoder:
+        return LineDecoder(
+            self.line_received,
+            raw_data_received=self.raw_data_received,
+            line_length_exceeded=self.line_length_exceeded,
+            delimiter=self._default_delimiter,
+            max_length=self._default_max_length,
+        )
+
+    @property
+    def line_mode(self) -> bool:
+        """Whether the connection is read as lines (else as raw data)."""
+        return self._get_decoder().line_mode
+
+    def raw_data_received(self, data: bytes) -> None:
+        """Called with the bytes received in raw mode. Override it to use raw mode."""
+
+    def set_raw_mode(self) -> None:
+        """Deliver the bytes from here on to ``raw_data_received``."""
+        self._get_decoder().set_raw_mode()
+
+    def set_line_mode(self, extra: bytes = b"") -> None:
+        """Read lines again, starting with ``extra`` (bytes handed back)."""
+        self._get_decoder().set_line_mode(extra)
