@@ -13,6 +13,7 @@ from torsion.errors import EndpointStringError
 from torsion.internet import (
     HostnameEndpoint,
     ServerTLS,
+    StandardIOEndpoint,
     SystemdEndpoint,
     TCPServerEndpoint,
     TLSClientEndpoint,
@@ -84,7 +85,10 @@ def test_tcp_server_strings() -> None:
         ("tcp:80:colour=red", "unknown option 'colour' for tcp"),
         ("tcp:80:81", "too many fields"),
         ("tcp:80:port=81", "port given twice"),
-        ("udp:53", "no server endpoint kind 'udp' \\(known: ssl, systemd, tcp, tcp6, tls, unix"),
+        (
+            "udp:53",
+            "no server endpoint kind 'udp' \\(known: ssl, stdio, systemd, tcp, tcp6, tls, unix",
+        ),
         ("systemd", "needs index=N or name=NAME"),
         ("systemd:index=1:name=web", "one of them"),
         ("systemd:index=-1", "index must be 0"),
@@ -175,6 +179,30 @@ def test_systemd_strings() -> None:
     assert by_name.name == "web"
 
 
+def test_stdio_strings() -> None:
+    reactor = MemoryReactor()
+    for text in ("stdio:", "stdio"):
+        endpoint = server_from_string(reactor, text)
+        assert isinstance(endpoint, StandardIOEndpoint)
+        assert (endpoint.stdin, endpoint.stdout) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("stdio:0", "stdio: takes no fields, not '0'"),
+        ("stdio::", "stdio: takes no fields, not ':'"),
+        ("stdio:stdin=3", "stdio: takes no fields, not stdin="),
+        ("stdio::mode=1", "stdio: takes no fields, not mode="),
+    ],
+)
+def test_stdio_strings_take_no_fields(text: str, problem: str) -> None:
+    with pytest.raises(EndpointStringError, match=re.escape(problem)):
+        server_from_string(MemoryReactor(), text)
+    with pytest.raises(EndpointStringError, match="no client endpoint kind 'stdio'"):
+        client_from_string(MemoryReactor(), "stdio:")
+
+
 def test_client_strings() -> None:
     reactor = MemoryReactor()
     tcp = client_from_string(reactor, "tcp:example.test:80:timeout=5")
@@ -240,6 +268,6 @@ def test_plugins_add_kinds_through_entry_points(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(EndpointStringError, match="no client endpoint kind 'loopback'"):
         client_from_string(MemoryReactor(), "loopback:1")
     with pytest.raises(
-        EndpointStringError, match=r"known: loopback, ssl, systemd, tcp, tcp6, tls, unix\)"
+        EndpointStringError, match=r"known: loopback, ssl, stdio, systemd, tcp, tcp6, tls, unix\)"
     ):
         server_from_string(MemoryReactor(), "nope:1")

@@ -16,6 +16,9 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "StandardIOAddress",
+    "StandardIOEndpoint",
+    "StandardIOPort",
     "ProcessAddress",
     "ProcessEndpoint",
     "ProcessFailedError",

@@ -1,9 +1,10 @@
-"""Standard I/O as a transport: ``stdio`` and ``StandardIO``.
+"""Standard I/O as a transport (``stdio``, ``StandardIO``) and as a server endpoint.
 
 ``stdio`` is tested in this process over pipes and files, and in child
 processes (Python running a small echo program) over pipes, files, a
 terminal, ``/dev/null`` and a pipe nobody reads, on each loop in the child
-and in the parent.
+and in the parent. ``StandardIOEndpoint`` is tested over pipes given in
+place of 0 and 1, and end to end: a child serving ``stdio:``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from typing import Any
 
 import pytest
 
-from torsion.internet import Protocol, Reactor
+from torsion.internet import Factory, Protocol, Reactor
 from torsion.internet._fdesc import wait_readable
 from torsion.internet._process import ProcessProtocol, ProcessTransport
+from torsion.internet._process_endpoint import ProcessEndpoint
 from torsion.internet._process_status import ProcessExited
 from torsion.internet._spawn import spawn_process
-from torsion.internet._stdio import StandardIO, stdio
+from torsion.internet._stdio import (
+    StandardIO,
+    StandardIOAddress,
+    StandardIOEndpoint,
+    StandardIOPort,
+    stdio,
+)
 
 Wait = Callable[..., Any]
 
@@ -405,3 +413,212 @@ def test_stdio_child_whose_output_nobody_reads(
     # A broken pipe ends the connection with its error, and no traceback.
     # (It may have read what was written before it noticed, or not.)
     assert re.fullmatch(rb"read (0|13), lost BrokenPipeError", protocol.err), protocol.err
+
+
+# -- standard I/O as a server endpoint ------------------------------------------------------
+
+
+class Pipes:
+    """Two pipes standing in for standard input and output."""
+
+    def __init__(self) -> None:
+        self.in_read, self.in_write = os.pipe()
+        self.out_read, self.out_write = os.pipe()
+
+    def close_input(self) -> None:
+        os.close(self.in_write)
+        self.in_write = -1
+
+    def close(self) -> None:
+        for fd in (self.in_read, self.in_write, self.out_read, self.out_write):
+            if fd >= 0:
+                os.close(fd)
+
+
+@pytest.fixture
+def pipes() -> Iterator[Pipes]:
+    made = Pipes()
+    yield made
+    made.close()
+
+
+def test_stdio_endpoint_serves_one_connection(
+    real_reactor: Reactor, wait: Wait, pipes: Pipes
+) -> None:
+    r = real_reactor
+    factory = Factory(lambda: Upper(r.loop, keep_open=True))
+    addresses: list[Any] = []
+
+    def build(address: Any) -> Upper | None:
+        addresses.append(address)
+        return factory(address)
+
+    factory.start_factory = lambda: addresses.append("start")  # type: ignore[method-assign]
+    factory.stop_factory = lambda: addresses.append("stop")  # type: ignore[method-assign]
+    endpoint = StandardIOEndpoint(r, stdin=pipes.in_read, stdout=pipes.out_write)
+    assert repr(endpoint) == f"<StandardIOEndpoint stdio:{pipes.in_read},{pipes.out_write}>"
+    # A Factory is started once, when listening starts.
+    factory.start()
+    port = wait(r, endpoint.listen(factory))
+    factory.stop()
+    assert isinstance(port, StandardIOPort)
+    address = StandardIOAddress(pipes.in_read, pipes.out_write)
+    assert port.address == address
+    assert addresses == ["start"]
+    protocol = port.transport.get_protocol()
+    assert isinstance(protocol, Upper)
+    assert protocol.events == ["made"]
+    os.write(pipes.in_write, b"shout")
+    assert wait(r, _read_some(r.loop, pipes.out_read)) == b"SHOUT"
+    # Stopping closes the connection: connection_lost, then the factory stops.
+    assert wait(r, port.stop_listening()) is None
+    assert protocol.events[-1] == ("lost", None)
+    assert addresses == ["start", "stop"]
+    assert wait(r, read_to_end(r.loop, pipes.out_read)) == b""
+    assert wait(r, port.stop_listening()) is None  # again: at once
+    assert "closed" in repr(port)
+
+
+def test_stdio_endpoint_by_address(real_reactor: Reactor, wait: Wait, pipes: Pipes) -> None:
+    r = real_reactor
+    addresses: list[Any] = []
+
+    def factory(address: Any) -> Upper:
+        addresses.append(address)
+        return Upper(r.loop)
+
+    endpoint = StandardIOEndpoint(r, stdin=pipes.in_read, stdout=pipes.out_write)
+    port = wait(r, endpoint.listen(factory))
+    assert addresses == [StandardIOAddress(pipes.in_read, pipes.out_write)]
+    assert str(StandardIOAddress()) == "stdio"
+    assert str(addresses[0]) == f"stdio:{pipes.in_read},{pipes.out_write}"
+    # The connection ends by itself at the end of the input.
+    pipes.close_input()
+    assert wait(r, port.transport.wait_closed()) is None
+    assert wait(r, port.stop_listening()) is None
+
+
+@pytest.mark.parametrize("outcome", ["raises", "refuses"])
+def test_stdio_endpoint_whose_factory_fails(
+    real_reactor: Reactor, wait: Wait, pipes: Pipes, outcome: str
+) -> None:
+    r = real_reactor
+    stopped: list[bool] = []
+
+    class Failing(Factory[Upper]):
+        def build_protocol(self, address: Any) -> Upper | None:
+            if outcome == "raises":
+                raise RuntimeError("no protocol for you")
+            return None
+
+        def stop_factory(self) -> None:
+            stopped.append(True)
+
+    endpoint = StandardIOEndpoint(r, stdin=pipes.in_read, stdout=pipes.out_write)
+    expected = RuntimeError if outcome == "raises" else ConnectionRefusedError
+    with pytest.raises(expected):
+        wait(r, endpoint.listen(Failing()))
+    assert stopped == [True]
+    # Standard I/O was not touched: still the pipes.
+    for fd in (pipes.in_read, pipes.out_write):
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+
+
+def test_stdio_endpoint_on_a_closed_descriptor(
+    real_reactor: Reactor, wait: Wait, pipes: Pipes
+) -> None:
+    r = real_reactor
+    stopped: list[bool] = []
+
+    class Stopping(Factory[Upper]):
+        def stop_factory(self) -> None:
+            stopped.append(True)
+
+    closed = max(open_fds()) + 100
+    endpoint = StandardIOEndpoint(r, stdin=closed, stdout=pipes.out_write)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        wait(r, endpoint.listen(Stopping(lambda: Upper(r.loop))))
+    assert stopped == [True]
+
+
+async def _read_some(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    await wait_readable(loop, fd)
+    return os.read(fd, 1 << 16)
+
+
+# A server program: echoes on standard I/O, found by its endpoint string, and
+# reports on standard error what the factory was given and how it ended.
+STDIO_SERVER = textwrap.dedent(
+    """
+    import sys
+    from torsion.internet import Protocol, Reactor, server_from_string
+
+    class Echo(Protocol):
+        def data_received(self, data):
+            self.transport.write(data)
+
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
+            sys.stderr.write(f"lost {type(exc).__name__}")
+            reactor.stop()
+
+    def factory(address):
+        sys.stderr.write(f"address {address}; ")
+        return Echo()
+
+    def failed(exc):
+        sys.stderr.write(f"failed {exc!r}")
+        reactor.stop()
+
+    def start():
+        server_from_string(reactor, "stdio:").listen(factory).add_errback(failed)
+
+    reactor = Reactor(uvloop=sys.argv[1] == "uvloop")
+    reactor.call_when_running(start)
+    reactor.run(install_signal_handlers=False)
+    reactor.close()
+    """
+)
+
+
+@pytest.mark.parametrize("child_loop", CHILD_LOOPS)
+def test_stdio_endpoint_string_in_a_child(
+    real_reactor: Reactor, wait: Wait, child_loop: str
+) -> None:
+    r = real_reactor
+    protocol = Child()
+    argv = [PYTHON, "-c", STDIO_SERVER, child_loop]
+    transport = wait(r, spawn_process(r.loop, protocol, PYTHON, argv))
+    lines = [b"echo %d\n" % n for n in range(1000)]
+    transport.writelines(lines)
+    transport.close_stdin()
+    assert wait(r, transport.ended()) == ProcessExited(0), protocol.err
+    assert bytes(protocol.out) == b"".join(lines)
+    assert bytes(protocol.err) == b"address stdio; lost NoneType"
+
+
+def test_stdio_endpoint_served_to_a_process_endpoint(real_reactor: Reactor, wait: Wait) -> None:
+    # Two torsion programs: one serves on standard I/O, the other connects
+    # to it as a client, through ProcessEndpoint.
+    r = real_reactor
+
+    class Collect(Protocol):
+        def __init__(self) -> None:
+            self.received = bytearray()
+            self.lost = r.loop.create_future()
+
+        def data_received(self, data: bytes) -> None:
+            self.received += data
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            self.lost.set_result(exc)
+
+    argv = [PYTHON, "-c", STDIO_SERVER, "asyncio"]
+    endpoint = ProcessEndpoint(r, PYTHON, argv, stderr="drop")
+    protocol = wait(r, endpoint.connect(lambda address: Collect()))
+    protocol.transport.write(b"ping")
+    protocol.transport.write_eof()
+    assert wait(r, protocol.lost) is None
+    assert bytes(protocol.received) == b"ping"

@@ -85,7 +85,13 @@ from torsion.internet._react import react
 from torsion.internet._reactor import Reactor, new_event_loop
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._spawn import ReactorProcess, spawn_process
-from torsion.internet._stdio import StandardIO, stdio
+from torsion.internet._stdio import (
+    StandardIO,
+    StandardIOAddress,
+    StandardIOEndpoint,
+    StandardIOPort,
+    stdio,
+)
 from torsion.internet._tcp import ReactorTCP, TCPListeningPort
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 from torsion.internet._time import LoopingCall, defer_later
@@ -154,6 +160,9 @@ __all__ = [
     "ServerEndpoint",
     "ServerTLS",
     "StandardIO",
+    "StandardIOAddress",
+    "StandardIOEndpoint",
+    "StandardIOPort",
     "SystemEvents",
     "SystemResolver",
     "SystemdEndpoint",

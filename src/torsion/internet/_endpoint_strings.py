@@ -13,6 +13,7 @@ Server kinds::
         [:caCerts=FILE][:requireClientCert=yes]           ("ssl:" is the same)
     unix:PATH[:mode=OCTAL][:backlog=N]                 (PATH may be address=PATH)
     systemd:index=N  |  systemd:name=NAME              (socket activation)
+    stdio:                                             (standard input and output; no fields)
 
 Client kinds::
 
@@ -47,6 +48,7 @@ from torsion.internet._endpoints import (
     UNIXServerEndpoint,
 )
 from torsion.internet._happy_eyeballs import HostnameEndpoint
+from torsion.internet._stdio import StandardIOEndpoint
 from torsion.internet._tls import client_context, server_tls
 
 __all__ = [
@@ -296,6 +298,15 @@ def _systemd_server(reactor: Any, parsed: ParsedEndpoint) -> Any:
     return SystemdEndpoint(reactor, name=parsed.options["name"])
 
 
+def _stdio_server(reactor: Any, parsed: ParsedEndpoint) -> Any:
+    for key in parsed.options:
+        raise parsed.error(f"stdio: takes no fields, not {key}=")
+    # "stdio:" has one field, empty.
+    if any(parsed.args) or len(parsed.args) > 1:
+        raise parsed.error(f"stdio: takes no fields, not {':'.join(parsed.args)!r}")
+    return StandardIOEndpoint(reactor)
+
+
 def _host_and_port(parsed: ParsedEndpoint) -> tuple[str, int]:
     host = parsed.required(0, "host")
     port = parsed.integer(parsed.required(1, "port"), "port", default=0, low=1, high=65535)
@@ -346,6 +357,7 @@ _SERVERS: dict[str, Callable[[Any, ParsedEndpoint], Any]] = {
     "ssl": _tls_server,
     "unix": _unix_server,
     "systemd": _systemd_server,
+    "stdio": _stdio_server,
 }
 
 _CLIENTS: dict[str, Callable[[Any, ParsedEndpoint], Any]] = {

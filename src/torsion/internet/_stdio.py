@@ -8,6 +8,11 @@ is: pipes and sockets through the loop's pipe transports, terminals written
 through ``add_writer``, regular files and ``/dev/null`` read and written
 directly (see ``torsion.internet._fdesc`` for why those need transports of
 their own).
+
+``StandardIOEndpoint`` is the same as a server endpoint (``stdio:`` as an
+endpoint string), so that a program serving a protocol can serve it on
+standard I/O (run by inetd, a test harness, or ``ProcessEndpoint`` of
+another torsion program) as well as on a socket.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import errno
 import logging
 import os
 import stat
-from typing import cast
+from dataclasses import dataclass
+from typing import Protocol, cast
 
-from torsion.defer import Deferred
+from torsion.defer import Deferred, fail, succeed
+from torsion.internet._address import Address
 from torsion.internet._fdesc import (
     HIGH_WATER,
     FDWriteTransport,
@@ -28,8 +35,17 @@ from torsion.internet._fdesc import (
     RawPipe,
     is_pollable,
 )
+from torsion.internet._listener import ListeningPort
+from torsion.internet._protocol import Factory, ProtocolFactory
 
-__all__ = ["StandardIO", "stdio"]
+__all__ = [
+    "ReactorStdio",
+    "StandardIO",
+    "StandardIOAddress",
+    "StandardIOEndpoint",
+    "StandardIOPort",
+    "stdio",
+]
 
 _log = logging.getLogger("torsion.internet")
 
@@ -74,6 +90,7 @@ class StandardIO(asyncio.Transport):
         self._same_file = False
         self._released: set[int] = set()
         self._connected: asyncio.Future[None] = loop.create_future()
+        self._closed_waiters: list[Deferred[None]] = []
 
     # -- the transport ---------------------------------------------------------------------
 
@@ -134,6 +151,18 @@ class StandardIO(asyncio.Transport):
         """Read standard input again."""
         if self._reader is not None and not self._reading_done:
             self._reader.resume_reading()
+
+    def wait_closed(self) -> Deferred[None]:
+        """Wait until both sides are finished and ``connection_lost`` was called.
+
+        Returns:
+            A Deferred that fires with None then (at once if it was already).
+        """
+        if self._lost:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._closed_waiters.append(d)
+        return d
 
     def close(self) -> None:
         """Stop reading, flush the output and close it; ``connection_lost`` follows."""
@@ -270,7 +299,12 @@ class StandardIO(asyncio.Transport):
         self._lost = True
         self._release(self.stdin)
         self._release(self.stdout)
-        self._protocol.connection_lost(self._error)
+        try:
+            self._protocol.connection_lost(self._error)
+        finally:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     def _release(self, fd: int) -> None:
         """Give the original descriptor ``fd`` back as it was, but pointing at /dev/null."""
@@ -373,3 +407,137 @@ def stdio(
         return io
 
     return Deferred.from_future(loop.create_task(connect()))
+
+
+# -- standard I/O as a server endpoint --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StandardIOAddress:
+    """The other end of the connection over standard input and output.
+
+    Whoever runs this process is at the other end; all that is known is
+    which descriptors connect to it.
+
+    Attributes:
+        stdin: The descriptor read.
+        stdout: The descriptor written.
+    """
+
+    stdin: int = 0
+    stdout: int = 1
+
+    def __str__(self) -> str:
+        if (self.stdin, self.stdout) == (0, 1):
+            return "stdio"
+        return f"stdio:{self.stdin},{self.stdout}"
+
+
+class ReactorStdio(Protocol):
+    """What connects a protocol to standard I/O (the reactor's ``stdio``)."""
+
+    def stdio(
+        self, protocol: asyncio.Protocol, *, stdin: int = 0, stdout: int = 1
+    ) -> Deferred[StandardIO]:
+        """Connect ``protocol`` to standard input and output; see ``stdio``."""
+        ...
+
+
+class StandardIOPort:
+    """The one connection a ``StandardIOEndpoint`` serves, as its listening port.
+
+    Standard I/O carries one connection, made when listening starts, so
+    there is nothing else to stop: ``stop_listening`` closes that connection
+    (``StandardIO.close``: stop reading the input, flush the output, close
+    it). A ``Factory`` is stopped once the connection is over, however it
+    ended.
+
+    Attributes:
+        transport: The ``StandardIO`` transport of the connection.
+    """
+
+    def __init__(self, address: StandardIOAddress, transport: StandardIO) -> None:
+        self._address = address
+        self.transport = transport
+
+    @property
+    def address(self) -> Address:
+        """The ``StandardIOAddress`` of the descriptors served."""
+        # Address names the socket addresses; the port's is this one.
+        return cast(Address, self._address)
+
+    def stop_listening(self) -> Deferred[None]:
+        """Close the connection over standard I/O.
+
+        Returns:
+            A Deferred that fires once the protocol's ``connection_lost`` was
+            called (at once if the connection was over already).
+        """
+        self.transport.close()
+        return self.transport.wait_closed()
+
+    def __repr__(self) -> str:
+        return f"<StandardIOPort {self._address} {self.transport!r}>"
+
+
+class StandardIOEndpoint:
+    """Serves one connection over this process's standard input and output.
+
+    ``listen`` calls the factory once, with a ``StandardIOAddress``, and
+    connects its protocol with ``stdio``; see ``StandardIOPort`` for what
+    stopping means.
+
+    Args:
+        reactor: Connects standard I/O (``Reactor.stdio``).
+        stdin: The descriptor to read (0 by default).
+        stdout: The descriptor to write (1 by default).
+    """
+
+    def __init__(self, reactor: ReactorStdio, *, stdin: int = 0, stdout: int = 1) -> None:
+        self._reactor = reactor
+        self.stdin = stdin
+        self.stdout = stdout
+
+    def listen(self, factory: ProtocolFactory) -> Deferred[ListeningPort]:
+        """Make the protocol and connect it to standard I/O.
+
+        Returns:
+            A Deferred that fires with the ``StandardIOPort`` once the
+            protocol's ``connection_made`` was called. It fails with the
+            ``OSError`` that kept standard I/O from being used (a closed
+            descriptor), with what the factory raised, or with
+            ``ConnectionRefusedError`` if the factory returned None.
+        """
+        address = StandardIOAddress(self.stdin, self.stdout)
+        if isinstance(factory, Factory):
+            factory.start()
+        try:
+            # Address names the socket addresses; a factory takes any.
+            protocol = factory(cast(Address, address))
+        except Exception as exc:
+            _stop_factory(factory)
+            return fail(exc)
+        if protocol is None:
+            _stop_factory(factory)
+            return fail(ConnectionRefusedError(f"the factory refused a connection on {address}"))
+
+        def connected(transport: StandardIO) -> ListeningPort:
+            transport.wait_closed().add_callback(lambda _: _stop_factory(factory))
+            return StandardIOPort(address, transport)
+
+        def failed(exc: BaseException) -> ListeningPort:
+            _stop_factory(factory)
+            raise exc
+
+        connecting = self._reactor.stdio(
+            cast(asyncio.Protocol, protocol), stdin=self.stdin, stdout=self.stdout
+        )
+        return connecting.add_callbacks(connected, failed)
+
+    def __repr__(self) -> str:
+        return f"<StandardIOEndpoint {StandardIOAddress(self.stdin, self.stdout)}>"
+
+
+def _stop_factory(factory: ProtocolFactory) -> None:
+    if isinstance(factory, Factory):
+        factory.stop()
