@@ -16,6 +16,8 @@ Families by meaning, so that callers can catch what they can act on::
     ├── CannotSpawnError (+OSError)  a child process could not be started
     ├── ProcessExitedError (+ProcessLookupError) a signal was to go to a child
     │                               that had already exited
+    ├── ProcessFailedError (+ConnectionError) a child process connected to a
+    │                               protocol ended without success
     ├── DNSLookupError (+OSError)    a host name could not be resolved
     ├── TooManyFDsError (+ConnectionError) a peer passed more file descriptors
     │                               than one message may carry
@@ -57,6 +59,7 @@ __all__ = [
     "FailureGroup",
     "LoopingCallError",
     "ProcessExitedError",
+    "ProcessFailedError",
     "QueueOverflowError",
     "ReactorAlreadyRunningError",
     "ReactorError",
@@ -155,6 +158,26 @@ class ProcessExitedError(TorsionError, ProcessLookupError):
         super().__init__(errno.ESRCH, f"process {pid} has already {status or 'exited'}")
         self.pid = pid
         self.status = status
+
+
+class ProcessFailedError(TorsionError, ConnectionError):
+    """A child process ended without success: a non-zero exit code, or a signal.
+
+    A stream protocol connected to a child (``ProcessEndpoint``) gets it in
+    ``connection_lost``; a child that exits with code 0 ends the connection
+    cleanly (None) instead.
+
+    Attributes:
+        status: How the child ended (``ProcessExited`` or ``ProcessTerminated``).
+        pid: The child's process id.
+        executable: The program it ran.
+    """
+
+    def __init__(self, status: ProcessStatus, *, pid: int, executable: str) -> None:
+        super().__init__(f"process {pid} ({executable}) {status}")
+        self.status = status
+        self.pid = pid
+        self.executable = executable
 
 
 class ReactorThreadError(ReactorError):

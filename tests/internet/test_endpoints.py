@@ -23,8 +23,8 @@ from torsion.internet import (
     client_from_string,
     listen_fds,
     server_from_string,
+    wrap_client_tls,
 )
-from torsion.internet._endpoints import wrap_client_tls
 from torsion.testing import MemoryReactor, failure_result_of
 
 Wait = Callable[..., Any]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from torsion.defer import CancelledError, Deferred
-from torsion.errors import CannotSpawnError
+from torsion.errors import CannotSpawnError, ProcessFailedError
 from torsion.internet import Protocol, Reactor
 from torsion.internet._address import Address
 from torsion.internet._process_endpoint import (
@@ -29,7 +29,7 @@ from torsion.internet._process_endpoint import (
     ProcessStreamTransport,
     _StderrLines,
 )
-from torsion.internet._process_status import ProcessExited, ProcessFailedError, ProcessTerminated
+from torsion.internet._process_status import ProcessExited, ProcessTerminated
 from torsion.testing import MemoryReactor, failure_result_of, success_result_of
 
 Wait = Callable[..., Any]
@@ -126,6 +126,7 @@ def test_events_over_a_played_child() -> None:
     transport = protocol.transport
     assert isinstance(transport, ProcessStreamTransport)
     assert transport.get_extra_info("peername") == address
+    assert protocol.peer == address  # Protocol.peer reads it as it reads a socket's
     assert transport.get_extra_info("pid") == child.pid
     assert transport.get_extra_info("process") is child
     assert transport.process is child

@@ -103,6 +103,7 @@ def echo_over_pipes(r: Reactor, wait: Wait) -> None:
         assert isinstance(io, StandardIO)
         assert protocol.events[0] == "made"
         assert io.get_extra_info("stdin") == in_read
+        assert protocol.peer == StandardIOAddress(in_read, out_write)
         assert io.get_protocol() is protocol
         assert io.can_write_eof()
         os.write(in_write, b"world")

@@ -13,11 +13,13 @@ process); ``ClientService`` keeps a connection up.
 one in ``torsion.testing``. ``react`` runs a program's main function.
 """
 
-from torsion.errors import CannotSpawnError, ProcessExitedError
+from torsion.errors import CannotSpawnError, ProcessExitedError, ProcessFailedError
 from torsion.internet._address import (
     Address,
     IPv4Address,
     IPv6Address,
+    ProcessAddress,
+    StandardIOAddress,
     UNIXAddress,
     to_address,
     to_sockaddr,
@@ -47,6 +49,7 @@ from torsion.internet._endpoints import (
     UNIXClientEndpoint,
     UNIXServerEndpoint,
     listen_fds,
+    wrap_client_tls,
 )
 from torsion.internet._fdesc import (
     FileDescriptor,
@@ -67,14 +70,9 @@ from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
 from torsion.internet._process import ProcessProtocol, ProcessTransport
-from torsion.internet._process_endpoint import (
-    ProcessAddress,
-    ProcessEndpoint,
-    ProcessStreamTransport,
-)
+from torsion.internet._process_endpoint import ProcessEndpoint, ProcessStreamTransport
 from torsion.internet._process_status import (
     ProcessExited,
-    ProcessFailedError,
     ProcessStatus,
     ProcessTerminated,
     signal_number,
@@ -87,7 +85,6 @@ from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._spawn import ReactorProcess, spawn_process
 from torsion.internet._stdio import (
     StandardIO,
-    StandardIOAddress,
     StandardIOEndpoint,
     StandardIOPort,
     stdio,
@@ -106,6 +103,7 @@ from torsion.internet._tls import (
 from torsion.internet._udp import DatagramProtocol, ReactorUDP, UDPListeningPort, UDPPort
 from torsion.internet._unix import ReactorUNIX, UnixCredentials, UnixPath, peer_credentials
 from torsion.internet._unix_datagram import UNIXDatagramPort
+from torsion.internet._wrapping import ProtocolWrapper, TransportWrapper
 
 __all__ = [
     "MAX_FDS",
@@ -147,6 +145,7 @@ __all__ = [
     "Producer",
     "Protocol",
     "ProtocolFactory",
+    "ProtocolWrapper",
     "Reactor",
     "ReactorCore",
     "ReactorFDs",
@@ -174,6 +173,7 @@ __all__ = [
     "TLSServerEndpoint",
     "ThreadPool",
     "ThreadRunner",
+    "TransportWrapper",
     "TriggerId",
     "UDPListeningPort",
     "UDPPort",
@@ -210,4 +210,5 @@ __all__ = [
     "to_sockaddr",
     "wait_readable",
     "wait_writable",
+    "wrap_client_tls",
 ]

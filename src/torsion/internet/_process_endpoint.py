@@ -26,18 +26,18 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar, cast
 
 from torsion.defer import Deferred, fail
-from torsion.internet._address import Address
+from torsion.errors import ProcessFailedError
+from torsion.internet._address import Address, ProcessAddress
 from torsion.internet._child import ChildFD, StrPath
 from torsion.internet._client_service import ClientEndpoint
 from torsion.internet._process import ProcessProtocol, ProcessTransport
-from torsion.internet._process_status import ProcessExited, ProcessFailedError, ProcessStatus
+from torsion.internet._process_status import ProcessExited, ProcessStatus
 from torsion.internet._spawn import ReactorProcess
 
-__all__ = ["ProcessAddress", "ProcessEndpoint", "ProcessStreamTransport", "StderrMode"]
+__all__ = ["ProcessEndpoint", "ProcessStreamTransport", "StderrMode"]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -50,22 +50,6 @@ StderrMode: TypeAlias = Literal["log", "drop", "pass"]
 MAX_STDERR_LINE = 4096
 
 _stderr_log = logging.getLogger("torsion.internet.process")
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessAddress:
-    """The other end of a connection to a child process.
-
-    Attributes:
-        executable: The program, as it was given to the endpoint.
-        pid: The child's process id.
-    """
-
-    executable: str
-    pid: int
-
-    def __str__(self) -> str:
-        return f"{self.executable}[{self.pid}]"
 
 
 class ProcessEndpoint:
@@ -339,7 +323,7 @@ class _Bridge(ProcessProtocol, Generic[P]):
         address = ProcessAddress(self._executable, transport.pid)
         try:
             # Address names the socket addresses; a factory takes any.
-            protocol = cast(asyncio.Protocol, self._factory(cast(Address, address)))
+            protocol = cast(asyncio.Protocol, self._factory(address))
             stream = ProcessStreamTransport(transport, protocol, address)
             self._stream = stream
             protocol.connection_made(stream)

@@ -3,8 +3,8 @@
 A child either exits by itself, with a code (``ProcessExited``), or is ended
 by a signal (``ProcessTerminated``); ``ProcessStatus`` is either. Both are
 small frozen dataclasses to match on. Where an ending must be an exception
-(a stream protocol's ``connection_lost``), ``ProcessFailedError`` carries
-the status of a child that did not succeed. ``status_from_returncode`` reads
+(a stream protocol's ``connection_lost``), ``torsion.errors.ProcessFailedError``
+carries the status of a child that did not succeed. ``status_from_returncode`` reads
 ``subprocess``'s convention (minus the signal's number), and
 ``signal_number`` accepts a signal as "TERM", "SIGTERM" or 15.
 """
@@ -15,11 +15,8 @@ import signal as _signal
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from torsion.errors import TorsionError
-
 __all__ = [
     "ProcessExited",
-    "ProcessFailedError",
     "ProcessStatus",
     "ProcessTerminated",
     "signal_number",
@@ -86,26 +83,6 @@ class ProcessTerminated:
 ProcessStatus: TypeAlias = ProcessExited | ProcessTerminated
 """How a child process ended; match on the type, or read ``exit_code`` and
 ``signal`` (one of them is None) and ``success``."""
-
-
-class ProcessFailedError(TorsionError, ConnectionError):
-    """A child process ended without success: a non-zero exit code, or a signal.
-
-    A stream protocol connected to a child (``ProcessEndpoint``) gets it in
-    ``connection_lost``; a child that exits with code 0 ends the connection
-    cleanly (None) instead.
-
-    Attributes:
-        status: How the child ended (``ProcessExited`` or ``ProcessTerminated``).
-        pid: The child's process id.
-        executable: The program it ran.
-    """
-
-    def __init__(self, status: ProcessStatus, *, pid: int, executable: str) -> None:
-        super().__init__(f"process {pid} ({executable}) {status}")
-        self.status = status
-        self.pid = pid
-        self.executable = executable
 
 
 def status_from_returncode(returncode: int) -> ProcessStatus:

@@ -23,11 +23,10 @@ import errno
 import logging
 import os
 import stat
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 from torsion.defer import Deferred, fail, succeed
-from torsion.internet._address import Address
+from torsion.internet._address import Address, StandardIOAddress
 from torsion.internet._fdesc import (
     HIGH_WATER,
     FDWriteTransport,
@@ -41,7 +40,6 @@ from torsion.internet._protocol import Factory, ProtocolFactory
 __all__ = [
     "ReactorStdio",
     "StandardIO",
-    "StandardIOAddress",
     "StandardIOEndpoint",
     "StandardIOPort",
     "stdio",
@@ -70,7 +68,10 @@ class StandardIO(asyncio.Transport):
     def __init__(
         self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, stdin: int, stdout: int
     ) -> None:
-        super().__init__({"stdin": stdin, "stdout": stdout})
+        # "peername" too, so that Protocol.peer works over standard I/O.
+        super().__init__(
+            {"stdin": stdin, "stdout": stdout, "peername": StandardIOAddress(stdin, stdout)}
+        )
         self.stdin = stdin
         self.stdout = stdout
         self._loop = loop
@@ -412,27 +413,6 @@ def stdio(
 # -- standard I/O as a server endpoint --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class StandardIOAddress:
-    """The other end of the connection over standard input and output.
-
-    Whoever runs this process is at the other end; all that is known is
-    which descriptors connect to it.
-
-    Attributes:
-        stdin: The descriptor read.
-        stdout: The descriptor written.
-    """
-
-    stdin: int = 0
-    stdout: int = 1
-
-    def __str__(self) -> str:
-        if (self.stdin, self.stdout) == (0, 1):
-            return "stdio"
-        return f"stdio:{self.stdin},{self.stdout}"
-
-
 class ReactorStdio(Protocol):
     """What connects a protocol to standard I/O (the reactor's ``stdio``)."""
 
@@ -464,7 +444,7 @@ class StandardIOPort:
     def address(self) -> Address:
         """The ``StandardIOAddress`` of the descriptors served."""
         # Address names the socket addresses; the port's is this one.
-        return cast(Address, self._address)
+        return self._address
 
     def stop_listening(self) -> Deferred[None]:
         """Close the connection over standard I/O.
@@ -513,7 +493,7 @@ class StandardIOEndpoint:
             factory.start()
         try:
             # Address names the socket addresses; a factory takes any.
-            protocol = factory(cast(Address, address))
+            protocol = factory(address)
         except Exception as exc:
             _stop_factory(factory)
             return fail(exc)
