@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torsion.internet import Protocol, Reactor
+from torsion.protocols import _lines
 from torsion.protocols._framing import LineTooLongError
 from torsion.protocols._lines import (
     LineDecoder,
@@ -371,6 +373,23 @@ def test_bytes_fed_from_a_callback_come_after_what_is_held() -> None:
     assert events == [b"a", b"b", b"cfed"]
 
 
+def test_bytes_fed_from_a_callback_that_then_pauses_are_held_in_order() -> None:
+    events: list[bytes] = []
+
+    def line_received(line: bytes) -> None:
+        events.append(line)
+        if line == b"a":
+            decoder.receive_data(b"fed\n")
+            decoder.pause()
+
+    decoder = LineDecoder(line_received, delimiter=b"\n")
+    decoder.receive_data(b"a\nb\n")
+    assert events == [b"a"]
+    assert decoder.buffered == len(b"b\nfed\n")
+    decoder.resume()
+    assert events == [b"a", b"b", b"fed"]
+
+
 def test_a_callback_that_raises_loses_no_line() -> None:
     events: list[bytes] = []
 
@@ -398,23 +417,42 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 delimiters = st.sampled_from([b"\r\n", b"\n", b"\x00", b"<END>", b"aa"])
 
 
+# Windows much smaller than the default, so that reads span many of them.
+windows = st.sampled_from([1, 2, 7, 50, _lines.WINDOW])
+
+
 @settings(max_examples=300)
 @given(
     delimiter=delimiters,
     lines=st.lists(st.binary(max_size=30), max_size=30),
     cuts=st.lists(st.integers(0, 2000), max_size=30),
+    window=windows,
+    limit=st.integers(0, 35),
 )
 def test_lines_round_trip_in_any_chunking(
-    delimiter: bytes, lines: list[bytes], cuts: list[int]
+    delimiter: bytes, lines: list[bytes], cuts: list[int], window: int, limit: int
 ) -> None:
     # Only lines that a delimiter can end unambiguously.
     lines = [line for line in lines if (line + delimiter).find(delimiter) == len(line)]
     stream = b"".join(line + delimiter for line in lines)
-    seen: list[bytes] = []
-    decoder = LineDecoder(seen.append, delimiter=delimiter)
-    for chunk in chunked(stream, cuts):
-        decoder.receive_data(chunk)
-    assert seen == lines
+    events: list[Event] = []
+    decoder = LineDecoder(
+        lambda line: events.append(("line", line)),
+        line_length_exceeded=lambda line: events.append(("long", line)),
+        delimiter=delimiter,
+        max_length=limit,
+    )
+    with mock.patch.object(_lines, "WINDOW", window):
+        for chunk in chunked(stream, cuts):
+            decoder.receive_data(chunk)
+    assert lines_of(events) == [line for line in lines if len(line) <= limit]
+    # A long line is reported once: whole, or as much of it as had arrived.
+    long_lines = [line for line in lines if len(line) > limit]
+    reported = [value for kind, value in events if kind == "long"]
+    assert len(reported) == len(long_lines)
+    for line, start in zip(long_lines, reported, strict=True):
+        assert line.startswith(start)
+        assert len(start) > limit
     assert decoder.buffered == 0
 
 
@@ -473,17 +511,20 @@ def switching_streams(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=300)
-@given(stream=switching_streams(), cuts=st.lists(st.integers(0, 600), max_size=40))
+@given(
+    stream=switching_streams(),
+    cuts=st.lists(st.integers(0, 600), max_size=40),
+    window=windows,
+)
 def test_mode_switches_pauses_and_new_delimiters_lose_or_reorder_no_byte(
-    stream: bytes, cuts: list[int]
+    stream: bytes, cuts: list[int], window: int
 ) -> None:
     replayer = Replayer()
-    for chunk in chunked(stream, cuts):
-        replayer.decoder.receive_data(chunk)
-        while replayer.decoder.paused:
-            replayer.decoder.resume()
-    while replayer.decoder.paused:
-        replayer.decoder.resume()
+    with mock.patch.object(_lines, "WINDOW", window):
+        for chunk in chunked(stream, cuts):
+            replayer.decoder.receive_data(chunk)
+            while replayer.decoder.paused:
+                replayer.decoder.resume()
     assert b"".join(replayer.out) == stream
     assert replayer.decoder.buffered == 0
 

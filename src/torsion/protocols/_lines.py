@@ -6,11 +6,14 @@ reordering a byte, which is what SMTP ``DATA``, IMAP literals and HTTP
 bodies need, and it can pause. ``LineReceiver`` is a ``Protocol`` over it;
 ``LineOnlyReceiver`` is the same without raw mode.
 
-The cost is linear in the data, never in what is buffered: each read is
-split once with ``bytes.split`` and its lines handed out in turn, and only
-the tail without a delimiter is kept, bounded by ``max_length``. A line
-longer than that is reported as soon as it is known to be, not after
-buffering it whole.
+The cost is linear in the data, never in what is buffered. A read is split
+with ``bytes.split`` a window of at most ``WINDOW`` bytes at a time and its
+lines handed out in turn; the position in the read is an offset, so nothing
+is copied per line, and a switch of mode or delimiter mid-read costs at most
+one window's split again (plus handing the rest of the read over as raw
+data, which the raw callback asks for). Only the tail without a delimiter
+is kept, bounded by ``max_length``; a line longer than that is reported as
+soon as it is known to be, not after buffering it whole.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ __all__ = ["LineDecoder", "LineOnlyReceiver", "LineReceiver"]
 
 DEFAULT_DELIMITER = b"\r\n"
 DEFAULT_MAX_LINE = 16384
+# The most bytes split at once. Larger windows cost less per read; smaller
+# ones waste less splitting when a callback changes how the rest is read.
+WINDOW = 16384
 
 
 class LineDecoder(Decoder):
@@ -74,11 +80,18 @@ class LineDecoder(Decoder):
         self._raw = False
         # Dropping the rest of a line that was too long, up to its delimiter.
         self._discarding = False
-        # The lines split off the buffer and not yet delivered come before
-        # ``_buffer``. While they are being delivered this is the very
+        # The bytes not yet read are ``_buffer[_start:]``.
+        self._start = 0
+        # Bytes fed from inside a callback, read after everything else; kept
+        # apart so that ``_buffer`` stays the one the offsets are into.
+        self._fed: list[bytes] = []
+        # The lines split off ``_buffer`` and not yet delivered, which end at
+        # ``_batch_end`` (each followed by its delimiter) and come before
+        # ``_start``. While they are being delivered this is the very
         # iterator the delivery loop runs on, so that exhausting it ends the
         # loop after the current line (see ``_rewind``).
         self._batch: Iterator[bytes] = iter(())
+        self._batch_end = 0
         self._batch_delimiter = self._delimiter
 
     @property
@@ -110,6 +123,35 @@ class LineDecoder(Decoder):
         """Whether bytes are read as lines (else they are delivered raw)."""
         return not self._raw
 
+    @property
+    def buffered(self) -> int:
+        """How many bytes are held and not delivered yet."""
+        return len(self._buffer) - self._start + sum(map(len, self._fed))
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received; complete lines are delivered before it returns.
+
+        Called from inside a callback, it only queues the bytes: they are
+        read after everything held before them. Ignored once closed.
+
+        Args:
+            data: The next bytes of the stream, in any split.
+        """
+        if self._closed:
+            return
+        if self._delivering:
+            self._fed.append(data)
+            return
+        start = self._start
+        if start < len(self._buffer):
+            # What is held is a partial line, or what came while paused.
+            self._buffer = self._buffer[start:] + data
+        else:
+            self._buffer = data
+        self._start = 0
+        if not self._paused:
+            self._deliver()
+
     def set_raw_mode(self) -> None:
         """Deliver the bytes from here on to ``raw_data_received``, as they come.
 
@@ -140,7 +182,8 @@ class LineDecoder(Decoder):
             self._raw = False
             self._discarding = False
         if extra and not self._closed:
-            self._buffer = extra + self._buffer
+            self._buffer = extra + self._buffer[self._start :]
+            self._start = 0
         self._kick()
 
     def pause(self) -> None:
@@ -152,72 +195,104 @@ class LineDecoder(Decoder):
         """Drop what is held and deliver nothing more, ever."""
         self._rewind()
         super().close()
+        self._start = 0
+        self._fed = []
 
     def _rewind(self) -> None:
-        """Put the lines split off and not delivered back in front of the buffer.
+        """Give the lines split off and not delivered back to the bytes to read.
 
         Exhausting the batch iterator ends the delivery loop running on it,
         after the line whose callback called us.
         """
         rest = list(self._batch)
         if rest:
-            rest.append(self._buffer)
-            self._buffer = self._batch_delimiter.join(rest)
+            size = sum(map(len, rest)) + len(rest) * len(self._batch_delimiter)
+            self._start = self._batch_end - size
+
+    def _take_fed(self) -> None:
+        """Append the bytes fed during callbacks to those held."""
+        fed = b"".join(self._fed)
+        self._fed = []
+        self._buffer = self._buffer[self._start :] + fed
+        self._start = 0
 
     def _deliver(self) -> None:
         self._delivering = True
         try:
             while not (self._paused or self._closed):
+                if self._fed:
+                    self._take_fed()
                 if self._raw:
-                    data = self._buffer
-                    if not data:
+                    buf = self._buffer
+                    start = self._start
+                    if start >= len(buf):
                         break
                     self._buffer = b""
+                    self._start = 0
                     on_raw = self._on_raw
                     assert on_raw is not None  # set_raw_mode checked
-                    on_raw(data)
+                    on_raw(buf[start:] if start else buf)
                     if self._stopped():
                         break
-                elif not self._lines():
+                elif not (self._lines() or self._fed):
                     break
         except BaseException:
-            # A callback raised: the lines after its line stay buffered.
+            # A callback raised: the lines after its line are kept.
             self._rewind()
             raise
         finally:
             self._delivering = False
+            if self._fed and not self._closed:
+                self._take_fed()
 
     def _lines(self) -> bool:
-        """Deliver the complete lines held; return whether there may be more to do."""
+        """Deliver a window's complete lines; return whether there may be more."""
         buf = self._buffer
+        start = self._start
         delimiter = self._delimiter
         if self._discarding:
-            end = buf.find(delimiter)
-            if end < 0:
-                keep = _partial_delimiter(buf, delimiter)
+            found = buf.find(delimiter, start)
+            if found < 0:
+                keep = _partial_delimiter(buf, start, delimiter)
                 self._buffer = buf[len(buf) - keep :] if keep else b""
+                self._start = 0
                 return False
             self._discarding = False
-            self._buffer = buf = buf[end + len(delimiter) :]
-        if delimiter not in buf:
-            return len(buf) > self._max_length and self._check_partial(buf, delimiter)
-        lines = buf.split(delimiter)
-        tail = lines.pop()
-        held = tail
+            start = self._start = found + len(delimiter)
+        if len(buf) - start > WINDOW:
+            found = buf.rfind(delimiter, start, start + WINDOW)
+            if found < 0:
+                # None ends inside the window: the first line is longer.
+                found = buf.find(delimiter, max(start, start + WINDOW - len(delimiter) + 1))
+                if found < 0:
+                    return self._check_partial(buf, start, delimiter)
+            stop = found + len(delimiter)
+            piece = buf[start:stop]
+        elif buf.find(delimiter, start) < 0:
+            return self._check_partial(buf, start, delimiter)
+        else:
+            stop = len(buf)
+            piece = buf[start:] if start else buf
+        lines = piece.split(delimiter)
+        tail = lines.pop()  # empty unless the window reaches the end
+        batch_end = stop - len(tail)
         limit = self._max_length
-        if len(buf) - len(tail) > limit:
-            first = _first_too_long(buf, len(buf) - len(tail), lines, limit, delimiter)
+        more = stop < len(buf)
+        if len(piece) - len(tail) > limit:
+            first = _first_too_long(piece, len(piece) - len(tail), lines, limit, delimiter)
             if first == 0:
                 line = lines[0]
-                self._buffer = buf[len(line) + len(delimiter) :]
+                self._start = start + len(line) + len(delimiter)
                 return self._too_long(line)
             if first > 0:
                 # Deliver the lines before it; it comes first next time round.
-                held = delimiter.join([*lines[first:], tail])
                 del lines[first:]
-        self._buffer = held
-        self._batch = batch = iter(lines)
+                batch_end = start + sum(map(len, lines)) + first * len(delimiter)
+                more = True
+        self._start = batch_end
+        self._batch_end = batch_end
         self._batch_delimiter = delimiter
+        self._batch = batch = iter(lines)
         on_line = self._on_line
         stop_when = self.stop_when
         if stop_when is None:
@@ -232,25 +307,30 @@ class LineDecoder(Decoder):
         if self._paused or self._closed:
             return False
         if (
-            self._buffer is tail
-            and held is tail
-            and self._delimiter is delimiter
-            and not self._raw
+            more
+            or self._start != batch_end
+            or self._buffer is not buf
+            or self._delimiter is not delimiter
+            or self._raw
         ):
-            # Nothing changed during the callbacks: the tail has no delimiter.
-            return len(tail) > self._max_length and self._check_partial(tail, delimiter)
-        return True
+            return True
+        # Nothing changed during the callbacks, and the tail has no delimiter.
+        return len(tail) > limit and self._check_partial(buf, batch_end, delimiter)
 
-    def _check_partial(self, buf: bytes, delimiter: bytes) -> bool:
-        """Report a partial line as too long once it is; return whether it was."""
+    def _check_partial(self, buf: bytes, start: int, delimiter: bytes) -> bool:
+        """Report the partial line ``buf[start:]`` once it is too long; return whether it was."""
         limit = self._max_length
-        # Its last bytes may be the start of a delimiter, not of the line.
-        keep = _partial_delimiter(buf, delimiter)
-        if len(buf) - keep <= limit:
+        if len(buf) - start <= limit:
             return False
-        self._buffer = buf[len(buf) - keep :] if keep else b""
+        # Its last bytes may be the start of a delimiter, not of the line.
+        keep = _partial_delimiter(buf, start, delimiter)
+        end = len(buf) - keep
+        if end - start <= limit:
+            return False
+        self._buffer = buf[end:] if keep else b""
+        self._start = 0
         self._discarding = True
-        return self._too_long(buf[: len(buf) - keep])
+        return self._too_long(buf[start:end])
 
     def _too_long(self, line: bytes) -> bool:
         on_too_long = self._on_too_long
@@ -266,10 +346,10 @@ def _check_delimiter(delimiter: bytes) -> bytes:
     return delimiter
 
 
-def _partial_delimiter(data: bytes, delimiter: bytes) -> int:
-    """Return the length of the longest start of ``delimiter`` that ends ``data``."""
-    for size in range(min(len(delimiter) - 1, len(data)), 0, -1):
-        if data.endswith(delimiter[:size]):
+def _partial_delimiter(data: bytes, start: int, delimiter: bytes) -> int:
+    """Return the length of the longest start of ``delimiter`` that ends ``data[start:]``."""
+    for size in range(min(len(delimiter) - 1, len(data) - start), 0, -1):
+        if data.endswith(delimiter[:size], start):
             return size
     return 0
 
