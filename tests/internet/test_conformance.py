@@ -1,4 +1,4 @@
-"""Every stream transport passes the conformance suite: loopback, TCP, TLS, Unix."""
+"""Every stream transport passes the conformance suite: loopback, TCP, TLS, Unix, wrappers."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import trustme
 
 from torsion.defer import Deferred
 from torsion.internet import Connector, Listener, Reactor, ServerTLS, client_context, server_tls
+from torsion.protocols import ConnectionLimit, IdleTimeout, Throttle
 from torsion.testing import PairMaker, RecordingProtocol, loopback, transport_checks
 
 Check = Callable[[PairMaker], Awaitable[Any]]
@@ -118,3 +119,24 @@ async def test_unix(check: Check, loop: str, reactor: Reactor) -> None:
                 lambda _, factory: reactor.connect_unix(path, factory),
             )
         )
+
+
+def wrapped_tcp_pairs(reactor: Reactor) -> PairMaker:
+    """TCP with the server behind every policy wrapper torsion.protocols has."""
+    limit = ConnectionLimit(reactor, total=100, per_address=10)
+    throttle = Throttle(reactor, read_rate=1e9, write_rate=1e9)
+    idle = IdleTimeout(reactor, 60)
+
+    def wrap(accept: Callable[[object], RecordingProtocol]) -> Any:
+        return idle.wrap(throttle.wrap(limit.wrap(accept)))  # type: ignore[arg-type]
+
+    return pairs(
+        lambda accept: reactor.listen_tcp(0, wrap(accept), interface="127.0.0.1"),
+        lambda address, factory: reactor.connect_tcp("127.0.0.1", address.port, factory),
+    )
+
+
+@ON_BOTH_LOOPS
+@CHECKS
+async def test_tcp_through_policy_wrappers(check: Check, loop: str, reactor: Reactor) -> None:
+    await check(wrapped_tcp_pairs(reactor))
