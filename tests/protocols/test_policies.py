@@ -15,11 +15,12 @@ from torsion.internet import (
     IPv4Address,
     IPv6Address,
     Protocol,
+    ProtocolWrapper,
     Reactor,
+    TransportWrapper,
     UNIXAddress,
     client_context,
 )
-from torsion.internet._wrapping import ProtocolWrapper, TransportWrapper
 from torsion.protocols import Echo
 from torsion.protocols._idle import IdleTimeout
 from torsion.protocols._limits import ConnectionLimit, ConnectionRateLimit, client_key

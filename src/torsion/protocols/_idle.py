@@ -15,8 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from torsion.internet import Address, Clock, DelayedCall, ProtocolFactory
-from torsion.internet._wrapping import ProtocolWrapper, TransportWrapper
+from torsion.internet import (
+    Address,
+    Clock,
+    DelayedCall,
+    ProtocolFactory,
+    ProtocolWrapper,
+    TransportWrapper,
+)
 
 __all__ = ["IdleTimeout"]
 

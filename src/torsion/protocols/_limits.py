@@ -21,8 +21,14 @@ import ipaddress
 import logging
 from collections.abc import Callable
 
-from torsion.internet import Address, Clock, IPv4Address, IPv6Address, ProtocolFactory
-from torsion.internet._wrapping import ProtocolWrapper
+from torsion.internet import (
+    Address,
+    Clock,
+    IPv4Address,
+    IPv6Address,
+    ProtocolFactory,
+    ProtocolWrapper,
+)
 
 __all__ = ["ConnectionLimit", "ConnectionRateLimit", "RefusalLog", "client_key"]
 

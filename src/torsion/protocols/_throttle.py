@@ -20,8 +20,14 @@ import asyncio
 import collections
 import ssl
 
-from torsion.internet import Address, Clock, DelayedCall, ProtocolFactory
-from torsion.internet._wrapping import ProtocolWrapper, TransportWrapper
+from torsion.internet import (
+    Address,
+    Clock,
+    DelayedCall,
+    ProtocolFactory,
+    ProtocolWrapper,
+    TransportWrapper,
+)
 
 __all__ = ["Throttle", "TokenBucket"]
 
