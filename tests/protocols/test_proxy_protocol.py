@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Iterator
@@ -339,6 +340,36 @@ def test_only_trusted_peers_may_send_headers(caplog: pytest.LogCaptureFixture) -
     assert wrapper(IPv6Address("2001:db9::1", 1)) is None
     # The socket file's permissions guard a Unix socket.
     assert isinstance(wrapper(UNIXAddress(None)), _HeaderReceiver)
+
+
+class FakeSocket:
+    def __init__(self, family: socket.AddressFamily) -> None:
+        self.family = family
+
+
+@pytest.mark.parametrize(
+    ("family", "refused"), [(socket.AF_INET, True), (socket.AF_UNIX, False), (None, False)]
+)
+def test_an_unknown_peer_is_trusted_only_on_a_unix_socket(
+    caplog: pytest.LogCaptureFixture, family: socket.AddressFamily | None, refused: bool
+) -> None:
+    # A TCP client that reset before it was accepted has no readable peer;
+    # the listener reports an unnamed Unix peer, which must not pass as one.
+    clock = Clock()
+    wrapper = ProxyProtocolFactory(Made(), clock=clock, trusted=["10.0.0.0/8"])
+    reader = wrapper(UNIXAddress(None))
+    assert reader is not None
+    extra = {} if family is None else {"socket": FakeSocket(family)}
+    transport = StringTransport(reader, peer=None, extra=extra)
+    with caplog.at_level(logging.WARNING, LOGGER):
+        reader.connection_made(transport)
+    assert transport.aborted is refused
+    assert bool(records(caplog)) is refused
+    assert wrapper.connections == (0 if refused else 1)
+    assert len(clock.get_delayed_calls()) == (0 if refused else 1)
+    reader.connection_lost(None)
+    assert clock.get_delayed_calls() == []
+    assert wrapper.connections == 0
 
 
 def test_options_are_checked_at_once() -> None:

@@ -31,6 +31,7 @@ import asyncio
 import enum
 import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, TypeAlias, TypeVar, cast
@@ -48,6 +49,7 @@ from torsion.internet import (
     ProtocolFactory,
     ServerEndpoint,
     ServerTLS,
+    UNIXAddress,
     to_address,
     to_sockaddr,
 )
@@ -291,8 +293,8 @@ class ProxyProtocolFactory(Factory[asyncio.Protocol]):
         timeout: Seconds the whole header may take to arrive.
         trusted: The networks whose peers may send headers; a connection
             from any other IP address is closed at once. None trusts every
-            peer. Unix-socket peers are always trusted (the socket file's
-            permissions say who may connect).
+            peer. Peers on a Unix socket are always trusted (the socket
+            file's permissions say who may connect).
         allow_local: Accept LOCAL commands (health checks).
         tls: Run a server-side TLS handshake after the header, before the
             protocol is made (for a balancer passing TLS through in TCP
@@ -414,8 +416,19 @@ class _HeaderReceiver(asyncio.Protocol):
     # -- the transport's calls ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start the clock on the header."""
+        """Start the clock on the header (or refuse a peer that cannot be vouched for)."""
         self._transport = cast(asyncio.Transport, transport)
+        if self._owner.trusted is not None and isinstance(self._peer, UNIXAddress):
+            # The listener reports a peer it could not read (a TCP client
+            # that reset before it was accepted, on uvloop) as an unnamed
+            # Unix peer; only a real Unix socket earns a Unix peer's trust.
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family != socket.AF_UNIX:
+                self._state = _State.CLOSED
+                self._owner.connections -= 1
+                _log.warning("Refused a connection whose peer address is unknown")
+                _abort(transport)
+                return
         self._timer = self._owner.clock.call_later(self._owner.timeout, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -473,7 +486,7 @@ class _HeaderReceiver(asyncio.Protocol):
         if header.source is None or header.destination is None:
             # LOCAL, UNKNOWN, AF_UNSPEC: the real endpoints stand (section 2.2).
             peer = self._peer
-            host = to_address(transport.get_extra_info("sockname"))
+            host = _sockname(transport)
         else:
             peer, host = header.source, header.destination
         context = self._owner._context()
@@ -606,6 +619,15 @@ class _HeaderReceiver(asyncio.Protocol):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
+
+
+def _sockname(transport: asyncio.BaseTransport) -> Address:
+    """This end's real address (an unnamed Unix address if the socket cannot say)."""
+    try:
+        return to_address(transport.get_extra_info("sockname"))
+    except (OSError, ValueError):
+        # uvloop asks the socket each time, and a socket already gone fails.
+        return UNIXAddress(None)
 
 
 def _deliver(protocol: asyncio.BaseProtocol, data: bytes) -> None:
