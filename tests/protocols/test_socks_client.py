@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from torsion.defer import CancelledError
+from torsion.errors import EndpointStringError
 from torsion.internet import (
     Address,
     HostnameEndpoint,
@@ -14,6 +15,7 @@ from torsion.internet import (
     IPv6Address,
     Protocol,
     TCPClientEndpoint,
+    client_from_string,
     parse_endpoint_string,
 )
 from torsion.protocols._socks_client import (
@@ -372,3 +374,16 @@ def test_no_socks_servers_from_strings() -> None:
     with pytest.raises(ValueError, match="client endpoint"):
         SOCKS5_ENDPOINT_KIND.server(MemoryReactor(), ("1080",), {})
     assert repr(SOCKS4A_ENDPOINT_KIND) == "<SOCKSEndpointKind socks4a>"
+
+
+def test_socks_endpoint_strings_are_found_through_the_entry_points() -> None:
+    """torsion.protocols registers its kinds as any third-party package would."""
+    reactor = MemoryReactor()
+    text = "socks5:proxy.test:1080:example.com:443:username=u:password=p"
+    five = client_from_string(reactor, text)
+    assert isinstance(five, SOCKS5ClientEndpoint)
+    assert (five.host, five.port) == ("example.com", 443)
+    four = client_from_string(reactor, "socks4a:proxy.test:1080:example.com:80")
+    assert isinstance(four, SOCKS4ClientEndpoint)
+    with pytest.raises(EndpointStringError, match="socks5: needs PROXYHOST:PROXYPORT:HOST:PORT"):
+        client_from_string(reactor, "socks5:proxy.test:1080:example.com")

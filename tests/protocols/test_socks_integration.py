@@ -14,7 +14,7 @@ from torsion.defer import Deferred
 from torsion.internet import Address, Protocol, Reactor, TCPClientEndpoint
 from torsion.protocols import Echo
 from torsion.protocols._socks_client import SOCKS4ClientEndpoint, SOCKS5ClientEndpoint
-from torsion.protocols._socks_rules import DestinationRules, allow
+from torsion.protocols._socks_rules import DestinationRules, allow_destinations
 from torsion.protocols._socks_server import SOCKSServer
 from torsion.protocols._socks_wire import ReplyCode, SOCKSAuthenticationError, SOCKSError
 from torsion.testing import require_peer
@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
 else:
     LOOPS = ["asyncio", "uvloop"]
 
-LOOPBACK = DestinationRules([allow(networks=["127.0.0.1/32"])])
+LOOPBACK = DestinationRules([allow_destinations(networks=["127.0.0.1/32"])])
 
 # curl's exit status for a SOCKS handshake the proxy refused: CURLE_PROXY (97)
 # since 7.73; older versions said 7 ("could not connect").

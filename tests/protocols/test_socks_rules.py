@@ -10,8 +10,8 @@ from torsion.protocols._socks_rules import (
     PROTECTED_NETWORKS,
     DestinationRules,
     Rule,
-    allow,
-    deny,
+    allow_destinations,
+    deny_destinations,
 )
 
 
@@ -52,7 +52,10 @@ def test_by_default_public_addresses_are_allowed(address: str) -> None:
 
 def test_first_match_wins() -> None:
     rules = DestinationRules(
-        [deny(networks=["198.51.100.7/32"]), allow(networks=["198.51.100.0/24"])],
+        [
+            deny_destinations(networks=["198.51.100.7/32"]),
+            allow_destinations(networks=["198.51.100.0/24"]),
+        ],
         default="deny",
     )
     assert not rules.check("198.51.100.7", 80).allowed
@@ -62,7 +65,7 @@ def test_first_match_wins() -> None:
 
 
 def test_a_network_rule_opens_the_protected_addresses_it_names() -> None:
-    rules = DestinationRules([allow(networks=["127.0.0.1"])])
+    rules = DestinationRules([allow_destinations(networks=["127.0.0.1"])])
     assert rules.check("127.0.0.1", 8080).allowed
     assert rules.check("::ffff:127.0.0.1", 8080).allowed  # the same address, mapped
     assert not rules.check("127.0.0.2", 8080).allowed
@@ -70,7 +73,7 @@ def test_a_network_rule_opens_the_protected_addresses_it_names() -> None:
 
 
 def test_a_name_rule_does_not_open_protected_addresses() -> None:
-    rules = DestinationRules([allow(hosts=[".corp.example"])], default="deny")
+    rules = DestinationRules([allow_destinations(hosts=[".corp.example"])], default="deny")
     assert rules.check("198.51.100.1", 80, name="www.corp.example").allowed
     # The name is allowed, but its DNS answer points inside: still refused.
     decision = rules.check("10.0.0.5", 80, name="www.corp.example")
@@ -86,7 +89,7 @@ def test_protection_can_be_turned_off() -> None:
 
 
 def test_host_patterns() -> None:
-    rule = allow(hosts=["Example.COM.", ".example.org"])
+    rule = allow_destinations(hosts=["Example.COM.", ".example.org"])
     assert rule.hosts == ("example.com", ".example.org")
     assert rule.matches("192.0.2.1", 80, name="example.com")
     assert rule.matches("192.0.2.1", 80, name="EXAMPLE.com.")
@@ -99,7 +102,7 @@ def test_host_patterns() -> None:
 
 
 def test_port_ranges() -> None:
-    rule = allow(ports=[80, (8000, 8080), range(443, 444)])
+    rule = allow_destinations(ports=[80, (8000, 8080), range(443, 444)])
     assert rule.ports == ((80, 80), (8000, 8080), (443, 443))
     for port in (80, 443, 8000, 8042, 8080):
         assert rule.matches("192.0.2.1", port)
@@ -108,7 +111,7 @@ def test_port_ranges() -> None:
 
 
 def test_every_criterion_must_match() -> None:
-    rule = deny(networks=["192.0.2.0/24"], hosts=["bad.example"], ports=[25])
+    rule = deny_destinations(networks=["192.0.2.0/24"], hosts=["bad.example"], ports=[25])
     assert rule.matches("192.0.2.9", 25, name="bad.example")
     assert not rule.matches("192.0.2.9", 26, name="bad.example")
     assert not rule.matches("198.51.100.1", 25, name="bad.example")
@@ -126,9 +129,9 @@ def test_port_zero_is_never_allowed() -> None:
 def test_names_are_decided_before_lookup_when_they_can_be() -> None:
     rules = DestinationRules(
         [
-            deny(hosts=[".blocked.example"]),
-            allow(ports=[443]),
-            allow(networks=["198.51.100.0/24"], ports=[80]),
+            deny_destinations(hosts=[".blocked.example"]),
+            allow_destinations(ports=[443]),
+            allow_destinations(networks=["198.51.100.0/24"], ports=[80]),
         ],
         default="deny",
     )
@@ -149,19 +152,19 @@ def test_names_are_decided_before_lookup_when_they_can_be() -> None:
 
 def test_rules_are_validated() -> None:
     with pytest.raises(ValueError, match="has host bits set"):
-        allow(networks=["10.0.0.1/8"])
+        allow_destinations(networks=["10.0.0.1/8"])
     with pytest.raises(ValueError, match="port range"):
-        allow(ports=[(100, 10)])
+        allow_destinations(ports=[(100, 10)])
     with pytest.raises(ValueError, match="port range"):
-        allow(ports=[70000])
+        allow_destinations(ports=[70000])
     with pytest.raises(ValueError, match="port range"):
-        allow(ports=[range(10, 20, 2)])
+        allow_destinations(ports=[range(10, 20, 2)])
     with pytest.raises(ValueError, match="not a host name"):
-        allow(hosts=["."])
+        allow_destinations(hosts=["."])
     with pytest.raises(ValueError, match="not a host name"):
-        allow(hosts=["a b"])
+        allow_destinations(hosts=["a b"])
     with pytest.raises(TypeError, match="lists of strings"):
-        allow(hosts="example.com")
+        allow_destinations(hosts="example.com")
     with pytest.raises(ValueError, match="default"):
         DestinationRules(default="maybe")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
@@ -169,7 +172,7 @@ def test_rules_are_validated() -> None:
 
 
 def test_rules_accept_network_objects() -> None:
-    rule = allow(networks=[ipaddress.ip_network("192.0.2.0/24")])
+    rule = allow_destinations(networks=[ipaddress.ip_network("192.0.2.0/24")])
     assert rule == Rule(allow=True, networks=(ipaddress.ip_network("192.0.2.0/24"),))
     assert ipaddress.ip_network("127.0.0.0/8") in PROTECTED_NETWORKS
     assert repr(DestinationRules([rule])) == "<DestinationRules 1 rules, default allow>"

@@ -10,7 +10,7 @@ import pytest
 
 from torsion.defer import Deferred
 from torsion.internet import Forwarder, IPv4Address
-from torsion.protocols._socks_rules import DestinationRules, allow, deny
+from torsion.protocols._socks_rules import DestinationRules, allow_destinations, deny_destinations
 from torsion.protocols._socks_server import SOCKSServer
 from torsion.protocols._socks_wire import (
     AddressType,
@@ -26,7 +26,7 @@ from torsion.protocols._socks_wire import (
 from torsion.testing import MemoryReactor, StringTransport
 
 PEER = IPv4Address("192.0.2.2", 5000)
-LOOPBACK = DestinationRules([allow(networks=["127.0.0.1/32"])])
+LOOPBACK = DestinationRules([allow_destinations(networks=["127.0.0.1/32"])])
 
 
 def start(**kwargs: Any) -> tuple[MemoryReactor, Any, StringTransport]:
@@ -177,7 +177,7 @@ def test_a_name_resolving_to_loopback_is_refused_like_the_address() -> None:
 
 
 def test_a_name_allowed_by_name_still_cannot_reach_inside() -> None:
-    rules = DestinationRules([allow(hosts=["inside.example"])], default="deny")
+    rules = DestinationRules([allow_destinations(hosts=["inside.example"])], default="deny")
     reactor, protocol, client = start(rules=rules)
     greet(protocol, client)
     protocol.data_received(build_socks5_request(1, "inside.example", 80))
@@ -187,7 +187,8 @@ def test_a_name_allowed_by_name_still_cannot_reach_inside() -> None:
 
 def test_a_denied_name_is_not_even_looked_up(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="torsion.protocols.socks")
-    reactor, protocol, client = start(rules=DestinationRules([deny(hosts=[".example"])]))
+    rules = DestinationRules([deny_destinations(hosts=[".example"])])
+    reactor, protocol, client = start(rules=rules)
     greet(protocol, client)
     protocol.data_received(build_socks5_request(1, "www.example", 80))
     assert reply5(client).code == ReplyCode.NOT_ALLOWED
@@ -197,7 +198,7 @@ def test_a_denied_name_is_not_even_looked_up(caplog: pytest.LogCaptureFixture) -
 
 
 def test_port_rules_and_default_deny() -> None:
-    rules = DestinationRules([allow(ports=[443])], default="deny")
+    rules = DestinationRules([allow_destinations(ports=[443])], default="deny")
     reactor, protocol, client = start(rules=rules)
     greet(protocol, client)
     protocol.data_received(build_socks5_request(1, "198.51.100.1", 25))

@@ -22,6 +22,11 @@ Client kinds::
     tls:HOST:PORT[:timeout=S][:caCerts=FILE][:certificate=FILE][:privateKey=FILE]
                  [:alpn=PROTO,PROTO][:serverName=NAME]
 
+torsion.protocols adds, through the plugin mechanism below::
+
+    socks5:PROXYHOST:PROXYPORT:HOST:PORT[:username=U:password=P][:timeout=S]
+    socks4a:PROXYHOST:PROXYPORT:HOST:PORT[:userId=ID][:timeout=S]
+
 Other packages add kinds through the ``torsion.endpoints`` entry-point
 group: each entry point names an object with a ``prefix`` string and a
 ``server(reactor, args, options)`` and/or ``client(reactor, args, options)``

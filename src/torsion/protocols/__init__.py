@@ -9,6 +9,11 @@
   wrapped factories compose.
 - ``PortForward``: listen here, connect there (any client endpoint), with
   backpressure both ways and half-closes passed through.
+- SOCKS 4, 4a and 5: ``SOCKSServer`` (CONNECT, username/password,
+  ``DestinationRules`` that keep private and loopback ranges out unless
+  allowed by network) and the client endpoints ``SOCKS5ClientEndpoint`` and
+  ``SOCKS4ClientEndpoint`` (also as ``socks5:`` and ``socks4a:`` endpoint
+  strings).
 """
 
 from torsion.protocols._classic import (
@@ -29,18 +34,39 @@ from torsion.protocols._classic import (
 from torsion.protocols._idle import IdleTimeout
 from torsion.protocols._limits import ConnectionLimit, ConnectionRateLimit, RefusalLog, client_key
 from torsion.protocols._portforward import PortForward
+from torsion.protocols._socks_client import SOCKS4ClientEndpoint, SOCKS5ClientEndpoint
+from torsion.protocols._socks_rules import (
+    PROTECTED_NETWORKS,
+    DestinationRules,
+    allow_destinations,
+    deny_destinations,
+)
+from torsion.protocols._socks_server import SOCKSServer
+from torsion.protocols._socks_wire import (
+    SOCKSAuthenticationError,
+    SOCKSError,
+    SOCKSProtocolError,
+)
 from torsion.protocols._throttle import Throttle, TokenBucket
 
 __all__ = [
+    "PROTECTED_NETWORKS",
     "Chargen",
     "ConnectionLimit",
     "ConnectionRateLimit",
     "Daytime",
+    "DestinationRules",
     "Discard",
     "Echo",
     "IdleTimeout",
     "PortForward",
     "RefusalLog",
+    "SOCKS4ClientEndpoint",
+    "SOCKS5ClientEndpoint",
+    "SOCKSAuthenticationError",
+    "SOCKSError",
+    "SOCKSProtocolError",
+    "SOCKSServer",
     "Throttle",
     "Time",
     "TokenBucket",
@@ -49,8 +75,10 @@ __all__ = [
     "UDPDiscard",
     "UDPEcho",
     "UDPTime",
+    "allow_destinations",
     "chargen_lines",
     "client_key",
     "daytime_text",
+    "deny_destinations",
     "rfc868_time",
 ]

@@ -16,9 +16,9 @@ ports), the private network behind it, a cloud's metadata service at
    private, shared and link-local, multicast, "this network" and reserved
    ranges) is refused even when allowed, unless the rule that allowed it
    names a network holding it. Naming a host does not open its address:
-   ``allow(hosts=[".corp.example"])`` does not reach 10.0.0.0/8 (nor does a
+   ``allow_destinations(hosts=[".corp.example"])`` does not reach 10.0.0.0/8 (nor does a
    name whose DNS answer points there, the "rebinding" trick), while
-   ``allow(networks=["127.0.0.1/32"])`` opens the loopback address on
+   ``allow_destinations(networks=["127.0.0.1/32"])`` opens the loopback address on
    purpose (as tests do).
 
 Names are checked against rules before they are resolved, so a denied name
@@ -42,8 +42,8 @@ __all__ = [
     "Decision",
     "DestinationRules",
     "Rule",
-    "allow",
-    "deny",
+    "allow_destinations",
+    "deny_destinations",
 ]
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -109,7 +109,7 @@ def _port_range(value: PortRange) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
-    """One allow or deny rule; make them with ``allow()`` and ``deny()``.
+    """One allow or deny rule; made by ``allow_destinations()`` and ``deny_destinations()``.
 
     A criterion left empty matches anything; the rule matches when every
     criterion that is set does.
@@ -175,7 +175,7 @@ def _rule(
     )
 
 
-def allow(
+def allow_destinations(
     *,
     networks: Iterable[NetworkLike] = (),
     hosts: Iterable[str] = (),
@@ -196,13 +196,13 @@ def allow(
     return _rule(True, networks, hosts, ports)
 
 
-def deny(
+def deny_destinations(
     *,
     networks: Iterable[NetworkLike] = (),
     hosts: Iterable[str] = (),
     ports: Iterable[PortRange] = (),
 ) -> Rule:
-    """A rule that denies what it matches (arguments as for ``allow``)."""
+    """A rule that denies what it matches (arguments as for ``allow_destinations``)."""
     return _rule(False, networks, hosts, ports)
 
 

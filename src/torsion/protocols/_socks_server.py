@@ -2,7 +2,7 @@
 
 ``SOCKSServer`` is a protocol factory; listen with it as with any::
 
-    rules = DestinationRules([allow(ports=[80, 443])], default="deny")
+    rules = DestinationRules([allow_destinations(ports=[80, 443])], default="deny")
     reactor.listen_tcp(1080, SOCKSServer(reactor, rules=rules), interface="127.0.0.1")
 
 Each connection runs the handshake (``_socks_handshake``), then:
