@@ -22,11 +22,13 @@ from torsion.internet import (
     IPv4Address,
     IPv6Address,
     Protocol,
+    ProtocolWrapper,
     Reactor,
     ServerTLS,
     TCPClientEndpoint,
     TCPServerEndpoint,
     TLSClientEndpoint,
+    TransportWrapper,
     UNIXAddress,
     UNIXServerEndpoint,
     client_context,
@@ -35,6 +37,7 @@ from torsion.internet import (
 )
 from torsion.protocols._proxy_header import (
     Command,
+    HeaderAddress,
     ProxyHeader,
     TLVType,
     build_v1,
@@ -149,7 +152,8 @@ def test_the_protocol_sees_the_client_and_the_bytes_after_the_header() -> None:
     assert transport.get_protocol() is protocol
     proxied = protocol.transport
     assert isinstance(proxied, ProxiedTransport)
-    assert proxied.wrapped is transport
+    assert isinstance(proxied, TransportWrapper)  # Protocol.start_tls goes through it
+    assert proxied.wrapped_transport is transport
     assert proxied.get_extra_info("proxy_header") == ProxyHeader(
         version=1, source=CLIENT, destination=SERVER
     )
@@ -188,7 +192,9 @@ def test_nothing_after_the_header_delivers_no_empty_data() -> None:
         (IPv4Address("192.0.2.1", 53, "udp"), IPv4Address("192.0.2.2", 53, "udp")),
     ],
 )
-def test_every_family_reaches_peer_and_host(source: Address, destination: Address) -> None:
+def test_every_family_reaches_peer_and_host(
+    source: HeaderAddress, destination: HeaderAddress
+) -> None:
     made = Made()
     reader, _ = accept(ProxyProtocolFactory(made, clock=Clock()))
     reader.data_received(build_v2(source, destination))
@@ -654,9 +660,8 @@ async def test_conformance_over_tls_after_the_header(
 class Reporter(Protocol):
     """Answers each line with what it knows of the connection; upgrades on STARTTLS."""
 
-    def __init__(self, context: ssl.SSLContext | None = None, *, hook: bool = False) -> None:
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
         self.context = context
-        self.hook = hook
         self.buffer = b""
         self.upgraded: Deferred[None] | None = None
 
@@ -669,21 +674,20 @@ class Reporter(Protocol):
     def line_received(self, line: bytes) -> None:
         if line == b"STARTTLS" and self.context is not None:
             self.transport.write(b"GO\n")
-            if self.hook:
-                assert isinstance(self.transport, ProxiedTransport)
-                upgrade = self.transport.start_tls(self, self.context, server_side=True)
-                self.upgraded = Deferred.from_future(asyncio.ensure_future(upgrade)).add_callback(
-                    self._upgraded
-                )
-            else:
-                self.upgraded = self.start_tls(self.context, server_side=True)
+            self.upgraded = self.start_tls(self.context, server_side=True)
             return
         tls = self.transport.get_extra_info("ssl_object") is not None
         self.transport.write(f"{self.peer} {self.host} tls={tls}\n".encode())
 
-    def _upgraded(self, transport: ProxiedTransport) -> None:
-        # What Protocol.start_tls does with the TLS transport.
-        self.transport = transport
+
+def wrapped_under(factory: ProxyProtocolFactory) -> Callable[[Address], asyncio.Protocol | None]:
+    """Another wrapper (a policy, say) around the PROXY factory's protocols."""
+
+    def wrap(address: Address) -> asyncio.Protocol | None:
+        reader = factory(address)
+        return None if reader is None else ProtocolWrapper(reader)
+
+    return wrap
 
 
 async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes) -> bytes:
@@ -699,8 +703,10 @@ async def close(writer: asyncio.StreamWriter) -> None:
 
 
 @ON_BOTH_LOOPS
+@pytest.mark.parametrize("under", [False, True], ids=["direct", "under-a-wrapper"])
 async def test_tls_after_the_header_in_the_same_segment(
     loop: str,
+    under: bool,
     reactor: Reactor,
     certificates: tuple[ServerTLS, ssl.SSLContext],
     monkeypatch: pytest.MonkeyPatch,
@@ -710,14 +716,21 @@ async def test_tls_after_the_header_in_the_same_segment(
     fed: list[bytes] = []
     feed = _HeaderReceiver._feed_tls
 
-    def spy(self: _HeaderReceiver, transport: asyncio.Transport, data: bytes) -> None:
+    def spy(
+        self: _HeaderReceiver,
+        real: asyncio.Transport,
+        before: asyncio.BaseProtocol,
+        data: bytes,
+    ) -> None:
         fed.append(data)
-        feed(self, transport, data)
+        feed(self, real, before, data)
 
     monkeypatch.setattr(_HeaderReceiver, "_feed_tls", spy)
     server_side, client_side = certificates
     wrapper = ProxyProtocolFactory(lambda _: Reporter(), clock=reactor, tls=server_side)
-    listener = reactor.listen_tcp(0, wrapper, interface="127.0.0.1")
+    listener = reactor.listen_tcp(
+        0, wrapped_under(wrapper) if under else wrapper, interface="127.0.0.1"
+    )
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = client_side.wrap_bio(incoming, outgoing, server_hostname="localhost")
@@ -794,27 +807,20 @@ async def test_a_failed_handshake_after_the_header_is_logged_and_closed(
 
 
 @ON_BOTH_LOOPS
-@pytest.mark.parametrize("hook", [True, False], ids=["transport.start_tls", "Protocol.start_tls"])
+@pytest.mark.parametrize("under", [False, True], ids=["direct", "under-a-wrapper"])
 async def test_starttls_keeps_the_clients_address(
-    loop: str,
-    hook: bool,
-    reactor: Reactor,
-    certificates: tuple[ServerTLS, ssl.SSLContext],
-    request: pytest.FixtureRequest,
+    loop: str, under: bool, reactor: Reactor, certificates: tuple[ServerTLS, ssl.SSLContext]
 ) -> None:
-    if loop == "uvloop" and not hook:
-        # uvloop's start_tls takes only its own transports; Protocol.start_tls
-        # needs to go through ProxiedTransport.start_tls there.
-        request.applymarker(pytest.mark.xfail(raises=TypeError, strict=True))
     server_side, client_side = certificates
     reporters: list[Reporter] = []
 
     def factory(_: Address) -> Reporter:
-        reporters.append(Reporter(server_side.context, hook=hook))
+        reporters.append(Reporter(server_side.context))
         return reporters[-1]
 
+    proxy = ProxyProtocolFactory(factory, clock=reactor)
     listener = reactor.listen_tcp(
-        0, ProxyProtocolFactory(factory, clock=reactor), interface="127.0.0.1"
+        0, wrapped_under(proxy) if under else proxy, interface="127.0.0.1"
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     upgrading: asyncio.Future[None] | None = None
@@ -830,6 +836,7 @@ async def test_starttls_keeps_the_clients_address(
         )
         await reporter.upgraded
         await upgrading
+        assert isinstance(reporter.transport, ProxiedTransport)
         assert await ask(reader, writer, b"who\n") == who + b" tls=True\n"
     finally:
         if upgrading is not None and not upgrading.done():

@@ -13,13 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torsion.errors import TorsionError
-from torsion.internet import Address, IPv4Address, IPv6Address, UNIXAddress
+from torsion.internet import IPv4Address, IPv6Address, ProcessAddress, UNIXAddress
 from torsion.protocols._proxy_header import (
     DEFAULT_MAX_LENGTH,
     V1_MAX_LENGTH,
     V2_SIGNATURE,
     ClientTLSInfo,
     Command,
+    HeaderAddress,
     ProxyHeader,
     ProxyHeaderParser,
     ProxyProtocolError,
@@ -92,7 +93,7 @@ def test_the_v1_example_before_an_http_request() -> None:
     ids=["tcp4-56", "tcp6-104", "unknown-15", "unknown-107"],
 )
 def test_the_longest_v1_lines_of_each_kind(
-    line: bytes, source: Address | None, destination: Address | None
+    line: bytes, source: HeaderAddress | None, destination: HeaderAddress | None
 ) -> None:
     assert len(line) in (56, 104, 15, 107)
     header, rest = parse_header(line + b"payload")
@@ -159,7 +160,7 @@ def test_v1_unknown_ignores_the_rest_of_its_line() -> None:
     ids=["tcp4", "udp4", "tcp6", "udp6", "unix-stream", "unix-dgram"],
 )
 def test_each_v2_address_family(
-    family: int, block: bytes, source: Address, destination: Address
+    family: int, block: bytes, source: HeaderAddress, destination: HeaderAddress
 ) -> None:
     data = v2(0x21, family, block)
     header, rest = parse_header(data + b"after")
@@ -307,6 +308,10 @@ def test_build_v2_layout() -> None:
     ("kwargs", "message"),
     [
         ({"source": V4[0]}, "both"),
+        (
+            {"source": ProcessAddress("sh", 1), "destination": ProcessAddress("sh", 2)},
+            "IP or Unix socket addresses",
+        ),
         ({"source": V4[0], "destination": V6[1]}, "different families"),
         (
             {"source": V4[0], "destination": IPv4Address("10.0.0.1", 1, "udp")},
@@ -565,7 +570,9 @@ UNIX_PATHS = st.one_of(
 
 
 @st.composite
-def address_pairs(draw: st.DrawFn, *, v1: bool = False) -> tuple[Address, Address] | None:
+def address_pairs(
+    draw: st.DrawFn, *, v1: bool = False
+) -> tuple[HeaderAddress, HeaderAddress] | None:
     choice = draw(st.sampled_from(["none", "v4", "v6"] if v1 else ["none", "v4", "v6", "unix"]))
     if choice == "none":
         return None
@@ -641,7 +648,9 @@ def test_round_trip_in_any_chunking(header: ProxyHeader, trailing: bytes, cuts: 
     ),
 )
 def test_round_trip_with_ssl_and_checksum(
-    pair: tuple[Address, Address] | None, tlvs: tuple[tuple[int, bytes], ...], ssl: ClientTLSInfo
+    pair: tuple[HeaderAddress, HeaderAddress] | None,
+    tlvs: tuple[tuple[int, bytes], ...],
+    ssl: ClientTLSInfo,
 ) -> None:
     source, destination = pair if pair is not None else (None, None)
     data = build_v2(

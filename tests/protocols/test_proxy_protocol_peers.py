@@ -34,7 +34,7 @@ from torsion.internet import (
     client_context,
     server_tls,
 )
-from torsion.protocols._proxy_header import Command, ProxyHeader
+from torsion.protocols._proxy_header import Command, HeaderAddress, ProxyHeader
 from torsion.protocols._proxy_protocol import (
     ProxiedTransport,
     ProxyProtocolClientEndpoint,
@@ -313,8 +313,8 @@ async def test_behind_haproxy(
         assert protocol.address == ours
         real = protocol.transport
         assert isinstance(real, ProxiedTransport)
-        assert real.wrapped.get_extra_info("sockname")[1] == listener.port
-        assert real.wrapped.get_extra_info("peername")[1] != ours.port
+        assert real.wrapped_transport.get_extra_info("sockname")[1] == listener.port
+        assert real.wrapped_transport.get_extra_info("peername")[1] != ours.port
         await served.all_lost()
     finally:
         await listener.stop_listening()
@@ -398,8 +398,8 @@ class Asker(Protocol):
 async def test_our_client_endpoint_through_haproxy(
     loop: str,
     version: int,
-    source: Address,
-    destination: Address,
+    source: HeaderAddress,
+    destination: HeaderAddress,
     reactor: Reactor,
     haproxy: str,
 ) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from torsion.errors import TorsionError
-from torsion.internet import Address, IPv4Address, IPv6Address, UNIXAddress
+from torsion.internet import IPv4Address, IPv6Address, UNIXAddress
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
@@ -38,6 +38,7 @@ __all__ = [
     "V2_SIGNATURE",
     "ClientTLSInfo",
     "Command",
+    "HeaderAddress",
     "ProxyHeader",
     "ProxyHeaderParser",
     "ProxyProtocolError",
@@ -66,6 +67,9 @@ _V2_FIXED = 16  # signature, version/command, family/protocol, length
 _UNIX_PATH = 108  # sizeof(sun_path) on Linux, and the block's fixed size
 
 TLVs: TypeAlias = tuple[tuple[int, bytes], ...]
+
+HeaderAddress: TypeAlias = IPv4Address | IPv6Address | UNIXAddress
+"""The addresses a header can carry: IP (TCP or UDP) and Unix sockets."""
 
 
 class ProxyProtocolError(TorsionError, ValueError):
@@ -219,8 +223,8 @@ class ProxyHeader:
     """
 
     command: Command = Command.PROXY
-    source: Address | None = None
-    destination: Address | None = None
+    source: HeaderAddress | None = None
+    destination: HeaderAddress | None = None
     version: Literal[1, 2] = 2
     tlvs: TLVs = field(default=())
 
@@ -307,7 +311,7 @@ class ProxyHeader:
 # -- building ---------------------------------------------------------------------------
 
 
-def build_v1(source: Address | None, destination: Address | None) -> bytes:
+def build_v1(source: HeaderAddress | None, destination: HeaderAddress | None) -> bytes:
     """Return a version 1 header line.
 
     Args:
@@ -323,8 +327,8 @@ def build_v1(source: Address | None, destination: Address | None) -> bytes:
 
 
 def build_v2(
-    source: Address | None,
-    destination: Address | None,
+    source: HeaderAddress | None,
+    destination: HeaderAddress | None,
     *,
     command: Command = Command.PROXY,
     tlvs: Iterable[tuple[int, bytes]] = (),
@@ -354,7 +358,7 @@ def build_v2(
     return header.to_bytes()
 
 
-def _encode_v1(source: Address | None, destination: Address | None) -> bytes:
+def _encode_v1(source: HeaderAddress | None, destination: HeaderAddress | None) -> bytes:
     if source is None or destination is None:
         return b"PROXY UNKNOWN\r\n"
     assert isinstance(source, IPv4Address | IPv6Address)
@@ -458,11 +462,13 @@ def _encode_tlvs(tlvs: TLVs) -> bytes:
 # -- checks shared by building and parsing ----------------------------------------------
 
 
-def _check_addresses(source: Address | None, destination: Address | None) -> None:
+def _check_addresses(source: object, destination: object) -> None:
     if source is None and destination is None:
         return
     if source is None or destination is None:
         raise ValueError("a header has both a source and a destination address, or neither")
+    if not isinstance(source, IPv4Address | IPv6Address | UNIXAddress):
+        raise ValueError(f"a header carries IP or Unix socket addresses, not {source!r}")
     if type(source) is not type(destination):
         raise ValueError(
             f"the source ({type(source).__name__}) and destination "
@@ -726,7 +732,7 @@ def _decode_v2(data: bytes) -> ProxyHeader:
     return ProxyHeader(version=2, source=source, destination=destination, tlvs=tlvs)
 
 
-def _decode_addresses(family: int, block: bytes) -> tuple[Address, Address]:
+def _decode_addresses(family: int, block: bytes) -> tuple[HeaderAddress, HeaderAddress]:
     if family in (_TCP4, _UDP4):
         kind: Literal["tcp", "udp"] = "tcp" if family == _TCP4 else "udp"
         src_port, dst_port = struct.unpack_from("!HH", block, 8)

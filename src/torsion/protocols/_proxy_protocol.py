@@ -49,6 +49,7 @@ from torsion.internet import (
     ProtocolFactory,
     ServerEndpoint,
     ServerTLS,
+    TransportWrapper,
     UNIXAddress,
     to_address,
     to_sockaddr,
@@ -56,6 +57,7 @@ from torsion.internet import (
 from torsion.protocols._proxy_header import (
     DEFAULT_MAX_LENGTH,
     Command,
+    HeaderAddress,
     ProxyHeader,
     ProxyHeaderParser,
     ProxyProtocolError,
@@ -98,7 +100,7 @@ TrustedNetworks: TypeAlias = Iterable[_NetworkLike]
 """Networks (``"10.0.0.0/8"``, ``"::1"``, ``ipaddress`` objects) headers are taken from."""
 
 
-class ProxiedTransport(asyncio.Transport):
+class ProxiedTransport(TransportWrapper):
     """A connection's transport, reporting the addresses a PROXY header gave.
 
     ``get_extra_info("peername")`` and ``("sockname")`` answer with the
@@ -109,15 +111,21 @@ class ProxiedTransport(asyncio.Transport):
     information, among it "socket", the socket to the proxy) is the
     underlying transport's.
 
+    Unlike other ``TransportWrapper``s it has no protocol wrapper: the
+    connection delivers its events to the protocol directly, so reading
+    costs nothing extra. ``Protocol.start_tls`` works through it on every
+    loop (the connection underneath is upgraded; the addresses stay).
+
     Args:
-        transport: The connection from the proxy (TCP, TLS or Unix).
+        transport: The connection from the proxy (TCP, TLS or Unix, or
+            another wrapper).
         header: The header the proxy sent.
         peer: The address to report as the peer's.
         host: The address to report as this end's.
 
     Attributes:
-        wrapped: The connection from the proxy; its ``get_extra_info``
-            tells the proxy's own address.
+        wrapped_transport: The connection from the proxy; its
+            ``get_extra_info`` tells the proxy's own address.
         header: The header the proxy sent.
         peer: The client's address.
         host: The address the client connected to.
@@ -131,14 +139,16 @@ class ProxiedTransport(asyncio.Transport):
         peer: Address,
         host: Address,
     ) -> None:
-        super().__init__()
+        # Not TransportWrapper.__init__: there is no protocol wrapper to
+        # keep; set_protocol, get_protocol and start_tls go to the transport.
+        asyncio.Transport.__init__(self)
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        self.wrapped = cast(asyncio.Transport, transport)
+        self.wrapped_transport = cast(asyncio.Transport, transport)
         self.header = header
         self.peer = peer
         self.host = host
-        self._peername = to_sockaddr(peer)
-        self._sockname = to_sockaddr(host)
+        self._peername = _socket_form(peer)
+        self._sockname = _socket_form(host)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Return the header's addresses for "peername"/"sockname", else the wrapped one's."""
@@ -148,116 +158,91 @@ class ProxiedTransport(asyncio.Transport):
             return self._sockname
         if name == "proxy_header":
             return self.header
-        return self.wrapped.get_extra_info(name, default)
+        return self.wrapped_transport.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Have the connection's events go to ``protocol`` from now on."""
+        self.wrapped_transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """Return the protocol the connection's events go to."""
+        return self.wrapped_transport.get_protocol()
 
     @property
     def _start_tls_compatible(self) -> bool:
-        # asyncio's loops run start_tls over any transport that says so
-        # (uvloop's only over its own); the TLS layer then asks this
-        # transport for the addresses, so they stay the header's.
-        return bool(getattr(self.wrapped, "_start_tls_compatible", False))
+        # asyncio's own loop.start_tls runs over any transport that says so
+        # (uvloop's only over its own); the TLS layer then asks this one for
+        # the addresses, so they stay the header's.
+        return bool(getattr(self.wrapped_transport, "_start_tls_compatible", False))
 
     async def start_tls(
         self,
-        protocol: asyncio.BaseProtocol,
         context: ssl.SSLContext,
         *,
         server_side: bool = False,
         server_hostname: str | None = None,
         handshake_timeout: float | None = None,
-    ) -> ProxiedTransport:
-        """Upgrade the connection to TLS in place (STARTTLS), on any loop.
+    ) -> TransportWrapper:
+        """Upgrade the connection underneath to TLS, keeping the header's addresses.
 
-        ``loop.start_tls`` runs on the wrapped transport (uvloop accepts
-        only its own), and the TLS transport is wrapped in turn, so the
-        header's addresses stay.
-
-        Args:
-            protocol: The protocol to receive the decrypted data.
-            context: The TLS settings.
-            server_side: True on the server end of the connection.
-            server_hostname: For a client, the name to check and send as SNI.
-            handshake_timeout: Seconds the handshake may take (asyncio's
-                default, 60, if None).
+        ``Protocol.start_tls`` calls this; the arguments are the same. The
+        protocol the connection delivers to now receives the decrypted data.
 
         Returns:
-            The TLS transport, reporting the same addresses.
+            This transport, now over the TLS transport.
         """
-        loop = asyncio.get_running_loop()
-        tls = await loop.start_tls(
-            self.wrapped,
-            protocol,
+        self.wrapped_transport = await _upgrade(
+            self.wrapped_transport,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            handshake_timeout=handshake_timeout,
+        )
+        return self
+
+    def __repr__(self) -> str:
+        return f"<ProxiedTransport {self.peer} -> {self.host} over {self.wrapped_transport!r}>"
+
+
+async def _upgrade(
+    plain: asyncio.Transport,
+    context: ssl.SSLContext,
+    *,
+    server_side: bool,
+    server_hostname: str | None = None,
+    handshake_timeout: float | None,
+) -> asyncio.Transport:
+    """Upgrade a connection to TLS in place, through any wrappers, on any loop.
+
+    The protocol the connection delivers to becomes the TLS layer's
+    application protocol.
+
+    Returns:
+        The transport to write to from now on.
+    """
+    upgraded: asyncio.Transport | None
+    if isinstance(plain, TransportWrapper):
+        # A policy or framing wrapper underneath upgrades the real transport
+        # below it and stays in the chain.
+        upgraded = await plain.start_tls(
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            handshake_timeout=handshake_timeout,
+        )
+    else:
+        # uvloop's start_tls takes only its own transports: this is one.
+        upgraded = await asyncio.get_running_loop().start_tls(
+            plain,
+            plain.get_protocol(),
             context,
             server_side=server_side,
             server_hostname=server_hostname,
             ssl_handshake_timeout=handshake_timeout,
         )
-        if tls is None:  # pragma: no cover - the loop closed meanwhile
-            raise ConnectionResetError("connection closed during the TLS handshake")
-        return ProxiedTransport(tls, self.header, peer=self.peer, host=self.host)
-
-    def is_closing(self) -> bool:
-        """Return whether the connection is closing or closed."""
-        return self.wrapped.is_closing()
-
-    def close(self) -> None:
-        """Close after what was written is sent."""
-        self.wrapped.close()
-
-    def abort(self) -> None:
-        """Close now, dropping what was not sent."""
-        self.wrapped.abort()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        """Have the connection's events go to ``protocol`` from now on."""
-        self.wrapped.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        """Return the protocol the connection's events go to."""
-        return self.wrapped.get_protocol()
-
-    def is_reading(self) -> bool:
-        """Return whether the transport delivers data (not paused)."""
-        return self.wrapped.is_reading()
-
-    def pause_reading(self) -> None:
-        """Deliver no data until ``resume_reading()``."""
-        self.wrapped.pause_reading()
-
-    def resume_reading(self) -> None:
-        """Deliver data again."""
-        self.wrapped.resume_reading()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send ``data``."""
-        self.wrapped.write(data)
-
-    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        """Send each buffer in turn."""
-        self.wrapped.writelines(list_of_data)
-
-    def write_eof(self) -> None:
-        """Half-close: send what is buffered, then end of data."""
-        self.wrapped.write_eof()
-
-    def can_write_eof(self) -> bool:
-        """Return whether ``write_eof()`` is possible (not over TLS)."""
-        return self.wrapped.can_write_eof()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """Set the write buffer's water marks."""
-        self.wrapped.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        """Return the ``(low, high)`` water marks."""
-        return self.wrapped.get_write_buffer_limits()
-
-    def get_write_buffer_size(self) -> int:
-        """Return how many bytes wait to be sent."""
-        return self.wrapped.get_write_buffer_size()
-
-    def __repr__(self) -> str:
-        return f"<ProxiedTransport {self.peer} -> {self.host} over {self.wrapped!r}>"
+    if upgraded is None:  # pragma: no cover - the loop closed meanwhile
+        raise ConnectionResetError("connection closed during the TLS handshake")
+    return upgraded
 
 
 class ProxyProtocolFactory(Factory[asyncio.Protocol]):
@@ -424,8 +409,7 @@ class _HeaderReceiver(asyncio.Protocol):
             # Unix peer; only a real Unix socket earns a Unix peer's trust.
             sock = transport.get_extra_info("socket")
             if sock is not None and sock.family != socket.AF_UNIX:
-                self._state = _State.CLOSED
-                self._owner.connections -= 1
+                self._finish(_State.CLOSED)
                 _log.warning("Refused a connection whose peer address is unknown")
                 _abort(transport)
                 return
@@ -495,21 +479,28 @@ class _HeaderReceiver(asyncio.Protocol):
             return
         self._state = _State.HANDSHAKE
         loop = asyncio.get_running_loop()
+        # The socket's own transport, under any wrappers: start_tls puts its
+        # TLS protocol there.
+        real = transport
+        while isinstance(real, TransportWrapper):
+            real = real.wrapped_transport
+        before = real.get_protocol()
         self._handshake = loop.create_task(
             self._shake_hands(transport, context, header, peer, host)
         )
         if rest:
             # The bytes after the header open the TLS handshake. start_tls
-            # puts its TLS protocol on the transport in its first step, which
-            # runs just before this callback; the protocol takes them from
-            # there, before anything else the socket delivers (start_tls
-            # paused reading).
-            loop.call_soon(self._feed_tls, transport, rest)
+            # switches the socket to its TLS protocol in its first step,
+            # which runs just before this callback, with reading paused: the
+            # bytes reach the TLS protocol before anything else read.
+            loop.call_soon(self._feed_tls, real, before, rest)
 
-    def _feed_tls(self, transport: asyncio.Transport, data: bytes) -> None:
-        protocol = transport.get_protocol()
-        if protocol is self or transport.is_closing():
-            return  # start_tls failed before taking the transport
+    def _feed_tls(
+        self, real: asyncio.Transport, before: asyncio.BaseProtocol, data: bytes
+    ) -> None:
+        protocol = real.get_protocol()
+        if protocol is before or real.is_closing():
+            return  # start_tls failed before it took the connection
         _deliver(protocol, data)
 
     async def _shake_hands(
@@ -520,14 +511,12 @@ class _HeaderReceiver(asyncio.Protocol):
         peer: Address,
         host: Address,
     ) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            tls = await loop.start_tls(
+            tls = await _upgrade(
                 transport,
-                self,
                 context,
                 server_side=True,
-                ssl_handshake_timeout=self._owner.handshake_timeout,
+                handshake_timeout=self._owner.handshake_timeout,
             )
         except asyncio.CancelledError:
             transport.abort()
@@ -537,9 +526,6 @@ class _HeaderReceiver(asyncio.Protocol):
             # The TLS alert, or the timeout, already told the client.
             transport.abort()
             self._give_up(logging.INFO, f"(client {peer}) failed the TLS handshake: {exc!r}")
-            return
-        if tls is None:  # pragma: no cover - the loop closed meanwhile
-            self._finish(_State.CLOSED)
             return
         held, self._held = self._held, []
         if self._state is not _State.HANDSHAKE:
@@ -619,6 +605,14 @@ class _HeaderReceiver(asyncio.Protocol):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
+
+
+def _socket_form(address: Address) -> Any:
+    """The address as ``get_extra_info`` reports it (None if no socket's)."""
+    try:
+        return to_sockaddr(address)
+    except ValueError:
+        return None
 
 
 def _sockname(transport: asyncio.BaseTransport) -> Address:
@@ -737,8 +731,8 @@ class ProxyProtocolClientEndpoint:
     def __init__(
         self,
         endpoint: ClientEndpoint,
-        source: Address | None,
-        destination: Address | None,
+        source: HeaderAddress | None,
+        destination: HeaderAddress | None,
         *,
         version: Literal[1, 2] = 1,
         command: Command = Command.PROXY,
