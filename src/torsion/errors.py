@@ -23,7 +23,16 @@ Families by meaning, so that callers can catch what they can act on::
     │                               than one message may carry
     ├── EndpointStringError (+ValueError) an endpoint string is not valid
     ├── TLSConfigError (+ValueError) TLS certificates, keys or settings cannot be used
-    └── LoopingCallError (+RuntimeError) a LoopingCall started twice or stopped idle
+    ├── LoopingCallError (+RuntimeError) a LoopingCall started twice or stopped idle
+    ├── LoginError                  a login through a cred Portal did not succeed
+    │   ├── UnauthorizedLogin       the credentials were not accepted (unknown
+    │   │                           user or wrong secret: never said which)
+    │   └── UnhandledCredentials    no checker takes this kind of credentials
+    ├── AuthStringError (+ValueError) an --auth string is not valid
+    ├── PasswordHashError (+ValueError) a password hash is of an unknown or
+    │                               refused scheme, or its library is missing
+    └── PasswordFileError (+ValueError) a password or authorized_keys file
+                                    cannot be read or has a bad line
 
     BaseFailureGroup (+BaseExceptionGroup) the same, holding a cancellation
                                     or another non-``Exception`` failure
@@ -51,13 +60,17 @@ __all__ = [
     "AlreadyCalledDelayedError",
     "AlreadyCalledError",
     "AlreadyCancelledError",
+    "AuthStringError",
     "BaseFailureGroup",
     "CannotListenError",
     "CannotSpawnError",
     "DNSLookupError",
     "EndpointStringError",
     "FailureGroup",
+    "LoginError",
     "LoopingCallError",
+    "PasswordFileError",
+    "PasswordHashError",
     "ProcessExitedError",
     "ProcessFailedError",
     "QueueOverflowError",
@@ -68,6 +81,8 @@ __all__ = [
     "TLSConfigError",
     "TooManyFDsError",
     "TorsionError",
+    "UnauthorizedLogin",
+    "UnhandledCredentials",
 ]
 
 
@@ -246,6 +261,79 @@ class TLSConfigError(TorsionError, ValueError):
 
 class LoopingCallError(TorsionError, RuntimeError):
     """A LoopingCall was started while running, or stopped while not running."""
+
+
+class LoginError(TorsionError):
+    """A login through a ``torsion.cred.Portal`` did not succeed."""
+
+
+class UnauthorizedLogin(LoginError):  # noqa: N818 - the name protocols know it by
+    """The credentials were not accepted.
+
+    The message is the same whether the user is unknown or the secret wrong,
+    so that a protocol may show it to the client; ``reason`` says which, for
+    the server's own log only.
+
+    Attributes:
+        reason: Why, for the audit log (never for the client).
+    """
+
+    def __init__(self, reason: str = "bad credentials") -> None:
+        super().__init__("login failed")
+        self.reason = reason
+
+
+class UnhandledCredentials(LoginError):  # noqa: N818 - the name protocols know it by
+    """No checker registered with the portal takes this kind of credentials.
+
+    Attributes:
+        kind: The credentials' type name.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"no checker takes {kind} credentials")
+        self.kind = kind
+
+
+class AuthStringError(TorsionError, ValueError):
+    """An ``--auth`` string (``memory:alice:secret``, ``file:PATH``, ...) is not valid.
+
+    Attributes:
+        text: The string, with any password in it masked.
+        problem: What is wrong with it.
+    """
+
+    def __init__(self, text: str, problem: str) -> None:
+        super().__init__(f"bad --auth {text!r}: {problem}")
+        self.text = text
+        self.problem = problem
+
+
+class PasswordHashError(TorsionError, ValueError):
+    """A password hash cannot be made or checked.
+
+    Its scheme is unknown, refused (unsalted or legacy, unless allowed), its
+    parameters are out of bounds, or the library it needs is not installed.
+    """
+
+
+class PasswordFileError(TorsionError, ValueError):
+    """A password file or an authorized_keys file cannot be used.
+
+    Attributes:
+        path: The file (None for text that came from elsewhere).
+        line: The line at fault, counted from 1 (None for the whole file).
+        problem: What is wrong.
+    """
+
+    def __init__(self, problem: str, *, path: str | None = None, line: int | None = None) -> None:
+        where = "".join(
+            [path if path is not None else "<text>", f":{line}" if line is not None else ""]
+        )
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
 
 
 class BaseFailureGroup(BaseExceptionGroup[BaseException]):
