@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+from collections.abc import Iterator
 from unittest import mock
 
 import pytest
@@ -237,6 +239,45 @@ def test_raw_mode_byte_by_byte() -> None:
     ]
 
 
+def test_bytes_handed_back_need_not_be_the_end_of_the_raw_data() -> None:
+    events: list[Event] = []
+
+    def line_received(line: bytes) -> None:
+        events.append(("line", line))
+        if line == b"raw":
+            decoder.set_raw_mode()
+
+    def raw_data_received(data: bytes) -> None:
+        events.append(("raw", data[:2]))
+        decoder.set_line_mode(b"made\nup" + data[2:])
+
+    decoder = LineDecoder(line_received, raw_data_received=raw_data_received, delimiter=b"\n")
+    decoder.receive_data(b"raw\nxxtail\nlast\n")
+    assert events == [
+        ("line", b"raw"),
+        ("raw", b"xx"),
+        ("line", b"made"),
+        ("line", b"uptail"),
+        ("line", b"last"),
+    ]
+
+
+def test_the_rest_of_a_read_after_a_switch_comes_raw_in_growing_pieces() -> None:
+    pieces: list[bytes] = []
+    decoder = LineDecoder(
+        lambda line: decoder.set_raw_mode(), raw_data_received=pieces.append, delimiter=b"\n"
+    )
+    decoder.receive_data(b"\n" + bytes(100_000))
+    assert b"".join(pieces) == bytes(100_000)
+    sizes = [len(piece) for piece in pieces]
+    assert sizes[0] == _lines.FIRST_WINDOW
+    assert max(sizes) == _lines.WINDOW
+    # The next read comes whole.
+    read = bytes(300_000)
+    decoder.receive_data(read)
+    assert pieces[-1] is read
+
+
 def test_set_raw_mode_from_outside_delivers_the_partial_line_raw() -> None:
     recorder = Recorder()
     recorder.feed(b"line\r\npart")
@@ -421,6 +462,15 @@ delimiters = st.sampled_from([b"\r\n", b"\n", b"\x00", b"<END>", b"aa"])
 windows = st.sampled_from([1, 2, 7, 50, _lines.WINDOW])
 
 
+@contextlib.contextmanager
+def small_windows(window: int) -> Iterator[None]:
+    with (
+        mock.patch.object(_lines, "WINDOW", window),
+        mock.patch.object(_lines, "FIRST_WINDOW", max(1, window // 4)),
+    ):
+        yield
+
+
 @settings(max_examples=300)
 @given(
     delimiter=delimiters,
@@ -442,7 +492,7 @@ def test_lines_round_trip_in_any_chunking(
         delimiter=delimiter,
         max_length=limit,
     )
-    with mock.patch.object(_lines, "WINDOW", window):
+    with small_windows(window):
         for chunk in chunked(stream, cuts):
             decoder.receive_data(chunk)
     assert lines_of(events) == [line for line in lines if len(line) <= limit]
@@ -520,7 +570,7 @@ def test_mode_switches_pauses_and_new_delimiters_lose_or_reorder_no_byte(
     stream: bytes, cuts: list[int], window: int
 ) -> None:
     replayer = Replayer()
-    with mock.patch.object(_lines, "WINDOW", window):
+    with small_windows(window):
         for chunk in chunked(stream, cuts):
             replayer.decoder.receive_data(chunk)
             while replayer.decoder.paused:

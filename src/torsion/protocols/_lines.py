@@ -9,9 +9,10 @@ bodies need, and it can pause. ``LineReceiver`` is a ``Protocol`` over it;
 The cost is linear in the data, never in what is buffered. A read is split
 with ``bytes.split`` a window of at most ``WINDOW`` bytes at a time and its
 lines handed out in turn; the position in the read is an offset, so nothing
-is copied per line, and a switch of mode or delimiter mid-read costs at most
-one window's split again (plus handing the rest of the read over as raw
-data, which the raw callback asks for). Only the tail without a delimiter
+is copied per line, and a switch of mode or delimiter mid-read wastes at
+most the current window's split (plus handing the rest of the read over as
+raw data, which the raw callback asks for); windows start small after a
+switch, so that protocols that switch often waste little. Only the tail without a delimiter
 is kept, bounded by ``max_length``; a line longer than that is reported as
 soon as it is known to be, not after buffering it whole.
 """
@@ -32,8 +33,12 @@ __all__ = ["LineDecoder", "LineOnlyReceiver", "LineReceiver"]
 DEFAULT_DELIMITER = b"\r\n"
 DEFAULT_MAX_LINE = 16384
 # The most bytes split at once. Larger windows cost less per read; smaller
-# ones waste less splitting when a callback changes how the rest is read.
+# ones waste less splitting when a callback changes how the rest is read
+# (switches to raw mode, say). So the window starts small after such a change
+# and doubles with each window read through, up to the largest: what a change
+# wastes is then at most what was read since the last one, or the first window.
 WINDOW = 16384
+FIRST_WINDOW = 1024
 
 
 class LineDecoder(Decoder):
@@ -41,7 +46,9 @@ class LineDecoder(Decoder):
 
     Feed it with ``receive_data``; it calls ``line_received(line)`` for each
     complete line, without its delimiter, in order. In raw mode it calls
-    ``raw_data_received(data)`` with whatever it holds instead. Switching
+    ``raw_data_received(data)`` with the bytes instead, in pieces of any
+    size, as reads come (the rest of a read after a switch may come in a few
+    pieces, so that a switch back soon costs little). Switching
     mode, pausing, closing, or changing ``delimiter`` or ``max_length`` from
     inside a callback takes effect at the next byte: the bytes after the
     current line are read the new way, none lost, none reordered.
@@ -93,6 +100,10 @@ class LineDecoder(Decoder):
         self._batch: Iterator[bytes] = iter(())
         self._batch_end = 0
         self._batch_delimiter = self._delimiter
+        self._window = FIRST_WINDOW
+        # The raw data being delivered, and where it ends in ``_buffer``.
+        self._given = b""
+        self._given_end = 0
 
     @property
     def delimiter(self) -> bytes:
@@ -168,6 +179,7 @@ class LineDecoder(Decoder):
         self._rewind()
         self._raw = True
         self._discarding = False
+        self._window = FIRST_WINDOW
         self._kick()
 
     def set_line_mode(self, extra: bytes = b"") -> None:
@@ -175,15 +187,28 @@ class LineDecoder(Decoder):
 
         Args:
             extra: Bytes to read before everything held, typically the part
-                of the last raw data that ``raw_data_received`` did not use.
+                of the last raw data that ``raw_data_received`` did not use
+                (handing back the end of that data costs no copy).
         """
         self._rewind()
         if self._raw:
             self._raw = False
             self._discarding = False
+            self._window = FIRST_WINDOW
         if extra and not self._closed:
-            self._buffer = extra + self._buffer[self._start :]
-            self._start = 0
+            given = self._given
+            if (
+                self._start == self._given_end
+                and len(extra) <= len(given)
+                and given.endswith(extra)
+            ):
+                # The end of the raw data just delivered, handed back: read
+                # it again where it lies rather than copy what follows it.
+                self._start -= len(extra)
+            else:
+                self._buffer = extra + self._buffer[self._start :]
+                self._start = 0
+            self._given = b""
         self._kick()
 
     def pause(self) -> None:
@@ -197,6 +222,7 @@ class LineDecoder(Decoder):
         super().close()
         self._start = 0
         self._fed = []
+        self._given = b""
 
     def _rewind(self) -> None:
         """Give the lines split off and not delivered back to the bytes to read.
@@ -208,6 +234,7 @@ class LineDecoder(Decoder):
         if rest:
             size = sum(map(len, rest)) + len(rest) * len(self._batch_delimiter)
             self._start = self._batch_end - size
+            self._window = FIRST_WINDOW
 
     def _take_fed(self) -> None:
         """Append the bytes fed during callbacks to those held."""
@@ -227,11 +254,22 @@ class LineDecoder(Decoder):
                     start = self._start
                     if start >= len(buf):
                         break
-                    self._buffer = b""
-                    self._start = 0
+                    if start:
+                        # The rest of a read after a switch: in pieces that
+                        # grow, so that a switch back soon copies little.
+                        window = min(self._window, WINDOW)
+                        end = min(len(buf), start + window)
+                        data = buf[start:end]
+                        self._window = window * 2
+                    else:
+                        end = len(buf)
+                        data = buf
+                    self._start = self._given_end = end
+                    self._given = data
                     on_raw = self._on_raw
                     assert on_raw is not None  # set_raw_mode checked
-                    on_raw(buf[start:] if start else buf)
+                    on_raw(data)
+                    self._given = b""
                     if self._stopped():
                         break
                 elif not (self._lines() or self._fed):
@@ -259,15 +297,18 @@ class LineDecoder(Decoder):
                 return False
             self._discarding = False
             start = self._start = found + len(delimiter)
-        if len(buf) - start > WINDOW:
-            found = buf.rfind(delimiter, start, start + WINDOW)
+        window = min(self._window, WINDOW)
+        if len(buf) - start > window:
+            found = buf.rfind(delimiter, start, start + window)
             if found < 0:
                 # None ends inside the window: the first line is longer.
-                found = buf.find(delimiter, max(start, start + WINDOW - len(delimiter) + 1))
+                found = buf.find(delimiter, max(start, start + window - len(delimiter) + 1))
                 if found < 0:
                     return self._check_partial(buf, start, delimiter)
             stop = found + len(delimiter)
             piece = buf[start:stop]
+            if window < WINDOW:
+                self._window = window * 2
         elif buf.find(delimiter, start) < 0:
             return self._check_partial(buf, start, delimiter)
         else:
@@ -500,7 +541,10 @@ class LineReceiver(LineOnlyReceiver):
         return self._get_decoder().line_mode
 
     def raw_data_received(self, data: bytes) -> None:
-        """Called with the bytes received in raw mode. Override it to use raw mode."""
+        """Called with the bytes received in raw mode, in pieces of any size.
+
+        Override it to use raw mode.
+        """
 
     def set_raw_mode(self) -> None:
         """Deliver the bytes from here on to ``raw_data_received``."""
