@@ -22,6 +22,7 @@ Families by meaning, so that callers can catch what they can act on::
     ├── TooManyFDsError (+ConnectionError) a peer passed more file descriptors
     │                               than one message may carry
     ├── EndpointStringError (+ValueError) an endpoint string is not valid
+    ├── ProxyProtocolError (+ValueError) a PROXY protocol header is malformed
     ├── TLSConfigError (+ValueError) TLS certificates, keys or settings cannot be used
     ├── LoopingCallError (+RuntimeError) a LoopingCall started twice or stopped idle
     ├── LoginError                  a login through a cred Portal did not succeed
@@ -73,6 +74,7 @@ __all__ = [
     "PasswordHashError",
     "ProcessExitedError",
     "ProcessFailedError",
+    "ProxyProtocolError",
     "QueueOverflowError",
     "ReactorAlreadyRunningError",
     "ReactorError",
@@ -193,6 +195,16 @@ class ProcessFailedError(TorsionError, ConnectionError):
         self.status = status
         self.pid = pid
         self.executable = executable
+
+
+class ProxyProtocolError(TorsionError, ValueError):
+    """The bytes are not a valid PROXY protocol header.
+
+    Raised for every malformation: not a header at all, a wrong signature,
+    version or command, an unknown address family, a header over its length
+    limit, addresses or ports that do not parse, a truncated TLV, a CRC32C
+    that does not match.
+    """
 
 
 class ReactorThreadError(ReactorError):

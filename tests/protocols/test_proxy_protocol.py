@@ -35,7 +35,7 @@ from torsion.internet import (
     server_tls,
     to_address,
 )
-from torsion.protocols._proxy_header import (
+from torsion.protocols.haproxy._header import (
     Command,
     HeaderAddress,
     ProxyHeader,
@@ -43,7 +43,7 @@ from torsion.protocols._proxy_header import (
     build_v1,
     build_v2,
 )
-from torsion.protocols._proxy_protocol import (
+from torsion.protocols.haproxy._protocol import (
     ProxiedTransport,
     ProxyProtocolClientEndpoint,
     ProxyProtocolFactory,
@@ -522,7 +522,7 @@ def test_client_endpoint_checks_its_header() -> None:
 
 
 def test_the_header_sender_passes_replayed_events_on() -> None:
-    from torsion.protocols._proxy_protocol import _HeaderSender
+    from torsion.protocols.haproxy._protocol import _HeaderSender
 
     protocol = Recorder()
     sender = _HeaderSender(b"HEADER", protocol)

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from torsion.errors import TorsionError
+from torsion.errors import ProxyProtocolError, TorsionError
 from torsion.internet import IPv4Address, IPv6Address, ProcessAddress, UNIXAddress
-from torsion.protocols._proxy_header import (
+from torsion.protocols.haproxy._header import (
     DEFAULT_MAX_LENGTH,
     V1_MAX_LENGTH,
     V2_SIGNATURE,
@@ -23,7 +23,6 @@ from torsion.protocols._proxy_header import (
     HeaderAddress,
     ProxyHeader,
     ProxyHeaderParser,
-    ProxyProtocolError,
     SSLSubtype,
     TLVType,
     build_v1,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 import ssl
 import tempfile
@@ -34,8 +33,8 @@ from torsion.internet import (
     client_context,
     server_tls,
 )
-from torsion.protocols._proxy_header import Command, HeaderAddress, ProxyHeader
-from torsion.protocols._proxy_protocol import (
+from torsion.protocols.haproxy._header import Command, HeaderAddress, ProxyHeader
+from torsion.protocols.haproxy._protocol import (
     ProxiedTransport,
     ProxyProtocolClientEndpoint,
     ProxyProtocolFactory,
@@ -201,12 +200,7 @@ backend be
 
 @pytest.fixture
 def haproxy() -> str:
-    # Debian installs it in /usr/sbin, which not every PATH has.
-    return (
-        shutil.which("haproxy")
-        or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
-        or require_peer("haproxy", package="haproxy")
-    )
+    return require_peer("haproxy", package="haproxy")
 
 
 @contextlib.asynccontextmanager

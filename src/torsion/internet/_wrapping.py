@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["HeldWrites", "ProtocolWrapper", "TransportWrapper"]
 
@@ -32,12 +32,18 @@ class TransportWrapper(asyncio.Transport):
     Args:
         transport: The real transport (or another wrapper).
         wrapper: The protocol wrapper the real transport talks to; it is
-            what a TLS upgrade hands the decrypted data to.
+            what a TLS upgrade hands the decrypted data to. None when the
+            real transport talks to the protocol directly (a wrapper that
+            only changes what the protocol sees of the transport, such as
+            the addresses it reports).
     """
 
-    def __init__(self, transport: asyncio.Transport, wrapper: ProtocolWrapper) -> None:
+    def __init__(
+        self, transport: asyncio.BaseTransport, wrapper: ProtocolWrapper | None = None
+    ) -> None:
         super().__init__()
-        self.wrapped_transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.wrapped_transport = cast(asyncio.Transport, transport)
         self._wrapper = wrapper
 
     # Writing.
@@ -105,10 +111,15 @@ class TransportWrapper(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         """Deliver the connection's events to ``protocol`` from now on."""
-        self._wrapper.wrapped = protocol
+        if self._wrapper is None:
+            self.wrapped_transport.set_protocol(protocol)
+        else:
+            self._wrapper.wrapped = protocol
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         """Return the protocol the events are delivered to."""
+        if self._wrapper is None:
+            return self.wrapped_transport.get_protocol()
         return self._wrapper.wrapped
 
     async def start_tls(
@@ -138,9 +149,10 @@ class TransportWrapper(asyncio.Transport):
             )
             return self
         loop = asyncio.get_running_loop()
+        # The TLS layer delivers to whatever the real transport delivered to.
         upgraded = await loop.start_tls(
             inner,
-            self._wrapper,
+            inner.get_protocol(),
             context,
             server_side=server_side,
             server_hostname=server_hostname,
@@ -149,7 +161,8 @@ class TransportWrapper(asyncio.Transport):
         if upgraded is None:  # pragma: no cover - the loop closed meanwhile
             raise ConnectionResetError("connection closed during the TLS handshake")
         self.wrapped_transport = upgraded
-        self._wrapper.transport = upgraded
+        if self._wrapper is not None:
+            self._wrapper.transport = upgraded
         return self
 
     def __repr__(self) -> str:

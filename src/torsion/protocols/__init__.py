@@ -14,6 +14,11 @@
   allowed by network) and the client endpoints ``SOCKS5ClientEndpoint`` and
   ``SOCKS4ClientEndpoint`` (also as ``socks5:`` and ``socks4a:`` endpoint
   strings).
+- The PROXY protocol, for servers behind HAProxy or nginx and for clients
+  that talk to them: ``ProxyProtocolFactory`` (the client's real address
+  becomes the protocol's ``peer``), ``ProxyProtocolServerEndpoint`` (also
+  as the ``haproxy:`` endpoint-string prefix), ``ProxyProtocolClientEndpoint``;
+  the codec is in ``torsion.protocols.haproxy``.
 """
 
 from torsion.protocols._classic import (
@@ -48,6 +53,13 @@ from torsion.protocols._socks_wire import (
     SOCKSProtocolError,
 )
 from torsion.protocols._throttle import Throttle, TokenBucket
+from torsion.protocols.haproxy._header import ProxyHeader
+from torsion.protocols.haproxy._protocol import (
+    ProxiedTransport,
+    ProxyProtocolClientEndpoint,
+    ProxyProtocolFactory,
+    ProxyProtocolServerEndpoint,
+)
 
 __all__ = [
     "PROTECTED_NETWORKS",
@@ -60,6 +72,11 @@ __all__ = [
     "Echo",
     "IdleTimeout",
     "PortForward",
+    "ProxiedTransport",
+    "ProxyHeader",
+    "ProxyProtocolClientEndpoint",
+    "ProxyProtocolFactory",
+    "ProxyProtocolServerEndpoint",
     "RefusalLog",
     "SOCKS4ClientEndpoint",
     "SOCKS5ClientEndpoint",

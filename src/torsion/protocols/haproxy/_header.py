@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from torsion.errors import TorsionError
+from torsion.errors import ProxyProtocolError
 from torsion.internet import IPv4Address, IPv6Address, UNIXAddress
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "HeaderAddress",
     "ProxyHeader",
     "ProxyHeaderParser",
-    "ProxyProtocolError",
     "SSLSubtype",
     "TLVType",
     "build_v1",
@@ -70,16 +69,6 @@ TLVs: TypeAlias = tuple[tuple[int, bytes], ...]
 
 HeaderAddress: TypeAlias = IPv4Address | IPv6Address | UNIXAddress
 """The addresses a header can carry: IP (TCP or UDP) and Unix sockets."""
-
-
-class ProxyProtocolError(TorsionError, ValueError):
-    """The bytes are not a valid PROXY protocol header.
-
-    Raised for every malformation: not a header at all, a wrong signature,
-    version or command, an unknown address family, a header over its length
-    limit, addresses or ports that do not parse, a truncated TLV, a CRC32C
-    that does not match.
-    """
 
 
 class Command(enum.IntEnum):

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, TypeAlias, TypeVar, cast
 
 from torsion.defer import Deferred
+from torsion.errors import ProxyProtocolError
 from torsion.internet import (
     Address,
     ClientEndpoint,
@@ -54,13 +55,12 @@ from torsion.internet import (
     to_address,
     to_sockaddr,
 )
-from torsion.protocols._proxy_header import (
+from torsion.protocols.haproxy._header import (
     DEFAULT_MAX_LENGTH,
     Command,
     HeaderAddress,
     ProxyHeader,
     ProxyHeaderParser,
-    ProxyProtocolError,
 )
 
 __all__ = [
@@ -111,10 +111,10 @@ class ProxiedTransport(TransportWrapper):
     information, among it "socket", the socket to the proxy) is the
     underlying transport's.
 
-    Unlike other ``TransportWrapper``s it has no protocol wrapper: the
-    connection delivers its events to the protocol directly, so reading
-    costs nothing extra. ``Protocol.start_tls`` works through it on every
-    loop (the connection underneath is upgraded; the addresses stay).
+    It has no protocol wrapper: the connection delivers its events to the
+    protocol directly, so reading costs nothing extra. ``Protocol.start_tls``
+    works through it on every loop (the connection underneath is upgraded;
+    the addresses stay).
 
     Args:
         transport: The connection from the proxy (TCP, TLS or Unix, or
@@ -139,11 +139,8 @@ class ProxiedTransport(TransportWrapper):
         peer: Address,
         host: Address,
     ) -> None:
-        # Not TransportWrapper.__init__: there is no protocol wrapper to
-        # keep; set_protocol, get_protocol and start_tls go to the transport.
-        asyncio.Transport.__init__(self)
-        # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        self.wrapped_transport = cast(asyncio.Transport, transport)
+        # No protocol wrapper: the connection delivers to the protocol itself.
+        super().__init__(transport)
         self.header = header
         self.peer = peer
         self.host = host
@@ -159,46 +156,6 @@ class ProxiedTransport(TransportWrapper):
         if name == "proxy_header":
             return self.header
         return self.wrapped_transport.get_extra_info(name, default)
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        """Have the connection's events go to ``protocol`` from now on."""
-        self.wrapped_transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        """Return the protocol the connection's events go to."""
-        return self.wrapped_transport.get_protocol()
-
-    @property
-    def _start_tls_compatible(self) -> bool:
-        # asyncio's own loop.start_tls runs over any transport that says so
-        # (uvloop's only over its own); the TLS layer then asks this one for
-        # the addresses, so they stay the header's.
-        return bool(getattr(self.wrapped_transport, "_start_tls_compatible", False))
-
-    async def start_tls(
-        self,
-        context: ssl.SSLContext,
-        *,
-        server_side: bool = False,
-        server_hostname: str | None = None,
-        handshake_timeout: float | None = None,
-    ) -> TransportWrapper:
-        """Upgrade the connection underneath to TLS, keeping the header's addresses.
-
-        ``Protocol.start_tls`` calls this; the arguments are the same. The
-        protocol the connection delivers to now receives the decrypted data.
-
-        Returns:
-            This transport, now over the TLS transport.
-        """
-        self.wrapped_transport = await _upgrade(
-            self.wrapped_transport,
-            context,
-            server_side=server_side,
-            server_hostname=server_hostname,
-            handshake_timeout=handshake_timeout,
-        )
-        return self
 
     def __repr__(self) -> str:
         return f"<ProxiedTransport {self.peer} -> {self.host} over {self.wrapped_transport!r}>"
