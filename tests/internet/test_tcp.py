@@ -13,6 +13,8 @@ import pytest
 from torsion.defer import CancelledError, Deferred
 from torsion.errors import CannotListenError
 from torsion.internet import Address, IPv4Address, Protocol, Reactor
+from torsion.internet._listener import _Acceptor
+from torsion.testing import StringTransport
 
 Wait = Callable[..., Any]
 Run = Callable[..., None]
@@ -595,3 +597,14 @@ def test_abort_drops_unsent_data_and_the_peer_sees_a_reset(
     assert isinstance(wait(r, server.lost), ConnectionResetError)
     assert server.received < total
     wait(r, listener.stop_listening())
+
+
+def test_a_client_gone_before_its_address_was_read_is_not_served() -> None:
+    """uvloop reads the peer's address after accept; a client that reset has none."""
+
+    made: list[object] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        transport = StringTransport(peer=None, extra={"socket": sock})
+        _Acceptor(made.append).connection_made(transport)  # type: ignore[arg-type]
+    assert made == []
+    assert transport.closed

@@ -210,7 +210,14 @@ class _Acceptor(asyncio.Protocol):
         self._factory = factory
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = to_address(transport.get_extra_info("peername"))
+        peername = transport.get_extra_info("peername")
+        if peername is None and _is_ip_socket(transport):
+            # uvloop asks for the peer's address only now: a client that
+            # reset before this has none, and would pass for an unnamed Unix
+            # peer. It is gone; nothing is left to serve.
+            transport.close()
+            return
+        peer = to_address(peername)
         try:
             protocol = self._factory(peer)
         except Exception:
@@ -223,6 +230,11 @@ class _Acceptor(asyncio.Protocol):
         # From here on the transport talks to the protocol with nothing between.
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+
+
+def _is_ip_socket(transport: asyncio.BaseTransport) -> bool:
+    sock = transport.get_extra_info("socket")
+    return sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
 
 
 def abort_transport(transport: asyncio.BaseTransport) -> None:
