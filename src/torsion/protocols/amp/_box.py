@@ -63,7 +63,6 @@ END: Final = b"\x00\x00"
 DEFAULT_MAX_KEYS: Final = 1024
 DEFAULT_MAX_BOX_SIZE: Final = 1 << 20
 
-_unpack_length = struct.Struct(">H").unpack_from
 _pack_length = struct.Struct(">H").pack
 
 
@@ -183,20 +182,22 @@ class BoxParser:
 
     def _receive(self, data: bytes, boxes: list[Box]) -> None:
         if self._value is not None:
-            data = self._fill_value(data)
-            if self._value is not None:
+            rest = self._fill_value(data)
+            if rest is None:
                 return
+            data = rest
         elif self._tail:
             data = self._tail + data
             self._tail = b""
         box = self._box
         max_keys = self.max_keys
-        unpack = _unpack_length
         pos = 0
         start = 0  # where the current box began in ``data``
         end = len(data)
         while pos + 2 <= end:
-            (key_length,) = unpack(data, pos)
+            # Lengths are read by indexing: as fast as struct here, and
+            # native code when the module is compiled with mypyc.
+            key_length = data[pos] << 8 | data[pos + 1]
             if key_length == 0:
                 pos += 2
                 if self._box_size + pos - start > self.max_box_size:
@@ -213,7 +214,7 @@ class BoxParser:
             value_at = pos + 2 + key_length
             if value_at + 2 > end:
                 break
-            (value_length,) = unpack(data, value_at)
+            value_length = data[value_at] << 8 | data[value_at + 1]
             stop = value_at + 2 + value_length
             key = data[pos + 2 : value_at]
             if key in box:
@@ -241,14 +242,14 @@ class BoxParser:
         if pos < end:
             self._tail = data[pos:]
 
-    def _fill_value(self, data: bytes) -> bytes:
-        """Add to the value being gathered; return the data after it."""
+    def _fill_value(self, data: bytes) -> bytes | None:
+        """Add to the value being gathered; return the data after it, None if unfinished."""
         value = self._value
         assert value is not None
         missing = self._need - len(value)
         if len(data) < missing:
             value += data
-            return b""
+            return None
         value += memoryview(data)[:missing]
         self._box[self._key] = bytes(value)
         self._value = None
