@@ -87,7 +87,8 @@ def test_tcp_server_strings() -> None:
         ("tcp:80:port=81", "port given twice"),
         (
             "udp:53",
-            "no server endpoint kind 'udp' \\(known: ssl, stdio, systemd, tcp, tcp6, tls, unix",
+            "no server endpoint kind 'udp' "
+            "\\(known: haproxy, ssl, stdio, systemd, tcp, tcp6, tls, unix",
         ),
         ("systemd", "needs index=N or name=NAME"),
         ("systemd:index=1:name=web", "one of them"),

@@ -16,6 +16,9 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "PrefixKind",
+    "split_prefix",
+    "tls_server_parts",
     "ProtocolWrapper",
     "TransportWrapper",
     "wrap_client_tls",

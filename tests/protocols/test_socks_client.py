@@ -17,6 +17,7 @@ from torsion.internet import (
     TCPClientEndpoint,
     client_from_string,
     parse_endpoint_string,
+    server_from_string,
 )
 from torsion.protocols._socks_client import (
     SOCKS4A_ENDPOINT_KIND,
@@ -371,8 +372,8 @@ def test_bad_socks4a_strings() -> None:
 
 
 def test_no_socks_servers_from_strings() -> None:
-    with pytest.raises(ValueError, match="client endpoint"):
-        SOCKS5_ENDPOINT_KIND.server(MemoryReactor(), ("1080",), {})
+    with pytest.raises(EndpointStringError, match="no server endpoint kind 'socks5' \\(known: h"):
+        server_from_string(MemoryReactor(), "socks5:1080")
     assert repr(SOCKS4A_ENDPOINT_KIND) == "<SOCKSEndpointKind socks4a>"
 
 

@@ -35,9 +35,12 @@ from torsion.internet._connector import Connector
 from torsion.internet._delayed import Clock, DelayedCall, DelayedCallOwner
 from torsion.internet._endpoint_strings import (
     EndpointKind,
+    PrefixKind,
     client_from_string,
     parse_endpoint_string,
     server_from_string,
+    split_prefix,
+    tls_server_parts,
 )
 from torsion.internet._endpoints import (
     ServerEndpoint,
@@ -132,6 +135,7 @@ __all__ = [
     "ListeningPort",
     "LoopingCall",
     "Phase",
+    "PrefixKind",
     "ProcessAddress",
     "ProcessEndpoint",
     "ProcessExited",
@@ -203,9 +207,11 @@ __all__ = [
     "signal_number",
     "spawn_process",
     "splice",
+    "split_prefix",
     "status_from_returncode",
     "stdio",
     "tls_info",
+    "tls_server_parts",
     "to_address",
     "to_sockaddr",
     "wait_readable",

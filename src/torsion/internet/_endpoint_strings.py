@@ -27,11 +27,20 @@ torsion.protocols adds, through the plugin mechanism below::
     socks5:PROXYHOST:PROXYPORT:HOST:PORT[:username=U:password=P][:timeout=S]
     socks4a:PROXYHOST:PROXYPORT:HOST:PORT[:userId=ID][:timeout=S]
 
+and a prefix that wraps any server endpoint string::
+
+    haproxy:[timeout=S:][trusted=NET,NET:][allowLocal=no:]ENDPOINT
+        (the PROXY protocol: haproxy:tcp:8080; for haproxy:tls:... the TLS
+        handshake comes after the header, as HAProxy's TCP mode sends it)
+
 Other packages add kinds through the ``torsion.endpoints`` entry-point
 group: each entry point names an object with a ``prefix`` string and a
 ``server(reactor, args, options)`` and/or ``client(reactor, args, options)``
-method returning an endpoint. A bad string raises ``EndpointStringError``
-naming the problem.
+method returning an endpoint; a prefix kind instead has
+``wrap_server(reactor, options, inner)`` and/or ``wrap_client(...)``,
+given its own leading ``key=value`` options and the rest of the string
+(see ``split_prefix`` and ``tls_server_parts``). A bad string raises
+``EndpointStringError`` naming the problem.
 """
 
 from __future__ import annotations
@@ -54,13 +63,16 @@ from torsion.internet._endpoints import (
 )
 from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._stdio import StandardIOEndpoint
-from torsion.internet._tls import client_context, server_tls
+from torsion.internet._tls import ServerTLS, client_context, server_tls
 
 __all__ = [
     "EndpointKind",
+    "PrefixKind",
     "client_from_string",
     "parse_endpoint_string",
     "server_from_string",
+    "split_prefix",
+    "tls_server_parts",
 ]
 
 ENTRY_POINT_GROUP = "torsion.endpoints"
@@ -201,6 +213,43 @@ def parse_endpoint_string(text: str) -> ParsedEndpoint:
     return ParsedEndpoint(kind, tuple(args), options, text)
 
 
+def split_prefix(text: str) -> tuple[str, dict[str, str], str]:
+    """Split a prefixed endpoint string into its kind, its own options and the rest.
+
+    ``"haproxy:timeout=5:tcp:8080"`` gives ``("haproxy", {"timeout": "5"},
+    "tcp:8080")``: the prefix's options are the ``key=value`` fields before
+    the first field that is not one, and the rest is left as written
+    (backslashes included) to be parsed as an endpoint string of its own.
+
+    Raises:
+        EndpointStringError: Nothing follows the prefix, or an option is
+            given twice.
+    """
+    # Where each unescaped colon is.
+    colons: list[int] = []
+    escaped = False
+    for at, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            colons.append(at)
+    kind = text[: colons[0]] if colons else text
+    options: dict[str, str] = {}
+    starts = [at + 1 for at in colons]
+    for index, start in enumerate(starts):
+        end = colons[index + 1] if index + 1 < len(colons) else len(text)
+        fields = parse_endpoint_string("x:" + text[start:end])
+        if not fields.options:
+            return kind, options, text[start:]
+        ((key, value),) = fields.options.items()
+        if key in options:
+            raise EndpointStringError(text, f"option {key!r} given twice")
+        options[key] = value
+    raise EndpointStringError(text, f"{kind}: needs an endpoint after it (e.g. {kind}:tcp:8080)")
+
+
 class EndpointKind(Protocol):
     """What a ``torsion.endpoints`` entry point names: a kind of endpoint string."""
 
@@ -212,6 +261,16 @@ class EndpointKind(Protocol):
 
     def client(self, reactor: Any, args: tuple[str, ...], options: dict[str, str]) -> Any:
         """Make a client endpoint (raise ValueError with the problem on a bad string)."""
+        ...
+
+
+class PrefixKind(Protocol):
+    """A ``torsion.endpoints`` entry point that wraps the endpoint string after it."""
+
+    prefix: str
+
+    def wrap_server(self, reactor: Any, options: dict[str, str], inner: str) -> Any:
+        """Make a server endpoint around ``inner`` (raise ValueError on a bad string)."""
         ...
 
 
@@ -227,6 +286,11 @@ def _tcp_server(reactor: Any, parsed: ParsedEndpoint, *, default_interface: str)
 
 
 def _tls_server(reactor: Any, parsed: ParsedEndpoint) -> Any:
+    tcp, tls = _tls_server_parts(reactor, parsed)
+    return TLSServerEndpoint(reactor, tcp.port, tls, interface=tcp.interface, backlog=tcp.backlog)
+
+
+def _tls_server_parts(reactor: Any, parsed: ParsedEndpoint) -> tuple[TCPServerEndpoint, ServerTLS]:
     parsed.only(
         "port",
         "interface",
@@ -264,7 +328,24 @@ def _tls_server(reactor: Any, parsed: ParsedEndpoint) -> Any:
     except (TLSConfigError, ValueError) as exc:
         raise parsed.error(str(exc)) from exc
     interface = options.get("interface", "")
-    return TLSServerEndpoint(reactor, port, tls, interface=interface, backlog=backlog)
+    return TCPServerEndpoint(reactor, port, interface=interface, backlog=backlog), tls
+
+
+def tls_server_parts(reactor: Any, text: str) -> tuple[ServerEndpoint, ServerTLS | None]:
+    """Split a server endpoint string into the plain endpoint and its TLS settings.
+
+    ``tls:443:privateKey=k.pem`` gives a TCP endpoint on port 443 and the
+    ``ServerTLS``; any other string gives its endpoint and None. For a
+    prefix whose protocol runs before the TLS handshake (the PROXY
+    protocol's header comes in clear).
+
+    Raises:
+        EndpointStringError: The string is not a valid server endpoint.
+    """
+    parsed = parse_endpoint_string(text)
+    if parsed.kind in ("tls", "ssl"):
+        return _tls_server_parts(reactor, parsed)
+    return server_from_string(reactor, text), None
 
 
 def _alpn(options: dict[str, str]) -> tuple[str, ...]:
@@ -380,8 +461,15 @@ def _plugin(kind: str) -> EndpointKind | None:
     return None
 
 
-def _known(builtin: dict[str, Any]) -> str:
-    names = set(builtin) | {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
+def _known(builtin: dict[str, Any], role: str) -> str:
+    names = set(builtin)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            plugin = entry.load()
+        except Exception:  # a broken plugin is not a kind anyone can use
+            continue
+        if hasattr(plugin, role) or hasattr(plugin, f"wrap_{role}"):
+            names.add(entry.name)
     return ", ".join(sorted(names))
 
 
@@ -419,17 +507,40 @@ def _from_string(
     builtin: dict[str, Callable[[Any, ParsedEndpoint], Any]],
     role: str,
 ) -> Any:
+    kind = _kind_of(text)
+    plugin = None if kind in builtin else _plugin(kind)
+    wrap = getattr(plugin, f"wrap_{role}", None) if plugin is not None else None
+    if wrap is not None:
+        # A prefix: its options, then another endpoint string of any shape.
+        _, options, inner = split_prefix(text)
+        try:
+            return wrap(reactor, options, inner)
+        except EndpointStringError as exc:
+            # Name the whole string, not the part the prefix parsed.
+            raise EndpointStringError(text, exc.problem) from exc
+        except ValueError as exc:
+            raise EndpointStringError(text, str(exc)) from exc
     parsed = parse_endpoint_string(text)
     make = builtin.get(parsed.kind)
     if make is not None:
         return make(reactor, parsed)
-    plugin = _plugin(parsed.kind)
     method = getattr(plugin, role, None) if plugin is not None else None
     if method is None:
-        raise parsed.error(f"no {role} endpoint kind {parsed.kind!r} (known: {_known(builtin)})")
+        known = _known(builtin, role)
+        raise parsed.error(f"no {role} endpoint kind {parsed.kind!r} (known: {known})")
     try:
         return method(reactor, parsed.args, dict(parsed.options))
     except ValueError as exc:
         if isinstance(exc, EndpointStringError):
             raise
         raise parsed.error(str(exc)) from exc
+
+
+def _kind_of(text: str) -> str:
+    """The kind of an endpoint string, checked as ``parse_endpoint_string`` checks it."""
+    try:
+        return parse_endpoint_string(text.split(":", 1)[0] + ":").kind
+    except EndpointStringError:
+        raise EndpointStringError(
+            text, "no endpoint kind before the first ':' (e.g. tcp:8080)"
+        ) from None

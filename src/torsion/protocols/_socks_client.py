@@ -443,14 +443,6 @@ class SOCKSEndpointKind:
         """Make the client endpoint (ValueError says what is wrong with the string)."""
         return self._make(reactor, args, options)
 
-    def server(self, reactor: Any, args: tuple[str, ...], options: dict[str, str]) -> Any:
-        """There is none: a SOCKS endpoint only connects.
-
-        Raises:
-            ValueError: Always.
-        """
-        raise ValueError(f"{self.prefix}: is a client endpoint; serve SOCKS with SOCKSServer")
-
     def __repr__(self) -> str:
         return f"<SOCKSEndpointKind {self.prefix}>"
 
