@@ -363,6 +363,40 @@ def test_pausing_from_a_callback_stops_after_it_and_holds_what_comes() -> None:
     assert decoder.buffered == 0
 
 
+def test_a_lower_max_length_set_while_paused_applies_to_the_lines_held() -> None:
+    def line_received(line: bytes) -> None:
+        recorder.events.append(("line", line))
+        recorder.decoder.pause()
+
+    recorder = Recorder()
+    recorder.decoder = LineDecoder(
+        line_received,
+        line_length_exceeded=lambda line: recorder.events.append(("long", line)),
+    )
+    recorder.feed(b"first\r\nlonger\r\nok\r\n")
+    recorder.decoder.max_length = 3
+    while recorder.decoder.paused:
+        recorder.decoder.resume()
+    assert recorder.events == [("line", b"first"), ("long", b"longer"), ("line", b"ok")]
+
+
+def test_raw_data_that_ends_inside_a_delimiter() -> None:
+    events: list[Event] = []
+
+    def line_received(line: bytes) -> None:
+        events.append(("line", line))
+        if line == b"a":
+            decoder.set_raw_mode()
+
+    def raw_data_received(data: bytes) -> None:
+        events.append(("raw", data[:2]))
+        decoder.set_line_mode(data[2:])
+
+    decoder = LineDecoder(line_received, raw_data_received=raw_data_received)
+    decoder.receive_data(b"a\r\nb\r\nc\r\nd\r\n")
+    assert events == [("line", b"a"), ("raw", b"b\r"), ("line", b"\nc"), ("line", b"d")]
+
+
 def test_pause_and_resume_within_one_callback_change_nothing() -> None:
     events: list[bytes] = []
 

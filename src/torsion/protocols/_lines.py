@@ -104,6 +104,13 @@ class LineDecoder(Decoder):
         # The raw data being delivered, and where it ends in ``_buffer``.
         self._given = b""
         self._given_end = 0
+        # The lines ``_rewind`` gave back, which were ``_spare_buffer`` from
+        # ``_spare_start`` to ``_spare_end`` split at ``_spare_delimiter``
+        # and all within ``_spare_limit``.
+        self._spare: list[bytes] | None = None
+        self._spare_start = self._spare_end = self._spare_limit = 0
+        self._spare_buffer = b""
+        self._spare_delimiter = b""
 
     @property
     def delimiter(self) -> bytes:
@@ -223,6 +230,7 @@ class LineDecoder(Decoder):
         self._start = 0
         self._fed = []
         self._given = b""
+        self._spare = None
 
     def _rewind(self) -> None:
         """Give the lines split off and not delivered back to the bytes to read.
@@ -233,8 +241,16 @@ class LineDecoder(Decoder):
         rest = list(self._batch)
         if rest:
             size = sum(map(len, rest)) + len(rest) * len(self._batch_delimiter)
-            self._start = self._batch_end - size
+            self._start = start = self._batch_end - size
             self._window = FIRST_WINDOW
+            # If lines are read again from within these bytes (after raw
+            # data handed back, a pause), the lines split are used again.
+            self._spare = rest
+            self._spare_start = start
+            self._spare_end = self._batch_end
+            self._spare_buffer = self._buffer
+            self._spare_delimiter = self._batch_delimiter
+            self._spare_limit = self._max_length
 
     def _take_fed(self) -> None:
         """Append the bytes fed during callbacks to those held."""
@@ -297,7 +313,22 @@ class LineDecoder(Decoder):
                 return False
             self._discarding = False
             start = self._start = found + len(delimiter)
-        window = min(self._window, WINDOW)
+        limit = self._max_length
+        spare = self._spare
+        if spare is not None:
+            self._spare = None
+            if (
+                self._spare_buffer is buf
+                and self._spare_delimiter is delimiter
+                and self._spare_limit <= limit
+                and self._spare_start <= start < self._spare_end
+            ):
+                lines = _resume(buf, start, spare, self._spare_start, delimiter)
+                if lines is not None:
+                    return self._deliver_lines(buf, lines, self._spare_end, delimiter, b"")
+        window = self._window
+        if window > WINDOW:
+            window = WINDOW
         if len(buf) - start > window:
             found = buf.rfind(delimiter, start, start + window)
             if found < 0:
@@ -309,16 +340,14 @@ class LineDecoder(Decoder):
             piece = buf[start:stop]
             if window < WINDOW:
                 self._window = window * 2
-        elif buf.find(delimiter, start) < 0:
-            return self._check_partial(buf, start, delimiter)
         else:
             stop = len(buf)
             piece = buf[start:] if start else buf
         lines = piece.split(delimiter)
         tail = lines.pop()  # empty unless the window reaches the end
+        if not lines:
+            return self._check_partial(buf, start, delimiter)
         batch_end = stop - len(tail)
-        limit = self._max_length
-        more = stop < len(buf)
         if len(piece) - len(tail) > limit:
             first = _first_too_long(piece, len(piece) - len(tail), lines, limit, delimiter)
             if first == 0:
@@ -329,7 +358,20 @@ class LineDecoder(Decoder):
                 # Deliver the lines before it; it comes first next time round.
                 del lines[first:]
                 batch_end = start + sum(map(len, lines)) + first * len(delimiter)
-                more = True
+                tail = b""
+        return self._deliver_lines(buf, lines, batch_end, delimiter, tail)
+
+    def _deliver_lines(
+        self, buf: bytes, lines: list[bytes], batch_end: int, delimiter: bytes, tail: bytes
+    ) -> bool:
+        """Deliver ``lines``, which end at ``batch_end`` in ``buf``.
+
+        ``tail`` is what follows them if it is all the rest of ``buf`` (it
+        has no delimiter); else it is empty.
+
+        Returns:
+            Whether there may be more to do.
+        """
         self._start = batch_end
         self._batch_end = batch_end
         self._batch_delimiter = delimiter
@@ -348,7 +390,7 @@ class LineDecoder(Decoder):
         if self._paused or self._closed:
             return False
         if (
-            more
+            batch_end + len(tail) < len(buf)
             or self._start != batch_end
             or self._buffer is not buf
             or self._delimiter is not delimiter
@@ -356,7 +398,7 @@ class LineDecoder(Decoder):
         ):
             return True
         # Nothing changed during the callbacks, and the tail has no delimiter.
-        return len(tail) > limit and self._check_partial(buf, batch_end, delimiter)
+        return len(tail) > self._max_length and self._check_partial(buf, batch_end, delimiter)
 
     def _check_partial(self, buf: bytes, start: int, delimiter: bytes) -> bool:
         """Report the partial line ``buf[start:]`` once it is too long; return whether it was."""
@@ -393,6 +435,32 @@ def _partial_delimiter(data: bytes, start: int, delimiter: bytes) -> int:
         if data.endswith(delimiter[:size], start):
             return size
     return 0
+
+
+def _resume(
+    data: bytes, start: int, lines: list[bytes], begin: int, delimiter: bytes
+) -> list[bytes] | None:
+    """Return the lines from ``start`` on, from ``lines`` split from ``begin``.
+
+    ``lines`` are ``data`` split at ``delimiter`` from ``begin``, each
+    followed by a delimiter. Reading from ``start`` within the first of them
+    that reaches it finds the same delimiter (none comes earlier), and so
+    the same lines after it. Returns None if ``start`` is inside a
+    delimiter, where reading again could find another one.
+    """
+    position = begin
+    width = len(delimiter)
+    for index, line in enumerate(lines):
+        end = position + len(line)
+        if start <= end:
+            rest = lines[index:]
+            if start != position:
+                rest[0] = data[start:end]
+            return rest
+        position = end + width
+        if start < position:
+            return None
+    return None
 
 
 def _first_too_long(
