@@ -9,12 +9,15 @@ bodies need, and it can pause. ``LineReceiver`` is a ``Protocol`` over it;
 The cost is linear in the data, never in what is buffered. A read is split
 with ``bytes.split`` a window of at most ``WINDOW`` bytes at a time and its
 lines handed out in turn; the position in the read is an offset, so nothing
-is copied per line, and a switch of mode or delimiter mid-read wastes at
-most the current window's split (plus handing the rest of the read over as
-raw data, which the raw callback asks for); windows start small after a
-switch, so that protocols that switch often waste little. Only the tail without a delimiter
-is kept, bounded by ``max_length``; a line longer than that is reported as
-soon as it is known to be, not after buffering it whole.
+is copied per line. A callback that changes how the rest is read (raw mode,
+a pause, a new delimiter) ends the window after its line; the lines split
+and not delivered are used again if reading resumes within them, as it does
+after raw data handed back or a pause. After a switch to raw mode, the rest
+of the read goes to the raw callback in pieces that grow from
+``FIRST_WINDOW``, and raw data handed back by its end is read where it lies,
+so switching back soon copies little. Only the tail without a delimiter is
+kept, bounded by ``max_length``; a line longer than that is reported as soon
+as it is known to be, not after buffering it whole.
 """
 
 from __future__ import annotations
@@ -33,10 +36,9 @@ __all__ = ["LineDecoder", "LineOnlyReceiver", "LineReceiver"]
 DEFAULT_DELIMITER = b"\r\n"
 DEFAULT_MAX_LINE = 16384
 # The most bytes split at once. Larger windows cost less per read; smaller
-# ones waste less splitting when a callback changes how the rest is read
-# (switches to raw mode, say). So the window starts small after such a change
-# and doubles with each window read through, up to the largest: what a change
-# wastes is then at most what was read since the last one, or the first window.
+# ones waste less when a callback changes how the rest is read and the lines
+# split are not used again (a new delimiter). So windows, and raw pieces,
+# start small after a change and double with each one read through.
 WINDOW = 16384
 FIRST_WINDOW = 1024
 
