@@ -104,7 +104,13 @@ from torsion.internet._tls import (
     tls_info,
 )
 from torsion.internet._udp import DatagramProtocol, ReactorUDP, UDPListeningPort, UDPPort
-from torsion.internet._unix import ReactorUNIX, UnixCredentials, UnixPath, peer_credentials
+from torsion.internet._unix import (
+    ReactorUNIX,
+    UnixCredentials,
+    UNIXDatagramListeningPort,
+    UnixPath,
+    peer_credentials,
+)
 from torsion.internet._unix_datagram import UNIXDatagramPort
 from torsion.internet._wrapping import ProtocolWrapper, TransportWrapper
 
@@ -183,6 +189,7 @@ __all__ = [
     "UDPPort",
     "UNIXAddress",
     "UNIXClientEndpoint",
+    "UNIXDatagramListeningPort",
     "UNIXDatagramPort",
     "UNIXFDListener",
     "UNIXFDTransport",

@@ -52,7 +52,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 from torsion.errors import CannotListenError
 from torsion.internet._address import Address, UNIXAddress, to_address
@@ -61,11 +61,9 @@ from torsion.internet._fdpass import UNIXFDListener, open_fd_transport
 from torsion.internet._listener import Listener, ListeningPort
 from torsion.internet._protocol import ProtocolFactory
 
-if TYPE_CHECKING:
-    from torsion.internet._unix_datagram import UNIXDatagramPort
-
 __all__ = [
     "ReactorUNIX",
+    "UNIXDatagramListeningPort",
     "UnixCredentials",
     "UnixPath",
     "bind_unix",
@@ -76,6 +74,7 @@ __all__ = [
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 D = TypeVar("D", bound=asyncio.DatagramProtocol)
+D_co = TypeVar("D_co", bound=asyncio.DatagramProtocol, covariant=True)
 
 UnixPath: TypeAlias = "str | os.PathLike[str]"
 r"""A socket's path: a file name, or "\0name" in Linux's abstract namespace."""
@@ -89,6 +88,35 @@ _LOCK_WAIT = 1.0
 
 # struct ucred (unix(7)): pid_t, uid_t, gid_t.
 _UCRED = struct.Struct("iII")
+
+
+class UNIXDatagramListeningPort(ListeningPort, Protocol[D_co]):
+    """A Unix datagram socket served by a protocol, as the reactor opens it."""
+
+    @property
+    def address(self) -> UNIXAddress:
+        """This socket's address (``UNIXAddress(None)`` if unnamed)."""
+        ...
+
+    @property
+    def peer(self) -> UNIXAddress | None:
+        """The address it is connected to, or None."""
+        ...
+
+    @property
+    def protocol(self) -> D_co:
+        """The protocol serving the socket."""
+        ...
+
+    @property
+    def transport(self) -> asyncio.DatagramTransport | None:
+        """The socket's transport, None once it is closed."""
+        ...
+
+    @property
+    def listening(self) -> bool:
+        """Whether the socket is still open."""
+        ...
 
 
 class ReactorUNIX(Protocol):
@@ -119,7 +147,7 @@ class ReactorUNIX(Protocol):
 
     def listen_unix_datagram(
         self, path: UnixPath, protocol: D, *, mode: int = 0o666
-    ) -> UNIXDatagramPort[D]:
+    ) -> UNIXDatagramListeningPort[D]:
         """Bind a Unix datagram socket at ``path``, served by ``protocol``."""
         ...
 
@@ -130,7 +158,7 @@ class ReactorUNIX(Protocol):
         *,
         bind_path: UnixPath | None = None,
         mode: int = 0o666,
-    ) -> UNIXDatagramPort[D]:
+    ) -> UNIXDatagramListeningPort[D]:
         """Open a Unix datagram socket connected to ``path``, served by ``protocol``."""
         ...
 

@@ -19,11 +19,6 @@ would drop it, and the protocol would never know). Likewise a connected
 port only receives from its peer (the kernel drops the rest, udp(7)), so
 delivering from elsewhere raises ``ValueError``. Datagrams the protocol
 sends after the port closed are dropped, as asyncio drops them.
-
-``MemoryUNIXDatagramPort`` is a subclass of the real ``UNIXDatagramPort``
-only so that it has the type ``ReactorUNIX`` promises; it overrides every
-public member and never runs the real one's code (it has no loop and no
-socket).
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ from torsion.internet import (
     IPv4Address,
     IPv6Address,
     UNIXAddress,
-    UNIXDatagramPort,
     to_sockaddr,
 )
 
@@ -365,7 +359,7 @@ class MemoryUDPPort(_MemoryDatagramPort[asyncio.DatagramProtocol]):
         return f"<MemoryUDPPort {self._describe()}>"
 
 
-class MemoryUNIXDatagramPort(_MemoryDatagramPort[D], UNIXDatagramPort[D]):
+class MemoryUNIXDatagramPort(_MemoryDatagramPort[D]):
     r"""What ``listen_unix_datagram`` and ``connect_unix_datagram`` return, in memory.
 
     No socket file is made or removed. Datagrams delivered to an unconnected
@@ -383,8 +377,6 @@ class MemoryUNIXDatagramPort(_MemoryDatagramPort[D], UNIXDatagramPort[D]):
 
     _kind = "Unix datagrams"
 
-    # The real class's constructor serves a socket on a loop; this one has
-    # neither, so it is deliberately not called.
     def __init__(
         self,
         protocol: D,
