@@ -68,6 +68,14 @@ def test_lines_whole_and_one_byte_at_a_time_give_the_same_lines() -> None:
     assert Recorder().feed(*bytewise(stream)) == whole
 
 
+def test_only_the_partial_line_of_a_read_is_kept() -> None:
+    recorder = Recorder()
+    recorder.feed(b"x" * 62 + b"\r\n")
+    recorder.feed(b"line\r\n" * 40_000 + b"part")
+    assert recorder.decoder.buffered == 4
+    assert len(recorder.decoder._buffer) == 4  # not the read it ends
+
+
 def test_a_delimiter_split_across_reads_still_ends_the_line() -> None:
     recorder = Recorder()
     assert recorder.feed(b"one\r") == []

@@ -300,6 +300,12 @@ class LineDecoder(Decoder):
             self._delivering = False
             if self._fed and not self._closed:
                 self._take_fed()
+            elif self._start and not self._paused:
+                # Keep the partial line, not the whole read it ends.
+                self._buffer = self._buffer[self._start :]
+                self._start = 0
+                self._spare = None
+                self._spare_buffer = b""
 
     def _lines(self) -> bool:
         """Deliver a window's complete lines; return whether there may be more."""
@@ -318,9 +324,11 @@ class LineDecoder(Decoder):
         limit = self._max_length
         spare = self._spare
         if spare is not None:
+            spare_buffer = self._spare_buffer
             self._spare = None
+            self._spare_buffer = b""
             if (
-                self._spare_buffer is buf
+                spare_buffer is buf
                 and self._spare_delimiter is delimiter
                 and self._spare_limit <= limit
                 and self._spare_start <= start < self._spare_end
