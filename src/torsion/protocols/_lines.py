@@ -41,6 +41,8 @@ DEFAULT_MAX_LINE = 16384
 # start small after a change and double with each one read through.
 WINDOW = 16384
 FIRST_WINDOW = 1024
+# Fewer lines given back than this are split again rather than used again.
+_SPARE_MIN = 32
 
 
 class LineDecoder(Decoder):
@@ -245,6 +247,8 @@ class LineDecoder(Decoder):
             size = sum(map(len, rest)) + len(rest) * len(self._batch_delimiter)
             self._start = start = self._batch_end - size
             self._window = FIRST_WINDOW
+            if len(rest) < _SPARE_MIN:
+                return  # splitting them again costs less than finding them
             # If lines are read again from within these bytes (after raw
             # data handed back, a pause), the lines split are used again.
             self._spare = rest
@@ -333,8 +337,8 @@ class LineDecoder(Decoder):
                 and self._spare_limit <= limit
                 and self._spare_start <= start < self._spare_end
             ):
-                lines = _resume(buf, start, spare, self._spare_start, delimiter)
-                if lines is not None:
+                lines = _resume(buf, start, spare, self._spare_start, self._spare_end, delimiter)
+                if lines is not None and len(lines[0]) <= limit:
                     return self._deliver_lines(buf, lines, self._spare_end, delimiter, b"")
         window = self._window
         if window > WINDOW:
@@ -448,29 +452,26 @@ def _partial_delimiter(data: bytes, start: int, delimiter: bytes) -> int:
 
 
 def _resume(
-    data: bytes, start: int, lines: list[bytes], begin: int, delimiter: bytes
+    data: bytes, start: int, lines: list[bytes], begin: int, end: int, delimiter: bytes
 ) -> list[bytes] | None:
-    """Return the lines from ``start`` on, from ``lines`` split from ``begin``.
+    r"""Return the lines from ``start`` on, using ``lines`` split from ``begin``.
 
-    ``lines`` are ``data`` split at ``delimiter`` from ``begin``, each
-    followed by a delimiter. Reading from ``start`` within the first of them
-    that reaches it finds the same delimiter (none comes earlier), and so
-    the same lines after it. Returns None if ``start`` is inside a
-    delimiter, where reading again could find another one.
+    ``lines`` are ``data[begin:end]`` split at ``delimiter``, each followed
+    by one. Reading from ``start`` finds the first delimiter at or after it;
+    the lines after that one are the same as before, and which they are is
+    counted, not split again. Only for a delimiter that cannot overlap
+    itself (``\r\n``, ``\n``): for one that can, a delimiter found from
+    ``start`` need not be one the split found, so this returns None.
     """
-    position = begin
     width = len(delimiter)
-    for index, line in enumerate(lines):
-        end = position + len(line)
-        if start <= end:
-            rest = lines[index:]
-            if start != position:
-                rest[0] = data[start:end]
-            return rest
-        position = end + width
-        if start < position:
+    for size in range(1, width):
+        if delimiter[:size] == delimiter[-size:]:
             return None
-    return None
+    found = data.find(delimiter, start, end)
+    if found < 0:
+        return None
+    index = data.count(delimiter, begin, found + width)
+    return [data[start:found], *lines[index:]]
 
 
 def _first_too_long(
