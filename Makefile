@@ -52,6 +52,7 @@ bench: $(BENCH_INSTALLED)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/transports.py
 	$(BIN)/python benchmarks/framing.py
+	$(BIN)/python benchmarks/amp.py
 
 # The suite on every CPython 3.11+ found on PATH or under pyenv, each in its
 # own .venv-X.Y.
