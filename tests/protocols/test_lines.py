@@ -738,7 +738,9 @@ def test_a_transport_that_ignores_the_pause_gets_closed(caplog: pytest.LogCaptur
         for _ in range(65):
             protocol.data_received(chunk)
     assert transport.closed
-    assert "arrived while paused" in caplog.text
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "arrived while paused" in record.getMessage()
 
 
 def test_a_line_too_long_closes_the_connection_and_logs_one_line(

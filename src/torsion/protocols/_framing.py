@@ -321,8 +321,10 @@ class DecodingProtocol(Protocol, Generic[D]):
             self._framing_error(exc)
             return
         if decoder._paused and decoder.buffered > PAUSED_BUFFER_LIMIT:
+            # Not the peer's doing: the transport went on reading.
             self._framing_error(
-                FramingError(f"more than {PAUSED_BUFFER_LIMIT} bytes arrived while paused")
+                FramingError(f"more than {PAUSED_BUFFER_LIMIT} bytes arrived while paused"),
+                level=logging.WARNING,
             )
 
     @property
@@ -361,11 +363,11 @@ class DecodingProtocol(Protocol, Generic[D]):
             self._decoder.close()
         super().connection_lost(exc)
 
-    def _framing_error(self, exc: FramingError) -> None:
+    def _framing_error(self, exc: FramingError, *, level: int = logging.INFO) -> None:
         """The peer broke the framing: log it once, without a traceback, and close."""
         self._get_decoder().close()
         peer = self.transport.get_extra_info("peername")
-        _log.info("Closing the connection from %s: %s", peer, exc)
+        _log.log(level, "Closing the connection from %s: %s", peer, exc)
         self.transport.close()
 
 
