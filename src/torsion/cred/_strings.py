@@ -36,12 +36,8 @@ AUTH_STRING_HELP: Final = (
 )
 
 
-def split_auth_string(text: str) -> list[str]:
-    """Split at unescaped colons, undoing backslash escapes.
-
-    Raises:
-        AuthStringError: The string ends with a lone backslash.
-    """
+def _split(text: str) -> tuple[list[str], bool]:
+    """Split at unescaped colons; also say whether the text ended cleanly."""
     fields: list[str] = []
     current: list[str] = []
     escaped = False
@@ -56,9 +52,19 @@ def split_auth_string(text: str) -> list[str]:
             current = []
         else:
             current.append(char)
-    if escaped:
-        raise AuthStringError(_masked(text), "ends with a lone backslash")
     fields.append("".join(current))
+    return fields, not escaped
+
+
+def split_auth_string(text: str) -> list[str]:
+    """Split at unescaped colons, undoing backslash escapes.
+
+    Raises:
+        AuthStringError: The string ends with a lone backslash.
+    """
+    fields, clean = _split(text)
+    if not clean:
+        raise AuthStringError(_masked(text), "ends with a lone backslash")
     return fields
 
 
@@ -66,10 +72,7 @@ def _masked(text: str) -> str:
     """The string with the passwords of a ``memory:`` string replaced by ``***``."""
     if not text.startswith("memory:"):
         return text
-    try:
-        fields = split_auth_string(text)
-    except AuthStringError:
-        return "memory:***"
+    fields, _ = _split(text)
     shown = [fields[0]]
     for index, value in enumerate(fields[1:]):
         shown.append(value if index % 2 == 0 else "***")
