@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,12 +60,17 @@ def test_public_names_exist_and_are_sorted(package: str) -> None:
         assert hasattr(module, name), f"{package}.__all__ names {name!r}, which is missing"
 
 
-def _isort_order(name: str) -> tuple[int, str]:
+def _isort_order(name: str) -> tuple[int, list[int | str]]:
+    # Ruff's RUF022 order: constants, then classes, then the rest; within
+    # each, a natural sort (Int8 before Int16).
+    natural: list[int | str] = [
+        int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)
+    ]
     if name.isupper() and len(name) > 1:
-        return (0, name)
+        return (0, natural)
     if name[:1].isupper():
-        return (1, name)
-    return (2, name)
+        return (1, natural)
+    return (2, natural)
 
 
 def test_the_defer_surface() -> None:

@@ -22,6 +22,10 @@ Families by meaning, so that callers can catch what they can act on::
     ├── TooManyFDsError (+ConnectionError) a peer passed more file descriptors
     │                               than one message may carry
     ├── EndpointStringError (+ValueError) an endpoint string is not valid
+    ├── FramingError                the peer's bytes break a framing (lines, netstrings...)
+    │   ├── LineTooLongError        a line over the receiver's maximum length
+    │   ├── StringTooLongError      a length-prefixed string or netstring over the maximum
+    │   └── NetstringParseError     bytes that are not a netstring
     ├── ProxyProtocolError (+ValueError) a PROXY protocol header is malformed
     ├── TLSConfigError (+ValueError) TLS certificates, keys or settings cannot be used
     ├── LoopingCallError (+RuntimeError) a LoopingCall started twice or stopped idle
@@ -68,8 +72,11 @@ __all__ = [
     "DNSLookupError",
     "EndpointStringError",
     "FailureGroup",
+    "FramingError",
+    "LineTooLongError",
     "LoginError",
     "LoopingCallError",
+    "NetstringParseError",
     "PasswordFileError",
     "PasswordHashError",
     "ProcessExitedError",
@@ -80,6 +87,7 @@ __all__ = [
     "ReactorError",
     "ReactorNotRunningError",
     "ReactorThreadError",
+    "StringTooLongError",
     "TLSConfigError",
     "TooManyFDsError",
     "TorsionError",
@@ -195,6 +203,43 @@ class ProcessFailedError(TorsionError, ConnectionError):
         self.status = status
         self.pid = pid
         self.executable = executable
+
+
+class FramingError(TorsionError):
+    """The peer's bytes break the framing: the connection cannot go on."""
+
+
+class LineTooLongError(FramingError):
+    """A line was longer than the decoder's ``max_length``.
+
+    Attributes:
+        line: The line, or the part of it received so far if its delimiter
+            has not arrived.
+        max_length: The longest line allowed.
+    """
+
+    def __init__(self, line: bytes, max_length: int) -> None:
+        super().__init__(f"line longer than {max_length} bytes")
+        self.line = line
+        self.max_length = max_length
+
+
+class StringTooLongError(FramingError):
+    """A received string announced a length over the decoder's ``max_length``.
+
+    Attributes:
+        length: The length the peer announced.
+        max_length: The longest string allowed.
+    """
+
+    def __init__(self, length: int, max_length: int) -> None:
+        super().__init__(f"string of {length} bytes is longer than {max_length}")
+        self.length = length
+        self.max_length = max_length
+
+
+class NetstringParseError(FramingError):
+    """The bytes received are not a netstring (a bad length or no comma)."""
 
 
 class ProxyProtocolError(TorsionError, ValueError):

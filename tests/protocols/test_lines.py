@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torsion.errors import LineTooLongError
 from torsion.internet import Protocol, Reactor
 from torsion.protocols import _lines
-from torsion.protocols._framing import LineTooLongError
 from torsion.protocols._lines import (
     LineDecoder,
     LineOnlyReceiver,

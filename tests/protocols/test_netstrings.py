@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torsion.errors import NetstringParseError, StringTooLongError
 from torsion.internet import Reactor
-from torsion.protocols._framing import NetstringParseError, StringTooLongError
 from torsion.protocols._netstrings import NetstringDecoder, NetstringReceiver, encode_netstring
 from torsion.testing import StringTransport, loopback
 

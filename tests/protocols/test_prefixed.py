@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torsion.errors import StringTooLongError
 from torsion.internet import Reactor
-from torsion.protocols._framing import StringTooLongError
 from torsion.protocols._prefixed import (
     Int8StringReceiver,
     Int16StringReceiver,

@@ -1,5 +1,9 @@
 """Small reusable protocols that larger ones stand on.
 
+- Framings, each a sans-IO decoder and a ``Protocol``: ``LineReceiver``
+  (delimiter, maximum length, line and raw modes switched mid-stream,
+  pausing), ``LineOnlyReceiver``, ``NetstringReceiver`` and
+  ``Int8StringReceiver``/``Int16StringReceiver``/``Int32StringReceiver``.
 - The classic services: echo, discard, chargen, daytime and time, over TCP
   and UDP (RFC 862-868).
 - Policies that wrap any server's protocol factory, configured rather than
@@ -38,7 +42,16 @@ from torsion.protocols._classic import (
 )
 from torsion.protocols._idle import IdleTimeout
 from torsion.protocols._limits import ConnectionLimit, ConnectionRateLimit, RefusalLog, client_key
+from torsion.protocols._lines import LineDecoder, LineOnlyReceiver, LineReceiver
+from torsion.protocols._netstrings import NetstringDecoder, NetstringReceiver, encode_netstring
 from torsion.protocols._portforward import PortForward
+from torsion.protocols._prefixed import (
+    Int8StringReceiver,
+    Int16StringReceiver,
+    Int32StringReceiver,
+    LengthPrefixedDecoder,
+    encode_length_prefixed,
+)
 from torsion.protocols._socks_client import SOCKS4ClientEndpoint, SOCKS5ClientEndpoint
 from torsion.protocols._socks_rules import (
     PROTECTED_NETWORKS,
@@ -71,6 +84,15 @@ __all__ = [
     "Discard",
     "Echo",
     "IdleTimeout",
+    "Int8StringReceiver",
+    "Int16StringReceiver",
+    "Int32StringReceiver",
+    "LengthPrefixedDecoder",
+    "LineDecoder",
+    "LineOnlyReceiver",
+    "LineReceiver",
+    "NetstringDecoder",
+    "NetstringReceiver",
     "PortForward",
     "ProxiedTransport",
     "ProxyHeader",
@@ -97,5 +119,7 @@ __all__ = [
     "client_key",
     "daytime_text",
     "deny_destinations",
+    "encode_length_prefixed",
+    "encode_netstring",
     "rfc868_time",
 ]

@@ -22,15 +22,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from torsion.errors import TorsionError
+from torsion.errors import FramingError, StringTooLongError
 from torsion.internet import Protocol
 
-__all__ = [
-    "FramingError",
-    "LineTooLongError",
-    "NetstringParseError",
-    "StringTooLongError",
-]
+__all__ = []
 
 _log = logging.getLogger("torsion.protocols")
 
@@ -38,43 +33,6 @@ _log = logging.getLogger("torsion.protocols")
 # reading, so what is held is what had already been read (one read is at most
 # 256 KiB on both loops); more means the transport ignored the pause.
 PAUSED_BUFFER_LIMIT = 4 * 1024 * 1024
-
-
-class FramingError(TorsionError):
-    """The peer's bytes break the framing: the connection cannot go on."""
-
-
-class LineTooLongError(FramingError):
-    """A line was longer than the decoder's ``max_length``.
-
-    Attributes:
-        line: The line, or the part of it received so far if its delimiter
-            has not arrived.
-        max_length: The longest line allowed.
-    """
-
-    def __init__(self, line: bytes, max_length: int) -> None:
-        super().__init__(f"line longer than {max_length} bytes")
-        self.line = line
-        self.max_length = max_length
-
-
-class StringTooLongError(FramingError):
-    """A received string announced a length over the decoder's ``max_length``.
-
-    Attributes:
-        length: The length the peer announced.
-        max_length: The longest string allowed.
-    """
-
-    def __init__(self, length: int, max_length: int) -> None:
-        super().__init__(f"string of {length} bytes is longer than {max_length}")
-        self.length = length
-        self.max_length = max_length
-
-
-class NetstringParseError(FramingError):
-    """The bytes received are not a netstring (a bad length or no comma)."""
 
 
 class Decoder:

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from torsion.errors import LineTooLongError
 from torsion.protocols._framing import (
     Decoder,
     DecodingProtocol,
-    LineTooLongError,
     check_max_length,
 )
 

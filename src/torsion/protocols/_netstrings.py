@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn
 
+from torsion.errors import NetstringParseError
 from torsion.protocols._framing import (
-    NetstringParseError,
     StringDecoder,
     StringProtocol,
 )
