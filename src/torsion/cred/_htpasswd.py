@@ -94,7 +94,7 @@ class HtpasswdFile:
         if raw_lines[-1] == "":
             raw_lines.pop()  # what follows the last newline, or an empty text
         for number, raw in enumerate(raw_lines, 1):
-            line = raw.removesuffix("\r")
+            line = raw.rstrip("\r")  # CRLF files, and stray CRs at the end
             if len(line) > MAX_LINE:
                 raise PasswordFileError(f"line longer than {MAX_LINE}", path=path, line=number)
             if not line.strip() or line.lstrip().startswith("#"):
