@@ -1,124 +1,245 @@
-"""The ``torsion`` command: ``torsion PLUGIN [options]`` runs a service.
+"""The ``torsion`` command line.
 
-Built in for now: ``echo``, the RFC 862 echo service. Serving plugins take
-``--listen ENDPOINT`` (repeatable), an endpoint string such as
-``tcp:8000:interface=127.0.0.1`` (see ``torsion.internet.server_from_string``),
-and ``--reactor asyncio|uvloop`` to choose the event loop.
+::
+
+    torsion [options] PLUGIN [plugin options]       run a plugin
+    torsion [options] run APP.py                    run an application file
+    torsion [options] -f FILE.toml                  run a deployment file
+    torsion mktap PLUGIN [plugin options] [-o FILE.toml]
+                                                    write a deployment file
+    torsion package deb|rpm FILE.toml [-o DIR]      package a deployment file
+
+The options of every run (``--logfile``, ``--daemon``, ``--pidfile``,
+``--workers``...) go before or after the plugin's name; after ``-f``, they
+override the file's ``[runner]`` table. ``torsion --help`` lists the
+plugins, ``torsion PLUGIN --help`` a plugin's options.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 import torsion
-from torsion.errors import EndpointStringError
-from torsion.internet import (
-    IPv4Address,
-    IPv6Address,
-    ListeningPort,
-    Reactor,
-    UNIXAddress,
-    server_from_string,
-)
-from torsion.protocols import Echo
+from torsion.application._app_file import load_application
+from torsion.application._builtin_plugins import BUILTIN_PLUGINS
+from torsion.application._deployment import read_deployment, write_deployment
+from torsion.application._errors import UsageError
+from torsion.application._options import COMMON_OPTIONS, RunnerOptions
+from torsion.application._plugins import Plugin, find_plugins, option_values
+from torsion.application._runner import USAGE, Target, run
+from torsion.internet import Reactor
 
 __all__ = ["console_main", "main"]
 
-_log = logging.getLogger("torsion.application")
+_COMMANDS = ("run", "mktap")
 
-_DEFAULT_ECHO_LISTEN = "tcp:8000:interface=127.0.0.1"
-
-
-def _try_it(address: object) -> str:
-    """How to talk to a port, for the log line that announces it."""
-    if isinstance(address, IPv4Address | IPv6Address):
-        return f"nc {address.host} {address.port}"
-    if isinstance(address, UNIXAddress) and isinstance(address.path, str):
-        if address.path.startswith("\0"):
-            return "an abstract-namespace Unix socket client"
-        return f"nc -U {address.path}"
-    return "a client of your choice"
+_USAGE = """\
+commands:
+  PLUGIN [options]          run a plugin (listed below)
+  run APP.py                run an application file that defines 'application'
+  -f FILE.toml              run a deployment file
+  mktap PLUGIN [options] [-o FILE.toml]
+                            write a deployment file instead of running
+  package deb|rpm FILE.toml build a .deb or .rpm package that runs a deployment file
+"""
 
 
-def _run_echo(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    reactor = Reactor(uvloop=options.reactor == "uvloop")
-    try:
-        try:
-            endpoints = [
-                server_from_string(reactor, text)
-                for text in options.listen or [_DEFAULT_ECHO_LISTEN]
-            ]
-        except EndpointStringError as exc:
-            parser.error(str(exc))  # exits with status 2
-        ports: list[ListeningPort] = []
-        for endpoint in endpoints:
-            listening = endpoint.listen(lambda _address: Echo())
-            failures: list[BaseException] = []
-            listening.add_callbacks(ports.append, failures.append)
-            if failures:
-                _log.error("%s", failures[0])
-                return 1
-            address = ports[-1].address
-            _log.info("echo service listening on %s; try: %s", address, _try_it(address))
-        reactor.run()
-    finally:
-        reactor.close()
-    _log.info("echo service stopped")
-    return 0
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: MESSAGE`` and a pointer to the help, then exit with 2."""
+        unknown = re.match(r"argument PLUGIN: invalid choice: ('[^']*')", message)
+        if unknown:
+            message = f"there is no plugin or command {unknown.group(1)}"
+        self.exit(USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-_PLUGINS: dict[str, tuple[str, Callable[[argparse.Namespace, argparse.ArgumentParser], int]]] = {
-    "echo": ("echo every byte back (RFC 862)", _run_echo),
-}
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("options for every way of running")
+    for option in COMMON_OPTIONS:
+        option.add_to(group, suppress=True)  # type: ignore[arg-type]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="torsion",
-        description="Run a torsion service.",
-        epilog="Run 'torsion PLUGIN --help' for a plugin's options.",
+def _plugin_parser(subparsers: Any, plugin: Plugin) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        plugin.name,
+        description=plugin.description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"torsion {torsion.__version__}")
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="the least severe log messages to show (default: info)",
-    )
-    plugins = parser.add_subparsers(dest="plugin", metavar="PLUGIN", title="plugins")
-    echo = plugins.add_parser("echo", help=_PLUGINS["echo"][0], description=_PLUGINS["echo"][0])
-    echo.add_argument(
-        "--listen",
-        action="append",
-        metavar="ENDPOINT",
-        help="where to listen: an endpoint string such as tcp:PORT[:interface=ADDRESS], "
-        f"unix:PATH or systemd:index=0 (repeatable; default {_DEFAULT_ECHO_LISTEN})",
-    )
-    echo.add_argument(
-        "--reactor",
-        choices=["asyncio", "uvloop"],
-        default="uvloop",
-        help="the event loop: uvloop (the default, where installed) or asyncio's own",
-    )
+    group = parser.add_argument_group(f"{plugin.name} options")
+    for option in plugin.options:
+        option.add_to(group)  # type: ignore[arg-type]
     return parser
+
+
+def _listing(plugins: Mapping[str, Plugin]) -> str:
+    width = max([len(name) for name in plugins] + [8]) + 2
+    lines = [_USAGE, "plugins:"]
+    for name in sorted(plugins):
+        lines.append(f"  {name.ljust(width)}{plugins[name].description}")
+    return "\n".join(lines)
+
+
+def build_parser(plugins: Mapping[str, Plugin]) -> argparse.ArgumentParser:
+    """The ``torsion`` argument parser, for these plugins."""
+    top = _Parser(
+        prog="torsion",
+        usage="torsion [options] PLUGIN [plugin options] | run APP.py | -f FILE.toml | ...",
+        description="Run torsion services: a plugin, an application file or a deployment file.",
+        epilog=_listing(plugins) + "\n\nRun 'torsion PLUGIN --help' for a plugin's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"torsion {torsion.__version__}")
+    top.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE.toml",
+        help="run a deployment file (made by 'torsion mktap')",
+    )
+    _add_common(top)
+    commands = top.add_subparsers(
+        dest="command",
+        metavar="PLUGIN",
+        parser_class=_Parser,
+        prog="torsion",
+        help=argparse.SUPPRESS,
+    )
+    for plugin in plugins.values():
+        _add_common(_plugin_parser(commands, plugin))
+
+    run_app = commands.add_parser(
+        "run", description="Run an application file: Python that defines 'application'."
+    )
+    run_app.add_argument("app", metavar="APP.py", help="the application file")
+    _add_common(run_app)
+
+    mktap = commands.add_parser(
+        "mktap",
+        description="Write a deployment file: the plugin and its options, in TOML, "
+        "to run later with 'torsion -f FILE.toml'.",
+    )
+    mktap_plugins = mktap.add_subparsers(
+        dest="mktap_plugin",
+        metavar="PLUGIN",
+        required=True,
+        parser_class=_Parser,
+        prog="torsion mktap",
+        help=argparse.SUPPRESS,
+    )
+    for plugin in plugins.values():
+        parser = _plugin_parser(mktap_plugins, plugin)
+        parser.add_argument(
+            "-o",
+            "--output",
+            metavar="FILE.toml",
+            help="where to write the deployment file (default: standard output)",
+        )
+        _add_common(parser)
+
+    return top
+
+
+def _given(namespace: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(namespace).items() if value is not None}
+
+
+def _runner_options(
+    given: Mapping[str, Any], base: Mapping[str, Any] | None = None
+) -> RunnerOptions:
+    values = dict(base or {})
+    keys = {option.key for option in COMMON_OPTIONS}
+    values.update({key: value for key, value in given.items() if key in keys})
+    return RunnerOptions.from_values(values)
+
+
+def _usage_error(message: str) -> int:
+    sys.stderr.write(f"torsion: {message}\n")
+    sys.stderr.flush()
+    return USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``torsion`` command; returns the process exit status."""
-    parser = _parser()
-    options = parser.parse_args(argv)
-    if options.plugin is None:
-        parser.print_help(sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=options.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    return _PLUGINS[options.plugin][1](options, parser)
+    args = list(sys.argv[1:] if argv is None else argv)
+    plugins = find_plugins(BUILTIN_PLUGINS)
+    for name in _COMMANDS:
+        plugins.pop(name, None)  # A command's name cannot be a plugin's.
+    parser = build_parser(plugins)
+    namespace = parser.parse_args(args)
+    given = _given(namespace)
+    command = given.get("command")
+    try:
+        if "file" in given:
+            if command is not None:
+                return _usage_error("-f runs a deployment file: give it no plugin or command")
+            deployment = read_deployment(given["file"], plugins)
+            return _launch(
+                _plugin_target(deployment.plugin, deployment.options),
+                _runner_options(given, deployment.runner),
+                args,
+            )
+        if command is None:
+            parser.print_usage(sys.stderr)
+            sys.stderr.write("torsion: give a plugin, 'run APP.py' or '-f FILE.toml'\n")
+            return USAGE
+        if command == "run":
+            path = os.path.abspath(given["app"])
+            stem = os.path.splitext(os.path.basename(path))[0]
+            target = Target(name=stem, build=lambda reactor: load_application(path, reactor))
+            return _launch(target, _runner_options(given), args)
+        if command == "mktap":
+            return _mktap(plugins[given["mktap_plugin"]], given)
+        plugin = plugins[command]
+        values = option_values(plugin.options, given)
+        return _launch(_plugin_target(plugin, values), _runner_options(given), args)
+    except UsageError as exc:
+        return _usage_error(str(exc))
+
+
+def _plugin_target(plugin: Plugin, values: Mapping[str, Any]) -> Target:
+    def build(reactor: Reactor) -> Any:
+        return plugin.build(reactor, values)
+
+    return Target(name=f"{plugin.name} service", build=build)
+
+
+def _launch(target: Target, options: RunnerOptions, argv: Sequence[str]) -> int:
+    """Run ``target`` in this process, or in ``--workers`` processes."""
+    return run(target, options)
+
+
+def _mktap(plugin: Plugin, given: Mapping[str, Any]) -> int:
+    values = option_values(plugin.options, given)
+    # Build the tree once (nothing starts), so that a bad option is caught
+    # now rather than when the file is run.
+    reactor = Reactor(uvloop=False)
+    try:
+        plugin.build(reactor, values)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        reactor.close()
+    runner_keys = {option.key for option in COMMON_OPTIONS}
+    runner = {key: value for key, value in given.items() if key in runner_keys}
+    output = given.get("output")
+    text = write_deployment(plugin, values, runner, file_name=output or f"{plugin.name}.toml")
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        sys.stderr.write(f"torsion: cannot write {output}: {exc.strerror}\n")
+        return 1
+    return 0
 
 
 def console_main() -> None:
