@@ -452,4 +452,4 @@ def test_refusals_of_a_blocked_client_are_collapsed(
         failure_result_of(d, UnauthorizedLogin)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2  # the checked failure, and the first refusal only
-    assert "refused unchecked" in lines[1]
+    assert "refused unchecked: UsernamePassword from 192.0.2.10:50000" in lines[1]

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 
 from torsion.internet import Address, Clock
-from torsion.protocols import RefusalLog
 
 __all__ = ["AuditLog"]
 
 _log = logging.getLogger("torsion.cred.audit")
 
 _MAX_SHOWN = 64
+_MAX_REFUSALS = 10_000
 
 
 def shown(username: str | None) -> str:
@@ -51,7 +51,10 @@ class AuditLog:
         self, clock: Clock, *, logger: logging.Logger = _log, quiet_period: float = 60.0
     ) -> None:
         self.logger = logger
-        self._refusals = RefusalLog(clock, quiet_period=quiet_period, logger=logger)
+        self._clock = clock
+        self.quiet_period = quiet_period
+        # client key -> (when last logged, refusals not logged since); bounded.
+        self._refusals: dict[str, tuple[float, int]] = {}
 
     def succeeded(
         self, *, username: str | None, avatar_id: str, kind: str, client: Address | None
@@ -98,12 +101,29 @@ class AuditLog:
         )
 
     def refused(self, *, kind: str, client: Address, key: str) -> None:
-        """Log (collapsed) a login refused unchecked because its client is blocked."""
-        self._refusals.refused(
+        """Log (collapsed) a login refused unchecked because its client is blocked.
+
+        The first refusal of a client is logged at once; more within
+        ``quiet_period`` are counted, and the next line says how many.
+        """
+        now = self._clock.seconds()
+        seen = self._refusals.get(key)
+        if seen is not None and now - seen[0] < self.quiet_period:
+            self._refusals[key] = (seen[0], seen[1] + 1)
+            return
+        more = "" if seen is None or not seen[1] else f" ({seen[1]} more since the last report)"
+        self.logger.warning(
+            "Login refused unchecked: %s from %s, blocked after failures from %s%s",
+            kind,
             client,
             key,
-            f"login ({kind}) refused unchecked: too many failures from {key}",
+            more,
+            extra={"cred": _facts("refused", None, kind, client, more=seen[1] if seen else 0)},
         )
+        self._refusals.pop(key, None)
+        self._refusals[key] = (now, 0)
+        if len(self._refusals) > _MAX_REFUSALS:
+            del self._refusals[next(iter(self._refusals))]
 
     def error(self, *, username: str | None, kind: str, client: Address | None) -> None:
         """Log a checker that broke (not the client's doing), with its traceback."""
