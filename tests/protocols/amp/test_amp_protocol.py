@@ -670,3 +670,10 @@ def test_a_protocol_that_locates_its_own_way_is_asked_every_time() -> None:
     for _ in range(3):
         success_result_of(client.call_remote(Double, x=1))
     assert asked == [b"Double"] * 3
+
+
+def test_the_repr_names_the_peer() -> None:
+    protocol = Peer()
+    assert repr(protocol) == "<Peer not connected>"
+    attach(protocol)
+    assert repr(protocol) == "<Peer peer=('192.0.2.2', 54321)>"

@@ -492,7 +492,9 @@ class AMP(Protocol, CommandLocator):
                 self.transport.resume_reading()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} at {id(self):#x}>"
+        if not self._connected:
+            return f"<{type(self).__name__} not connected>"
+        return f"<{type(self).__name__} peer={self.transport.get_extra_info('peername')!r}>"
 
 
 def _remote_error(command: type[Command], code: bytes, description: str) -> BaseException:
