@@ -6,12 +6,13 @@ import asyncio
 import logging
 import os
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 from cred_fakes import InlineThreads
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torsion.cred import (
@@ -377,3 +378,39 @@ def test_hashing_runs_in_the_reactor_thread_pool(users: Path) -> None:
         reactor.close()
     assert len(seen) == 2
     assert threading.main_thread().name not in seen
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    username=st.one_of(st.sampled_from(["alice", "bob", "carol"]), st.text(max_size=30)),
+    password=st.one_of(st.sampled_from(["wonderland", "builder"]), st.text(max_size=30)),
+)
+def test_every_attempt_costs_one_verification_of_the_same_kind(
+    username: str, password: str
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "users"
+        passwords = HtpasswdFile()
+        passwords.set_password("alice", "wonderland", cost=4)
+        passwords.set_password("bob", "builder", cost=4)
+        passwords.save(path)
+        checked: list[str] = []
+        real = _htpasswd.verify_password
+
+        def counting(password: str, hashed: str, *, allow_legacy: bool = False) -> bool:
+            checked.append(hashed)
+            return real(password, hashed, allow_legacy=allow_legacy)
+
+        original, _htpasswd.verify_password = _htpasswd.verify_password, counting
+        try:
+            d = HtpasswdChecker(path, threads=InlineThreads()).request_avatar_id(
+                UsernamePassword(username, password), None
+            )
+        finally:
+            _htpasswd.verify_password = original
+    assert len(checked) == 1
+    assert checked[0].startswith("$scrypt$ln=4,r=8,p=3$")
+    if {"alice": "wonderland", "bob": "builder"}.get(username) == password:
+        assert success_result_of(d) == username
+    else:
+        assert str(failure_result_of(d, UnauthorizedLogin)) == "login failed"
