@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -336,3 +337,16 @@ def test_busy_pool_does_not_hold_shutdown_forever(
         gate.set()
     r.thread_pool.stop()
     assert r.thread_pool.worker_count == 0
+
+
+def test_a_job_no_longer_counts_as_working_when_its_result_is_handed_back() -> None:
+    """Whoever the result wakes (a test's end, say) sees the pool idle."""
+    pool = ThreadPool(max_workers=1)
+    seen: queue.Queue[int] = queue.Queue()
+    try:
+        pool.call_in_thread_with_callback(
+            lambda succeeded, result: seen.put(pool.working_count), lambda: 42
+        )
+        assert seen.get(timeout=TIMEOUT) == 0
+    finally:
+        pool.stop()

@@ -195,6 +195,12 @@ class ThreadPool:
                 result = exc
                 succeeded = False
             del f, args
+            # The job is done once it returned: counted as such before its
+            # result is handed back, or the loop could see the result (and a
+            # test end) while this worker still counts as working.
+            with lock:
+                self._working -= 1
+                self._idle += 1
             try:
                 if on_result is not None:
                     on_result(succeeded, result)
@@ -207,9 +213,6 @@ class ThreadPool:
             except BaseException:  # A worker must outlive its jobs.
                 _log.exception("Error while handing a thread's result back")
             del result, on_result
-            with lock:
-                self._working -= 1
-                self._idle += 1
 
     def _worker_stopped(self) -> None:
         # Called with the lock held, by a worker that took a sentinel.
