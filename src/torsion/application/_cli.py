@@ -32,6 +32,14 @@ from torsion.application._errors import UsageError
 from torsion.application._options import COMMON_OPTIONS, RunnerOptions
 from torsion.application._plugins import Plugin, find_plugins, option_values
 from torsion.application._runner import USAGE, Target, run
+from torsion.application._workers import (
+    SharedPortsReactor,
+    WorkerPool,
+    adopt_systemd_sockets,
+    supervisor_options,
+    worker_index,
+    worker_options,
+)
 from torsion.internet import Reactor
 
 __all__ = ["console_main", "main"]
@@ -211,6 +219,29 @@ def _plugin_target(plugin: Plugin, values: Mapping[str, Any]) -> Target:
 
 def _launch(target: Target, options: RunnerOptions, argv: Sequence[str]) -> int:
     """Run ``target`` in this process, or in ``--workers`` processes."""
+    index = worker_index()
+    if index is not None:
+        # A worker of a supervisor: the same command line, sharing the ports.
+        adopt_systemd_sockets()
+        shared = Target(
+            name=target.name,
+            build=target.build,
+            make_reactor=lambda o: SharedPortsReactor(uvloop=o.reactor == "uvloop"),
+        )
+        return run(
+            shared,
+            worker_options(options, index),
+            show_pid=True,
+            manage_process=False,
+            interruptible=False,
+        )
+    if options.workers > 1:
+        count = options.workers
+        supervisor = Target(
+            name=f"{target.name} supervisor",
+            build=lambda reactor: WorkerPool(reactor, count, argv),
+        )
+        return run(supervisor, supervisor_options(options), show_pid=True)
     return run(target, options)
 
 

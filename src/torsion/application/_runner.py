@@ -102,6 +102,7 @@ def run(
     stderr: TextIO | None = None,
     show_pid: bool = False,
     manage_process: bool = True,
+    interruptible: bool = True,
 ) -> int:
     """Run ``target`` until it is told to stop; return the exit status.
 
@@ -112,8 +113,13 @@ def run(
         show_pid: Put the process id in text log lines (worker processes).
         manage_process: Daemonize and keep the pidfile as the options say
             (False in a worker process, whose supervisor does both).
+        interruptible: Stop on SIGINT. A worker process ignores it: Ctrl-C
+            in a terminal reaches every process of the group, and the
+            supervisor passes the stop on as SIGTERM.
     """
-    return _Run(target, options, stderr or sys.stderr, show_pid, manage_process).main()
+    run = _Run(target, options, stderr or sys.stderr, show_pid, manage_process)
+    run.interruptible = interruptible
+    return run.main()
 
 
 class _Run:
@@ -140,6 +146,7 @@ class _Run:
         self.app: Application | None = None
         self.started = False
         self.watchdog: LoopingCall | None = None
+        self.interruptible = True
 
     # -- failing in one line --------------------------------------------------------
 
@@ -258,6 +265,9 @@ class _Run:
         await _wait(app.start_service())
         self.started = True
         reactor.loop.add_signal_handler(signal.SIGHUP, self._reload, app)
+        if not self.interruptible:
+            reactor.loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         interval = watchdog_interval()
         notifier = self.notifier
         if interval is not None and notifier is not None:
