@@ -25,7 +25,7 @@ from typing import Any
 from torsion.cred import Login, Portal, UnauthorizedLogin, UsernamePassword, checker_from_string
 from torsion.defer import Deferred
 from torsion.internet import Reactor
-from torsion.protocols._lines import LineOnlyReceiver
+from torsion.protocols import LineOnlyReceiver
 
 
 class Notebook(typing.Protocol):

@@ -27,6 +27,7 @@ def test_react_is_reachable_from_the_top() -> None:
         ("torsion.defer", ["torsion.internet", "torsion.testing", "torsion.application"]),
         ("torsion.internet", ["torsion.testing", "torsion.protocols", "torsion.application"]),
         ("torsion.protocols", ["torsion.application"]),
+        ("torsion.cred", ["torsion.application", "torsion.testing"]),
     ],
 )
 def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
@@ -45,6 +46,7 @@ def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
         "torsion.internet",
         "torsion.testing",
         "torsion.protocols",
+        "torsion.cred",
         "torsion.errors",
     ],
 )
