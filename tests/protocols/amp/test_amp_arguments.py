@@ -223,6 +223,15 @@ def test_bad_values_from_the_wire_are_refused(argument: Argument[Any], data: byt
     assert len(str(info.value)) < 300  # the value itself is not repeated whole
 
 
+def test_a_bad_decimal_is_refused_whatever_the_context_traps() -> None:
+    with decimal.localcontext() as context:
+        context.traps[decimal.InvalidOperation] = False
+        assert decimal.Decimal("one").is_nan()  # what the constructor alone would do
+        with pytest.raises(decimal.InvalidOperation):
+            Decimal().from_bytes(b"one")
+        assert Decimal().from_bytes(b"NaN").is_nan()
+
+
 def test_a_missing_required_value_is_refused_and_an_optional_one_is_none() -> None:
     schema = Schema({"a": Integer(), "b": Integer(optional=True)}, strict=True)
     assert schema.decode({b"a": b"1"}) == {"a": 1, "b": None}

@@ -222,8 +222,11 @@ class Decimal(Argument[_decimal.Decimal]):
 
     def from_bytes(self, data: bytes) -> _decimal.Decimal:
         """Return the Decimal spelt."""
-        # The constructor reads its argument whatever the context's traps.
-        return _decimal.Decimal(data.decode("ascii"))
+        # Decimal() signals InvalidOperation for a bad string, which the
+        # current context might not trap (it would give NaN): trap it here.
+        with _decimal.localcontext() as context:
+            context.traps[_decimal.InvalidOperation] = True
+            return _decimal.Decimal(data.decode("ascii"))
 
 
 class DateTime(Argument[_datetime.datetime]):
