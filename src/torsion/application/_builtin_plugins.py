@@ -14,6 +14,7 @@ from typing import Any
 
 from torsion.application._app import Application
 from torsion.application._endpoint_service import DatagramService
+from torsion.application._inetd import INETD
 from torsion.application._plugins import Option, Plugin
 from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve
 from torsion.internet import (
@@ -214,4 +215,5 @@ BUILTIN_PLUGINS: tuple[Plugin, ...] = (
     DAYTIME,
     TIME,
     PORTFORWARD,
+    INETD,
 )

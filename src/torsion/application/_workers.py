@@ -35,6 +35,7 @@ writing process's id.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -48,6 +49,7 @@ from typing import Any
 from torsion.application._errors import RunnerError, UsageError
 from torsion.application._options import RunnerOptions
 from torsion.defer import CancelledError, Deferred, gather, succeed
+from torsion.errors import ProcessExitedError
 from torsion.internet import (
     DatagramProtocol,
     ExponentialBackoff,
@@ -407,7 +409,8 @@ class WorkerPool:
     def reload_service(self) -> None:
         """Pass SIGHUP on to every worker."""
         for transport in list(self.workers.values()):
-            transport.signal_process(signal.SIGHUP)
+            with contextlib.suppress(ProcessExitedError):
+                transport.signal_process(signal.SIGHUP)
 
     def stop_service(self) -> Deferred[None]:
         """Send every worker SIGTERM and wait for all to end; cancelling kills them."""
@@ -426,7 +429,8 @@ class WorkerPool:
             protocol = self._protocols.get(index)
             if protocol is None:
                 continue
-            transport.signal_process(signal.SIGTERM)
+            with contextlib.suppress(ProcessExitedError):
+                transport.signal_process(signal.SIGTERM)
             waits.append(protocol.ended)
         if not waits:
             return succeed(None)
