@@ -46,6 +46,8 @@ def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
         "torsion.internet",
         "torsion.testing",
         "torsion.protocols",
+        "torsion.protocols.amp",
+        "torsion.protocols.haproxy",
         "torsion.cred",
         "torsion.errors",
     ],

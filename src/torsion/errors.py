@@ -42,6 +42,11 @@ Families by meaning, so that callers can catch what they can act on::
     BaseFailureGroup (+BaseExceptionGroup) the same, holding a cancellation
                                     or another non-``Exception`` failure
 
+Errors that belong to one protocol live with it and derive from
+``TorsionError`` too: ``SOCKSError`` (and its kinds) in
+``torsion.protocols``, ``AmpError`` (and its kinds) in
+``torsion.protocols.amp``.
+
 Make a group with ``BaseFailureGroup(message, errors)``: as with the builtin
 ``BaseExceptionGroup``, the result is a ``FailureGroup`` (an ``Exception``, so a
 ``TorsionError`` too) whenever every error in it is an ``Exception``.

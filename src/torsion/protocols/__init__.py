@@ -23,6 +23,9 @@
   becomes the protocol's ``peer``), ``ProxyProtocolServerEndpoint`` (also
   as the ``haproxy:`` endpoint-string prefix), ``ProxyProtocolClientEndpoint``;
   the codec is in ``torsion.protocols.haproxy``.
+- AMP, the Asynchronous Messaging Protocol, is the ``torsion.protocols.amp``
+  subpackage: typed commands, calls both ways over one connection,
+  wire-compatible with Twisted's.
 """
 
 from torsion.protocols._classic import (
