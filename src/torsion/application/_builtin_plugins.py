@@ -16,6 +16,7 @@ from torsion.application._app import Application
 from torsion.application._endpoint_service import DatagramService
 from torsion.application._inetd import INETD
 from torsion.application._plugins import Option, Plugin
+from torsion.application._procmon import PROCMON
 from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve
 from torsion.internet import (
     Address,
@@ -216,4 +217,5 @@ BUILTIN_PLUGINS: tuple[Plugin, ...] = (
     TIME,
     PORTFORWARD,
     INETD,
+    PROCMON,
 )

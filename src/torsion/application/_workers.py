@@ -323,7 +323,7 @@ class WorkerPool:
         }
         env.pop("WATCHDOG_USEC", None)
         env.pop("WATCHDOG_PID", None)
-        child_fds: dict[int, Any] = {0: os.open(os.devnull, os.O_RDONLY), 1: "r", 2: "r"}
+        child_fds: dict[int, Any] = {1: "r", 2: "r"}
         # Sockets systemd passed: every worker gets them at the same numbers.
         passed = sorted(fd for fds in listen_fds().values() for fd in fds)
         for fd in passed:
@@ -333,16 +333,13 @@ class WorkerPool:
                 env.pop(key, None)
         protocol.started_at = self._reactor.seconds()
         self._protocols[index] = protocol
-        try:
-            d = self._reactor.spawn_process(
-                protocol,
-                sys.executable,
-                [sys.executable, "-m", "torsion", *self.argv],
-                env=env,
-                child_fds=child_fds,
-            )
-        finally:
-            os.close(child_fds[0])
+        d = self._reactor.spawn_process(
+            protocol,
+            sys.executable,
+            [sys.executable, "-m", "torsion", *self.argv],
+            env=env,
+            child_fds=child_fds,
+        )
         d.add_callbacks(
             lambda transport: self._spawned(index, transport),
             lambda exc: self._spawn_failed(index, exc),
@@ -350,6 +347,7 @@ class WorkerPool:
 
     def _spawned(self, index: int, transport: ProcessTransport) -> None:
         self.workers[index] = transport
+        transport.close_stdin()  # Workers read nothing: end of file at once.
         _log.debug("Worker %d started (pid %d)", index, transport.pid)
 
     def _spawn_failed(self, index: int, exc: BaseException) -> None:
