@@ -17,15 +17,12 @@ from torsion.application._endpoint_service import DatagramService
 from torsion.application._inetd import INETD
 from torsion.application._plugins import Option, Plugin
 from torsion.application._procmon import PROCMON
-from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve
+from torsion.application._socks import SOCKS
+from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve, try_it
 from torsion.internet import (
-    Address,
     DatagramProtocol,
-    IPv4Address,
-    IPv6Address,
     ProtocolFactory,
     Reactor,
-    UNIXAddress,
     client_from_string,
 )
 from torsion.protocols import (
@@ -43,17 +40,6 @@ from torsion.protocols import (
 )
 
 __all__ = ["BUILTIN_PLUGINS", "try_it"]
-
-
-def try_it(address: Address) -> str:
-    """How to talk to a line service on ``address``, for the log line announcing it."""
-    if isinstance(address, IPv4Address | IPv6Address):
-        return f"nc {address.host} {address.port}"
-    if isinstance(address, UNIXAddress) and isinstance(address.path, str):
-        if address.path.startswith("\0"):
-            return "an abstract-namespace Unix socket client"
-        return f"nc -U {address.path}"
-    return "a client of your choice"
 
 
 def _udp_port(text: str) -> str:
@@ -218,4 +204,5 @@ BUILTIN_PLUGINS: tuple[Plugin, ...] = (
     PORTFORWARD,
     INETD,
     PROCMON,
+    SOCKS,
 )

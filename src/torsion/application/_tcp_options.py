@@ -14,10 +14,29 @@ from typing import Any
 from torsion.application._endpoint_service import Announce, StreamServerEndpointService
 from torsion.application._multi import MultiService
 from torsion.application._plugins import Option
-from torsion.internet import ProtocolFactory, Reactor, server_from_string
+from torsion.internet import (
+    Address,
+    IPv4Address,
+    IPv6Address,
+    ProtocolFactory,
+    Reactor,
+    UNIXAddress,
+    server_from_string,
+)
 from torsion.protocols import ConnectionLimit, IdleTimeout
 
-__all__ = ["LIMIT_OPTIONS", "limited", "listen_option", "serve"]
+__all__ = ["LIMIT_OPTIONS", "limited", "listen_option", "serve", "try_it"]
+
+
+def try_it(address: Address) -> str:
+    """How to talk to a line service on ``address``, for the log line announcing it."""
+    if isinstance(address, IPv4Address | IPv6Address):
+        return f"nc {address.host} {address.port}"
+    if isinstance(address, UNIXAddress) and isinstance(address.path, str):
+        if address.path.startswith("\0"):
+            return "an abstract-namespace Unix socket client"
+        return f"nc -U {address.path}"
+    return "a client of your choice"
 
 
 def listen_option(default: str | None, *, note: str = "") -> Option:
