@@ -28,10 +28,11 @@ import torsion
 from torsion.application._app_file import load_application
 from torsion.application._builtin_plugins import BUILTIN_PLUGINS
 from torsion.application._deployment import read_deployment, write_deployment
-from torsion.application._errors import UsageError
+from torsion.application._errors import RunnerError, UsageError
 from torsion.application._options import COMMON_OPTIONS, RunnerOptions
+from torsion.application._package import build_package
 from torsion.application._plugins import Plugin, find_plugins, option_values
-from torsion.application._runner import USAGE, Target, run
+from torsion.application._runner import FAILURE, USAGE, Target, run
 from torsion.application._workers import (
     SharedPortsReactor,
     WorkerPool,
@@ -44,7 +45,7 @@ from torsion.internet import Reactor
 
 __all__ = ["console_main", "main"]
 
-_COMMANDS = ("run", "mktap")
+_COMMANDS = ("run", "mktap", "package")
 
 _USAGE = """\
 commands:
@@ -150,6 +151,44 @@ def build_parser(plugins: Mapping[str, Plugin]) -> argparse.ArgumentParser:
         )
         _add_common(parser)
 
+    package = commands.add_parser(
+        "package",
+        description="Build a package that installs a deployment file as /etc/torsion/NAME.toml "
+        "and a systemd unit that runs 'torsion -f' on it.",
+    )
+    kinds = package.add_subparsers(
+        dest="package_kind",
+        metavar="deb|rpm",
+        required=True,
+        parser_class=_Parser,
+        prog="torsion package",
+        help=argparse.SUPPRESS,
+    )
+    for kind, what in (("deb", "a Debian package (with dpkg-deb)"), ("rpm", "an RPM (rpmbuild)")):
+        parser = kinds.add_parser(kind, description=f"Build {what}.")
+        parser.add_argument("deployment", metavar="FILE.toml", help="the deployment file")
+        parser.add_argument(
+            "-o", "--output-dir", default=".", metavar="DIR", help="where to write the package"
+        )
+        parser.add_argument(
+            "--name", help="the package's name (default: torsion- and the file's name)"
+        )
+        parser.add_argument(
+            "--version", default="1.0", help="the package's version (default: 1.0)"
+        )
+        parser.add_argument(
+            "--torsion-command",
+            default="/usr/bin/torsion",
+            metavar="PATH",
+            help="the torsion command the unit runs (default: /usr/bin/torsion)",
+        )
+        parser.add_argument(
+            "--depends",
+            metavar="DEPENDENCY",
+            help="what the package needs installed, '' for nothing (default: "
+            "python3-torsion at this torsion's version or later)",
+        )
+        parser.add_argument("--maintainer", metavar="'NAME <EMAIL>'", help="who maintains it")
     return top
 
 
@@ -203,11 +242,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _launch(target, _runner_options(given), args)
         if command == "mktap":
             return _mktap(plugins[given["mktap_plugin"]], given)
+        if command == "package":
+            built = build_package(
+                given["package_kind"],
+                given["deployment"],
+                plugins,
+                output_dir=given["output_dir"],
+                name=given.get("name"),
+                version=given["version"],
+                command=given["torsion_command"],
+                depends=vars(namespace).get("depends"),
+                maintainer=given.get("maintainer"),
+            )
+            sys.stdout.write(f"{built}\n")
+            return 0
         plugin = plugins[command]
         values = option_values(plugin.options, given)
         return _launch(_plugin_target(plugin, values), _runner_options(given), args)
     except UsageError as exc:
         return _usage_error(str(exc))
+    except RunnerError as exc:
+        sys.stderr.write(f"torsion: {exc}\n")
+        return FAILURE
 
 
 def _plugin_target(plugin: Plugin, values: Mapping[str, Any]) -> Target:
