@@ -50,9 +50,15 @@ def run_torsion(
 class Torsion:
     """A ``torsion`` command running in the background, its standard error read as it comes."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: str | None = None):
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        command: Sequence[str] = TORSION,
+    ):
         self.process = subprocess.Popen(
-            [*TORSION, *args],
+            [*command, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

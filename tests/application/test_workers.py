@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +209,44 @@ def test_worker_index_reads_the_environment() -> None:
     assert worker_index({"TORSION_WORKER": "3"}) == 3
     assert worker_index({}) is None
     assert worker_index({"TORSION_WORKER": "x"}) is None
+
+
+SOCKET_ACTIVATED = """
+import os, socket, sys
+# What systemd does for a socket-activated service: the listening socket is
+# descriptor 3, and LISTEN_FDS / LISTEN_PID say so.
+listening = socket.socket()
+listening.bind(("127.0.0.1", 0))
+listening.listen()
+print(listening.getsockname()[1], flush=True)
+if listening.fileno() != 3:
+    os.dup2(listening.fileno(), 3)
+    listening.close()
+else:
+    listening.detach()
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+from torsion.application._cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_workers_share_a_socket_systemd_passed() -> None:
+    with Torsion(
+        "inetd",
+        "--listen",
+        "systemd:index=0",
+        "--workers",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "echo $PPID",
+        command=[sys.executable, "-c", SOCKET_ACTIVATED],
+    ) as torsion:
+        assert torsion.process.stdout is not None
+        port = int(torsion.process.stdout.readline())
+        torsion.wait_for("supervisor running")
+        parents = {int(exchange(port, b"")) for _ in range(24)}
+        assert len(parents) == 2, parents
+        assert torsion.process.pid not in parents
+        assert torsion.stop() == 0

@@ -367,7 +367,7 @@ class WorkerPool:
             _log.info("All %d workers serve", self.count)
             starting.callback(None)
 
-    def _fail_start(self, exc: Exception) -> None:
+    def _fail_start(self, exc: BaseException) -> None:
         if self._starting is not None:
             starting, self._starting = self._starting, None
             starting.errback(exc)
@@ -414,7 +414,8 @@ class WorkerPool:
         """Send every worker SIGTERM and wait for all to end; cancelling kills them."""
         self.running = False
         self._stopping = True
-        self._fail_start(RunnerError("stopped while the workers were starting"))
+        # Stopped while starting (SIGTERM): not a failure of the start itself.
+        self._fail_start(CancelledError())
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
