@@ -158,6 +158,21 @@ def test_an_rpm_holds_the_same(tmp_path: Path) -> None:
     ]
     assert query("--configfiles") == ["/etc/torsion/echo.toml"]
     assert "python3-torsion >= 0.1.0~dev0" in query("--requires")
+    # Into a temporary root: refused without torsion, then installed anyway.
+    root = tmp_path / "root"
+    subprocess.run(["rpm", "--root", str(root), "--initdb"], check=True, capture_output=True)
+    refused = subprocess.run(
+        ["rpm", "--root", str(root), "-i", str(rpm)], capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert "python3-torsion >= 0.1.0~dev0 is needed by torsion-echo-1.2-1.noarch" in (
+        refused.stderr
+    )
+    subprocess.run(
+        ["rpm", "--root", str(root), "-i", "--nodeps", str(rpm)], check=True, capture_output=True
+    )
+    assert (root / "etc/torsion/echo.toml").read_text() == toml.read_text()
+    assert (root / "usr/lib/systemd/system/torsion-echo.service").exists()
     if shutil.which("rpm2archive") is not None:
         subprocess.run(["rpm2archive", str(rpm)], check=True, capture_output=True)
         with tarfile.open(f"{rpm}.tgz") as archive:
