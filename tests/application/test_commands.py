@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -15,6 +16,7 @@ from _runner_helpers import (
     exchange,
     no_traceback,
     one_line,
+    proc_status,
     read_all,
     run_torsion,
 )
@@ -232,3 +234,22 @@ def test_portforward_to_nowhere_closes_and_logs_one_line() -> None:
         forward.wait_for("Cannot forward the connection from 127.0.0.1:")
         assert forward.stop() == 0
         assert no_traceback("\n".join(forward.seen + forward.rest()))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing user needs root")
+def test_an_application_names_the_user_it_runs_as(tmp_path: Path) -> None:
+    app = tmp_path / "as_nobody.py"
+    app.write_text(
+        "from torsion.application import Application, StreamServerEndpointService\n"
+        "from torsion.internet import server_from_string\n"
+        "from torsion.protocols import Echo\n"
+        "def application(reactor):\n"
+        "    app = Application('nobody app', uid='nobody', gid='nogroup')\n"
+        "    endpoint = server_from_string(reactor, 'tcp:0:interface=127.0.0.1')\n"
+        "    app.add_service(StreamServerEndpointService(endpoint, lambda _: Echo()))\n"
+        "    return app\n"
+    )
+    with Torsion("run", str(app)) as torsion:
+        torsion.wait_for(r"nobody app running \(pid")
+        assert proc_status(torsion.process.pid, "Uid").split() == ["65534"] * 4
+        assert torsion.stop() == 0
