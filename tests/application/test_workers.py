@@ -250,3 +250,24 @@ def test_workers_share_a_socket_systemd_passed() -> None:
         assert len(parents) == 2, parents
         assert torsion.process.pid not in parents
         assert torsion.stop() == 0
+
+
+def test_workers_stop_when_their_supervisor_is_killed(shared_port: int, tmp_path: Path) -> None:
+    log = tmp_path / "orphans.log"
+    listen = f"tcp:{shared_port}:interface=127.0.0.1"
+    with Torsion("echo", "--listen", listen, "--workers", "2", "--logfile", str(log)) as torsion:
+        wait_for_log(log, "echo service supervisor running")
+        pids = [
+            int(line.split("(pid ")[1].split(",")[0])
+            for line in log_lines(log)
+            if "echo service running (pid" in line
+        ]
+        assert len(pids) == 2
+        torsion.process.kill()  # SIGKILL: the supervisor cannot pass anything on
+        torsion.process.wait(DEADLINE)
+        for pid in pids:
+            wait_until(lambda pid=pid: process_gone(pid), f"worker {pid} to stop")  # type: ignore[misc]
+    text = "\n".join(log_lines(log))
+    for pid in pids:
+        assert f"_workers[{pid}]: The supervisor is gone; stopping" in text
+        assert f"_runner[{pid}]: echo service stopped" in text

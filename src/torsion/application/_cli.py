@@ -38,6 +38,7 @@ from torsion.application._workers import (
     WorkerPool,
     adopt_systemd_sockets,
     supervisor_options,
+    watch_supervisor,
     worker_index,
     worker_options,
 )
@@ -279,9 +280,10 @@ def _launch(target: Target, options: RunnerOptions, argv: Sequence[str]) -> int:
     if index is not None:
         # A worker of a supervisor: the same command line, sharing the ports.
         adopt_systemd_sockets()
+        build = target.build
         shared = Target(
             name=target.name,
-            build=target.build,
+            build=lambda reactor: watch_supervisor(build(reactor), reactor, target.name),
             make_reactor=lambda o: SharedPortsReactor(uvloop=o.reactor == "uvloop"),
         )
         return run(

@@ -27,6 +27,10 @@ pidfile, logs, talks to systemd and handles signals as any other run does.
 - Privileges. Workers drop to ``--uid``/``--gid`` after binding; the
   supervisor keeps its user, since it binds again (through new workers)
   whenever one is restarted.
+- Orphans. Each worker holds the read end of a pipe whose other end only
+  the supervisor has; when the supervisor dies (even by SIGKILL) the
+  worker reads end of file and stops gracefully, instead of serving on
+  unsupervised.
 
 Workers inherit the supervisor's standard error (its lines are passed on
 as they come) and open the log file themselves; text log lines carry the
@@ -46,10 +50,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torsion.application._app import Application
 from torsion.application._errors import RunnerError, UsageError
 from torsion.application._options import RunnerOptions
+from torsion.application._service import Service
 from torsion.defer import CancelledError, Deferred, gather, succeed
-from torsion.errors import ProcessExitedError
+from torsion.errors import ProcessExitedError, ReactorNotRunningError
 from torsion.internet import (
     DatagramProtocol,
     ExponentialBackoff,
@@ -65,11 +71,21 @@ from torsion.internet import (
     listen_fds,
 )
 
-__all__ = ["WORKER_ENV", "SharedPortsReactor", "WorkerPool", "worker_index"]
+__all__ = [
+    "SUPERVISOR_FD_ENV",
+    "WORKER_ENV",
+    "SharedPortsReactor",
+    "SupervisorWatch",
+    "WorkerPool",
+    "watch_supervisor",
+    "worker_index",
+]
 
 _log = logging.getLogger(__name__)
 
 WORKER_ENV = "TORSION_WORKER"
+# The descriptor on which a worker hears its supervisor go: end of file.
+SUPERVISOR_FD_ENV = "TORSION_SUPERVISOR_FD"
 
 # A worker's standard error is passed on line by line; a longer line is cut.
 _MAX_LINE = 64 * 1024
@@ -184,6 +200,60 @@ def supervisor_options(options: RunnerOptions) -> RunnerOptions:
         profile=None,
         shutdown_timeout=options.shutdown_timeout + _KILL_MARGIN,
     )
+
+
+class SupervisorWatch:
+    """A worker's service that stops the reactor once its supervisor is gone.
+
+    Args:
+        reactor: Watches the descriptor and is stopped.
+        fd: The read end of the supervisor's pipe (end of file: it is gone).
+    """
+
+    def __init__(self, reactor: Reactor, fd: int) -> None:
+        self._reactor = reactor
+        self.fd = fd
+        self._watching = False
+
+    def start_service(self) -> None:
+        """Watch the pipe."""
+        self._reactor.add_reader(self.fd, self._readable)
+        self._watching = True
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, 512)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return  # The supervisor never writes; nothing to act on.
+        self._unwatch()
+        _log.warning("The supervisor is gone; stopping")
+        with contextlib.suppress(ReactorNotRunningError):
+            self._reactor.stop()
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._reactor.remove_reader(self.fd)
+
+    def stop_service(self) -> None:
+        """Stop watching."""
+        self._unwatch()
+
+
+def watch_supervisor(service: Service, reactor: Reactor, name: str) -> Application:
+    """In a worker: ``service`` with a ``SupervisorWatch`` on the inherited pipe, if any."""
+    app = service if isinstance(service, Application) else Application(name)
+    if app is not service:
+        app.add_service(service)
+    value = os.environ.get(SUPERVISOR_FD_ENV, "")
+    if value.isdigit():
+        os.set_blocking(int(value), False)
+        app.add_service(SupervisorWatch(reactor, int(value)), "supervisor watch")
+    return app
 
 
 def adopt_systemd_sockets(environ: dict[str, str] | None = None) -> None:
@@ -328,6 +398,9 @@ class WorkerPool:
         passed = sorted(fd for fds in listen_fds().values() for fd in fds)
         for fd in passed:
             child_fds[fd] = fd
+        lifeline = max([2, *passed]) + 1
+        child_fds[lifeline] = "w"
+        env[SUPERVISOR_FD_ENV] = str(lifeline)
         if not passed:
             for key in (*_LISTEN_FDS_ENV, "LISTEN_PID"):
                 env.pop(key, None)
