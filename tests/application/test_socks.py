@@ -8,6 +8,7 @@ import struct
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from _runner_helpers import DEADLINE, Torsion, one_line, run_torsion
@@ -137,6 +138,42 @@ def test_curl_through_the_proxy(http_server: int) -> None:
         assert socks.stop() == 0
 
 
+def test_curl_with_a_password_checked_by_torsion_cred(http_server: int, tmp_path: Path) -> None:
+    curl = require_peer("curl", package="curl")
+    htpasswd = tmp_path / "users"
+    made = run_torsion("passwd", str(htpasswd), "bob", "--stdin", input="builder\n")
+    assert made.returncode == 0, made.stderr
+    auth = ["--auth", "memory:alice:wonderland", "--auth", f"file:{htpasswd}"]
+    with Torsion("socks", "--listen", LOCAL, "--allow", "127.0.0.1", *auth) as socks:
+        proxy = socks.port()
+        url = f"http://127.0.0.1:{http_server}/"
+        fetch = [
+            curl,
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--socks5",
+            f"127.0.0.1:{proxy}",
+        ]
+        for user in ("alice:wonderland", "bob:builder"):
+            result = subprocess.run(
+                [*fetch, "--proxy-user", user, url],
+                capture_output=True,
+                text=True,
+                timeout=DEADLINE,
+                check=False,
+            )
+            assert result.stdout == "200", (user, result.stderr)
+        for refused in (["--proxy-user", "alice:guess"], []):
+            result = subprocess.run(
+                [*fetch, *refused, url], capture_output=True, timeout=DEADLINE, check=False
+            )
+            assert result.returncode != 0
+        assert socks.stop() == 0
+
+
 def test_bad_socks_options() -> None:
     result = run_torsion("socks", "--ports", "web")
     assert result.returncode == 2
@@ -144,3 +181,6 @@ def test_bad_socks_options() -> None:
     result = run_torsion("socks", "--allow", "not a host")
     assert result.returncode == 2
     assert one_line(result.stderr) == "torsion: not a host name or .suffix: 'not a host'"
+    result = run_torsion("socks", "--auth", "anonymous")
+    assert result.returncode == 2
+    assert "anonymous checks no password" in one_line(result.stderr)

@@ -42,11 +42,12 @@ from torsion.application._workers import (
     worker_index,
     worker_options,
 )
+from torsion.cred._passwd import passwd_main
 from torsion.internet import Reactor
 
 __all__ = ["console_main", "main"]
 
-_COMMANDS = ("run", "mktap", "package")
+_COMMANDS = ("run", "mktap", "package", "passwd")
 
 _USAGE = """\
 commands:
@@ -56,6 +57,7 @@ commands:
   mktap PLUGIN [options] [-o FILE.toml]
                             write a deployment file instead of running
   package deb|rpm FILE.toml build a .deb or .rpm package that runs a deployment file
+  passwd FILE USER          add or change a user in an htpasswd file (hashed; -D removes)
 """
 
 
@@ -215,6 +217,9 @@ def _usage_error(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``torsion`` command; returns the process exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["passwd"]:
+        # A tool of its own, with its own options: nothing of the runner's.
+        return passwd_main(args[1:], stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
     plugins = find_plugins(BUILTIN_PLUGINS)
     for name in _COMMANDS:
         plugins.pop(name, None)  # A command's name cannot be a plugin's.

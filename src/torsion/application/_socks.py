@@ -22,16 +22,19 @@ from typing import Any
 from torsion.application._app import Application
 from torsion.application._plugins import Option, Plugin
 from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve, try_it
+from torsion.cred import Login, Portal, UnauthorizedLogin, UsernamePassword, checker_from_string
+from torsion.cred._strings import split_auth_string
+from torsion.defer import Deferred
 from torsion.internet import Reactor
 from torsion.protocols import (
     DestinationRules,
+    SOCKSAuthenticator,
     SOCKSServer,
     allow_destinations,
     deny_destinations,
 )
-from torsion.protocols._socks_server import Authenticator
 
-__all__ = ["SOCKS", "auth_option", "destination_rules", "parse_ports"]
+__all__ = ["SOCKS", "SOCKSUser", "auth_option", "destination_rules", "parse_ports"]
 
 _DEFAULT_LISTEN = "tcp:1080:interface=127.0.0.1"
 
@@ -102,14 +105,46 @@ def destination_rules(
     return DestinationRules(rules, default="deny" if closed else "allow")
 
 
-def auth_option(options: Mapping[str, Any], reactor: Reactor) -> Authenticator | None:
-    """The password check for ``--auth``: the hook for ``torsion.cred``'s checker strings.
+class SOCKSUser:
+    """What a SOCKS login asks the realm for: the right to use the proxy."""
 
-    There is no ``--auth`` option yet; when ``torsion.cred`` offers checker
-    strings, the option is declared in ``SOCKS`` and turned into an
-    ``Authenticator`` here.
+
+class _Realm:
+    def request_avatar(self, avatar_id: str, mind: object, /, *interfaces: type) -> Login:
+        return Login(SOCKSUser, SOCKSUser(), lambda: None)
+
+
+def auth_option(options: Mapping[str, Any], reactor: Reactor) -> SOCKSAuthenticator | None:
+    """The password check ``--auth`` describes (None: no passwords asked).
+
+    Each ``--auth`` string is a ``torsion.cred`` checker (``memory:USER:PW``,
+    ``file:HTPASSWD``, ``unix``...); a login goes through a ``Portal``, with
+    its growing delay after failures and its audit log.
+
+    Raises:
+        ValueError: A string is not valid.
     """
-    return None
+    texts = options.get("auth") or []
+    if not texts:
+        return None
+    checkers = [checker_from_string(text, threads=reactor) for text in texts]
+    portal = Portal(_Realm(), checkers, clock=reactor)
+
+    def authenticate(username: str, password: str) -> Deferred[bool]:
+        attempt = portal.login(UsernamePassword(username, password), None, SOCKSUser)
+
+        def accepted(login: Login) -> bool:
+            login.logout()
+            return True
+
+        def refused(exc: BaseException) -> bool:
+            if isinstance(exc, UnauthorizedLogin):
+                return False
+            raise exc
+
+        return attempt.add_callbacks(accepted, refused)
+
+    return authenticate
 
 
 def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
@@ -139,6 +174,17 @@ def _hint(address: Any) -> str | None:
         host, port = text.split()[1:]
         return f"curl --socks5-hostname {host}:{port} https://example.com/"
     return None
+
+
+def _check_auth(text: str) -> str:
+    # Parsed for its errors only; the checker is built with the reactor.
+    split_auth_string(text)
+    kind = text.partition(":")[0]
+    if kind not in ("memory", "file", "unix", "anonymous", "sshkey"):
+        raise ValueError(f"--auth: unknown checker {kind!r} (memory:, file:, unix)")
+    if kind in ("anonymous", "sshkey"):
+        raise ValueError(f"--auth: {kind} checks no password; SOCKS needs memory:, file: or unix")
+    return text
 
 
 def _positive(name: str) -> Any:
@@ -183,6 +229,15 @@ SOCKS = Plugin(
             metavar="allow|deny",
         ),
         Option("no-socks4", "serve SOCKS 5 only (SOCKS 4 has no passwords)", type=bool),
+        Option(
+            "auth",
+            "ask clients for a user name and password, checked by this checker: "
+            "memory:USER:PASSWORD[:USER:PASSWORD...], file:HTPASSWD, unix (PAM); "
+            "SOCKS 4 clients are then refused",
+            repeatable=True,
+            check=_check_auth,
+            metavar="CHECKER",
+        ),
         Option(
             "negotiation-timeout",
             "seconds a client has to send its request",

@@ -62,7 +62,7 @@ from torsion.protocols._socks_rules import (
     allow_destinations,
     deny_destinations,
 )
-from torsion.protocols._socks_server import SOCKSServer
+from torsion.protocols._socks_server import SOCKSAuthenticator, SOCKSServer
 from torsion.protocols._socks_wire import (
     SOCKSAuthenticationError,
     SOCKSError,
@@ -106,6 +106,7 @@ __all__ = [
     "SOCKS4ClientEndpoint",
     "SOCKS5ClientEndpoint",
     "SOCKSAuthenticationError",
+    "SOCKSAuthenticator",
     "SOCKSError",
     "SOCKSProtocolError",
     "SOCKSServer",

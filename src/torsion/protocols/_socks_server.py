@@ -89,7 +89,7 @@ from torsion.protocols._socks_wire import (
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_NEGOTIATION_TIMEOUT",
-    "Authenticator",
+    "SOCKSAuthenticator",
     "SOCKSReactor",
     "SOCKSServer",
 ]
@@ -107,7 +107,7 @@ DEFAULT_CONNECT_TIMEOUT = 30.0
 """Seconds the destination has to answer, its name lookup included."""
 
 
-class Authenticator(typing.Protocol):
+class SOCKSAuthenticator(typing.Protocol):
     """Checks a SOCKS 5 client's username and password (RFC 1929).
 
     Any callable of this shape: a function, a method, an ``async def``, or
@@ -165,7 +165,7 @@ class SOCKSServer:
         reactor: SOCKSReactor,
         *,
         rules: DestinationRules | None = None,
-        authenticate: Authenticator | None = None,
+        authenticate: SOCKSAuthenticator | None = None,
         allow_socks4: bool = True,
         negotiation_timeout: float = DEFAULT_NEGOTIATION_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
