@@ -49,6 +49,7 @@ def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
         "torsion.protocols.amp",
         "torsion.protocols.haproxy",
         "torsion.cred",
+        "torsion.application",
         "torsion.errors",
     ],
 )

@@ -45,7 +45,9 @@ Families by meaning, so that callers can catch what they can act on::
 Errors that belong to one protocol live with it and derive from
 ``TorsionError`` too: ``SOCKSError`` (and its kinds) in
 ``torsion.protocols``, ``AmpError`` (and its kinds) in
-``torsion.protocols.amp``.
+``torsion.protocols.amp``; the ``torsion`` command's ``UsageError``,
+``RunnerError``, ``DeploymentFileError`` and ``PidfileError`` in
+``torsion.application``.
 
 Make a group with ``BaseFailureGroup(message, errors)``: as with the builtin
 ``BaseExceptionGroup``, the result is a ``FailureGroup`` (an ``Exception``, so a

@@ -13,7 +13,7 @@ EXAMPLES = ROOT / "examples"
 
 def test_readme_shows_the_examples_verbatim() -> None:
     readme = (ROOT / "README.md").read_text()
-    for name in ("echo_server.py", "echo_client.py"):
+    for name in ("echo_server.py", "echo_client.py", "app.py"):
         source = (EXAMPLES / name).read_text()
         assert source in readme, f"README.md no longer shows examples/{name} as it is"
         assert len(source.splitlines()) < 25, f"examples/{name} is too long for the README"
