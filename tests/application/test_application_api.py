@@ -35,4 +35,5 @@ def test_application_imports_only_lower_layers() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     packages = set(ast.literal_eval(loaded))
-    assert packages <= {"application", "defer", "errors", "internet", "protocols"}
+    assert packages <= {"application", "cred", "defer", "errors", "internet", "protocols"}
+    assert "testing" not in packages
