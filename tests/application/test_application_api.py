@@ -36,4 +36,3 @@ def test_application_imports_only_lower_layers() -> None:
     ).stdout
     packages = set(ast.literal_eval(loaded))
     assert packages <= {"application", "cred", "defer", "errors", "internet", "protocols"}
-    assert "testing" not in packages
