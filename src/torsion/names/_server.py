@@ -1,0 +1,569 @@
+"""The DNS server: queries over UDP and TCP, answered by a chain of resolvers.
+
+``DNSServer`` turns one query message into its response messages
+(``respond``); ``DNSDatagramProtocol`` serves it over UDP and
+``DNSStreamProtocol`` over TCP, where each message goes after its length in
+two bytes (RFC 1035 section 4.2.2, RFC 7766). ``DNSServer.listen`` opens both
+on one port.
+
+What a peer sends is never trusted: a message too short for a header, or
+one that is itself a response, is dropped (answering responses is how
+reflection loops between servers start); a header with an opcode other
+than QUERY gets NOTIMP; a message dnspython cannot parse, or one without
+exactly one question, gets FORMERR. Each UDP datagram is at most 65,535
+bytes and each TCP message too (the length prefix says so), and dnspython
+bounds names (255 octets), labels (63) and compression pointers (they must
+point backwards), so the work per message is bounded by its size.
+
+UDP responses fit the client's EDNS0 payload size (RFC 6891), or 512 bytes
+without EDNS0 (RFC 1035 section 4.2.1): what does not fit is cut whole
+RRsets at a time, the additional section first (which needs no TC flag,
+RFC 2181 section 9), then the authority and answer sections, with TC set so
+that the client asks again over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ipaddress
+import logging
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from torsion.defer import CancelledError, Deferred, ensure_deferred
+from torsion.errors import CannotListenError, TorsionError
+from torsion.internet import (
+    Address,
+    Clock,
+    DatagramProtocol,
+    DelayedCall,
+    Listener,
+    Reactor,
+    UDPPort,
+)
+from torsion.names._answer import Answer, DNSResolver, NotMineError, Question
+from torsion.names._zone import Authority
+from torsion.protocols import Int16StringReceiver
+
+__all__ = ["DNSDatagramProtocol", "DNSPorts", "DNSServer", "DNSStreamProtocol"]
+
+_log = logging.getLogger("torsion.names")
+
+_HEADER = struct.Struct("!HH")
+_HEADER_SIZE = 12
+_QR = 0x8000
+_RD = 0x0100
+_OPCODE_MASK = 0x7800
+
+# The payload size announced in our EDNS0 records, and the most a UDP
+# response is made of whatever the client announces: 1,232 bytes fit the
+# IPv6 minimum MTU without fragmentation (DNS flag day 2020).
+DEFAULT_UDP_PAYLOAD = 1232
+_MIN_UDP = 512  # RFC 1035 section 4.2.1; also the least RFC 6891 lets EDNS0 announce.
+_MAX_TCP = 0xFFFF
+# An AXFR message carries RRsets up to this many bytes, uncompressed: the
+# header, the question and the OPT record fit in what is left of 65,535.
+_AXFR_BUDGET = 60_000
+
+# Types that only make sense in a transfer, or not in a question at all.
+_NOT_IN_QUESTIONS = frozenset(
+    {dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY, dns.rdatatype.NONE}
+)
+
+# What dnspython raises on a malformed message (DNSException covers its own
+# FormError, ShortHeader, TrailingJunk, BadLabelType, NameTooLong...; the
+# others come from rdata parsers meeting impossible values).
+_PARSE_ERRORS = (dns.exception.DNSException, ValueError, struct.error, IndexError, UnicodeError)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class DNSServer:
+    """Answers DNS queries from a chain of resolvers.
+
+    Each question goes to the resolvers in order; the first that does not
+    raise ``NotMineError`` answers. When none claims it, the response is
+    REFUSED, or SERVFAIL for a recursive server (it should have found out).
+
+    Args:
+        resolvers: The chain: authorities first, typically.
+        recursive: Whether recursion is offered (the RA flag): set it only
+            when the chain has a resolver that asks other servers.
+        allow_axfr: The networks (``"192.0.2.0/24"``, ``"::1"``) that may
+            transfer the zones of the chain's ``Authority``s over TCP;
+            every other client is REFUSED.
+        udp_payload: The most bytes a UDP response may have, and the size
+            announced in EDNS0 responses.
+
+    Attributes:
+        resolvers: The chain (a list: it may be changed while serving).
+        recursive: As given.
+    """
+
+    def __init__(
+        self,
+        resolvers: Sequence[DNSResolver],
+        *,
+        recursive: bool = False,
+        allow_axfr: Iterable[str | Network] = (),
+        udp_payload: int = DEFAULT_UDP_PAYLOAD,
+    ) -> None:
+        if not _MIN_UDP <= udp_payload <= 0xFFFF:
+            raise ValueError(f"udp_payload must be within 512 to 65535, not {udp_payload}")
+        self.resolvers = list(resolvers)
+        self.recursive = recursive
+        self._allow_axfr = [ipaddress.ip_network(network, strict=False) for network in allow_axfr]
+        self._udp_payload = udp_payload
+
+    def respond(self, wire: bytes, client: str, *, tcp: bool) -> Deferred[list[bytes]]:
+        """Make the response messages to one query message.
+
+        Args:
+            wire: The query, as received (without TCP's length prefix).
+            client: The client's IP address (for the AXFR rules).
+            tcp: Whether it came over TCP (no size limit but 65,535 bytes;
+                zone transfers allowed).
+
+        Returns:
+            A Deferred firing with the messages to send back: none when the
+            query is to be dropped, several for a zone transfer. It does not
+            fail.
+        """
+        return ensure_deferred(self._respond(wire, client, tcp))
+
+    async def _respond(self, wire: bytes, client: str, tcp: bool) -> list[bytes]:
+        if len(wire) < _HEADER_SIZE:
+            return []
+        message_id, flags = _HEADER.unpack_from(wire)
+        if flags & _QR:
+            return []
+        if flags & _OPCODE_MASK != dns.opcode.to_flags(dns.opcode.QUERY):
+            return [_header_only(message_id, flags, dns.rcode.NOTIMP)]
+        try:
+            query = dns.message.from_wire(wire)
+        except _PARSE_ERRORS as exc:
+            _log.debug("FORMERR to %s: %s", client, exc)
+            return [_header_only(message_id, flags, dns.rcode.FORMERR)]
+        if len(query.question) != 1 or query.question[0].rdtype in _NOT_IN_QUESTIONS:
+            return [_header_only(message_id, flags, dns.rcode.FORMERR)]
+        response = dns.message.make_response(
+            query, recursion_available=self.recursive, our_payload=self._udp_payload
+        )
+        if query.edns > 0:
+            # RFC 6891 section 6.1.3: only version 0 exists.
+            response.set_rcode(dns.rcode.BADVERS)
+            return [self._render(response, query, tcp)]
+        asked = query.question[0]
+        question = Question(
+            asked.name,
+            dns.rdatatype.RdataType.make(asked.rdtype),
+            dns.rdataclass.RdataClass.make(asked.rdclass),
+        )
+        if question.rdtype == dns.rdatatype.AXFR:
+            return self._transfer(query, question, client, tcp)
+        if dns.rdatatype.is_metatype(question.rdtype) and question.rdtype != dns.rdatatype.ANY:
+            # IXFR, MAILA, MAILB and the unassigned meta types: not served.
+            response.set_rcode(dns.rcode.NOTIMP)
+            return [self._render(response, query, tcp)]
+        answer = await self._resolve(question)
+        response.set_rcode(answer.rcode)
+        if answer.authoritative:
+            response.flags |= dns.flags.AA
+        response.answer = list(answer.answer)
+        response.authority = list(answer.authority)
+        response.additional = list(answer.additional)
+        return [self._render(response, query, tcp)]
+
+    async def _resolve(self, question: Question) -> Answer:
+        for resolver in list(self.resolvers):
+            try:
+                return await resolver.query(question)
+            except NotMineError:
+                continue
+            except (TorsionError, TimeoutError) as exc:
+                _log.info("SERVFAIL for %s: %s", question, exc)
+                return Answer(dns.rcode.SERVFAIL)
+            except CancelledError:
+                raise
+            except Exception:
+                _log.exception("SERVFAIL for %s: %r failed", question, resolver)
+                return Answer(dns.rcode.SERVFAIL)
+        return Answer(dns.rcode.SERVFAIL if self.recursive else dns.rcode.REFUSED)
+
+    def _render(
+        self, response: dns.message.Message, query: dns.message.Message, tcp: bool
+    ) -> bytes:
+        """``response`` in wire format, cut to what the transport allows."""
+        if tcp:
+            limit = _MAX_TCP
+        elif query.edns >= 0:
+            limit = min(max(query.payload, _MIN_UDP), self._udp_payload)
+        else:
+            limit = _MIN_UDP
+        try:
+            return response.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            pass
+        # The additional section is a courtesy: without it the answer is
+        # still whole, and needs no TC flag (RFC 2181 section 9).
+        response.additional = []
+        try:
+            return response.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            pass
+        response.flags |= dns.flags.TC
+        response.authority = []
+        while True:
+            try:
+                return response.to_wire(max_size=limit)
+            except dns.exception.TooBig:
+                if not response.answer:
+                    raise
+                response.answer.pop()
+
+    def _transfer(
+        self, query: dns.message.Message, question: Question, client: str, tcp: bool
+    ) -> list[bytes]:
+        """The messages of a zone transfer (RFC 5936), or the refusal."""
+        response = dns.message.make_response(query, our_payload=self._udp_payload)
+        if not tcp:
+            # RFC 5936 section 4.2: AXFR is a TCP affair.
+            response.set_rcode(dns.rcode.FORMERR)
+            return [self._render(response, query, tcp)]
+        authority = self._authority_for(question)
+        if authority is None or not self._may_transfer(client):
+            _log.info("zone transfer of %s refused to %s", question.name, client)
+            response.set_rcode(dns.rcode.REFUSED)
+            return [self._render(response, query, tcp)]
+        _log.info("zone transfer of %s to %s", question.name, client)
+        messages: list[bytes] = []
+        chunk: list[dns.rrset.RRset] = []
+        size = 0
+        for rrset in authority.transfer():
+            buffer = io.BytesIO()
+            rrset.to_wire(buffer)
+            length = len(buffer.getvalue())
+            if chunk and size + length > _AXFR_BUDGET:
+                messages.append(self._transfer_message(query, chunk))
+                chunk, size = [], 0
+            chunk.append(rrset)
+            size += length
+        messages.append(self._transfer_message(query, chunk))
+        return messages
+
+    def _transfer_message(
+        self, query: dns.message.Message, rrsets: list[dns.rrset.RRset]
+    ) -> bytes:
+        message = dns.message.make_response(query, our_payload=self._udp_payload)
+        message.flags |= dns.flags.AA
+        message.answer = rrsets
+        return message.to_wire(max_size=_MAX_TCP)
+
+    def _authority_for(self, question: Question) -> Authority | None:
+        for resolver in self.resolvers:
+            if (
+                isinstance(resolver, Authority)
+                and resolver.origin == question.name
+                and resolver.rdclass == question.rdclass
+            ):
+                return resolver
+        return None
+
+    def _may_transfer(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._allow_axfr)
+
+    def datagram_protocol(self, *, max_in_flight: int = 1000) -> DNSDatagramProtocol:
+        """A protocol serving this server over UDP (one per UDP port)."""
+        return DNSDatagramProtocol(self, max_in_flight=max_in_flight)
+
+    def stream_factory(
+        self,
+        clock: Clock,
+        *,
+        idle_timeout: float = 10.0,
+        max_connections: int = 100,
+        max_in_flight: int = 16,
+    ) -> _StreamFactory:
+        """A protocol factory serving this server over TCP.
+
+        Args:
+            clock: Runs the idle timers (the reactor).
+            idle_timeout: Close a connection with no query for this long
+                (RFC 7766 section 6.2.3 asks for a timeout of seconds).
+            max_connections: Refuse connections beyond this many open.
+            max_in_flight: Stop reading a connection while this many of its
+                queries are being answered (RFC 7766 section 6.2.1.1 lets
+                clients pipeline them).
+        """
+        return _StreamFactory(self, clock, idle_timeout, max_connections, max_in_flight)
+
+    def listen(
+        self, reactor: Reactor, port: int = 53, *, interface: str = "127.0.0.1"
+    ) -> DNSPorts:
+        """Serve on UDP and TCP ``interface:port`` (the same port number for both).
+
+        Args:
+            reactor: Binds the ports and runs the TCP idle timers.
+            port: The port; 0 lets the system choose one free for both.
+            interface: The address to bind.
+
+        Raises:
+            CannotListenError: The port is taken on either protocol.
+        """
+        factory = self.stream_factory(reactor)
+        attempts = 10 if port == 0 else 1
+        for attempt in range(attempts):
+            tcp = reactor.listen_tcp(port, factory, interface=interface)
+            try:
+                udp = reactor.listen_udp(tcp.port, self.datagram_protocol(), interface=interface)
+            except CannotListenError:
+                tcp.stop_listening()
+                if attempt == attempts - 1:
+                    raise
+                continue
+            return DNSPorts(udp, tcp, factory)
+        raise AssertionError("unreachable")
+
+
+class DNSPorts:
+    """The UDP and TCP ports a ``DNSServer`` listens on.
+
+    Attributes:
+        udp: The UDP port.
+        tcp: The TCP listener.
+    """
+
+    def __init__(self, udp: UDPPort, tcp: Listener, factory: _StreamFactory) -> None:
+        self.udp = udp
+        self.tcp = tcp
+        self._factory = factory
+
+    @property
+    def port(self) -> int:
+        """The port number both listen on."""
+        return self.tcp.port
+
+    async def stop_listening(self) -> None:
+        """Close both ports, and the TCP connections still open."""
+        await self.udp.stop_listening()
+        await self.tcp.stop_listening()
+        self._factory.close_all()
+
+
+def _header_only(message_id: int, flags: int, rcode: dns.rcode.Rcode) -> bytes:
+    """A response with no sections: the query's ID, opcode and RD flag, and ``rcode``."""
+    response_flags = _QR | (flags & (_OPCODE_MASK | _RD)) | int(rcode)
+    return _HEADER.pack(message_id, response_flags) + bytes(8)
+
+
+class DNSDatagramProtocol(DatagramProtocol):
+    """Serves a ``DNSServer`` on a UDP port.
+
+    Args:
+        server: Makes the responses.
+        max_in_flight: Drop queries while this many are being answered.
+    """
+
+    def __init__(self, server: DNSServer, *, max_in_flight: int = 1000) -> None:
+        self._server = server
+        self._max_in_flight = max_in_flight
+        self._in_flight: set[Deferred[list[bytes]]] = set()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """Answer one query (or drop it)."""
+        if len(self._in_flight) >= self._max_in_flight or addr[1] == 0:
+            # Port 0 cannot be answered; past the bound, UDP's clients retry.
+            return
+        d = self._server.respond(data, addr[0], tcp=False)
+        d.add_callback(lambda messages: self._send_all(messages, addr))
+        d.add_errback(_swallow_cancel)
+        if not d.called:
+            self._in_flight.add(d)
+            d.add_both(lambda _: self._in_flight.discard(d))
+
+    def _send_all(self, messages: list[bytes], addr: Any) -> None:
+        if self._lost or self.transport.is_closing():
+            return
+        for message in messages:
+            self.transport.sendto(message, addr)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the queries still being answered."""
+        super().connection_lost(exc)
+        for d in list(self._in_flight):
+            d.cancel()
+
+
+def _swallow_cancel(error: BaseException) -> None:
+    if not isinstance(error, CancelledError):
+        _log.error("DNS response failed", exc_info=error)
+
+
+class _StreamFactory:
+    """Makes a ``DNSStreamProtocol`` per connection, up to a bound."""
+
+    def __init__(
+        self,
+        server: DNSServer,
+        clock: Clock,
+        idle_timeout: float,
+        max_connections: int,
+        max_in_flight: int,
+    ) -> None:
+        self._server = server
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._max_connections = max_connections
+        self._max_in_flight = max_in_flight
+        self.live: set[DNSStreamProtocol] = set()
+
+    def __call__(self, address: Address) -> DNSStreamProtocol | None:
+        if len(self.live) >= self._max_connections:
+            _log.info("refused a DNS connection from %s: %d open", address, len(self.live))
+            return None
+        return DNSStreamProtocol(
+            self._server,
+            self._clock,
+            idle_timeout=self._idle_timeout,
+            max_in_flight=self._max_in_flight,
+            on_lost=self.live.discard,
+            on_made=self.live.add,
+        )
+
+    def close_all(self) -> None:
+        for protocol in list(self.live):
+            protocol.transport.abort()
+
+
+class DNSStreamProtocol(Int16StringReceiver):
+    """Serves a ``DNSServer`` on one TCP connection: queries after their 2-byte length.
+
+    Several queries may come one after the other (or pipelined); responses
+    go out as they are ready. The connection is closed after ``idle_timeout``
+    seconds without a query in flight.
+
+    Args:
+        server: Makes the responses.
+        clock: Runs the idle timer.
+        idle_timeout: How long a connection may stay without queries.
+        max_in_flight: Stop reading while this many queries are answered.
+    """
+
+    def __init__(
+        self,
+        server: DNSServer,
+        clock: Clock,
+        *,
+        idle_timeout: float = 10.0,
+        max_in_flight: int = 16,
+        on_made: Any = None,
+        on_lost: Any = None,
+    ) -> None:
+        super().__init__()
+        self._server = server
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._max_in_flight = max_in_flight
+        self._in_flight: set[Deferred[list[bytes]]] = set()
+        self._timer: DelayedCall | None = None
+        self._output_full = False
+        self._on_made = on_made
+        self._on_lost = on_lost
+        self._client = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start the idle timer."""
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self._client = str(peer[0]) if isinstance(peer, tuple) else ""
+        if self._on_made is not None:
+            self._on_made(self)
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        if not self._in_flight:
+            self._timer = self._clock.call_later(self._idle_timeout, self._idle)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _idle(self) -> None:
+        self._timer = None
+        _log.debug("closing an idle DNS connection from %s", self._client)
+        self.transport.close()
+
+    def string_received(self, string: bytes) -> None:
+        """Answer one query."""
+        self._disarm()
+        d = self._server.respond(string, self._client, tcp=True)
+        self._in_flight.add(d)
+        d.add_callback(self._send_all)
+        d.add_errback(_swallow_cancel)
+        d.add_both(lambda _: self._done(d))
+        self._flow()
+
+    def _send_all(self, messages: list[bytes]) -> None:
+        if self.transport.is_closing():
+            return
+        for message in messages:
+            self.send_string(message)
+
+    def _done(self, d: Deferred[list[bytes]]) -> None:
+        self._in_flight.discard(d)
+        if self.transport.is_closing():
+            return
+        self._flow()
+        if not self._in_flight:
+            self._arm()
+
+    def _flow(self) -> None:
+        """Read while there is room for more queries and their responses."""
+        if self.transport.is_closing():
+            return
+        if self._output_full or len(self._in_flight) >= self._max_in_flight:
+            self.pause_receiving()
+        else:
+            self.resume_receiving()
+
+    def pause_writing(self) -> None:
+        """The client is not reading its responses: stop reading its queries."""
+        super().pause_writing()
+        self._output_full = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        """The client read: read its queries again."""
+        super().resume_writing()
+        self._output_full = False
+        self._flow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the timer and forget the queries in flight."""
+        self._disarm()
+        for d in list(self._in_flight):
+            d.cancel()
+        if self._on_lost is not None:
+            self._on_lost(self)
+        super().connection_lost(exc)
