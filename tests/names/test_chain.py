@@ -22,11 +22,24 @@ from torsion.testing import Clock, MemoryReactor
 WWW = Question(dns.name.from_text("www.example.org."), dns.rdatatype.A)
 
 
-def outcome(d: Deferred[Any]) -> Any:
+def result_of(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that succeeded."""
     results: list[Any] = []
-    d.add_both(results.append)
+    errors: list[BaseException] = []
+    d.add_callbacks(results.append, errors.append)
+    assert not errors, f"the Deferred failed: {errors[0]!r}"
     assert results, "the Deferred has not fired"
     return results[0]
+
+
+def failure_of(d: Deferred[Any]) -> BaseException:
+    """The error of a Deferred that failed (consumed)."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    d.add_callbacks(results.append, errors.append)
+    assert not results, f"the Deferred succeeded: {results[0]!r}"
+    assert errors, "the Deferred has not fired"
+    return errors[0]
 
 
 def an_answer(address: str = "192.0.2.80") -> Answer:
@@ -59,7 +72,7 @@ def test_the_first_resolver_that_knows_answers() -> None:
     first = Fixed(NotMineError("no"))
     second = Fixed(an_answer("192.0.2.2"))
     third = Fixed(an_answer("192.0.2.3"))
-    answer = outcome(ResolverChain([first, second, third]).query(WWW))
+    answer = result_of(ResolverChain([first, second, third]).query(WWW))
     assert [str(rdata) for rdata in answer.answer[0]] == ["192.0.2.2"]
     assert len(first.asked) == len(second.asked) == 1
     assert third.asked == []
@@ -67,7 +80,7 @@ def test_the_first_resolver_that_knows_answers() -> None:
 
 def test_when_none_knows_the_chain_does_not_either() -> None:
     chain = ResolverChain([Fixed(NotMineError("a")), Fixed(NotMineError("b"))])
-    assert isinstance(outcome(chain.query(WWW)), NotMineError)
+    assert isinstance(failure_of(chain.query(WWW)), NotMineError)
     with pytest.raises(ValueError, match="at least one"):
         ResolverChain([])
 
@@ -75,7 +88,7 @@ def test_when_none_knows_the_chain_does_not_either() -> None:
 def test_other_errors_stop_the_chain() -> None:
     last = Fixed(an_answer())
     chain = ResolverChain([Fixed(TimeoutError("slow")), last])
-    assert isinstance(outcome(chain.query(WWW)), TimeoutError)
+    assert isinstance(failure_of(chain.query(WWW)), TimeoutError)
     assert last.asked == []
 
 
@@ -84,20 +97,20 @@ def test_later_answers_feed_the_cache_which_then_answers() -> None:
     cache = CacheResolver(clock)
     network = Fixed(an_answer())
     chain = ResolverChain([cache, network])
-    assert isinstance(outcome(chain.query(WWW)), Answer)
+    assert isinstance(result_of(chain.query(WWW)), Answer)
     clock.advance(100)
-    answer = outcome(chain.query(WWW))
+    answer = result_of(chain.query(WWW))
     assert answer.answer[0].ttl == 200
     assert len(network.asked) == 1
     clock.advance(200)
-    outcome(chain.query(WWW))
+    result_of(chain.query(WWW))
     assert len(network.asked) == 2
 
 
 def test_answers_from_before_the_cache_are_not_cached() -> None:
     cache = CacheResolver(Clock())
     chain = ResolverChain([Fixed(an_answer()), cache])
-    outcome(chain.query(WWW))
+    result_of(chain.query(WWW))
     assert len(cache) == 0
 
 
@@ -106,7 +119,7 @@ def test_cancelling_cancels_the_resolver_asked() -> None:
     d = ResolverChain([Fixed(NotMineError("no")), slow]).query(WWW)
     assert slow.pending is not None
     d.cancel()
-    assert isinstance(outcome(d), CancelledError)
+    assert isinstance(failure_of(d), CancelledError)
     assert slow.cancelled
 
 
@@ -119,7 +132,7 @@ def test_hosts_then_cache_then_network(tmp_path: Any) -> None:
     resolver = AddressResolver(chain)
     local = resolver.resolve_all("local.example")
     # The hosts file knows it; its AAAA is NODATA from the file, not the network.
-    assert outcome(local) == ["192.0.2.1"]
+    assert result_of(local) == ["192.0.2.1"]
     assert reactor.udp_ports == []
     remote = resolver.resolve("www.example.org")
     for port in list(reactor.udp_ports):
@@ -131,8 +144,8 @@ def test_hosts_then_cache_then_network(tmp_path: Any) -> None:
             soa = "ns.example.org. admin.example.org. 1 7200 900 1209600 30"
             response.authority.append(dns.rrset.from_text("example.org.", 60, "IN", "SOA", soa))
         port.deliver(response.to_wire())
-    assert outcome(remote) == "192.0.2.80"
+    assert result_of(remote) == "192.0.2.80"
     assert len(reactor.udp_ports) == 2
     # Both answers are cached now (the AAAA one as NODATA): no new query.
-    assert outcome(resolver.resolve_all("www.example.org")) == ["192.0.2.80"]
+    assert result_of(resolver.resolve_all("www.example.org")) == ["192.0.2.80"]
     assert len(reactor.udp_ports) == 2

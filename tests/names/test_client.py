@@ -25,12 +25,24 @@ SERVERS = [("192.0.2.53", 53), ("192.0.2.54", 5353)]
 QUESTION = Question(dns.name.from_text("www.example.org."), dns.rdatatype.A)
 
 
-def outcome(d: Deferred[Any]) -> Any:
-    """The result of a fired Deferred, or its error (consumed)."""
+def result_of(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that succeeded."""
     results: list[Any] = []
-    d.add_both(results.append)
+    errors: list[BaseException] = []
+    d.add_callbacks(results.append, errors.append)
+    assert not errors, f"the Deferred failed: {errors[0]!r}"
     assert results, "the Deferred has not fired"
     return results[0]
+
+
+def failure_of(d: Deferred[Any]) -> BaseException:
+    """The error of a Deferred that failed (consumed)."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    d.add_callbacks(results.append, errors.append)
+    assert not results, f"the Deferred succeeded: {results[0]!r}"
+    assert errors, "the Deferred has not fired"
+    return errors[0]
 
 
 def request_of(port: MemoryUDPPort, index: int = -1) -> dns.message.Message:
@@ -78,7 +90,7 @@ def test_an_answer_from_the_server_asked_is_accepted_and_the_port_closed() -> No
     assert request.edns == 0
     assert request.payload == 1232
     port.deliver(wire(response_to(request)))
-    answer = outcome(d)
+    answer = result_of(d)
     assert isinstance(answer, Answer)
     assert answer.rcode == dns.rcode.NOERROR
     assert [str(rdata) for rdata in answer.answer[0]] == ["192.0.2.80"]
@@ -125,7 +137,7 @@ def test_spoofed_and_mismatched_responses_are_dropped_and_the_query_waits() -> N
     assert not d.called
     assert port.listening
     port.deliver(wire(response_to(request)))
-    assert [str(rdata) for rdata in outcome(d).answer[0]] == ["192.0.2.80"]
+    assert [str(rdata) for rdata in result_of(d).answer[0]] == ["192.0.2.80"]
 
 
 def test_names_are_matched_without_regard_to_case() -> None:
@@ -136,7 +148,7 @@ def test_names_are_matched_without_regard_to_case() -> None:
     response = response_to(request)
     response.question[0].name = dns.name.from_text("WWW.Example.ORG.")
     port.deliver(wire(response))
-    assert outcome(d).rcode == dns.rcode.NOERROR
+    assert result_of(d).rcode == dns.rcode.NOERROR
 
 
 def test_nxdomain_is_an_answer() -> None:
@@ -146,7 +158,7 @@ def test_nxdomain_is_an_answer() -> None:
     response = response_to(request_of(port), rcode=dns.rcode.NXDOMAIN)
     response.flags |= dns.flags.AA
     port.deliver(wire(response))
-    answer = outcome(d)
+    answer = result_of(d)
     assert answer.rcode == dns.rcode.NXDOMAIN
     assert answer.authoritative
     assert len(reactor.udp_ports) == 1
@@ -166,7 +178,7 @@ def test_a_silent_server_times_out_then_the_next_is_asked_for_each_round() -> No
         reactor.advance(0.1)
         assert not port.listening
     assert peers == SERVERS * 2
-    error = outcome(d)
+    error = failure_of(d)
     assert isinstance(error, TimeoutError)
     assert len(reactor.udp_ports) == 4
     assert reactor.get_delayed_calls() == []
@@ -183,7 +195,7 @@ def test_a_late_answer_to_an_earlier_try_is_ignored() -> None:
     assert not d.called
     second = reactor.udp_ports[1]
     second.deliver(wire(response_to(request_of(second), address="192.0.2.81")))
-    assert [str(rdata) for rdata in outcome(d).answer[0]] == ["192.0.2.81"]
+    assert [str(rdata) for rdata in result_of(d).answer[0]] == ["192.0.2.81"]
 
 
 def test_port_unreachable_moves_on_at_once() -> None:
@@ -194,7 +206,7 @@ def test_port_unreachable_moves_on_at_once() -> None:
     assert not reactor.udp_ports[0].listening
     port = reactor.udp_ports[1]
     port.deliver(wire(response_to(request_of(port))))
-    assert outcome(d).rcode == dns.rcode.NOERROR
+    assert result_of(d).rcode == dns.rcode.NOERROR
 
 
 @pytest.mark.parametrize("rcode", [dns.rcode.SERVFAIL, dns.rcode.REFUSED])
@@ -208,7 +220,7 @@ def test_servfail_and_refused_ask_the_next_server(rcode: dns.rcode.Rcode) -> Non
     assert second.peer is not None
     assert second.peer.host == "192.0.2.54"
     second.deliver(wire(response_to(request_of(second))))
-    assert outcome(d).rcode == dns.rcode.NOERROR
+    assert result_of(d).rcode == dns.rcode.NOERROR
 
 
 def test_when_every_server_fails_the_last_failure_is_the_answer() -> None:
@@ -219,7 +231,7 @@ def test_when_every_server_fails_the_last_failure_is_the_answer() -> None:
     assert len(reactor.udp_ports) == 2
     second = reactor.udp_ports[1]
     second.deliver(wire(response_to(request_of(second), rcode=dns.rcode.SERVFAIL)))
-    assert outcome(d).rcode == dns.rcode.SERVFAIL
+    assert result_of(d).rcode == dns.rcode.SERVFAIL
 
 
 def test_formerr_to_edns_is_asked_again_without_it() -> None:
@@ -237,7 +249,7 @@ def test_formerr_to_edns_is_asked_again_without_it() -> None:
     plain = request_of(second)
     assert plain.edns == -1
     second.deliver(wire(response_to(plain)))
-    assert outcome(d).rcode == dns.rcode.NOERROR
+    assert result_of(d).rcode == dns.rcode.NOERROR
 
 
 def test_a_truncated_answer_is_asked_again_over_tcp() -> None:
@@ -260,7 +272,7 @@ def test_a_truncated_answer_is_asked_again_over_tcp() -> None:
     framed = struct.pack("!H", len(response)) + response
     for i in range(len(framed)):  # one byte at a time
         protocol.data_received(framed[i : i + 1])
-    assert [str(rdata) for rdata in outcome(d).answer[0]] == ["192.0.2.80"]
+    assert [str(rdata) for rdata in result_of(d).answer[0]] == ["192.0.2.80"]
     assert transport.closed
     assert reactor.get_delayed_calls() == []
 
@@ -278,7 +290,7 @@ def test_a_tcp_connection_closed_before_answering_moves_on() -> None:
     assert len(reactor.udp_ports) == 2
     second = reactor.udp_ports[1]
     second.deliver(wire(response_to(request_of(second))))
-    assert outcome(d).rcode == dns.rcode.NOERROR
+    assert result_of(d).rcode == dns.rcode.NOERROR
 
 
 def test_a_refused_tcp_connection_moves_on() -> None:
@@ -292,7 +304,7 @@ def test_a_refused_tcp_connection_moves_on() -> None:
     second = reactor.udp_ports[1]
     reactor.advance(2.0)
     assert not second.listening
-    assert isinstance(outcome(d), TimeoutError)
+    assert isinstance(failure_of(d), TimeoutError)
     assert reactor.get_delayed_calls() == []
 
 
@@ -302,7 +314,7 @@ def test_cancelling_closes_the_port_and_the_timer() -> None:
     d = client.query(QUESTION)
     [port] = reactor.udp_ports
     d.cancel()
-    assert isinstance(outcome(d), CancelledError)
+    assert isinstance(failure_of(d), CancelledError)
     assert not port.listening
     assert reactor.get_delayed_calls() == []
     assert client.outstanding == 0
@@ -317,7 +329,7 @@ def test_cancelling_during_tcp_cancels_the_connection() -> None:
     port.deliver(wire(truncated))
     [call] = reactor.tcp_clients
     d.cancel()
-    assert isinstance(outcome(d), CancelledError)
+    assert isinstance(failure_of(d), CancelledError)
     assert call.connector.state == "failed"
     assert reactor.get_delayed_calls() == []
     assert len(reactor.udp_ports) == 1
@@ -328,7 +340,7 @@ def test_too_many_outstanding_queries_fail_at_once() -> None:
     client = make_client(reactor, max_outstanding=2)
     client.query(QUESTION)
     client.query(QUESTION)
-    assert isinstance(outcome(client.query(QUESTION)), QueueOverflowError)
+    assert isinstance(failure_of(client.query(QUESTION)), QueueOverflowError)
     assert len(reactor.udp_ports) == 2
 
 
@@ -382,7 +394,7 @@ def test_lookup_address_asks_a_and_aaaa_at_once() -> None:
     answer_port(aaaa_port, "2001:db8::80")
     assert not d.called
     answer_port(a_port, "192.0.2.80", "192.0.2.81")
-    addresses = outcome(d)
+    addresses = result_of(d)
     # IPv4 first; within a record set, the order is the set's own.
     assert sorted(addresses[:2]) == ["192.0.2.80", "192.0.2.81"]
     assert addresses[2:] == ["2001:db8::80"]
@@ -415,8 +427,8 @@ def test_address_resolver_resolves_through_dns() -> None:
     a_port, aaaa_port = reactor.udp_ports
     answer_port(a_port, "192.0.2.80")
     answer_port(aaaa_port)
-    assert outcome(d) == "192.0.2.80"
-    assert outcome(resolver.resolve_all("2001:db8::1")) == ["2001:db8::1"]
+    assert result_of(d) == "192.0.2.80"
+    assert result_of(resolver.resolve_all("2001:db8::1")) == ["2001:db8::1"]
     assert len(reactor.udp_ports) == 2
 
 
@@ -426,13 +438,13 @@ def test_address_resolver_fails_with_dns_lookup_error() -> None:
     d = resolver.resolve_all("nowhere.example")
     for port in list(reactor.udp_ports):
         answer_port(port, rcode=dns.rcode.NXDOMAIN)
-    error = outcome(d)
+    error = failure_of(d)
     assert isinstance(error, DNSLookupError)
     assert error.host == "nowhere.example"
     timed_out = resolver.resolve_all("slow.example")
     reactor.pump([2.0, 2.0])
-    assert isinstance(outcome(timed_out), DNSLookupError)
-    assert isinstance(outcome(resolver.resolve_all("a" * 64 + ".example")), DNSLookupError)
+    assert isinstance(failure_of(timed_out), DNSLookupError)
+    assert isinstance(failure_of(resolver.resolve_all("a" * 64 + ".example")), DNSLookupError)
 
 
 def test_to_name_makes_absolute_names() -> None:

@@ -26,11 +26,24 @@ not-an-ip   broken.example
 """
 
 
-def outcome(d: Deferred[Any]) -> Any:
+def result_of(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that succeeded."""
     results: list[Any] = []
-    d.add_both(results.append)
+    errors: list[BaseException] = []
+    d.add_callbacks(results.append, errors.append)
+    assert not errors, f"the Deferred failed: {errors[0]!r}"
     assert results, "the Deferred has not fired"
     return results[0]
+
+
+def failure_of(d: Deferred[Any]) -> BaseException:
+    """The error of a Deferred that failed (consumed)."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    d.add_callbacks(results.append, errors.append)
+    assert not results, f"the Deferred succeeded: {results[0]!r}"
+    assert errors, "the Deferred has not fired"
+    return errors[0]
 
 
 def ask(resolver: HostsResolver, name: str, rdtype: str, rdclass: str = "IN") -> Any:
@@ -39,7 +52,11 @@ def ask(resolver: HostsResolver, name: str, rdtype: str, rdclass: str = "IN") ->
         dns.rdatatype.from_text(rdtype),
         dns.rdataclass.from_text(rdclass),
     )
-    return outcome(resolver.query(question))
+    outcomes: list[Any] = []
+    # An answer, or the error it failed with: both are outcomes here.
+    resolver.query(question).add_callbacks(outcomes.append, outcomes.append)
+    assert outcomes, "the Deferred has not fired"
+    return outcomes[0]
 
 
 def texts(answer: Answer) -> list[str]:

@@ -184,13 +184,11 @@ class DNSClient:
             return fail(QueueOverflowError(f"{self.max_outstanding} DNS queries are under way"))
         query = _Query(self, question)
         self._outstanding.add(query)
-        query.deferred.add_both(lambda result: self._finished(query, result))
         query.start()
         return query.deferred
 
-    def _finished(self, query: _Query, result: object) -> object:
+    def _finished(self, query: _Query) -> None:
         self._outstanding.discard(query)
-        return result
 
     def lookup(
         self,
@@ -366,6 +364,9 @@ class _Query:
         self._edns = False
         self._udp: _UDPExchange | None = None
         self._tcp: Connector[_TCPExchange] | None = None
+        # The connection itself, once made: the connector may learn of it
+        # only after the response has come (its Deferred fires later).
+        self.tcp_exchange: _TCPExchange | None = None
         self._timer: DelayedCall | None = None
         # Which try is under way: what an earlier try's port or connection
         # reports afterwards is ignored.
@@ -382,6 +383,7 @@ class _Query:
         if self.deferred.called:
             return
         if not self._tries:
+            self.client._finished(self)
             if self._last_error_answer is not None:
                 self.deferred.callback(self._last_error_answer)
             else:
@@ -475,6 +477,7 @@ class _Query:
                 self._next()
             else:
                 self._stop_exchange()
+                self.client._finished(self)
                 self.deferred.callback(answer)
         return True
 
@@ -515,10 +518,14 @@ class _Query:
         tcp, self._tcp = self._tcp, None
         if tcp is not None:
             tcp.disconnect()
+        exchange, self.tcp_exchange = self.tcp_exchange, None
+        if exchange is not None:
+            exchange.transport.close()
 
     def _cancel(self, _: Deferred[Answer]) -> None:
         self._tries.clear()
         self._stop_exchange()
+        self.client._finished(self)
 
 
 # Answers that send the query on to the next server (RFC 1035, section 7.2).
@@ -587,6 +594,12 @@ class _TCPExchange(StreamProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the request, with its two-byte length (RFC 1035, section 4.2.2)."""
         super().connection_made(transport)
+        if self.generation != self.query.generation:
+            # The query moved on (timed out, cancelled) while connecting.
+            self.done = True
+            self.transport.close()
+            return
+        self.query.tcp_exchange = self
         self.transport.write(struct.pack("!H", len(self.request)) + self.request)
 
     def data_received(self, data: bytes) -> None:

@@ -1,0 +1,224 @@
+"""The DNS client against real servers on 127.0.0.1, on both loops.
+
+nsd, the authoritative server, serves a small zone from a temporary
+directory; the client asks it over UDP, and over TCP when the answer is too
+large. Silent and closed ports show the timeouts and the move to the next
+server on real sockets.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from torsion.errors import DNSLookupError
+from torsion.internet import Reactor
+from torsion.names._answer import Question
+from torsion.names._client import AddressResolver, DNSClient
+from torsion.testing import require_peer
+
+BOTH_LOOPS = pytest.mark.parametrize(
+    "loop",
+    [
+        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
+        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
+    ],
+)
+
+# More TXT than fits in 1232 bytes, so that the UDP answer is truncated.
+_BIG_TXT = " ".join(f'"{i:03d}{"x" * 96}"' for i in range(20))
+
+ZONE = f"""\
+$ORIGIN example.test.
+$TTL 300
+@       IN SOA ns.example.test. admin.example.test. 1 7200 900 1209600 60
+        IN NS ns
+        IN MX 10 mail
+ns      IN A 127.0.0.1
+mail    IN A 192.0.2.25
+www     IN A 192.0.2.80
+        IN AAAA 2001:db8::80
+alias   IN CNAME www
+big     IN TXT {_BIG_TXT}
+_sip._udp IN SRV 10 60 5060 sip.example.test.
+"""
+
+CONF = """\
+server:
+    ip-address: 127.0.0.1@{port}
+    zonesdir: "{dir}"
+    pidfile: "{dir}/nsd.pid"
+    database: ""
+    username: ""
+    chroot: ""
+    xfrdfile: "{dir}/xfrd.state"
+    zonelistfile: "{dir}/zone.list"
+    server-count: 1
+    do-ip6: no
+remote-control:
+    control-enable: no
+zone:
+    name: example.test
+    zonefile: example.test.zone
+"""
+
+
+def _free_port() -> int:
+    # A port free for both UDP and TCP on 127.0.0.1 (nsd takes both).
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+@pytest.fixture(scope="module")
+def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An nsd serving example.test on 127.0.0.1; yields its port."""
+    require_peer("nsd", package="nsd")
+    program = shutil.which("nsd") or shutil.which("nsd", path="/usr/sbin:/usr/local/sbin")
+    assert program is not None
+    directory = tmp_path_factory.mktemp("nsd")
+    (directory / "example.test.zone").write_text(ZONE)
+    port = _free_port()
+    conf = directory / "nsd.conf"
+    conf.write_text(CONF.format(port=port, dir=directory))
+    log = directory / "nsd.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [program, "-d", "-c", str(conf)], stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_until_it_answers(process, port, log)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a wedged nsd
+            process.kill()
+            process.wait()
+
+
+def _wait_until_it_answers(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    query = dns.message.make_query("example.test.", "SOA")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"nsd exited with {process.returncode}: {log.read_text()}")
+        try:
+            # Waits for the answer itself (up to 0.2 s), not for a guessed delay.
+            dns.query.udp(query, "127.0.0.1", port=port, timeout=0.2)
+        except (dns.exception.Timeout, OSError):
+            continue
+        return
+    pytest.fail(f"nsd did not answer within 15 s: {log.read_text()}")
+
+
+def _question(name: str, rdtype: str) -> Question:
+    return Question(dns.name.from_text(name), dns.rdatatype.from_text(rdtype))
+
+
+@BOTH_LOOPS
+async def test_an_authoritative_answer_over_udp(reactor: Reactor, loop: str, nsd: int) -> None:
+    client = DNSClient(reactor, [("127.0.0.1", nsd)], timeout=5.0, attempts=1)
+    answer = await client.query(_question("www.example.test.", "A"))
+    assert answer.rcode == dns.rcode.NOERROR
+    assert answer.authoritative
+    assert [str(rdata) for rdata in answer.answer[0]] == ["192.0.2.80"]
+    mx = await client.lookup_mail_exchange("example.test")
+    assert [str(rdata) for rdata in mx.answer[0]] == ["10 mail.example.test."]
+    assert any(rrset.rdtype == dns.rdatatype.A for rrset in mx.additional)
+    srv = await client.lookup_service("_sip._udp.example.test")
+    assert [str(rdata) for rdata in srv.answer[0]] == ["10 60 5060 sip.example.test."]
+    assert client.outstanding == 0
+
+
+@BOTH_LOOPS
+async def test_nxdomain_and_nodata_come_with_the_soa(
+    reactor: Reactor, loop: str, nsd: int
+) -> None:
+    client = DNSClient(reactor, [("127.0.0.1", nsd)], timeout=5.0, attempts=1)
+    missing = await client.query(_question("nowhere.example.test.", "A"))
+    assert missing.rcode == dns.rcode.NXDOMAIN
+    assert missing.authority[0].rdtype == dns.rdatatype.SOA
+    nodata = await client.query(_question("mail.example.test.", "AAAA"))
+    assert nodata.rcode == dns.rcode.NOERROR
+    assert nodata.answer == []
+    assert nodata.authority[0].rdtype == dns.rdatatype.SOA
+
+
+@BOTH_LOOPS
+async def test_a_truncated_answer_is_fetched_over_tcp(
+    reactor: Reactor, loop: str, nsd: int
+) -> None:
+    # Check first that the answer does not fit in UDP, so TCP is really used.
+    probe = dns.message.make_query("big.example.test.", "TXT", use_edns=0, payload=1232)
+    udp_response = dns.query.udp(probe, "127.0.0.1", port=nsd, timeout=5)
+    assert udp_response.flags & dns.flags.TC
+    client = DNSClient(reactor, [("127.0.0.1", nsd)], timeout=5.0, attempts=1)
+    answer = await client.lookup_text("big.example.test")
+    assert answer.rcode == dns.rcode.NOERROR
+    [txt] = answer.answer
+    [record] = txt
+    assert len(record.strings) == 20
+    assert record.strings[19] == b"019" + b"x" * 96
+
+
+@BOTH_LOOPS
+async def test_the_reactor_resolves_names_through_the_client(
+    reactor: Reactor, loop: str, nsd: int
+) -> None:
+    client = DNSClient(reactor, [("127.0.0.1", nsd)], timeout=5.0, attempts=1)
+    reactor.install_resolver(AddressResolver(client))
+    assert await reactor.resolve_all("www.example.test") == ["192.0.2.80", "2001:db8::80"]
+    assert await reactor.resolve("alias.example.test") == "192.0.2.80"
+    with pytest.raises(DNSLookupError):
+        await reactor.resolve("nowhere.example.test")
+
+
+@BOTH_LOOPS
+async def test_a_closed_port_and_a_silent_server_are_passed_over(
+    reactor: Reactor, loop: str, nsd: int
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spare:
+            spare.bind(("127.0.0.1", 0))
+            closed = spare.getsockname()[1]
+        servers = [("127.0.0.1", closed), silent.getsockname(), ("127.0.0.1", nsd)]
+        client = DNSClient(reactor, servers, timeout=0.3, attempts=1)
+        started = time.monotonic()
+        answer = await client.query(_question("www.example.test.", "A"))
+        elapsed = time.monotonic() - started
+        assert [str(rdata) for rdata in answer.answer[0]] == ["192.0.2.80"]
+        # The closed port answered with ICMP at once; only the silent one took its timeout.
+        assert 0.3 <= elapsed < 2.0
+        assert silent.recv(512)  # it was asked
+
+
+@BOTH_LOOPS
+async def test_no_answer_at_all_is_a_timeout(reactor: Reactor, loop: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        client = DNSClient(reactor, [silent.getsockname()], timeout=0.1, attempts=2)
+        with pytest.raises(TimeoutError):
+            await client.query(_question("www.example.test.", "A"))
+        assert client.outstanding == 0
