@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torsion.application._app import Application
+from torsion.application._dns import DNS
 from torsion.application._endpoint_service import DatagramService
 from torsion.application._inetd import INETD
 from torsion.application._plugins import Option, Plugin
@@ -205,4 +206,5 @@ BUILTIN_PLUGINS: tuple[Plugin, ...] = (
     INETD,
     PROCMON,
     SOCKS,
+    DNS,
 )
