@@ -6,9 +6,11 @@ from pathlib import Path
 
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.zone
 import pytest
 
 from torsion.names._answer import Answer, NotMineError, Question
@@ -276,3 +278,35 @@ def test_bad_files_are_zone_errors(tmp_path: Path) -> None:
         Authority.from_file(path)
     with pytest.raises(ZoneError):
         Authority.from_text("@ IN A 192.0.2.1\n", origin="nosoa.test.")
+
+
+def test_a_relativized_zone_answers_with_absolute_names() -> None:
+    zone = dns.zone.from_text(ZONE, relativize=True)
+    authority = Authority(zone)
+    answer = ask(authority, "www.example.test.", "A")
+    assert texts(answer.answer)[-1] == "host.example.test. 3600 IN A 192.0.2.80"
+    mx = ask(authority, "example.test.", "MX")
+    assert texts(mx.answer) == ["example.test. 3600 IN MX 10 mail.example.test."]
+    assert len(mx.additional) == 2
+
+
+def test_a_zone_built_in_python() -> None:
+    zone = dns.zone.Zone("py.test.", relativize=False)
+    origin = dns.name.from_text("py.test.")
+    with zone.writer() as txn:
+        txn.add(origin, 60, dns.rdata.from_text("IN", "SOA", "ns.py.test. h.py.test. 1 2 3 4 5"))
+        txn.add(origin, 60, dns.rdata.from_text("IN", "NS", "ns.py.test."))
+        txn.add(dns.name.from_text("ns.py.test."), 60, dns.rdata.from_text("IN", "A", "192.0.2.1"))
+    answer = ask(Authority(zone), "ns.py.test.", "A")
+    assert texts(answer.answer) == ["ns.py.test. 60 IN A 192.0.2.1"]
+
+
+def test_negative_answers_get_their_own_soa(authority: Authority) -> None:
+    first = ask(authority, "nothing.example.test.", "A")
+    first.authority[0].ttl = 1
+    assert ask(authority, "nothing.example.test.", "A").authority[0].ttl == 300
+
+
+def test_names_match_whatever_their_case(authority: Authority) -> None:
+    answer = ask(authority, "HoSt.Example.TEST.", "A")
+    assert texts(answer.answer) == ["HoSt.Example.TEST. 3600 IN A 192.0.2.80"]

@@ -101,6 +101,12 @@ class Authority:
         origin = zone.origin
         if origin is None or not origin.is_absolute():
             raise ZoneError("the zone has no absolute origin")
+        if zone.relativize:
+            # Answers carry absolute names: the names inside the records of a
+            # relativized zone (an MX's "mail") are completed once, here.
+            zone = dns.zone.from_text(
+                zone.to_text(), origin=origin, rdclass=zone.rdclass, relativize=False
+            )
         soa = zone.get_rdataset(origin, dns.rdatatype.SOA)
         if soa is None:
             raise ZoneError(f"zone {origin}: no SOA record at the apex")
@@ -125,6 +131,11 @@ class Authority:
         negative = _rrset(origin, soa)
         negative.ttl = min(soa.ttl, soa_rdata.minimum)
         self._negative_soa = negative
+
+    def _negative(self) -> dns.rrset.RRset:
+        """A copy of the SOA of negative answers (whoever gets it may change its TTL)."""
+        soa = self._negative_soa
+        return dns.rrset.from_rdata_list(soa.name, soa.ttl, list(soa))
 
     @property
     def zone(self) -> dns.zone.Zone:
@@ -187,7 +198,7 @@ class Authority:
             node = self._find(name)
             if node is None:
                 result.rcode = dns.rcode.NXDOMAIN
-                result.authority.append(self._negative_soa)
+                result.authority.append(self._negative())
                 return result
             found = self._rrsets(node, name, rdtype)
             if found:
@@ -196,7 +207,7 @@ class Authority:
             cname = node.get_rdataset(self._rdclass, dns.rdatatype.CNAME)
             if cname is None or rdtype == dns.rdatatype.CNAME:
                 # NODATA: the name exists, without records of this type.
-                result.authority.append(self._negative_soa)
+                result.authority.append(self._negative())
                 return result
             rrset = _rrset(name, cname)
             result.answer.append(rrset)
