@@ -509,3 +509,34 @@ async def test_in_flight_udp_queries_are_cancelled_without_error(reactor: Any, l
     transport.close()
     await ports.stop_listening()
     assert slow.pending[1].called
+
+
+def test_tcp_stop_gracefully_answers_what_is_in_flight_then_closes() -> None:
+    clock = Clock()
+    slow = Slow()
+    protocol, transport = connect_stream(DNSServer([slow]), clock)
+    protocol.data_received(framed(query("a.test.")))
+    protocol.stop_gracefully()
+    assert not transport.is_closing()
+    assert not transport.is_reading()
+    slow.pending[0].callback(Answer())
+    assert len(unframe(transport.value())) == 1
+    assert transport.is_closing()
+    protocol.connection_lost(None)
+    idle, idle_transport = connect_stream(make_server(), clock)
+    idle.stop_gracefully()
+    assert idle_transport.is_closing()
+    idle.connection_lost(None)
+    assert clock.get_delayed_calls() == []
+
+
+def test_udp_drops_responses_while_the_socket_buffer_is_full() -> None:
+    protocol = DNSDatagramProtocol(make_server())
+    transport = FakeUDPTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.pause_writing()
+    protocol.datagram_received(query("host.example.test.").to_wire(), ("192.0.2.9", 1000))
+    assert transport.sent == []
+    protocol.resume_writing()
+    protocol.datagram_received(query("host.example.test.").to_wire(), ("192.0.2.9", 1000))
+    assert len(transport.sent) == 1

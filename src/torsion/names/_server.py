@@ -29,7 +29,7 @@ import io
 import ipaddress
 import logging
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import dns.exception
@@ -400,7 +400,8 @@ class DNSDatagramProtocol(DatagramProtocol):
             d.add_both(lambda _: self._in_flight.discard(d))
 
     def _send_all(self, messages: list[bytes], addr: Any) -> None:
-        if self._lost or self.transport.is_closing():
+        # While the kernel's buffer is full, drop: UDP clients retry.
+        if self._lost or self._writing_paused or self.transport.is_closing():
             return
         for message in messages:
             self.transport.sendto(message, addr)
@@ -465,6 +466,8 @@ class DNSStreamProtocol(Int16StringReceiver):
         clock: Runs the idle timer.
         idle_timeout: How long a connection may stay without queries.
         max_in_flight: Stop reading while this many queries are answered.
+        on_made: Called with the protocol once connected.
+        on_lost: Called with the protocol once the connection is gone.
     """
 
     def __init__(
@@ -474,8 +477,8 @@ class DNSStreamProtocol(Int16StringReceiver):
         *,
         idle_timeout: float = 10.0,
         max_in_flight: int = 16,
-        on_made: Any = None,
-        on_lost: Any = None,
+        on_made: Callable[[DNSStreamProtocol], object] | None = None,
+        on_lost: Callable[[DNSStreamProtocol], object] | None = None,
     ) -> None:
         super().__init__()
         self._server = server
@@ -485,6 +488,7 @@ class DNSStreamProtocol(Int16StringReceiver):
         self._in_flight: set[Deferred[list[bytes]]] = set()
         self._timer: DelayedCall | None = None
         self._output_full = False
+        self._finishing = False
         self._on_made = on_made
         self._on_lost = on_lost
         self._client = ""
@@ -534,6 +538,9 @@ class DNSStreamProtocol(Int16StringReceiver):
         self._in_flight.discard(d)
         if self.transport.is_closing():
             return
+        if self._finishing and not self._in_flight:
+            self.transport.close()
+            return
         self._flow()
         if not self._in_flight:
             self._arm()
@@ -542,7 +549,7 @@ class DNSStreamProtocol(Int16StringReceiver):
         """Read while there is room for more queries and their responses."""
         if self.transport.is_closing():
             return
-        if self._output_full or len(self._in_flight) >= self._max_in_flight:
+        if self._finishing or self._output_full or len(self._in_flight) >= self._max_in_flight:
             self.pause_receiving()
         else:
             self.resume_receiving()
@@ -558,6 +565,16 @@ class DNSStreamProtocol(Int16StringReceiver):
         super().resume_writing()
         self._output_full = False
         self._flow()
+
+    def stop_gracefully(self) -> None:
+        """Answer the queries in flight, read no more, then close (server shutdown)."""
+        self._finishing = True
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        self.pause_receiving()
+        if not self._in_flight:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the timer and forget the queries in flight."""
