@@ -138,7 +138,7 @@ def test_the_call_is_recorded_with_every_argument():
     assert call.child_fds == {3: "r", 4: "w", 5: 9}
     transport = success_result_of(d)
     assert transport is call.transport
-    assert isinstance(transport, ProcessTransport)
+    assert isinstance(transport, MemoryProcessTransport)
     assert protocol.transport is transport
 
 
@@ -440,11 +440,26 @@ def test_each_child_has_its_own_pid():
     assert "ended" in repr(first)
 
 
-def test_the_memory_transport_runs_none_of_the_real_ones_code():
-    # It subclasses the real transport for its type only: a public member it
-    # did not override would reach code that needs a loop and a child.
+def test_the_memory_transport_offers_what_the_real_one_does_with_the_same_signatures():
     public = [name for name in dir(ProcessTransport) if not name.startswith("_")]
     assert {"write", "signal_process", "close", "ended", "pid"} <= set(public)
-    for name in [*public, "__repr__"]:
+    for name in public:
+        real = inspect.getattr_static(ProcessTransport, name)
         mine = inspect.getattr_static(MemoryProcessTransport, name)
-        assert mine is not inspect.getattr_static(ProcessTransport, name), name
+        assert type(mine) is type(real), name
+        if callable(real):
+            assert inspect.signature(mine) == inspect.signature(real), name
+
+
+def test_water_marks_are_recorded_per_descriptor():
+    reactor = MemoryReactor()
+    d = reactor.spawn_process(ProcessProtocol(), "prog", child_fds={0: "w", 3: "w"})
+    transport = success_result_of(d)
+    assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+    transport.set_write_buffer_limits(high=1000, fd=3)
+    assert transport.get_write_buffer_limits(3) == (250, 1000)
+    assert transport.get_write_buffer_limits(0) == (16 * 1024, 64 * 1024)
+    with pytest.raises(ValueError, match="must be >= low"):
+        transport.set_write_buffer_limits(high=1, low=2)
+    with pytest.raises(ValueError, match="not a pipe torsion writes to"):
+        transport.get_write_buffer_limits(1)

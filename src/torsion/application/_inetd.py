@@ -36,11 +36,11 @@ from torsion.application._plugins import Option, Plugin
 from torsion.defer import CancelledError, Deferred, gather, succeed
 from torsion.internet import (
     Address,
+    ChildProcess,
     IPv4Address,
     IPv6Address,
     ProcessProtocol,
     ProcessStatus,
-    ProcessTransport,
     Reactor,
     ReactorProcess,
     server_from_string,
@@ -73,7 +73,7 @@ class _Child(ProcessProtocol):
         self.pid: int | None = None
         self._errors = LineSplitter(self._log_line)
 
-    def connection_made(self, transport: ProcessTransport) -> None:
+    def connection_made(self, transport: ChildProcess) -> None:
         super().connection_made(transport)
         self.pid = transport.pid
 
@@ -143,7 +143,7 @@ class InetdService(MultiService):
         self.group = group
         self.max_children = max_children
         self._env = env
-        self.children: dict[int, ProcessTransport] = {}
+        self.children: dict[int, ChildProcess] = {}
         self._ended: dict[int, Deferred[ProcessStatus]] = {}
         self.served = 0
         self._name = os.path.basename(self.args[0])
@@ -190,7 +190,7 @@ class InetdService(MultiService):
             os.close(fd)
             raise
 
-        def started(process: ProcessTransport) -> None:
+        def started(process: ChildProcess) -> None:
             os.close(fd)  # The child has its copies.
             self.served += 1
             pid = process.pid

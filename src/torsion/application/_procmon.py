@@ -35,11 +35,11 @@ from torsion.application._plugins import Option, Plugin
 from torsion.defer import Deferred, gather, succeed
 from torsion.errors import ProcessExitedError
 from torsion.internet import (
+    ChildProcess,
     Clock,
     DelayedCall,
     ProcessProtocol,
     ProcessStatus,
-    ProcessTransport,
     Reactor,
     ReactorProcess,
 )
@@ -79,7 +79,7 @@ class _State:
     """One managed process's current run and its restart bookkeeping."""
 
     process: ManagedProcess
-    transport: ProcessTransport | None = None
+    transport: ChildProcess | None = None
     started_at: float = 0.0
     delay: float = 0.0
     restart: DelayedCall | None = None
@@ -98,7 +98,7 @@ class _Child(ProcessProtocol):
         self._out = LineSplitter(lambda line: _log.info("%s[%s]: %s", name, self.pid, line))
         self._err = LineSplitter(lambda line: _log.info("%s[%s]: %s", name, self.pid, line))
 
-    def connection_made(self, transport: ProcessTransport) -> None:
+    def connection_made(self, transport: ChildProcess) -> None:
         super().connection_made(transport)
         self.pid = transport.pid
         process = self.state.process
@@ -208,7 +208,7 @@ class ProcessMonitor:
             gid=process.group,
         )
 
-        def started(transport: ProcessTransport) -> None:
+        def started(transport: ChildProcess) -> None:
             state.transport = transport
             transport.close_stdin()  # Nothing to read: end of file at once.
             _log.info(

@@ -57,12 +57,12 @@ from torsion.application._service import Service
 from torsion.defer import CancelledError, Deferred, gather, succeed
 from torsion.errors import ProcessExitedError, ReactorNotRunningError
 from torsion.internet import (
+    ChildProcess,
     DatagramProtocol,
     ExponentialBackoff,
     Listener,
     ProcessProtocol,
     ProcessStatus,
-    ProcessTransport,
     ProtocolFactory,
     Reactor,
     ServerTLS,
@@ -350,7 +350,7 @@ class WorkerPool:
         self.count = count
         self.argv = list(argv)
         self.restart_delay = restart_delay or ExponentialBackoff(initial=0.5, maximum=30.0)
-        self.workers: dict[int, ProcessTransport] = {}
+        self.workers: dict[int, ChildProcess] = {}
         self._protocols: dict[int, _Worker] = {}
         self._deaths = 0
         self.restarts = 0
@@ -418,7 +418,7 @@ class WorkerPool:
             lambda exc: self._spawn_failed(index, exc),
         )
 
-    def _spawned(self, index: int, transport: ProcessTransport) -> None:
+    def _spawned(self, index: int, transport: ChildProcess) -> None:
         self.workers[index] = transport
         transport.close_stdin()  # Workers read nothing: end of file at once.
         _log.debug("Worker %d started (pid %d)", index, transport.pid)

@@ -72,7 +72,7 @@ from torsion.internet._flow import BinaryReader, Forwarder, send_file, send_stre
 from torsion.internet._happy_eyeballs import HostnameEndpoint
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener, ListeningPort
-from torsion.internet._process import ProcessProtocol, ProcessTransport
+from torsion.internet._process import ChildProcess, ProcessProtocol, ProcessTransport
 from torsion.internet._process_endpoint import ProcessEndpoint, ProcessStreamTransport
 from torsion.internet._process_status import (
     ProcessExited,
@@ -120,6 +120,7 @@ __all__ = [
     "BinaryReader",
     "CannotSpawnError",
     "ChildFD",
+    "ChildProcess",
     "ClientEndpoint",
     "ClientService",
     "Clock",

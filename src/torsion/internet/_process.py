@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal as _signal
 import termios
+import typing
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
@@ -31,7 +32,61 @@ from torsion.internet._process_status import ProcessStatus, signal_number, statu
 if TYPE_CHECKING:
     from torsion.internet._spawn import ProcessTracker
 
-__all__ = ["ProcessProtocol", "ProcessTransport"]
+__all__ = ["ChildProcess", "ProcessProtocol", "ProcessTransport"]
+
+# -- the interface ------------------------------------------------------------------------
+
+
+class ChildProcess(typing.Protocol):
+    """A child process as its protocol sees it: ``ProcessTransport``, or a fake.
+
+    See ``ProcessTransport`` for what each member does.
+    """
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def status(self) -> ProcessStatus | None: ...
+
+    def exited(self) -> Deferred[ProcessStatus]: ...
+
+    def ended(self) -> Deferred[ProcessStatus]: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None: ...
+
+    def write_to_child(self, fd: int, data: bytes | bytearray | memoryview) -> None: ...
+
+    def close_stdin(self) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    def close_child_fd(self, fd: int) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def get_write_buffer_limits(self, fd: int = 0) -> tuple[int, int]: ...
+
+    def set_write_buffer_limits(
+        self, high: int | None = None, low: int | None = None, *, fd: int = 0
+    ) -> None: ...
+
+    def drained(self) -> Deferred[None]: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def signal_process(self, sig: str | int) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
 
 # -- the protocol --------------------------------------------------------------------------
 
@@ -62,9 +117,9 @@ class ProcessProtocol:
         transport: The process's transport, set by ``connection_made``.
     """
 
-    transport: ProcessTransport
+    transport: ChildProcess
 
-    def connection_made(self, transport: ProcessTransport) -> None:
+    def connection_made(self, transport: ChildProcess) -> None:
         """Called once, when the child has started; keeps ``transport``."""
         self.transport = transport
 
@@ -263,6 +318,32 @@ class ProcessTransport:
         transport = self._pipe(fd)
         if transport is not None and not transport.is_closing():
             transport.close()
+
+    def get_write_buffer_limits(self, fd: int = 0) -> tuple[int, int]:
+        """Return the (low, high) water marks of the pipe to the child's ``fd``.
+
+        Raises:
+            ValueError: torsion writes to no pipe at ``fd``.
+            RuntimeError: The child has not started yet.
+        """
+        return self._started_writer(fd).get_write_buffer_limits()
+
+    def set_write_buffer_limits(
+        self, high: int | None = None, low: int | None = None, *, fd: int = 0
+    ) -> None:
+        """Set the water marks of the pipe to the child's ``fd`` (asyncio's rules).
+
+        Raises:
+            ValueError: torsion writes to no pipe at ``fd``.
+            RuntimeError: The child has not started yet.
+        """
+        self._started_writer(fd).set_write_buffer_limits(high, low)
+
+    def _started_writer(self, fd: int) -> asyncio.WriteTransport:
+        writer = self._writer(fd)
+        if writer is None:
+            raise RuntimeError("the process has not started yet")
+        return writer
 
     def get_write_buffer_size(self) -> int:
         """Return the bytes buffered for the child, over all its input pipes."""

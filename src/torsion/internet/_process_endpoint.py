@@ -33,7 +33,7 @@ from torsion.errors import ProcessFailedError
 from torsion.internet._address import Address, ProcessAddress
 from torsion.internet._child import ChildFD, StrPath
 from torsion.internet._client_service import ClientEndpoint
-from torsion.internet._process import ProcessProtocol, ProcessTransport
+from torsion.internet._process import ChildProcess, ProcessProtocol
 from torsion.internet._process_status import ProcessExited, ProcessStatus
 from torsion.internet._spawn import ReactorProcess
 
@@ -180,7 +180,7 @@ class ProcessStreamTransport(asyncio.Transport):
     """
 
     def __init__(
-        self, process: ProcessTransport, protocol: asyncio.Protocol, address: ProcessAddress
+        self, process: ChildProcess, protocol: asyncio.Protocol, address: ProcessAddress
     ) -> None:
         super().__init__({"peername": address, "pid": address.pid, "process": process})
         self._process = process
@@ -191,7 +191,7 @@ class ProcessStreamTransport(asyncio.Transport):
         self._reading = True
 
     @property
-    def process(self) -> ProcessTransport:
+    def process(self) -> ChildProcess:
         """The child process underneath (to signal it, or wait for its exit)."""
         return self._process
 
@@ -247,17 +247,11 @@ class ProcessStreamTransport(asyncio.Transport):
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         """Return the input pipe's (low, high) water marks."""
-        return self._input_pipe().get_write_buffer_limits()
+        return self._process.get_write_buffer_limits(0)
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         """Set the input pipe's water marks."""
-        self._input_pipe().set_write_buffer_limits(high, low)
-
-    def _input_pipe(self) -> asyncio.WriteTransport:
-        # The pipe's own transport holds the buffer and its water marks.
-        pipe = self._process._writer(0)
-        assert pipe is not None  # the child has started: connection_made was called
-        return pipe
+        self._process.set_write_buffer_limits(high, low, fd=0)
 
     def is_reading(self) -> bool:
         """Return whether the child's output is being read."""
@@ -287,12 +281,12 @@ class _Bridge(ProcessProtocol, Generic[P]):
         self._factory = factory
         self._executable = executable
         self._deferred: Deferred[P] = Deferred(self._cancel)
-        self._spawning: Deferred[ProcessTransport] | None = None
+        self._spawning: Deferred[ChildProcess] | None = None
         self._stream: ProcessStreamTransport | None = None
         self._stderr = _StderrLines(executable) if log_stderr else None
 
     def watch(
-        self, spawning: Deferred[ProcessTransport], cleanup: Callable[[], object]
+        self, spawning: Deferred[ChildProcess], cleanup: Callable[[], object]
     ) -> Deferred[P]:
         """Follow the spawn; return the Deferred that fires with the protocol.
 
@@ -300,7 +294,7 @@ class _Bridge(ProcessProtocol, Generic[P]):
         """
         self._spawning = spawning
 
-        def spawned(result: ProcessTransport | BaseException) -> None:
+        def spawned(result: ChildProcess | BaseException) -> None:
             cleanup()
             # Success was reported by connection_made already.
             if isinstance(result, BaseException) and not self._deferred.called:
@@ -314,7 +308,7 @@ class _Bridge(ProcessProtocol, Generic[P]):
         if self._spawning is not None:
             self._spawning.cancel()
 
-    def connection_made(self, transport: ProcessTransport) -> None:
+    def connection_made(self, transport: ChildProcess) -> None:
         super().connection_made(transport)
         if self._deferred.called:
             # Cancelled before asyncio reported the child's start.

@@ -34,7 +34,7 @@ from torsion.internet._fdesc import FileDescriptorLike, ReactorFDs
 from torsion.internet._fdpass import UNIXFDListener
 from torsion.internet._lifecycle import Phase, ReactorCore, SystemEvents, TriggerId
 from torsion.internet._listener import Listener
-from torsion.internet._process import ProcessProtocol, ProcessTransport
+from torsion.internet._process import ChildProcess, ProcessProtocol
 from torsion.internet._protocol import ProtocolFactory
 from torsion.internet._resolve import Resolver, SystemResolver, is_ip_address
 from torsion.internet._spawn import ProcessTracker, ReactorProcess, spawn_tracked
@@ -606,7 +606,7 @@ class Reactor(LoopClock):
         gid: int | str | None = None,
         use_pty: bool = False,
         child_fds: Mapping[int, ChildFD] | None = None,
-    ) -> Deferred[ProcessTransport]:
+    ) -> Deferred[ChildProcess]:
         """Start ``executable`` as a child connected to ``protocol`` (see ``spawn_process``).
 
         The reactor keeps track of the child until it has ended: ``close()``

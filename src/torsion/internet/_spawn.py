@@ -36,6 +36,7 @@ from torsion.internet._child import (
 )
 from torsion.internet._fdesc import FDWriteTransport, RawPipe
 from torsion.internet._process import (
+    ChildProcess,
     ProcessProtocol,
     ProcessTransport,
     _OwnPipe,
@@ -58,7 +59,7 @@ class ProcessTracker:
     """
 
     def __init__(self) -> None:
-        self._spawns: set[asyncio.Task[ProcessTransport]] = set()
+        self._spawns: set[asyncio.Task[ChildProcess]] = set()
         self._transports: set[ProcessTransport] = set()
         self._idle: asyncio.Future[None] | None = None
 
@@ -105,11 +106,11 @@ class ProcessTracker:
         self._transports.discard(transport)
         self._wake()
 
-    def _add_spawn(self, task: asyncio.Task[ProcessTransport]) -> None:
+    def _add_spawn(self, task: asyncio.Task[ChildProcess]) -> None:
         self._spawns.add(task)
         task.add_done_callback(self._spawn_done)
 
-    def _spawn_done(self, task: asyncio.Task[ProcessTransport]) -> None:
+    def _spawn_done(self, task: asyncio.Task[ChildProcess]) -> None:
         self._spawns.discard(task)
         self._wake()
 
@@ -136,7 +137,7 @@ def spawn_process(
     gid: int | str | None = None,
     use_pty: bool = False,
     child_fds: Mapping[int, ChildFD] | None = None,
-) -> Deferred[ProcessTransport]:
+) -> Deferred[ChildProcess]:
     """Start ``executable`` as a child process connected to ``protocol``.
 
     In the simple case (standard pipes, no user, no terminal, an asyncio
@@ -215,7 +216,7 @@ def spawn_tracked(
     gid: int | str | None = None,
     use_pty: bool = False,
     child_fds: Mapping[int, ChildFD] | None = None,
-) -> Deferred[ProcessTransport]:
+) -> Deferred[ChildProcess]:
     """``spawn_process``, with the spawn and the child kept in ``tracker`` until it ends."""
     argv = [executable] if args is None else list(args)
     if not argv:
@@ -367,6 +368,6 @@ class ReactorProcess(Protocol):
         gid: int | str | None = None,
         use_pty: bool = False,
         child_fds: Mapping[int, ChildFD] | None = None,
-    ) -> Deferred[ProcessTransport]:
+    ) -> Deferred[ChildProcess]:
         """Start ``executable`` connected to ``protocol``; see ``spawn_process``."""
         ...

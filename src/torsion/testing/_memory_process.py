@@ -23,11 +23,6 @@ The test's mistakes raise rather than pass silently: playing a child that
 has not started (``RuntimeError``), output on a descriptor torsion does not
 read (``ValueError``), output after that descriptor closed or after the end
 (``RuntimeError``), exiting twice (``RuntimeError``).
-
-``MemoryProcessTransport`` is a subclass of the real ``ProcessTransport`` so
-that it has the type ``ReactorProcess`` promises (and code that annotates
-its transport keeps working); it overrides every public member and never
-runs the real one's code (it has no loop and no child).
 """
 
 from __future__ import annotations
@@ -44,12 +39,12 @@ from torsion.defer import Deferred, succeed
 from torsion.internet import (
     CannotSpawnError,
     ChildFD,
+    ChildProcess,
     ProcessExited,
     ProcessExitedError,
     ProcessProtocol,
     ProcessStatus,
     ProcessTerminated,
-    ProcessTransport,
     signal_number,
 )
 
@@ -87,7 +82,11 @@ def check_child_fds(child_fds: Mapping[int, ChildFD], use_pty: bool) -> dict[int
     return checked
 
 
-class MemoryProcessTransport(ProcessTransport):
+# asyncio's default water marks for a pipe: (low, high).
+_DEFAULT_LIMITS = (16 * 1024, 64 * 1024)
+
+
+class MemoryProcessTransport:
     """A child process that a test plays; what the code under test does is recorded.
 
     Args:
@@ -148,6 +147,7 @@ class MemoryProcessTransport(ProcessTransport):
         self._closing_fds: set[int] = set()
         self._writes_blocked = False
         self._buffered = 0
+        self._limits: dict[int, tuple[int, int]] = {}
         self._exit_waiters: list[Deferred[ProcessStatus]] = []
         self._end_waiters: list[Deferred[ProcessStatus]] = []
         self._drain_waiters: list[Deferred[None]] = []
@@ -265,7 +265,7 @@ class MemoryProcessTransport(ProcessTransport):
             self._protocol.resume_writing()
         self._wake_drain_waiters()
 
-    # -- ProcessTransport: what the code under test calls ------------------------------------
+    # -- ChildProcess: what the code under test calls ------------------------------------
 
     @property
     def pid(self) -> int:
@@ -309,8 +309,7 @@ class MemoryProcessTransport(ProcessTransport):
             ValueError: torsion does not write to ``fd``.
             TypeError: ``data`` is not bytes-like.
         """
-        if fd not in self._writable:
-            raise ValueError(f"the child's descriptor {fd} is not a pipe torsion writes to")
+        self._check_writable(fd)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if fd not in self._open_fds or self.closed or self._ended:
@@ -318,6 +317,10 @@ class MemoryProcessTransport(ProcessTransport):
         self._written[fd] += data
         if self._writes_blocked:
             self._buffered += len(data)
+
+    def _check_writable(self, fd: int) -> None:
+        if fd not in self._writable:
+            raise ValueError(f"the child's descriptor {fd} is not a pipe torsion writes to")
 
     def close_stdin(self) -> None:
         """Close the child's standard input (with a terminal: write its EOF character)."""
@@ -348,6 +351,28 @@ class MemoryProcessTransport(ProcessTransport):
     def get_write_buffer_size(self) -> int:
         """Return the bytes written while the test blocks the child's input."""
         return self._buffered
+
+    def get_write_buffer_limits(self, fd: int = 0) -> tuple[int, int]:
+        """Return the water marks set for ``fd`` (asyncio's defaults until set).
+
+        The test decides when the pipes are full (``block_writes``); the
+        marks are recorded, not obeyed.
+        """
+        self._check_writable(fd)
+        return self._limits.get(fd, _DEFAULT_LIMITS)
+
+    def set_write_buffer_limits(
+        self, high: int | None = None, low: int | None = None, *, fd: int = 0
+    ) -> None:
+        """Record water marks for ``fd`` (asyncio's rules for the defaults)."""
+        self._check_writable(fd)
+        if high is None:
+            high = 4 * low if low is not None else _DEFAULT_LIMITS[1]
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._limits[fd] = (low, high)
 
     def drained(self) -> Deferred[None]:
         """Wait until the test unblocks the child's input (at once if it is not blocked)."""
@@ -526,7 +551,7 @@ class ProcessCall:
     use_pty: bool
     child_fds: dict[int, ChildFD]
     transport: MemoryProcessTransport
-    deferred: Deferred[ProcessTransport]
+    deferred: Deferred[ChildProcess]
 
     def start(self) -> MemoryProcessTransport:
         """Play the child starting: ``connection_made``, then the Deferred fires.

@@ -81,13 +81,13 @@ from torsion.errors import DNSLookupError, TLSConfigError
 from torsion.internet import (
     Address,
     ChildFD,
+    ChildProcess,
     Connector,
     DelayedCall,
     FileDescriptorLike,
     IPv4Address,
     IPv6Address,
     ProcessProtocol,
-    ProcessTransport,
     ProtocolFactory,
     ServerTLS,
     UNIXAddress,
@@ -521,7 +521,7 @@ class MemoryReactor:
         gid: int | str | None = None,
         use_pty: bool = False,
         child_fds: Mapping[int, ChildFD] | None = None,
-    ) -> Deferred[ProcessTransport]:
+    ) -> Deferred[ChildProcess]:
         """Record a request to start a child; nothing runs.
 
         Returns:
