@@ -23,10 +23,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from torsion.defer import Deferred
 from torsion.errors import DNSLookupError
-from torsion.internet import Reactor
+from torsion.internet import IPv4Address, Protocol, Reactor
 from torsion.names._answer import Question
-from torsion.names._client import AddressResolver, DNSClient
+from torsion.names._client import AddressResolver, DNSClient, SRVClientEndpoint
 from torsion.testing import require_peer
 
 BOTH_LOOPS = pytest.mark.parametrize(
@@ -38,9 +39,9 @@ BOTH_LOOPS = pytest.mark.parametrize(
 )
 
 # More TXT than fits in 1232 bytes, so that the UDP answer is truncated.
-_BIG_TXT = " ".join(f'"{i:03d}{"x" * 96}"' for i in range(20))
+BIG_TXT = " ".join(f'"{i:03d}{"x" * 96}"' for i in range(20))
 
-ZONE = f"""\
+ZONE = """\
 $ORIGIN example.test.
 $TTL 300
 @       IN SOA ns.example.test. admin.example.test. 1 7200 900 1209600 60
@@ -51,8 +52,12 @@ mail    IN A 192.0.2.25
 www     IN A 192.0.2.80
         IN AAAA 2001:db8::80
 alias   IN CNAME www
-big     IN TXT {_BIG_TXT}
+big     IN TXT {big_txt}
 _sip._udp IN SRV 10 60 5060 sip.example.test.
+_echo._tcp IN SRV 10 0 {dead_port} dead.example.test.
+           IN SRV 20 0 {echo_port} echo.example.test.
+dead    IN A 127.0.0.1
+echo    IN A 127.0.0.1
 """
 
 CONF = """\
@@ -90,13 +95,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def echo_port() -> int:
+    """The port the zone's _echo._tcp SRV record points to (a test listens there)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def nsd(tmp_path_factory: pytest.TempPathFactory, echo_port: int) -> Iterator[int]:
     """An nsd serving example.test on 127.0.0.1; yields its port."""
     require_peer("nsd", package="nsd")
     program = shutil.which("nsd") or shutil.which("nsd", path="/usr/sbin:/usr/local/sbin")
     assert program is not None
     directory = tmp_path_factory.mktemp("nsd")
-    (directory / "example.test.zone").write_text(ZONE)
+    zone = ZONE.format(big_txt=BIG_TXT, echo_port=echo_port, dead_port=_free_port())
+    (directory / "example.test.zone").write_text(zone)
     port = _free_port()
     conf = directory / "nsd.conf"
     conf.write_text(CONF.format(port=port, dir=directory))
@@ -222,3 +234,37 @@ async def test_no_answer_at_all_is_a_timeout(reactor: Reactor, loop: str) -> Non
         with pytest.raises(TimeoutError):
             await client.query(_question("www.example.test.", "A"))
         assert client.outstanding == 0
+
+
+class _Echo(Protocol):
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class _Client(Protocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: Deferred[bytes] = Deferred()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.received.called:
+            self.received.callback(data)
+
+
+@BOTH_LOOPS
+async def test_the_srv_endpoint_finds_the_service_past_a_dead_target(
+    reactor: Reactor, loop: str, nsd: int, echo_port: int
+) -> None:
+    client = DNSClient(reactor, [("127.0.0.1", nsd)], timeout=5.0, attempts=1)
+    # The targets' names resolve through DNS too.
+    reactor.install_resolver(AddressResolver(client))
+    server = reactor.listen_tcp(echo_port, lambda _: _Echo(), interface="127.0.0.1")
+    try:
+        endpoint = SRVClientEndpoint(reactor, client, "echo", "example.test", timeout=5.0)
+        protocol = await endpoint.connect(lambda _: _Client())
+        assert protocol.peer == IPv4Address("127.0.0.1", echo_port)
+        protocol.transport.write(b"ping")
+        assert await protocol.received == b"ping"
+        protocol.transport.close()
+    finally:
+        await server.stop_listening()
