@@ -19,6 +19,7 @@ import dns.rrset
 import pytest
 
 from torsion.defer import Deferred
+from torsion.internet import IPv4Address
 from torsion.names._answer import Answer, NotMineError, Question
 from torsion.names._server import DNSDatagramProtocol, DNSServer, DNSStreamProtocol
 from torsion.names._zone import Authority
@@ -540,3 +541,24 @@ def test_udp_drops_responses_while_the_socket_buffer_is_full() -> None:
     protocol.resume_writing()
     protocol.datagram_received(query("host.example.test.").to_wire(), ("192.0.2.9", 1000))
     assert len(transport.sent) == 1
+
+
+def test_tcp_connections_beyond_the_bound_are_refused() -> None:
+    clock = Clock()
+    factory = make_server().stream_factory(clock, max_connections=2)
+    address = IPv4Address("192.0.2.9", 5000)
+    protocols = [factory(address), factory(address)]
+    transports = []
+    for protocol in protocols:
+        assert protocol is not None
+        transport = StringTransport(protocol)
+        protocol.connection_made(transport)
+        transports.append(transport)
+    assert factory(address) is None
+    assert protocols[0] is not None
+    protocols[0].connection_lost(None)
+    assert factory(address) is not None
+    factory.close_all()
+    assert transports[1].aborted
+    assert protocols[1] is not None
+    protocols[1].connection_lost(None)
