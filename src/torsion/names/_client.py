@@ -68,7 +68,7 @@ class _Port(Protocol):
 
 NameLike = str | dns.name.Name
 
-# RFC 1035, section 4.1.1: the header is 12 bytes; QR is the top bit of byte 2.
+# RFC 1035, section 4.1.1: the header is 12 bytes: the ID, then the flags, QR on top.
 _HEADER = struct.Struct("!HH")
 _QR = 0x8000
 # A TCP message's length prefix is two bytes, so no message exceeds this.
