@@ -28,6 +28,7 @@ def test_react_is_reachable_from_the_top() -> None:
         ("torsion.internet", ["torsion.testing", "torsion.protocols", "torsion.application"]),
         ("torsion.protocols", ["torsion.application"]),
         ("torsion.cred", ["torsion.application", "torsion.testing"]),
+        ("torsion.names", ["torsion.application", "torsion.testing"]),
     ],
 )
 def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
@@ -49,6 +50,7 @@ def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
         "torsion.protocols.amp",
         "torsion.protocols.haproxy",
         "torsion.cred",
+        "torsion.names",
         "torsion.application",
         "torsion.errors",
     ],

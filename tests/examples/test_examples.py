@@ -13,7 +13,7 @@ EXAMPLES = ROOT / "examples"
 
 def test_readme_shows_the_examples_verbatim() -> None:
     readme = (ROOT / "README.md").read_text()
-    for name in ("echo_server.py", "echo_client.py", "app.py"):
+    for name in ("echo_server.py", "echo_client.py", "app.py", "dns_server.py"):
         source = (EXAMPLES / name).read_text()
         assert source in readme, f"README.md no longer shows examples/{name} as it is"
         assert len(source.splitlines()) < 25, f"examples/{name} is too long for the README"
@@ -38,6 +38,35 @@ def test_echo_client_against_echo_server() -> None:
         )
         assert client.returncode == 0, client.stderr
         assert client.stdout == "hello, torsion\n"
+        server.terminate()
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+        server.stdout.close()
+
+
+def test_the_dns_server_example_answers_a_cname_chain() -> None:
+    import dns.message
+    import dns.query
+
+    server = subprocess.Popen(
+        [sys.executable, "-u", str(EXAMPLES / "dns_server.py"), "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"-p (\d+) ", line)
+        assert found, f"unexpected first line: {line!r}"
+        query = dns.message.make_query("mail.example.test", "A")
+        response = dns.query.udp(query, "127.0.0.1", port=int(found.group(1)), timeout=10)
+        assert [rrset.to_text() for rrset in response.answer] == [
+            "mail.example.test. 3600 IN CNAME www.example.test.",
+            "www.example.test. 3600 IN A 192.0.2.10",
+        ]
         server.terminate()
         assert server.wait(timeout=10) == 0
     finally:

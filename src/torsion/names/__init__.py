@@ -1,10 +1,61 @@
 """torsion.names: DNS, a client and a server framework, on dnspython's messages and zones.
 
 Every part answers ``Question``s with ``Answer``s through the ``DNSResolver``
-interface, so that resolvers chain: hosts file, cache, zones, the network.
+interface, so that resolvers chain: a hosts file, a cache, zones, the
+network.
+
+- Client: ``DNSClient`` (UDP with TCP on truncation, retries and timeouts
+  per server, EDNS0, random IDs and ports, answers matched to the
+  question), ``AddressResolver`` (the reactor's name resolution through
+  DNS), ``SRVClientEndpoint``; ``HostsResolver``, ``CacheResolver`` (TTLs
+  and negative caching) and ``ResolverChain``.
+- Server: ``Authority`` (a zone from a BIND file or from Python, answered
+  with the AA flag, CNAME chains, referrals, wildcards and negative answers
+  carrying the SOA) and ``DNSServer`` (UDP and TCP on one port, truncation,
+  AXFR to allowed networks, FORMERR/NOTIMP/REFUSED, bounded work per
+  packet); ``torsion dns --bindzone FILE`` serves zones.
+
 Needs the ``names`` extra (dnspython).
 """
 
 from torsion.names._answer import Answer, DNSResolver, NotMineError, Question
+from torsion.names._cache import CacheResolver
+from torsion.names._chain import ResolverChain
+from torsion.names._client import (
+    AddressResolver,
+    DNSClient,
+    SRVClientEndpoint,
+    lookup_addresses,
+    order_srv,
+    to_name,
+)
+from torsion.names._hosts import HostsResolver, parse_hosts
+from torsion.names._resolvconf import ResolvConf, parse_resolv_conf, read_resolv_conf
+from torsion.names._server import DNSDatagramProtocol, DNSPorts, DNSServer, DNSStreamProtocol
+from torsion.names._zone import Authority, ZoneError
 
-__all__ = ["Answer", "DNSResolver", "NotMineError", "Question"]
+__all__ = [
+    "AddressResolver",
+    "Answer",
+    "Authority",
+    "CacheResolver",
+    "DNSClient",
+    "DNSDatagramProtocol",
+    "DNSPorts",
+    "DNSResolver",
+    "DNSServer",
+    "DNSStreamProtocol",
+    "HostsResolver",
+    "NotMineError",
+    "Question",
+    "ResolvConf",
+    "ResolverChain",
+    "SRVClientEndpoint",
+    "ZoneError",
+    "lookup_addresses",
+    "order_srv",
+    "parse_hosts",
+    "parse_resolv_conf",
+    "read_resolv_conf",
+    "to_name",
+]
