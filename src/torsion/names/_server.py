@@ -20,6 +20,16 @@ without EDNS0 (RFC 1035 section 4.2.1): what does not fit is cut whole
 RRsets at a time, the additional section first (which needs no TC flag,
 RFC 2181 section 9), then the authority and answer sections, with TC set so
 that the client asks again over TCP.
+
+The common query (one question, perhaps EDNS0, nothing else) whose answer
+came from an ``Authority`` is answered the second time from the bytes the
+full path rendered the first time, with the query's ID, RD flag and
+question put in (``torsion.names._wire``): no dnspython parse, lookup or
+rendering. Those answers change only when the zones do: before each
+lookup the server checks that its chain, its RA flag and each
+``Authority``'s zone object are the ones the answers were made from (a
+reload makes a new zone object), and ``DNSServer.zones_changed`` forgets
+them outright.
 """
 
 from __future__ import annotations
@@ -41,8 +51,9 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.zone
 
-from torsion.defer import CancelledError, Deferred, ensure_deferred
+from torsion.defer import CancelledError, Deferred, ensure_deferred, succeed
 from torsion.errors import CannotListenError, TorsionError
 from torsion.internet import (
     Address,
@@ -54,6 +65,7 @@ from torsion.internet import (
     UDPPort,
 )
 from torsion.names._answer import Answer, DNSResolver, NotMineError, Question
+from torsion.names._wire import MIN_UDP, AnswerCache
 from torsion.names._zone import Authority
 from torsion.protocols import Int16StringReceiver
 
@@ -71,7 +83,7 @@ _OPCODE_MASK = 0x7800
 # response is made of whatever the client announces: 1,232 bytes fit the
 # IPv6 minimum MTU without fragmentation (DNS flag day 2020).
 DEFAULT_UDP_PAYLOAD = 1232
-_MIN_UDP = 512  # RFC 1035 section 4.2.1; also the least RFC 6891 lets EDNS0 announce.
+_MIN_UDP = MIN_UDP
 _MAX_TCP = 0xFFFF
 # An AXFR message carries RRsets up to this many bytes, uncompressed: the
 # header, the question and the OPT record fit in what is left of 65,535.
@@ -106,6 +118,8 @@ class DNSServer:
             every other client is REFUSED.
         udp_payload: The most bytes a UDP response may have, and the size
             announced in EDNS0 responses.
+        answer_cache: How many rendered responses to keep for the fast
+            path (answers from ``Authority``s only); 0 turns it off.
 
     Attributes:
         resolvers: The chain (a list: it may be changed while serving).
@@ -119,6 +133,7 @@ class DNSServer:
         recursive: bool = False,
         allow_axfr: Iterable[str | Network] = (),
         udp_payload: int = DEFAULT_UDP_PAYLOAD,
+        answer_cache: int = 10_000,
     ) -> None:
         if not _MIN_UDP <= udp_payload <= 0xFFFF:
             raise ValueError(f"udp_payload must be within 512 to 65535, not {udp_payload}")
@@ -126,6 +141,57 @@ class DNSServer:
         self.recursive = recursive
         self._allow_axfr = [ipaddress.ip_network(network, strict=False) for network in allow_axfr]
         self._udp_payload = udp_payload
+        self._cache = AnswerCache(answer_cache, udp_payload)
+        # What the cached answers were made from (see _cache_is_current).
+        self._seen_resolvers: list[DNSResolver] = []
+        self._seen_recursive = recursive
+        self._seen_zones: list[tuple[Authority, dns.zone.Zone]] = []
+        self.zones_changed()
+
+    def zones_changed(self) -> None:
+        """Forget the rendered answers: a zone was reloaded, or the chain changed.
+
+        The server notices by itself when ``resolvers`` or ``recursive``
+        change, or an ``Authority`` in the chain reloads its zone; call this
+        when a zone changed otherwise (a resolver in the chain that is a
+        subclass of ``Authority`` changing its answers, say).
+        """
+        self._cache.clear()
+        self._seen_resolvers = list(self.resolvers)
+        self._seen_recursive = self.recursive
+        self._seen_zones = [
+            (resolver, resolver.zone)
+            for resolver in self._seen_resolvers
+            if isinstance(resolver, Authority)
+        ]
+
+    def _cache_is_current(self) -> bool:
+        """Whether the cached answers were made from the chain and zones served now."""
+        if self.resolvers != self._seen_resolvers or self.recursive != self._seen_recursive:
+            return False
+        for authority, zone in self._seen_zones:  # noqa: SIM110 (all() costs more per query)
+            if authority.zone is not zone:
+                return False
+        return True
+
+    def cached_response(self, wire: bytes, *, tcp: bool) -> bytes | None:
+        """The response to ``wire`` from the answers rendered before, if it has one.
+
+        This is the fast path: only a query of the plainest shape can hit
+        it, and only answers from ``Authority``s are kept. ``respond`` tries
+        it first.
+
+        Args:
+            wire: The query, as received.
+            tcp: Whether it came over TCP.
+
+        Returns:
+            The response, or None when ``respond`` must make it.
+        """
+        if not self._cache_is_current():
+            self.zones_changed()
+            return None
+        return self._cache.lookup(wire, tcp=tcp)
 
     def respond(self, wire: bytes, client: str, *, tcp: bool) -> Deferred[list[bytes]]:
         """Make the response messages to one query message.
@@ -141,9 +207,13 @@ class DNSServer:
             query is to be dropped, several for a zone transfer. It does not
             fail.
         """
+        cached = self.cached_response(wire, tcp=tcp)
+        if cached is not None:
+            return succeed([cached])
         return ensure_deferred(self._respond(wire, client, tcp))
 
     async def _respond(self, wire: bytes, client: str, tcp: bool) -> list[bytes]:
+        generation = self._cache.generation
         if len(wire) < _HEADER_SIZE:
             return []
         message_id, flags = _HEADER.unpack_from(wire)
@@ -177,30 +247,37 @@ class DNSServer:
             # IXFR, MAILA, MAILB and the unassigned meta types: not served.
             response.set_rcode(dns.rcode.NOTIMP)
             return [self._render(response, query, tcp)]
-        answer = await self._resolve(question)
+        answer, lasting = await self._resolve(question)
         response.set_rcode(answer.rcode)
         if answer.authoritative:
             response.flags |= dns.flags.AA
         response.answer = list(answer.answer)
         response.authority = list(answer.authority)
         response.additional = list(answer.additional)
-        return [self._render(response, query, tcp)]
+        rendered = self._render(response, query, tcp)
+        if lasting:
+            self._cache.store(wire, rendered, tcp=tcp, generation=generation)
+        return [rendered]
 
-    async def _resolve(self, question: Question) -> Answer:
+    async def _resolve(self, question: Question) -> tuple[Answer, bool]:
+        """The chain's answer, and whether it lasts until the zones change.
+
+        Only a zone's answers last: a cache's or a forwarder's TTLs decay.
+        """
         for resolver in list(self.resolvers):
             try:
-                return await resolver.query(question)
+                return await resolver.query(question), isinstance(resolver, Authority)
             except NotMineError:
                 continue
             except (TorsionError, TimeoutError) as exc:
                 _log.info("SERVFAIL for %s: %s", question, exc)
-                return Answer(dns.rcode.SERVFAIL)
+                return Answer(dns.rcode.SERVFAIL), False
             except CancelledError:
                 raise
             except Exception:
                 _log.exception("SERVFAIL for %s: %r failed", question, resolver)
-                return Answer(dns.rcode.SERVFAIL)
-        return Answer(dns.rcode.SERVFAIL if self.recursive else dns.rcode.REFUSED)
+                return Answer(dns.rcode.SERVFAIL), False
+        return Answer(dns.rcode.SERVFAIL if self.recursive else dns.rcode.REFUSED), False
 
     def _render(
         self, response: dns.message.Message, query: dns.message.Message, tcp: bool
@@ -389,9 +466,16 @@ class DNSDatagramProtocol(DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Answer one query (or drop it)."""
-        if len(self._in_flight) >= self._max_in_flight or addr[1] == 0:
-            # Port 0 cannot be answered; past the bound, UDP's clients retry.
+        if addr[1] == 0:
+            return  # port 0 cannot be answered
+        cached = self._server.cached_response(data, tcp=False)
+        if cached is not None:
+            # The fast path: no Deferred, nothing in flight.
+            if not (self._lost or self._writing_paused or self.transport.is_closing()):
+                self.transport.sendto(cached, addr)
             return
+        if len(self._in_flight) >= self._max_in_flight:
+            return  # past the bound, UDP's clients retry
         d = self._server.respond(data, addr[0], tcp=False)
         d.add_callback(lambda messages: self._send_all(messages, addr))
         d.add_errback(_swallow_cancel)
@@ -520,6 +604,14 @@ class DNSStreamProtocol(Int16StringReceiver):
 
     def string_received(self, string: bytes) -> None:
         """Answer one query."""
+        if not self._finishing:
+            cached = self._server.cached_response(string, tcp=True)
+            if cached is not None:
+                if not self.transport.is_closing():
+                    self.send_string(cached)
+                    if not self._in_flight:
+                        self._arm()  # a query came: the connection was not idle
+                return
         self._disarm()
         d = self._server.respond(string, self._client, tcp=True)
         self._in_flight.add(d)
