@@ -1,9 +1,17 @@
-"""``torsion dns``: an authoritative DNS server for BIND zone files (``torsion.names``).
+"""``torsion dns``: a DNS server for zone files, and a forwarder (``torsion.names``).
 
 It answers over UDP and TCP on one port, for the zones given with
-``--bindzone`` (as many as wanted), and refuses names outside them: it is
-not a resolver. SIGHUP reads the zone files again; a file that has become
-unreadable or invalid is logged and its zone keeps being served as it was.
+``--bindzone`` (BIND master files) and ``--pyzone`` (Python files defining
+``zone``, see ``torsion.names._pyzone``), as many as wanted. SIGHUP reads
+the zone files again; a file that has become unreadable or invalid is
+logged and its zone keeps being served as it was.
+
+Without ``--forward`` or ``--resolv-conf`` it refuses names outside its zones:
+it is not a resolver. With them it asks those upstream servers about every
+other name and sets RA: it is a recursive server to its clients. The order
+of the resolvers is the zones (authoritative, so they come first), then the
+``--hosts-file``, then the ``--cache``, then the upstream servers: the cache
+keeps what upstream answered, for its TTLs.
 
 It listens on 127.0.0.1 unless ``--interface`` says otherwise: a DNS server
 open to the world answers anyone's forged-source queries, which makes it a
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from torsion.application._app import Application
@@ -27,6 +35,7 @@ from torsion.application._service import BaseService
 from torsion.internet import Reactor, TCPServerEndpoint
 
 if TYPE_CHECKING:
+    from torsion.names._answer import DNSResolver
     from torsion.names._zone import Authority
 
 __all__ = ["DNS", "ZoneFiles"]
@@ -42,6 +51,29 @@ def _network(text: str) -> str:
     return text
 
 
+def _server_address(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT``, ``IPv6`` or ``[IPv6]:PORT`` as (address, port)."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"--forward: {text!r} is not IP[:PORT]")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(
+            f"--forward: {text!r} is not IP[:PORT] (an address, not a name)"
+        ) from None
+    if not 1 <= number <= 65535:
+        raise ValueError(f"--forward: {text!r}: the port must be within 1 to 65535")
+    return str(address), number
+
+
 def _port(number: int) -> int:
     # The same number on UDP and TCP: 0 would give each a different one.
     if not 1 <= number <= 65535:
@@ -54,11 +86,16 @@ class ZoneFiles(BaseService):
 
     Args:
         authorities: The zones read from files.
+        changed: Called once they have been read again (the server forgets
+            the answers it rendered from the old zones).
     """
 
-    def __init__(self, authorities: list[Authority]) -> None:
+    def __init__(
+        self, authorities: list[Authority], changed: Callable[[], object] | None = None
+    ) -> None:
         super().__init__()
         self.authorities = authorities
+        self.changed = changed
 
     def reload_service(self) -> None:
         """Read each zone file again; a bad one is logged and keeps its old zone."""
@@ -73,31 +110,51 @@ class ZoneFiles(BaseService):
                 )
             else:
                 _log.info("zone %s reloaded from %s", authority.origin, authority.path)
+        if self.changed is not None:
+            self.changed()
 
 
 def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
     # torsion.names is imported here, not above: it needs dnspython (the
     # names extra), which the other plugins do not.
     try:
+        from torsion.names._pyzone import PythonZoneAuthority
         from torsion.names._server import DNSServer
         from torsion.names._zone import Authority, ZoneError
     except ImportError as exc:
         raise ValueError(
             f"torsion dns needs the names extra (pip install 'torsion[names]'): {exc}"
         ) from exc
-    authorities = []
+    authorities: list[Authority] = []
     for path in options["bindzone"]:
         try:
             authorities.append(Authority.from_file(path))
         except ZoneError as exc:
             raise ValueError(f"--bindzone: {exc}") from exc
-    server = DNSServer(authorities, allow_axfr=options["allow_axfr"])
+    for path in options["pyzone"]:
+        try:
+            authorities.append(PythonZoneAuthority(path))
+        except ZoneError as exc:
+            raise ValueError(f"--pyzone: {exc}") from exc
     port: int = options["port"]
     interface: str = options["interface"]
-    zones = ", ".join(str(authority.origin) for authority in authorities)
-    description = f"DNS server for {zones}"
+    others, recursive = _others(reactor, options, interface, port)
+    if not authorities and not others:
+        raise ValueError(
+            "give a zone to serve (--bindzone, --pyzone) or servers to forward to (--forward)"
+        )
+    server = DNSServer(
+        [*authorities, *others], recursive=recursive, allow_axfr=options["allow_axfr"]
+    )
+    names = [str(authority.origin) for authority in authorities]
+    if recursive:
+        names.append("other names, forwarded")
+    elif others:
+        names.append("the hosts file")
+    description = f"DNS server for {', '.join(names)}"
+    example = f"{authorities[0].origin} SOA" if authorities else "localhost A"
     app = Application("dns service")
-    app.add_service(ZoneFiles(authorities))
+    app.add_service(ZoneFiles(authorities, server.zones_changed))
     app.add_service(
         DatagramService(
             reactor,
@@ -112,21 +169,99 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
             TCPServerEndpoint(reactor, port, interface=interface),
             server.stream_factory(reactor),
             description=description,
-            hint=lambda address: f"dig @{interface} -p {port} {authorities[0].origin} SOA",
+            hint=lambda address: f"dig @{interface} -p {port} {example}",
         )
     )
     return app
 
 
+def _others(
+    reactor: Reactor, options: Mapping[str, Any], interface: str, port: int
+) -> tuple[list[DNSResolver], bool]:
+    """The resolvers after the zones (hosts file, cache, upstream), and whether they recurse."""
+    from torsion.names._cache import CacheResolver
+    from torsion.names._chain import ResolverChain
+    from torsion.names._client import DNSClient
+    from torsion.names._forward import ForwardingResolver
+    from torsion.names._hosts import HostsResolver
+    from torsion.names._resolvconf import read_resolv_conf
+
+    servers: list[tuple[str, int]] = list(options["forward"])
+    timeout: float | None = None
+    attempts: int | None = None
+    resolv_conf: str | None = options["resolv_conf"]
+    if resolv_conf is not None:
+        try:
+            with open(resolv_conf, "rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(
+                f"--resolv-conf: cannot read {resolv_conf!r}: {exc.strerror}"
+            ) from exc
+        conf = read_resolv_conf(resolv_conf)
+        servers.extend(conf.servers)
+        timeout, attempts = conf.timeout, conf.attempts
+    for server in servers:
+        # Asking ourselves would send every query round until the bounds drop it.
+        if server[1] == port and ipaddress.ip_address(server[0]) == _address_or_none(interface):
+            raise ValueError(f"--forward: {server[0]}:{server[1]} is this server itself")
+    chain: list[DNSResolver] = []
+    hosts_file: str | None = options["hosts_file"]
+    if hosts_file is not None:
+        chain.append(HostsResolver(hosts_file))
+    if servers:
+        if options["cache"]:
+            chain.append(CacheResolver(reactor))
+        client = DNSClient(reactor, servers, timeout=timeout, attempts=attempts)
+        chain.append(ForwardingResolver(client))
+    elif options["cache"]:
+        raise ValueError("--cache keeps what upstream servers answer: give --forward too")
+    if not servers:
+        return chain, False
+    return [ResolverChain(chain)], True
+
+
+def _address_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 DNS = Plugin(
     name="dns",
-    description="an authoritative DNS server for BIND zone files, over UDP and TCP",
+    description="a DNS server for BIND zone files, and a forwarder, over UDP and TCP",
     options=(
         Option(
             "bindzone",
             "serve the zone in this BIND master file ($ORIGIN in the file names the zone)",
             repeatable=True,
-            required=True,
+            metavar="FILE",
+        ),
+        Option(
+            "pyzone",
+            "serve the zone this Python file defines as zone (a dns.zone.Zone or BIND text)",
+            repeatable=True,
+            metavar="FILE",
+        ),
+        Option(
+            "forward",
+            "ask this upstream server about names outside the zones (RA set)",
+            repeatable=True,
+            check=_server_address,
+            metavar="IP[:PORT]",
+        ),
+        Option(
+            "resolv-conf",
+            "ask the name servers this resolv.conf lists, as --forward does",
+            metavar="FILE",
+        ),
+        Option(
+            "cache", "keep upstream answers for their TTLs (RFC 2308 for negative ones)", type=bool
+        ),
+        Option(
+            "hosts-file",
+            "answer A, AAAA and PTR from this hosts file, before the cache and upstream",
             metavar="FILE",
         ),
         Option("port", "the UDP and TCP port", type=int, default=53, check=_port),

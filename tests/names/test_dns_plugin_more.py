@@ -1,0 +1,350 @@
+"""``torsion dns`` with --forward, --resolv-conf, --cache, --hosts-file and --pyzone.
+
+The upstream is a DNSServer in the test's own process (so that the test
+counts what it is asked); the forwarding server is ``torsion dns`` in its
+own, asked by dig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import dns.name
+import dns.rdatatype
+import pytest
+
+from torsion.application._cli import main
+from torsion.application._dns import _others
+from torsion.defer import Deferred
+from torsion.internet import Reactor
+from torsion.names._answer import Answer, Question
+from torsion.names._cache import CacheResolver
+from torsion.names._chain import ResolverChain
+from torsion.names._client import DNSClient
+from torsion.names._forward import ForwardingResolver
+from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
+from torsion.names._server import DNSServer
+from torsion.names._zone import Authority, ZoneError
+from torsion.testing import Clock, require_peer
+
+BOTH_LOOPS = pytest.mark.parametrize(
+    "loop",
+    [
+        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
+        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
+    ],
+)
+
+UPSTREAM = """\
+$ORIGIN upstream.test.
+$TTL 600
+@       IN SOA ns hostmaster 1 7200 900 1209600 120
+        IN NS  ns
+ns      IN A   192.0.2.53
+www     IN A   192.0.2.80
+"""
+
+LOCAL = """\
+$ORIGIN local.test.
+$TTL 3600
+@       IN SOA ns hostmaster 1 7200 900 1209600 300
+        IN NS  ns
+ns      IN A   192.0.2.1
+"""
+
+
+def free_port() -> int:
+    """A port free on both UDP and TCP 127.0.0.1 (a moment ago)."""
+    for _ in range(20):
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no port free on both UDP and TCP")
+
+
+class Counting:
+    def __init__(self, resolver: Authority) -> None:
+        self.resolver = resolver
+        self.asked: list[Question] = []
+
+    def query(self, q: Question) -> Deferred[Answer]:
+        self.asked.append(q)
+        return self.resolver.query(q)
+
+
+class Program:
+    """``torsion dns`` in a child process, read line by line without blocking the loop."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    @classmethod
+    async def start(cls, loop: str, *args: str) -> Program:
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "torsion",
+            "dns",
+            "--port",
+            str(port),
+            "--reactor",
+            loop,
+            *args,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        program = cls(process, port)
+        await program.wait_for(rf"listening on 127\.0\.0\.1:{port}; try: dig")
+        return program
+
+    async def wait_for(self, pattern: str) -> str:
+        assert self.process.stderr is not None
+        while True:
+            line = await asyncio.wait_for(self.process.stderr.readline(), 20)
+            if not line:
+                raise AssertionError(f"the server exited before logging {pattern!r}")
+            text = line.decode()
+            if re.search(pattern, text):
+                return text
+
+    async def stop(self) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        assert self.process.stderr is not None
+        await asyncio.wait_for(self.process.stderr.read(), 20)
+        return await asyncio.wait_for(self.process.wait(), 20)
+
+
+async def dig(port: int, *args: str) -> str:
+    program = require_peer("dig", package="bind9-dnsutils")
+    process = await asyncio.create_subprocess_exec(
+        program,
+        "@127.0.0.1",
+        "-p",
+        str(port),
+        "+tries=1",
+        "+time=5",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr
+    return stdout.decode()
+
+
+def records(output: str) -> list[str]:
+    return [
+        " ".join(line.split())
+        for line in output.splitlines()
+        if line.strip() and not line.startswith(";")
+    ]
+
+
+@BOTH_LOOPS
+async def test_forward_with_cache_and_hosts(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    counting = Counting(Authority.from_text(UPSTREAM))
+    upstream = DNSServer([counting])
+    ports = upstream.listen(reactor, 0)
+    zone = tmp_path / "local.zone"
+    zone.write_text(LOCAL)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("192.0.2.7 printer.lan\n")
+    program = await Program.start(
+        loop,
+        "--bindzone",
+        str(zone),
+        "--forward",
+        f"127.0.0.1:{ports.port}",
+        "--cache",
+        "--hosts-file",
+        str(hosts),
+    )
+    try:
+        for transport in ("+notcp", "+tcp"):
+            www = await dig(program.port, transport, "www.upstream.test.", "A")
+            assert re.search(r"flags: qr rd ra;", www)
+            assert records(www) == ["www.upstream.test. 600 IN A 192.0.2.80"]
+        www_a = Question(dns.name.from_text("www.upstream.test."), dns.rdatatype.A)
+        assert counting.asked == [www_a]  # the second came from the cache
+        printer = await dig(program.port, "printer.lan.", "A")
+        assert records(printer) == ["printer.lan. 60 IN A 192.0.2.7"]
+        local = await dig(program.port, "ns.local.test.", "A")
+        assert re.search(r"flags: qr aa rd ra;", local)
+        assert counting.asked == [www_a]
+    finally:
+        assert await program.stop() == 0
+        await ports.stop_listening()
+
+
+def test_resolv_conf_names_the_upstream_servers(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 192.0.2.1\nnameserver 2001:db8::1\noptions timeout:3 attempts:4\n")
+    options = {
+        "forward": [("198.51.100.1", 5353)],
+        "resolv_conf": str(conf),
+        "cache": True,
+        "hosts_file": None,
+    }
+    others, recursive = _others(Clock(), options, "127.0.0.1", 53)  # type: ignore[arg-type]
+    assert recursive
+    [chain] = others
+    assert isinstance(chain, ResolverChain)
+    cache, forwarder = chain.resolvers
+    assert isinstance(cache, CacheResolver)
+    assert isinstance(forwarder, ForwardingResolver)
+    client = forwarder.client
+    assert isinstance(client, DNSClient)
+    # --forward first, then resolv.conf's, with resolv.conf's patience.
+    assert client.servers == (("198.51.100.1", 5353), ("192.0.2.1", 53), ("2001:db8::1", 53))
+    assert (client.timeout, client.attempts) == (3, 4)
+
+
+def test_bad_forwarding_options_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = str(free_port())
+    assert main(["dns", "--port", port]) == 2
+    assert "give a zone to serve" in capsys.readouterr().err
+    assert main(["dns", "--port", port, "--cache", "--hosts-file", "/dev/null"]) == 2
+    assert "--cache keeps what upstream servers answer" in capsys.readouterr().err
+    assert main(["dns", "--port", port, "--forward", f"127.0.0.1:{port}"]) == 2
+    assert "is this server itself" in capsys.readouterr().err
+    missing = str(tmp_path / "missing")
+    assert main(["dns", "--port", port, "--resolv-conf", missing]) == 2
+    assert "--resolv-conf: cannot read" in capsys.readouterr().err
+    for bad in ("example.org", "127.0.0.1:0", "[::1]x", "127.0.0.1:dns"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["dns", "--port", port, "--forward", bad])
+        assert exit_info.value.code == 2
+        assert f"--forward: {bad!r}" in capsys.readouterr().err
+
+
+PYZONE_TEXT = '''\
+address = "192.0.2.80"
+zone = f"""
+$ORIGIN py.test.
+$TTL 300
+@    IN SOA ns hostmaster 5 7200 900 1209600 60
+     IN NS  ns
+ns   IN A   192.0.2.53
+www  IN A   {address}
+"""
+'''
+
+PYZONE_OBJECT = """\
+import dns.zone
+
+zone = dns.zone.from_text(
+    "@ 300 IN SOA ns hostmaster 1 7200 900 1209600 60\\n"
+    "@ 300 IN NS ns\\n"
+    "ns 300 IN A 192.0.2.54\\n",
+    origin="obj.test.",
+)
+"""
+
+
+def ask(authority: Authority, name: str, rdtype: str = "A") -> list[str]:
+    answer = authority.lookup(Question(dns.name.from_text(name), dns.rdatatype.from_text(rdtype)))
+    return [str(rdata) for rrset in answer.answer for rdata in rrset]
+
+
+def test_python_zones_as_text_and_as_zone_objects(tmp_path: Path) -> None:
+    text = tmp_path / "text.py"
+    text.write_text(PYZONE_TEXT)
+    authority = PythonZoneAuthority(text)
+    assert authority.origin == dns.name.from_text("py.test.")
+    assert ask(authority, "www.py.test.") == ["192.0.2.80"]
+    text.write_text(PYZONE_TEXT.replace("192.0.2.80", "192.0.2.81"))
+    authority.reload()
+    assert ask(authority, "www.py.test.") == ["192.0.2.81"]
+    obj = tmp_path / "obj.py"
+    obj.write_text(PYZONE_OBJECT)
+    # A relativized zone object: names inside records come out absolute.
+    by_object = PythonZoneAuthority(obj)
+    assert ask(by_object, "obj.test.", "NS") == ["ns.obj.test."]
+    assert ask(by_object, "ns.obj.test.") == ["192.0.2.54"]
+    origin = tmp_path / "origin.py"
+    origin.write_text(
+        'origin = "o.test."\nzone = "@ 60 IN SOA ns h 1 2 3 4 5\\n@ 60 IN NS ns\\n"\n'
+    )
+    assert PythonZoneAuthority(origin).origin == dns.name.from_text("o.test.")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("x = 1\n", "must define zone as a dns.zone.Zone or BIND text, not nothing"),
+        ("zone = 42\n", "not int"),
+        ("raise RuntimeError('boom')\n", "failed: RuntimeError: boom"),
+        ("import sys\nsys.exit(3)\n", "failed: SystemExit: 3"),
+        ("zone = 'not a zone at all'\n", "zone file"),
+        ("origin = 5\nzone = ''\n", "origin must be a string"),
+        ("zone = (\n", "failed: SyntaxError"),
+    ],
+)
+def test_bad_python_zones_are_zone_errors(tmp_path: Path, source: str, message: str) -> None:
+    path = tmp_path / "bad.py"
+    path.write_text(source)
+    with pytest.raises(ZoneError, match=re.escape(message)):
+        load_python_zone(path)
+
+
+def test_a_bad_reload_keeps_the_zone(tmp_path: Path) -> None:
+    path = tmp_path / "zone.py"
+    path.write_text(PYZONE_TEXT)
+    authority = PythonZoneAuthority(path)
+    path.write_text("raise ValueError('half-written')\n")
+    with pytest.raises(ZoneError, match="half-written"):
+        authority.reload()
+    path.write_text(PYZONE_TEXT.replace("py.test.", "other.test."))
+    with pytest.raises(ZoneError, match=r"now defines zone other\.test\."):
+        authority.reload()
+    assert ask(authority, "www.py.test.") == ["192.0.2.80"]
+    with pytest.raises(ZoneError, match="cannot read"):
+        load_python_zone(tmp_path / "missing.py")
+
+
+@BOTH_LOOPS
+async def test_pyzone_served_and_reloaded_on_sighup(loop: str, tmp_path: Path) -> None:
+    path = tmp_path / "zone.py"
+    path.write_text(PYZONE_TEXT)
+    program = await Program.start(loop, "--pyzone", str(path))
+    try:
+        for transport in ("+notcp", "+tcp"):
+            www = await dig(program.port, transport, "+norec", "www.py.test.", "A")
+            assert re.search(r"flags: qr aa;", www)
+            assert records(www) == ["www.py.test. 300 IN A 192.0.2.80"]
+        path.write_text(PYZONE_TEXT.replace("192.0.2.80", "192.0.2.81"))
+        program.process.send_signal(signal.SIGHUP)
+        await program.wait_for(r"zone py\.test\. reloaded")
+        www = await dig(program.port, "+norec", "www.py.test.", "A")
+        assert records(www) == ["www.py.test. 300 IN A 192.0.2.81"]
+        path.write_text("zone = None\n")
+        program.process.send_signal(signal.SIGHUP)
+        await program.wait_for(r"zone py\.test\. not reloaded")
+        www = await dig(program.port, "+norec", "www.py.test.", "A")
+        assert records(www) == ["www.py.test. 300 IN A 192.0.2.81"]
+    finally:
+        assert await program.stop() == 0
+
+
+def test_a_bad_pyzone_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "zone.py"
+    path.write_text("zone = 1\n")
+    assert main(["dns", "--port", str(free_port()), "--pyzone", str(path)]) == 2
+    assert "--pyzone: zone file" in capsys.readouterr().err
