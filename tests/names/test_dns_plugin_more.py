@@ -348,3 +348,62 @@ def test_a_bad_pyzone_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
     path.write_text("zone = 1\n")
     assert main(["dns", "--port", str(free_port()), "--pyzone", str(path)]) == 2
     assert "--pyzone: zone file" in capsys.readouterr().err
+
+
+SECONDARY = """\
+$ORIGIN sec.test.
+$TTL 300
+@       IN SOA ns hostmaster {serial} 3600 600 86400 60
+        IN NS  ns
+ns      IN A   192.0.2.53
+host    IN A   {address}
+"""
+
+
+@BOTH_LOOPS
+async def test_secondary_transferred_and_refreshed_on_sighup(reactor: Reactor, loop: str) -> None:
+    primary = DNSServer(
+        [Authority.from_text(SECONDARY.format(serial=1, address="192.0.2.80"))],
+        allow_axfr=["127.0.0.1/32"],
+    )
+    ports = primary.listen(reactor, 0)
+    program = await Program.start(loop, "--secondary", f"sec.test:127.0.0.1:{ports.port}")
+    try:
+        await program.wait_for(r"zone sec\.test\. transferred from 127\.0\.0\.1:\d+, serial 1")
+        host = await dig(program.port, "+norec", "host.sec.test.", "A")
+        assert re.search(r"flags: qr aa;", host)
+        assert records(host) == ["host.sec.test. 300 IN A 192.0.2.80"]
+        primary.resolvers[0] = Authority.from_text(
+            SECONDARY.format(serial=2, address="192.0.2.81")
+        )
+        primary.zones_changed()
+        program.process.send_signal(signal.SIGHUP)
+        await program.wait_for(r"zone sec\.test\. transferred from 127\.0\.0\.1:\d+, serial 2")
+        host = await dig(program.port, "+norec", "host.sec.test.", "A")
+        assert records(host) == ["host.sec.test. 300 IN A 192.0.2.81"]
+    finally:
+        assert await program.stop() == 0
+        await ports.stop_listening()
+
+
+async def test_a_secondary_without_its_primary_is_servfail(tmp_path: Path) -> None:
+    program = await Program.start("asyncio", "--secondary", f"sec.test:127.0.0.1:{free_port()}")
+    try:
+        await program.wait_for(r"zone sec\.test\.: no transfer from 127\.0\.0\.1")
+        host = await dig(program.port, "+norec", "host.sec.test.", "A")
+        assert "status: SERVFAIL" in host
+        other = await dig(program.port, "+norec", "example.org.", "A")
+        assert "status: REFUSED" in other
+    finally:
+        assert await program.stop() == 0
+
+
+def test_bad_secondaries_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    port = str(free_port())
+    for bad in ("sec.test", "sec.test:primary.example", ":127.0.0.1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["dns", "--port", port, "--secondary", bad])
+        assert exit_info.value.code == 2
+        assert f"--secondary: {bad!r}" in capsys.readouterr().err
+    assert main(["dns", "--port", port, "--secondary", f"{'x' * 64}.test:127.0.0.1"]) == 2
+    assert "--secondary: " in capsys.readouterr().err

@@ -6,6 +6,11 @@ It answers over UDP and TCP on one port, for the zones given with
 the zone files again; a file that has become unreadable or invalid is
 logged and its zone keeps being served as it was.
 
+``--secondary DOMAIN:MASTER_IP[:PORT]`` serves a zone transferred (AXFR)
+from its primary server, kept fresh by the timers of its SOA (see
+``torsion.names._secondary``); until the first transfer succeeds its names
+get SERVFAIL. SIGHUP asks the primaries for changes at once.
+
 Without ``--forward`` or ``--resolv-conf`` it refuses names outside its zones:
 it is not a resolver. With them it asks those upstream servers about every
 other name and sets RA: it is a recursive server to its clients. The order
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torsion.application._app import Application
@@ -35,7 +40,10 @@ from torsion.application._service import BaseService
 from torsion.internet import Reactor, TCPServerEndpoint
 
 if TYPE_CHECKING:
+    import dns.name
+
     from torsion.names._answer import DNSResolver
+    from torsion.names._secondary import SecondaryAuthority
     from torsion.names._zone import Authority
 
 __all__ = ["DNS", "ZoneFiles"]
@@ -51,14 +59,14 @@ def _network(text: str) -> str:
     return text
 
 
-def _server_address(text: str) -> tuple[str, int]:
+def _server_address(text: str, option: str = "--forward") -> tuple[str, int]:
     """``IP``, ``IP:PORT``, ``IPv6`` or ``[IPv6]:PORT`` as (address, port)."""
     host, port = text, "53"
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest:
             if not rest.startswith(":"):
-                raise ValueError(f"--forward: {text!r} is not IP[:PORT]")
+                raise ValueError(f"{option}: {text!r} is not IP[:PORT]")
             port = rest[1:]
     elif text.count(":") == 1:
         host, _, port = text.partition(":")
@@ -66,12 +74,26 @@ def _server_address(text: str) -> tuple[str, int]:
         address = ipaddress.ip_address(host)
         number = int(port)
     except ValueError:
-        raise ValueError(
-            f"--forward: {text!r} is not IP[:PORT] (an address, not a name)"
-        ) from None
+        raise ValueError(f"{option}: {text!r} is not IP[:PORT] (an address, not a name)") from None
     if not 1 <= number <= 65535:
-        raise ValueError(f"--forward: {text!r}: the port must be within 1 to 65535")
+        raise ValueError(f"{option}: {text!r}: the port must be within 1 to 65535")
     return str(address), number
+
+
+def _secondary(text: str) -> tuple[str, tuple[str, int]]:
+    """``DOMAIN:MASTER_IP[:PORT]`` as (domain, (address, port))."""
+    domain, _, master = text.partition(":")
+    if not domain or not master:
+        raise ValueError(f"--secondary: {text!r} is not DOMAIN:MASTER_IP[:PORT]")
+    if not domain.endswith("."):
+        domain += "."
+    try:
+        address = _server_address(master, "--secondary")
+    except ValueError:
+        raise ValueError(
+            f"--secondary: {text!r} is not DOMAIN:MASTER_IP[:PORT] (an address, not a name)"
+        ) from None
+    return domain, address
 
 
 def _port(number: int) -> int:
@@ -82,23 +104,41 @@ def _port(number: int) -> int:
 
 
 class ZoneFiles(BaseService):
-    """Reads the zone files again on reload (SIGHUP).
+    """Reads the zone files again on reload (SIGHUP); runs the secondary zones.
 
     Args:
         authorities: The zones read from files.
         changed: Called once they have been read again (the server forgets
             the answers it rendered from the old zones).
+        secondaries: The secondary zones: started and stopped with the
+            service, and checked against their primaries on reload.
     """
 
     def __init__(
-        self, authorities: list[Authority], changed: Callable[[], object] | None = None
+        self,
+        authorities: list[Authority],
+        changed: Callable[[], object] | None = None,
+        secondaries: Sequence[SecondaryAuthority] = (),
     ) -> None:
         super().__init__()
         self.authorities = authorities
         self.changed = changed
+        self.secondaries = tuple(secondaries)
+
+    def start_service(self) -> None:
+        """Begin the secondaries' first transfers."""
+        super().start_service()
+        for secondary in self.secondaries:
+            secondary.start()
+
+    def stop_service(self) -> None:
+        """Stop the secondaries' timers and transfers."""
+        for secondary in self.secondaries:
+            secondary.stop()
+        super().stop_service()
 
     def reload_service(self) -> None:
-        """Read each zone file again; a bad one is logged and keeps its old zone."""
+        """Read the zone files again (a bad one keeps its old zone); check the secondaries now."""
         from torsion.names._zone import ZoneError
 
         for authority in self.authorities:
@@ -112,13 +152,19 @@ class ZoneFiles(BaseService):
                 _log.info("zone %s reloaded from %s", authority.origin, authority.path)
         if self.changed is not None:
             self.changed()
+        for secondary in self.secondaries:
+            _log.info("zone %s: asking %s:%d for changes", secondary.origin, *secondary.master)
+            secondary.refresh_now()
 
 
 def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
     # torsion.names is imported here, not above: it needs dnspython (the
     # names extra), which the other plugins do not.
     try:
+        import dns.exception
+
         from torsion.names._pyzone import PythonZoneAuthority
+        from torsion.names._secondary import SecondaryAuthority
         from torsion.names._server import DNSServer
         from torsion.names._zone import Authority, ZoneError
     except ImportError as exc:
@@ -136,25 +182,36 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
             authorities.append(PythonZoneAuthority(path))
         except ZoneError as exc:
             raise ValueError(f"--pyzone: {exc}") from exc
+    secondaries = []
+    for domain, master in options["secondary"]:
+        try:
+            secondaries.append(SecondaryAuthority(reactor, domain, master))
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise ValueError(f"--secondary: {domain!r} is not a domain name: {exc}") from exc
     port: int = options["port"]
     interface: str = options["interface"]
     others, recursive = _others(reactor, options, interface, port)
-    if not authorities and not others:
+    if not authorities and not secondaries and not others:
         raise ValueError(
-            "give a zone to serve (--bindzone, --pyzone) or servers to forward to (--forward)"
+            "give a zone to serve (--bindzone, --pyzone, --secondary) "
+            "or servers to forward to (--forward)"
         )
     server = DNSServer(
-        [*authorities, *others], recursive=recursive, allow_axfr=options["allow_axfr"]
+        [*authorities, *secondaries, *others],
+        recursive=recursive,
+        allow_axfr=options["allow_axfr"],
     )
-    names = [str(authority.origin) for authority in authorities]
+    zones: list[dns.name.Name] = [authority.origin for authority in authorities]
+    zones += [secondary.origin for secondary in secondaries]
+    names = [str(zone) for zone in zones]
     if recursive:
         names.append("other names, forwarded")
     elif others:
         names.append("the hosts file")
     description = f"DNS server for {', '.join(names)}"
-    example = f"{authorities[0].origin} SOA" if authorities else "localhost A"
+    example = f"{zones[0]} SOA" if zones else "localhost A"
     app = Application("dns service")
-    app.add_service(ZoneFiles(authorities, server.zones_changed))
+    app.add_service(ZoneFiles(authorities, server.zones_changed, secondaries))
     app.add_service(
         DatagramService(
             reactor,
@@ -243,6 +300,13 @@ DNS = Plugin(
             "serve the zone this Python file defines as zone (a dns.zone.Zone or BIND text)",
             repeatable=True,
             metavar="FILE",
+        ),
+        Option(
+            "secondary",
+            "serve this zone as a secondary, transferred (AXFR) from its primary server",
+            repeatable=True,
+            check=_secondary,
+            metavar="DOMAIN:MASTER_IP[:PORT]",
         ),
         Option(
             "forward",
