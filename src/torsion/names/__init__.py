@@ -14,6 +14,10 @@ network.
   carrying the SOA) and ``DNSServer`` (UDP and TCP on one port, truncation,
   AXFR to allowed networks, FORMERR/NOTIMP/REFUSED, bounded work per
   packet); ``torsion dns --bindzone FILE`` serves zones.
+- More resolvers for the server: ``PythonZoneAuthority`` (a zone a Python
+  file defines), ``SecondaryAuthority`` (a zone pulled by AXFR from its
+  primary, kept fresh by the SOA timers) and ``ForwardingResolver``
+  (upstream servers' answers, for a forwarding server).
 
 Needs the ``names`` extra (dnspython).
 """
@@ -29,12 +33,16 @@ from torsion.names._client import (
     order_srv,
     to_name,
 )
+from torsion.names._forward import ForwardingResolver
 from torsion.names._hosts import HostsResolver, parse_hosts
+from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
 from torsion.names._resolvconf import ResolvConf, parse_resolv_conf, read_resolv_conf
+from torsion.names._secondary import AXFRClient, SecondaryAuthority, TransferError, serial_gt
 from torsion.names._server import DNSDatagramProtocol, DNSPorts, DNSServer, DNSStreamProtocol
 from torsion.names._zone import Authority, ZoneError
 
 __all__ = [
+    "AXFRClient",
     "AddressResolver",
     "Answer",
     "Authority",
@@ -45,17 +53,23 @@ __all__ = [
     "DNSResolver",
     "DNSServer",
     "DNSStreamProtocol",
+    "ForwardingResolver",
     "HostsResolver",
     "NotMineError",
+    "PythonZoneAuthority",
     "Question",
     "ResolvConf",
     "ResolverChain",
     "SRVClientEndpoint",
+    "SecondaryAuthority",
+    "TransferError",
     "ZoneError",
+    "load_python_zone",
     "lookup_addresses",
     "order_srv",
     "parse_hosts",
     "parse_resolv_conf",
     "read_resolv_conf",
+    "serial_gt",
     "to_name",
 ]
