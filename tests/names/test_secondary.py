@@ -19,14 +19,20 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
-from torsion.defer import Deferred
+from torsion.defer import CancelledError, Deferred
 from torsion.internet import Protocol, Reactor
 from torsion.names._answer import NotMineError, Question
 from torsion.names._secondary import AXFRClient, SecondaryAuthority, TransferError, serial_gt
 from torsion.names._server import DNSServer
 from torsion.names._zone import Authority, ZoneError
 from torsion.protocols import Int16StringReceiver
-from torsion.testing import Clock, failure_result_of, require_peer, success_result_of
+from torsion.testing import (
+    Clock,
+    MemoryReactor,
+    failure_result_of,
+    require_peer,
+    success_result_of,
+)
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
@@ -475,3 +481,45 @@ async def test_secondary_of_nsd_served_to_dig(reactor: Reactor, loop: str, nsd: 
     finally:
         secondary.stop()
         await ports.stop_listening()
+
+
+def test_transfer_timers_and_connections_are_cleaned_up() -> None:
+    reactor = MemoryReactor()
+    client = AXFRClient(reactor, ("192.0.2.1", 53), timeout=10)  # type: ignore[arg-type]
+    # Cancelled while connecting: no timer left, the attempt abandoned.
+    d = client.transfer(ORIGIN)
+    assert len(reactor.get_delayed_calls()) == 1
+    d.cancel()
+    assert isinstance(failure_result_of(d), CancelledError)
+    assert reactor.get_delayed_calls() == []
+    # Refused: a TransferError at once, no timer left.
+    d = client.transfer(ORIGIN)
+    reactor.tcp_clients[-1].fail(ConnectionRefusedError("refused"))
+    assert "cannot connect" in str(failure_result_of(d, TransferError))
+    assert reactor.get_delayed_calls() == []
+    # Connected, then the primary says nothing: TimeoutError, connection closed.
+    d = client.transfer(ORIGIN)
+    exchange = reactor.tcp_clients[-1].connect()
+    assert exchange.transport.value().startswith(b"\x00")  # the length-prefixed query
+    reactor.advance(10)
+    failure_result_of(d, TimeoutError)
+    assert exchange.transport.is_closing()
+    # Connected, then closed early: TransferError.
+    d = client.transfer(ORIGIN)
+    exchange = reactor.tcp_clients[-1].connect()
+    exchange.connection_lost(None)
+    assert "closed the transfer" in str(failure_result_of(d, TransferError))
+    assert reactor.get_delayed_calls() == []
+
+
+def test_an_unexpected_failure_is_retried_too(caplog: pytest.LogCaptureFixture) -> None:
+    clock, primary = Clock(), FakePrimary()
+    secondary = make(clock, primary)
+    secondary.start()
+    primary.transfers[0].errback(RuntimeError("surprise"))
+    assert "surprise" in caplog.text
+    assert "Traceback" not in caplog.text
+    clock.advance(30)
+    primary.transfers[1].callback(zone(7))
+    assert secondary.loaded
+    secondary.stop()

@@ -44,7 +44,7 @@ import dns.zone
 
 from torsion.defer import CancelledError, Deferred, ensure_deferred, fail
 from torsion.errors import TorsionError
-from torsion.internet import DelayedCall
+from torsion.internet import Connector, DelayedCall
 from torsion.names._answer import Answer, NotMineError, Question
 from torsion.names._client import DNSClient, ReactorForDNS
 from torsion.names._zone import Authority, ZoneError
@@ -241,7 +241,9 @@ class SecondaryAuthority:
                 )
         except CancelledError:
             raise
-        except (TorsionError, TimeoutError, OSError) as exc:
+        except Exception as exc:
+            # Whatever went wrong (the primary's doing, mostly), the zone
+            # is tried again later: the refresh cycle must not stop.
             self._failed(exc)
             return
         finally:
@@ -384,25 +386,16 @@ class AXFRClient:
             or ``TimeoutError``. Cancelling it closes the connection.
         """
         exchange = _AXFRExchange(origin, self.max_transfer_size)
-        connector = self.reactor.connect_tcp(
-            self.master[0], self.master[1], lambda _: exchange, timeout=self.timeout
-        )
+        connectors: list[Connector[_AXFRExchange]] = []
 
         def cancel(_: Deferred[dns.zone.Zone]) -> None:
-            connector.disconnect()
+            if timer.active():
+                timer.cancel()
+            for connector in connectors:
+                connector.disconnect()
             exchange.close()
 
         result: Deferred[dns.zone.Zone] = Deferred(cancel)
-        timer = self.reactor.call_later(
-            self.timeout,
-            lambda: exchange.finish(TimeoutError(f"the transfer of {origin} took too long")),
-        )
-
-        def connect_failed(exc: BaseException) -> None:
-            if not isinstance(exc, CancelledError):
-                exchange.finish(TransferError(f"cannot connect for the transfer: {exc}"))
-
-        connector.deferred.add_errback(connect_failed)
 
         def done(outcome: dns.zone.Zone | BaseException) -> None:
             if timer.active():
@@ -414,7 +407,22 @@ class AXFRClient:
             else:
                 result.callback(outcome)
 
+        def connect_failed(exc: BaseException) -> None:
+            if not isinstance(exc, CancelledError):
+                exchange.finish(TransferError(f"cannot connect for the transfer: {exc}"))
+
+        # The outcome may come at once (a connection refused synchronously):
+        # everything that reports it is in place before connecting.
         exchange.on_done = done
+        timer = self.reactor.call_later(
+            self.timeout,
+            lambda: exchange.finish(TimeoutError(f"the transfer of {origin} took too long")),
+        )
+        connector = self.reactor.connect_tcp(
+            self.master[0], self.master[1], lambda _: exchange, timeout=self.timeout
+        )
+        connectors.append(connector)
+        connector.deferred.add_errback(connect_failed)
         return result
 
 
