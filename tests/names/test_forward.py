@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
+import dns.flags
+import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
@@ -13,7 +16,7 @@ import dns.rrset
 import pytest
 
 from torsion.defer import Deferred, fail, succeed
-from torsion.internet import Reactor
+from torsion.internet import DatagramProtocol, Reactor
 from torsion.names._answer import Answer, NotMineError, Question
 from torsion.names._cache import CacheResolver
 from torsion.names._chain import ResolverChain
@@ -223,3 +226,33 @@ def test_answers_keep_their_records() -> None:
     assert answer.answer == [rrset]
     assert answer.rcode == dns.rcode.NOERROR
     assert not answer.authoritative
+
+
+@BOTH_LOOPS
+async def test_upstream_is_asked_with_rd_set(reactor: Reactor, loop: str) -> None:
+    flags: list[int] = []
+
+    class Upstream(DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            query = dns.message.from_wire(data)
+            flags.append(query.flags)
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.AA | dns.flags.RA
+            response.answer = [
+                dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "192.0.2.9")
+            ]
+            self.transport.sendto(response.to_wire(), addr)
+
+    port = reactor.listen_udp(0, Upstream(), interface="127.0.0.1")
+    client = DNSClient(reactor, [("127.0.0.1", port.port)], timeout=5.0, attempts=1)
+    front = DNSServer([ForwardingResolver(client)], recursive=True)
+    front_ports = front.listen(reactor, 0)
+    try:
+        output = await dig(front_ports.port, "+norec", "a.example.", "A")
+        assert re.search(r"flags: qr ra;", output)  # no AA from a forwarder
+        assert records(output) == ["a.example. 60 IN A 192.0.2.9"]
+        assert len(flags) == 1
+        assert flags[0] & dns.flags.RD
+    finally:
+        await front_ports.stop_listening()
+        await port.stop_listening()
