@@ -224,6 +224,9 @@ def test_bad_forwarding_options_are_usage_errors(
     assert "--cache keeps what upstream servers answer" in capsys.readouterr().err
     assert main(["dns", "--port", port, "--forward", f"127.0.0.1:{port}"]) == 2
     assert "is this server itself" in capsys.readouterr().err
+    everywhere = ["--interface", "0.0.0.0", "--forward", f"127.0.0.1:{port}"]
+    assert main(["dns", "--port", port, *everywhere]) == 2
+    assert "is this server itself" in capsys.readouterr().err
     missing = str(tmp_path / "missing")
     assert main(["dns", "--port", port, "--resolv-conf", missing]) == 2
     assert "--resolv-conf: cannot read" in capsys.readouterr().err

@@ -258,9 +258,14 @@ def _others(
         conf = read_resolv_conf(resolv_conf)
         servers.extend(conf.servers)
         timeout, attempts = conf.timeout, conf.attempts
+    listening = _address_or_none(interface)
     for server in servers:
         # Asking ourselves would send every query round until the bounds drop it.
-        if server[1] == port and ipaddress.ip_address(server[0]) == _address_or_none(interface):
+        upstream = ipaddress.ip_address(server[0])
+        if server[1] == port and (
+            upstream == listening
+            or (listening is not None and listening.is_unspecified and upstream.is_loopback)
+        ):
             raise ValueError(f"--forward: {server[0]}:{server[1]} is this server itself")
     chain: list[DNSResolver] = []
     hosts_file: str | None = options["hosts_file"]
@@ -287,7 +292,7 @@ def _address_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DNS = Plugin(
     name="dns",
-    description="a DNS server for BIND zone files, and a forwarder, over UDP and TCP",
+    description="a DNS server for zones, secondary zones and forwarding (UDP, TCP)",
     options=(
         Option(
             "bindzone",
