@@ -53,6 +53,7 @@ bench: $(BENCH_INSTALLED)
 	$(BIN)/python benchmarks/transports.py
 	$(BIN)/python benchmarks/framing.py
 	$(BIN)/python benchmarks/amp.py
+	$(BIN)/python benchmarks/dns.py
 
 # The suite on every CPython 3.11+ found on PATH or under pyenv, each in its
 # own .venv-X.Y.
