@@ -291,6 +291,19 @@ def test_the_cache_is_bounded() -> None:
     assert cache.lookup(wires[0], tcp=False) is None
 
 
+def test_the_cache_is_bounded_in_bytes_too() -> None:
+    cache = AnswerCache(100, 1232, max_bytes=1000)
+    wires = [wire_of(f"n{n}.example.test.") for n in range(20)]
+    for wire in wires:
+        cache.store(wire, response_to(wire, bytes(300)), tcp=False, generation=0)
+        assert 1 <= len(cache) <= 3  # 3 x (300 + 4) bytes fit in 1000, 4 do not
+    assert cache.lookup(wires[-1], tcp=False) is not None
+    huge = wire_of("huge.example.test.")
+    cache.store(huge, response_to(huge, bytes(2000)), tcp=False, generation=0)
+    assert cache.lookup(huge, tcp=False) is None  # bigger than the whole budget
+    assert cache.lookup(wires[-1], tcp=False) is not None  # and the rest stays
+
+
 def test_what_is_not_stored() -> None:
     cache = AnswerCache(0, 1232)
     wire = wire_of()

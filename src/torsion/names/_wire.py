@@ -130,24 +130,28 @@ def parse_query(wire: bytes) -> QueryKey | None:
 class AnswerCache:
     """Responses rendered once by the full path, served again with a new ID.
 
-    It is bounded: when ``max_entries`` responses are kept, the next one
-    stored empties it first (a cache that clears when full needs no
-    bookkeeping on the fast path, unlike an LRU, and refills at once from
-    the queries that keep coming).
+    It is bounded: when ``max_entries`` responses are kept, or ``max_bytes``
+    bytes of them, the next one stored empties it first (a cache that clears
+    when full needs no bookkeeping on the fast path, unlike an LRU, and
+    refills at once from the queries that keep coming).
 
     Args:
         max_entries: How many responses to keep; 0 keeps none.
         udp_payload: The most bytes the server puts in a UDP response.
+        max_bytes: The most bytes of responses to keep (TCP responses may
+            have up to 65,535 each).
 
     Attributes:
         generation: Bumped by ``clear``: a response made from an older
             generation is not stored.
     """
 
-    def __init__(self, max_entries: int, udp_payload: int) -> None:
+    def __init__(self, max_entries: int, udp_payload: int, *, max_bytes: int = 16 << 20) -> None:
         if max_entries < 0:
             raise ValueError(f"max_entries must not be negative, not {max_entries}")
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._udp_payload = udp_payload
         # key -> (bytes 2 to 11 of the header with RD clear, the same with RD
         # set, the response after the question's name)
@@ -162,6 +166,7 @@ class AnswerCache:
     def clear(self) -> None:
         """Forget every response (the zones changed)."""
         self._entries.clear()
+        self._bytes = 0
         self.generation += 1
 
     def _key(self, query: QueryKey, tcp: bool) -> tuple[bytes, int, int, int, bool, int]:
@@ -217,10 +222,18 @@ class AnswerCache:
         name_end = query[5]
         if response[_QUESTION_START:name_end].lower() != query[0]:
             return
-        if len(self._entries) >= self._max_entries:
+        size = len(response) - name_end
+        if size > self._max_bytes:
+            return
+        if len(self._entries) >= self._max_entries or self._bytes + size > self._max_bytes:
             self._entries.clear()
+            self._bytes = 0
+        key = self._key(query, tcp)
+        if key in self._entries:
+            return  # the same answer (made again while a query for it was in flight)
+        self._bytes += size
         head = bytearray(response[2:_QUESTION_START])
         head[0] &= 0xFE
         without_rd = bytes(head)
         head[0] |= 0x01
-        self._entries[self._key(query, tcp)] = (without_rd, bytes(head), response[name_end:])
+        self._entries[key] = (without_rd, bytes(head), response[name_end:])
