@@ -119,7 +119,10 @@ class DNSServer:
         udp_payload: The most bytes a UDP response may have, and the size
             announced in EDNS0 responses.
         answer_cache: How many rendered responses to keep for the fast
-            path (answers from ``Authority``s only); 0 turns it off.
+            path (answers from ``Authority``s only, 16 MiB of them at most);
+            0 turns it off. The fast path sends the records of an RRset in
+            the order of that one rendering (dnspython shuffles them each
+            time it renders).
 
     Attributes:
         resolvers: The chain (a list: it may be changed while serving).
