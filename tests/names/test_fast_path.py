@@ -219,6 +219,44 @@ def test_any_query_gets_the_same_answer_both_ways(
     assert_same_response(fast, expected)
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    name=st.sampled_from(NAMES),
+    rdtype=st.sampled_from(TYPES),
+    edns=st.sampled_from(EDNS),
+    tcp=st.booleans(),
+    position=st.integers(0, 200),
+    value=st.integers(0, 255),
+    damage=st.sampled_from(["byte", "cut", "extend"]),
+)
+def test_damaged_queries_never_raise_and_any_fast_answer_is_the_full_ones(
+    full_server: DNSServer,
+    fast_server: DNSServer,
+    name: str,
+    rdtype: str,
+    edns: tuple[bool | int, int],
+    tcp: bool,
+    position: int,
+    value: int,
+    damage: str,
+) -> None:
+    wire = query_wire(name, rdtype, edns)
+    position %= len(wire)
+    if damage == "byte":
+        wire = wire[:position] + bytes((value,)) + wire[position + 1 :]
+    elif damage == "cut":
+        wire = wire[:position]
+    else:
+        wire += bytes((value,))
+    fast = fast_server.cached_response(wire, tcp=tcp)
+    responses = success_result_of(full_server.respond(wire, "192.0.2.9", tcp=tcp))
+    if fast is not None:
+        # Still a query of the plain shape (a changed ID, case, RD, type...):
+        # the full path answers it alike.
+        assert len(responses) == 1
+        assert_same_response(fast, responses[0])
+
+
 def test_respond_takes_the_fast_path_too() -> None:
     server = DNSServer([Authority.from_text(ZONE)])
     wire = query_wire("host.example.test.", "A", (0, 1232))
