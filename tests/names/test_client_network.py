@@ -8,12 +8,9 @@ server on real sockets.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dns.exception
 import dns.message
@@ -22,13 +19,13 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from _dns_peers import free_port, running_nsd
 
 from torsion.defer import Deferred
 from torsion.errors import DNSLookupError
 from torsion.internet import IPv4Address, Protocol, Reactor
 from torsion.names._answer import Question
 from torsion.names._client import AddressResolver, DNSClient, SRVClientEndpoint
-from torsion.testing import require_peer
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
@@ -60,88 +57,20 @@ dead    IN A 127.0.0.1
 echo    IN A 127.0.0.1
 """
 
-CONF = """\
-server:
-    ip-address: 127.0.0.1@{port}
-    zonesdir: "{dir}"
-    pidfile: "{dir}/nsd.pid"
-    database: ""
-    username: ""
-    chroot: ""
-    xfrdfile: "{dir}/xfrd.state"
-    zonelistfile: "{dir}/zone.list"
-    server-count: 1
-    do-ip6: no
-remote-control:
-    control-enable: no
-zone:
-    name: example.test
-    zonefile: example.test.zone
-"""
-
-
-def _free_port() -> int:
-    # A port free for both UDP and TCP on 127.0.0.1 (nsd takes both).
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-
 
 @pytest.fixture(scope="module")
 def echo_port() -> int:
     """The port the zone's _echo._tcp SRV record points to (a test listens there)."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
 def nsd(tmp_path_factory: pytest.TempPathFactory, echo_port: int) -> Iterator[int]:
     """An nsd serving example.test on 127.0.0.1; yields its port."""
-    require_peer("nsd", package="nsd")
-    program = shutil.which("nsd") or shutil.which("nsd", path="/usr/sbin:/usr/local/sbin")
-    assert program is not None
     directory = tmp_path_factory.mktemp("nsd")
-    zone = ZONE.format(big_txt=BIG_TXT, echo_port=echo_port, dead_port=_free_port())
-    (directory / "example.test.zone").write_text(zone)
-    port = _free_port()
-    conf = directory / "nsd.conf"
-    conf.write_text(CONF.format(port=port, dir=directory))
-    log = directory / "nsd.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [program, "-d", "-c", str(conf)], stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait_until_it_answers(process, port, log)
+    zone = ZONE.format(big_txt=BIG_TXT, echo_port=echo_port, dead_port=free_port())
+    with running_nsd(directory, "example.test", zone) as port:
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a wedged nsd
-            process.kill()
-            process.wait()
-
-
-def _wait_until_it_answers(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    query = dns.message.make_query("example.test.", "SOA")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"nsd exited with {process.returncode}: {log.read_text()}")
-        try:
-            # Waits for the answer itself (up to 0.2 s), not for a guessed delay.
-            dns.query.udp(query, "127.0.0.1", port=port, timeout=0.2)
-        except (dns.exception.Timeout, OSError):
-            continue
-        return
-    pytest.fail(f"nsd did not answer within 15 s: {log.read_text()}")
 
 
 def _question(name: str, rdtype: str) -> Question:

@@ -18,6 +18,7 @@ from pathlib import Path
 import dns.name
 import dns.rdatatype
 import pytest
+from _dns_peers import dig, records
 
 from torsion.application._cli import main
 from torsion.application._dns import _others
@@ -31,7 +32,7 @@ from torsion.names._forward import ForwardingResolver
 from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
 from torsion.names._server import DNSServer
 from torsion.names._zone import Authority, ZoneError
-from torsion.testing import Clock, require_peer
+from torsion.testing import Clock
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
@@ -127,32 +128,6 @@ class Program:
         assert self.process.stderr is not None
         await asyncio.wait_for(self.process.stderr.read(), 20)
         return await asyncio.wait_for(self.process.wait(), 20)
-
-
-async def dig(port: int, *args: str) -> str:
-    program = require_peer("dig", package="bind9-dnsutils")
-    process = await asyncio.create_subprocess_exec(
-        program,
-        "@127.0.0.1",
-        "-p",
-        str(port),
-        "+tries=1",
-        "+time=5",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr
-    return stdout.decode()
-
-
-def records(output: str) -> list[str]:
-    return [
-        " ".join(line.split())
-        for line in output.splitlines()
-        if line.strip() and not line.startswith(";")
-    ]
 
 
 @BOTH_LOOPS

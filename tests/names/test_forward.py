@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from _dns_peers import dig, records
 
 from torsion.defer import Deferred, fail, succeed
 from torsion.internet import DatagramProtocol, Reactor
@@ -25,7 +25,7 @@ from torsion.names._forward import ForwardingResolver
 from torsion.names._hosts import HostsResolver
 from torsion.names._server import DNSServer
 from torsion.names._zone import Authority
-from torsion.testing import Clock, failure_result_of, require_peer, success_result_of
+from torsion.testing import Clock, failure_result_of, success_result_of
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
@@ -121,32 +121,6 @@ def test_hosts_then_cache_then_upstream(tmp_path: Path) -> None:
     success_result_of(chain.query(question("www.upstream.test.")))
     assert len(upstream.asked) == 2
     assert server.recursive
-
-
-async def dig(port: int, *args: str) -> str:
-    program = require_peer("dig", package="bind9-dnsutils")
-    process = await asyncio.create_subprocess_exec(
-        program,
-        "@127.0.0.1",
-        "-p",
-        str(port),
-        "+tries=1",
-        "+time=5",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr
-    return stdout.decode()
-
-
-def records(output: str) -> list[str]:
-    return [
-        " ".join(line.split())
-        for line in output.splitlines()
-        if line.strip() and not line.startswith(";")
-    ]
 
 
 @BOTH_LOOPS

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 
 import dns.exception
@@ -18,6 +13,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.zone
 import pytest
+from _dns_peers import dig as _dig
+from _dns_peers import free_port, running_nsd
 
 from torsion.defer import CancelledError, Deferred
 from torsion.internet import Protocol, Reactor
@@ -30,7 +27,6 @@ from torsion.testing import (
     Clock,
     MemoryReactor,
     failure_result_of,
-    require_peer,
     success_result_of,
 )
 
@@ -269,19 +265,6 @@ def test_a_transfer_that_does_not_grow_the_serial_is_rejected() -> None:
 # Real transfers.
 
 
-def _free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-
-
 BIG = ZONE + "".join(f'n{n} IN TXT "{"z" * 200}"\n' for n in range(600))
 
 
@@ -363,92 +346,23 @@ async def test_refused_and_hostile_transfers_fail(reactor: Reactor, loop: str) -
                 await client.transfer(ORIGIN)
         finally:
             await listener.stop_listening()
-    closed = _free_port()
+    closed = free_port()
     client = AXFRClient(reactor, ("127.0.0.1", closed), timeout=5)
     with pytest.raises(TransferError, match="cannot connect"):
         await client.transfer(ORIGIN)
 
 
-NSD_CONF = """\
-server:
-    ip-address: 127.0.0.1@{port}
-    zonesdir: "{dir}"
-    pidfile: "{dir}/nsd.pid"
-    database: ""
-    username: ""
-    chroot: ""
-    xfrdfile: "{dir}/xfrd.state"
-    zonelistfile: "{dir}/zone.list"
-    server-count: 1
-    do-ip6: no
-remote-control:
-    control-enable: no
-zone:
-    name: example.test
-    zonefile: example.test.zone
-    provide-xfr: 127.0.0.1 NOKEY
-"""
-
-
 @pytest.fixture(scope="module")
 def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """nsd as the primary of example.test, giving transfers to 127.0.0.1; yields its port."""
-    require_peer("nsd", package="nsd")
-    program = shutil.which("nsd") or shutil.which("nsd", path="/usr/sbin:/usr/local/sbin")
-    assert program is not None
     directory = tmp_path_factory.mktemp("nsd-primary")
-    (directory / "example.test.zone").write_text(
-        BIG.format(serial=2026112401, address="192.0.2.80")
-    )
-    port = _free_port()
-    conf = directory / "nsd.conf"
-    conf.write_text(NSD_CONF.format(port=port, dir=directory))
-    log = directory / "nsd.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [program, "-d", "-c", str(conf)], stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        query = dns.message.make_query("example.test.", "SOA")
-        deadline = time.monotonic() + 15
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"nsd exited with {process.returncode}: {log.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"nsd did not answer within 15 s: {log.read_text()}")
-            try:
-                # Waits for the answer itself (up to 0.2 s), not for a guessed delay.
-                dns.query.udp(query, "127.0.0.1", port=port, timeout=0.2)
-            except (dns.exception.Timeout, OSError):
-                continue
-            break
+    zone = BIG.format(serial=2026112401, address="192.0.2.80")
+    with running_nsd(directory, "example.test", zone, provide_xfr=True) as port:
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a wedged nsd
-            process.kill()
-            process.wait()
 
 
 async def dig(port: int, *args: str) -> str:
-    program = require_peer("dig", package="bind9-dnsutils")
-    process = await asyncio.create_subprocess_exec(
-        program,
-        "@127.0.0.1",
-        "-p",
-        str(port),
-        "+norec",
-        "+tries=1",
-        "+time=5",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr
-    return stdout.decode()
+    return await _dig(port, *args, recursion=False)
 
 
 @BOTH_LOOPS

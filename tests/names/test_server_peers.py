@@ -7,11 +7,12 @@ import re
 import socket
 
 import pytest
+from _dns_peers import dig as _dig
+from _dns_peers import kdig, records
 
 from torsion.internet import Reactor
 from torsion.names._server import DNSServer
 from torsion.names._zone import Authority
-from torsion.testing import require_peer
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
@@ -43,37 +44,8 @@ ns.sub  IN A   192.0.2.200
 ZONE += "".join(f"many IN A 198.51.100.{n}\n" for n in range(1, 80))
 
 
-async def run(program: str, port: int, *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        program,
-        "@127.0.0.1",
-        "-p",
-        str(port),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr
-    return stdout.decode()
-
-
 async def dig(port: int, *args: str) -> str:
-    program = require_peer("dig", package="bind9-dnsutils")
-    return await run(program, port, "+norec", "+tries=1", "+time=5", *args)
-
-
-async def kdig(port: int, *args: str) -> str:
-    program = require_peer("kdig", package="knot-dnsutils")
-    return await run(program, port, "+norec", "+retry=0", "+time=5", *args)
-
-
-def records(output: str) -> list[str]:
-    return [
-        " ".join(line.split())
-        for line in output.splitlines()
-        if line.strip() and not line.startswith(";")
-    ]
+    return await _dig(port, *args, recursion=False)
 
 
 @BOTH_LOOPS
