@@ -16,6 +16,7 @@ from torsion.internet import Reactor as ReactorClass
 from torsion.testing import Clock as FakeClock
 
 EXPECTED = {
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "ChildProcess",
     "UNIXDatagramListeningPort",
     "PrefixKind",

@@ -96,6 +96,7 @@ from torsion.internet._tcp import ReactorTCP, TCPListeningPort
 from torsion.internet._threads import ThreadPool, ThreadRunner, blocking_call_from_thread
 from torsion.internet._time import LoopingCall, defer_later
 from torsion.internet._tls import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     ReactorTLS,
     ServerTLS,
     TLSInfo,
@@ -115,6 +116,7 @@ from torsion.internet._unix_datagram import UNIXDatagramPort
 from torsion.internet._wrapping import ProtocolWrapper, TransportWrapper
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "MAX_FDS",
     "Address",
     "BinaryReader",

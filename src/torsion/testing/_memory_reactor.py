@@ -79,6 +79,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from torsion.defer import Deferred, fail, succeed
 from torsion.errors import DNSLookupError, TLSConfigError
 from torsion.internet import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     Address,
     ChildFD,
     ChildProcess,
@@ -136,7 +137,6 @@ _FIRST_EPHEMERAL_PORT = 49152
 _FIRST_PID = 4000
 
 # What the real reactor waits for a TLS handshake, by default.
-_HANDSHAKE_TIMEOUT = 30.0
 
 
 @dataclass(eq=False)
@@ -296,7 +296,7 @@ class MemoryReactor:
         *,
         interface: str = "",
         backlog: int = 100,
-        handshake_timeout: float | None = _HANDSHAKE_TIMEOUT,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         reuse_port: bool = False,
         keepalive: bool = False,
     ) -> MemoryListener:

@@ -22,7 +22,6 @@ from torsion.protocols.haproxy._header import (
     parse_header,
 )
 from torsion.protocols.haproxy._protocol import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_TIMEOUT,
     ProxiedTransport,
     ProxyProtocolClientEndpoint,
@@ -32,7 +31,6 @@ from torsion.protocols.haproxy._protocol import (
 )
 
 __all__ = [
-    "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_LENGTH",
     "DEFAULT_TIMEOUT",
     "V1_MAX_LENGTH",

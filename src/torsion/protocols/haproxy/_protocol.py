@@ -39,6 +39,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar, cast
 from torsion.defer import Deferred
 from torsion.errors import ProxyProtocolError
 from torsion.internet import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     Address,
     ClientEndpoint,
     Clock,
@@ -64,7 +65,6 @@ from torsion.protocols.haproxy._header import (
 )
 
 __all__ = [
-    "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "ProxiedTransport",
     "ProxyProtocolClientEndpoint",
@@ -81,8 +81,6 @@ DEFAULT_TIMEOUT = 10.0
 """Seconds a connection may take to send its whole header. The spec asks for
 at least 3, to cover a TCP retransmission (section 2)."""
 
-DEFAULT_HANDSHAKE_TIMEOUT = 30.0
-"""Seconds the TLS handshake after the header may take."""
 
 # Application data that arrives between the end of the TLS handshake and the
 # hand-over to the real protocol is kept for it; a client's first flight is
