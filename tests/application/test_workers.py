@@ -22,9 +22,10 @@ from _runner_helpers import (
     wait_until,
 )
 
-from torsion.application._workers import SharedPortsReactor, worker_index
+from torsion.application._workers import SharedPortsReactor, WorkerPool, worker_index
 from torsion.internet import TCPServerEndpoint
 from torsion.protocols import Echo
+from torsion.testing import MemoryReactor
 
 
 @pytest.fixture
@@ -135,6 +136,23 @@ def test_a_dead_worker_is_restarted_and_signals_are_passed_on(
         for pid in (pids[1], replacement):
             assert process_gone(pid)
     assert log_lines(log)[-1].endswith("echo service supervisor stopped")
+
+
+def test_the_notify_socket_stays_open_until_every_worker_has_stopped() -> None:
+    reactor = MemoryReactor()
+    pool = WorkerPool(reactor, 2, ["echo"])
+    pool.start_service()
+    (notify,) = reactor.unix_datagram_ports
+    first, second = (call.transport for call in reactor.processes)
+    stopped = pool.stop_service()
+    assert first.signals == [signal.SIGTERM]
+    assert second.signals == [signal.SIGTERM]
+    first.child_exits(0)
+    assert notify.listening  # the second worker may still say STOPPING=1
+    assert not stopped.called
+    second.child_exits(0)
+    assert stopped.called
+    assert not notify.listening
 
 
 def test_workers_need_a_fixed_port() -> None:

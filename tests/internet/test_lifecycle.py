@@ -386,6 +386,30 @@ def test_second_signal_stops_without_waiting(
     assert sigterm_guard == []
 
 
+def test_first_signal_while_stopping_for_another_reason_waits(
+    real_reactor: Reactor, sigterm_guard: list[int], caplog: pytest.LogCaptureFixture, run: Run
+) -> None:
+    slow: Deferred[None] = Deferred()
+    outcome: list[object] = []
+    slow.add_both(outcome.append)
+
+    def stopping() -> Deferred[None]:
+        # Stopped by the program; a supervisor's SIGTERM then arrives.
+        real_reactor.call_later(0, os.kill, os.getpid(), signal.SIGTERM)
+        real_reactor.call_later(0.01, slow.callback, None)
+        return slow
+
+    real_reactor.add_system_event_trigger("before", "shutdown", stopping)
+    real_reactor.call_when_running(real_reactor.stop)
+    with caplog.at_level(logging.INFO, logger="torsion.internet"):
+        run(real_reactor, install_signal_handlers=True)
+    assert outcome == [None]  # the shutdown was waited for, not given up on
+    assert "Received SIGTERM while shutting down" in caplog.text
+    assert "again" not in caplog.text
+    assert real_reactor._signal == signal.SIGTERM
+    assert sigterm_guard == []
+
+
 def test_signal_handlers_can_be_left_alone(
     real_reactor: Reactor, sigterm_guard: list[int], run: Run
 ) -> None:

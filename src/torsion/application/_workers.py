@@ -493,9 +493,6 @@ class WorkerPool:
             if timer.active():
                 timer.cancel()
         self._timers.clear()
-        if self._notify_port is not None:
-            port, self._notify_port = self._notify_port, None
-            port.stop_listening()
         waits: list[Deferred[ProcessStatus]] = []
         for index, transport in list(self.workers.items()):
             protocol = self._protocols.get(index)
@@ -505,10 +502,19 @@ class WorkerPool:
                 transport.signal_process(signal.SIGTERM)
             waits.append(protocol.ended)
         if not waits:
+            self._close_notify()
             return succeed(None)
+        # The notify socket stays open while workers stop: they say STOPPING=1.
         done: Deferred[None] = Deferred(lambda _: self._kill())
+        done.add_both(self._close_notify)
         gather(waits).add_both(lambda _: None if done.called else done.callback(None))
         return done
+
+    def _close_notify(self, result: Any = None) -> Any:
+        if self._notify_port is not None:
+            port, self._notify_port = self._notify_port, None
+            port.stop_listening()
+        return result
 
     def _kill(self) -> None:
         for transport in list(self.workers.values()):

@@ -921,6 +921,12 @@ class Reactor(LoopClock):
             self._signal = signum
             self.stop()
             return
+        if self._signal is None:
+            # Already stopping for another reason (a failed start, stop()):
+            # the first signal asks for what is already happening.
+            _log.info("Received %s while shutting down", name)
+            self._signal = signum
+            return
         # A second signal: the user does not want to wait any longer.
         _log.warning("Received %s again, stopping without waiting", name)
         self._events.expire("shutdown", reason=f"were given up on ({name})")
