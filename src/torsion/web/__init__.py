@@ -10,4 +10,16 @@ the helpers share.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from torsion.web._headers import (
+    Headers,
+    InvalidHeaderError,
+    validate_header_name,
+    validate_header_value,
+)
+
+__all__ = [
+    "Headers",
+    "InvalidHeaderError",
+    "validate_header_name",
+    "validate_header_value",
+]
