@@ -25,7 +25,8 @@ from torsion.defer import Deferred
 from torsion.errors import DNSLookupError
 from torsion.internet import IPv4Address, Protocol, Reactor
 from torsion.names._answer import Question
-from torsion.names._client import AddressResolver, DNSClient, SRVClientEndpoint
+from torsion.names._client import AddressResolver, DNSClient
+from torsion.names._srv import SRVClientEndpoint
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",

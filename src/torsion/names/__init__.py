@@ -25,20 +25,14 @@ Needs the ``names`` extra (dnspython).
 from torsion.names._answer import Answer, DNSResolver, NotMineError, Question
 from torsion.names._cache import CacheResolver
 from torsion.names._chain import ResolverChain
-from torsion.names._client import (
-    AddressResolver,
-    DNSClient,
-    SRVClientEndpoint,
-    lookup_addresses,
-    order_srv,
-    to_name,
-)
+from torsion.names._client import AddressResolver, DNSClient, lookup_addresses, to_name
 from torsion.names._forward import ForwardingResolver
 from torsion.names._hosts import HostsResolver, parse_hosts
 from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
 from torsion.names._resolvconf import ResolvConf, parse_resolv_conf, read_resolv_conf
 from torsion.names._secondary import AXFRClient, SecondaryAuthority, TransferError, serial_gt
 from torsion.names._server import DNSDatagramProtocol, DNSPorts, DNSServer, DNSStreamProtocol
+from torsion.names._srv import SRVClientEndpoint, order_srv
 from torsion.names._zone import Authority, ZoneError
 
 __all__ = [

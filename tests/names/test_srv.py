@@ -16,7 +16,7 @@ from torsion.defer import CancelledError, Deferred, succeed
 from torsion.errors import DNSLookupError
 from torsion.internet import IPv4Address, Protocol
 from torsion.names._answer import Answer, Question
-from torsion.names._client import SRVClientEndpoint, order_srv
+from torsion.names._srv import SRVClientEndpoint, order_srv
 from torsion.testing import MemoryReactor, StringTransport
 
 SRV_NAME = "_xmpp-client._tcp.example.org."
