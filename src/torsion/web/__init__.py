@@ -10,16 +10,62 @@ the helpers share.
 
 from __future__ import annotations
 
+from torsion.web._conditional import (
+    ETag,
+    Precondition,
+    evaluate_preconditions,
+    format_http_date,
+    if_range_allows,
+    make_etag,
+    parse_etags,
+    parse_http_date,
+)
 from torsion.web._headers import (
     Headers,
     InvalidHeaderError,
     validate_header_name,
     validate_header_value,
 )
+from torsion.web._html import (
+    DirectoryEntry,
+    escape,
+    render_directory_listing,
+    render_error_page,
+)
+from torsion.web._ranges import (
+    ByteRange,
+    MultipartByteRanges,
+    MultipartPart,
+    RangeOutcome,
+    RangeRequest,
+    parse_range,
+    plan_multipart,
+    unsatisfiable_content_range,
+)
 
 __all__ = [
+    "ByteRange",
+    "DirectoryEntry",
+    "ETag",
     "Headers",
     "InvalidHeaderError",
+    "MultipartByteRanges",
+    "MultipartPart",
+    "Precondition",
+    "RangeOutcome",
+    "RangeRequest",
+    "escape",
+    "evaluate_preconditions",
+    "format_http_date",
+    "if_range_allows",
+    "make_etag",
+    "parse_etags",
+    "parse_http_date",
+    "parse_range",
+    "plan_multipart",
+    "render_directory_listing",
+    "render_error_page",
+    "unsatisfiable_content_range",
     "validate_header_name",
     "validate_header_value",
 ]
