@@ -137,6 +137,31 @@ async def test_the_reactor_resolves_names_through_the_client(
 
 
 @BOTH_LOOPS
+async def test_host_names_go_through_the_search_list(
+    reactor: Reactor, loop: str, nsd: int
+) -> None:
+    # nsd refuses names outside its zone: a failure for that domain, not the end.
+    client = DNSClient(
+        reactor,
+        [("127.0.0.1", nsd)],
+        timeout=5.0,
+        attempts=1,
+        search=["nope.test", "example.test"],
+    )
+    reactor.install_resolver(AddressResolver(client))
+    assert await reactor.resolve_all("www") == ["192.0.2.80", "2001:db8::80"]
+    mx = await client.lookup_mail_exchange("example.test")
+    assert [str(rdata) for rdata in mx.answer[0]] == ["10 mail.example.test."]
+    txt = await client.lookup_text("big")
+    assert txt.answer[0].name == dns.name.from_text("big.example.test.")
+    # Absolute, it is asked alone: nsd refuses it.
+    refused = await client.lookup_text("big.")
+    assert refused.rcode == dns.rcode.REFUSED
+    with pytest.raises(DNSLookupError):
+        await reactor.resolve("nowhere")
+
+
+@BOTH_LOOPS
 async def test_a_closed_port_and_a_silent_server_are_passed_over(
     reactor: Reactor, loop: str, nsd: int
 ) -> None:

@@ -30,6 +30,7 @@ from torsion.names._forward import ForwardingResolver
 from torsion.names._hosts import HostsResolver, parse_hosts
 from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
 from torsion.names._resolvconf import ResolvConf, parse_resolv_conf, read_resolv_conf
+from torsion.names._search import SearchList
 from torsion.names._secondary import AXFRClient, SecondaryAuthority, TransferError, serial_gt
 from torsion.names._server import DNSDatagramProtocol, DNSPorts, DNSServer, DNSStreamProtocol
 from torsion.names._srv import SRVClientEndpoint, order_srv
@@ -55,6 +56,7 @@ __all__ = [
     "ResolvConf",
     "ResolverChain",
     "SRVClientEndpoint",
+    "SearchList",
     "SecondaryAuthority",
     "TransferError",
     "ZoneError",

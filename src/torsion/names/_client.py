@@ -13,6 +13,13 @@ answers SERVFAIL or REFUSED, is passed over for the next one, for
 ``attempts`` rounds; one that answers FORMERR to a query with EDNS is asked
 again without it (RFC 6891, section 7). NXDOMAIN is an answer, not an error.
 
+Without servers given, the client takes resolv.conf's servers, options and
+search list, as the C library does (see ``torsion.names._resolvconf``):
+``rotate`` starts each query with the next server, ``use-vc`` asks over TCP
+only, and EDNS0 is sent only under ``options edns0``. The ``lookup``
+helpers try relative names through the search list
+(``torsion.names._search``); ``query`` asks exactly the question given.
+
 ``AddressResolver`` makes any ``DNSResolver`` (this client, or a chain with
 a hosts file and a cache in front of it) the reactor's name resolver::
 
@@ -23,7 +30,6 @@ a hosts file and a cache in front of it) the reactor's name resolver::
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import secrets
 import struct
@@ -44,7 +50,8 @@ from torsion.errors import DNSLookupError
 from torsion.internet import Address, Connector, DatagramProtocol, DelayedCall, is_ip_address
 from torsion.internet import Protocol as StreamProtocol
 from torsion.names._answer import Answer, DNSResolver, Question
-from torsion.names._resolvconf import read_resolv_conf
+from torsion.names._resolvconf import ResolvConf, read_resolv_conf
+from torsion.names._search import NameLike, SearchList, lookup_addresses, to_name
 
 __all__ = [
     "AddressResolver",
@@ -62,8 +69,6 @@ class _Port(Protocol):
     def stop_listening(self) -> Deferred[None]: ...
 
 
-NameLike = str | dns.name.Name
-
 # RFC 1035, section 4.1.1: the header is 12 bytes: the ID, then the flags, QR on top.
 _HEADER = struct.Struct("!HH")
 _QR = 0x8000
@@ -71,6 +76,8 @@ _QR = 0x8000
 _MAX_MESSAGE = 65535
 # RFC 6891, section 6.2.5: below 512 bytes the payload size means 512.
 _MIN_PAYLOAD = 512
+# The DNS flag day 2020 size: no IP fragmentation on any common path.
+_DEFAULT_PAYLOAD = 1232
 
 
 class ReactorForDNS(Protocol):
@@ -96,21 +103,6 @@ class ReactorForDNS(Protocol):
         ...
 
 
-def to_name(name: NameLike) -> dns.name.Name:
-    """Return ``name`` as an absolute ``dns.name.Name`` (text names are from the root).
-
-    Raises:
-        ValueError: ``name`` is not a valid domain name (a label over 63
-            bytes, a name over 255).
-    """
-    if isinstance(name, dns.name.Name):
-        return name if name.is_absolute() else name.concatenate(dns.name.root)
-    try:
-        return dns.name.from_text(name, dns.name.root)
-    except dns.exception.DNSException as exc:
-        raise ValueError(f"not a domain name: {name!r} ({exc})") from exc
-
-
 class DNSClient:
     """Asks DNS servers, over the network.
 
@@ -118,16 +110,26 @@ class DNSClient:
         reactor: Gives time, UDP ports and TCP connections.
         servers: ``(ip_address, port)`` of the servers to ask, in order;
             by default those in /etc/resolv.conf (127.0.0.1 port 53 if it
-            names none), with its timeout and attempts options.
+            names none), with its options and search list.
         timeout: Seconds to wait for one server's answer, each time it is
             asked (by default resolv.conf's, else 5).
         attempts: Rounds of asking every server in turn (at least 1).
         edns_payload: The largest UDP response we accept, advertised in the
-            EDNS0 OPT record (1232, the DNS flag day 2020 size, by default);
-            0 sends no OPT record, and responses are then at most 512 bytes.
+            EDNS0 OPT record (1232, the DNS flag day 2020 size, by default;
+            0, no OPT record, when the servers come from a resolv.conf
+            without ``options edns0``, as the C library does). Without
+            EDNS, responses are at most 512 bytes.
         max_outstanding: How many queries may be under way at once; one
             more fails at once with ``QueueOverflowError``.
         resolv_conf: The file read when ``servers`` is None.
+        search: The search list the ``lookup`` helpers try relative names
+            in (resolv.conf's when it is read, else none).
+        ndots: Names with at least this many dots are tried as they are
+            first (resolv.conf's when read, else 1).
+        rotate: Whether each query starts with the next server in turn
+            rather than the first (resolv.conf's ``rotate`` when read).
+        use_tcp: Whether to ask over TCP from the start (resolv.conf's
+            ``use-vc`` when read).
 
     Raises:
         ValueError: A server is not an IP address, or a number is out of range.
@@ -140,13 +142,20 @@ class DNSClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
-        edns_payload: int = 1232,
+        edns_payload: int | None = None,
         max_outstanding: int = 1000,
         resolv_conf: str = "/etc/resolv.conf",
+        search: Sequence[NameLike] | None = None,
+        ndots: int | None = None,
+        rotate: bool | None = None,
+        use_tcp: bool | None = None,
     ) -> None:
-        conf = read_resolv_conf(resolv_conf) if servers is None else None
-        if servers is None and conf is not None:
+        if servers is None:
+            conf = read_resolv_conf(resolv_conf)
             servers = conf.servers
+        else:
+            # Given servers: nothing comes from a file, EDNS0 is on unless turned off.
+            conf = ResolvConf(edns0=True)
         if not servers:
             raise ValueError("a DNS client needs at least one server")
         for host, port in servers:
@@ -154,10 +163,10 @@ class DNSClient:
                 raise ValueError(f"a DNS server is an IP address, not {host!r}")
             if not 0 < port < 65536:
                 raise ValueError(f"not a port: {port}")
-        if timeout is None:
-            timeout = conf.timeout if conf is not None else 5.0
-        if attempts is None:
-            attempts = conf.attempts if conf is not None else 2
+        timeout = conf.timeout if timeout is None else timeout
+        attempts = conf.attempts if attempts is None else attempts
+        if edns_payload is None:
+            edns_payload = _DEFAULT_PAYLOAD if conf.edns0 else 0
         if timeout <= 0:
             raise ValueError(f"the timeout must be positive, not {timeout}")
         if attempts < 1:
@@ -170,7 +179,15 @@ class DNSClient:
         self.attempts = attempts
         self.edns_payload = edns_payload
         self.max_outstanding = max_outstanding
+        self.search_list = SearchList.of(
+            conf.search if search is None else search,
+            ndots=conf.ndots if ndots is None else ndots,
+            tld_query=conf.tld_query,
+        )
+        self.rotate = conf.rotate if rotate is None else rotate
+        self.use_tcp = conf.use_vc if use_tcp is None else use_tcp
         self._outstanding: set[_Query] = set()
+        self._rotation = 0
 
     @property
     def outstanding(self) -> int:
@@ -178,7 +195,7 @@ class DNSClient:
         return len(self._outstanding)
 
     def query(self, question: Question) -> Deferred[Answer]:
-        """Ask the servers ``question``.
+        """Ask the servers ``question``, exactly (the search list is not used).
 
         Returns:
             A Deferred firing with the first acceptable answer (NXDOMAIN and
@@ -189,10 +206,18 @@ class DNSClient:
         """
         if len(self._outstanding) >= self.max_outstanding:
             return fail(QueueOverflowError(f"{self.max_outstanding} DNS queries are under way"))
-        query = _Query(self, question)
+        query = _Query(self, question, self._first_server())
         self._outstanding.add(query)
         query.start()
         return query.deferred
+
+    def _first_server(self) -> int:
+        if not self.rotate:
+            return 0
+        # resolv.conf(5), rotate: round-robin among the servers, query by query.
+        first = self._rotation
+        self._rotation = (first + 1) % len(self.servers)
+        return first
 
     def _finished(self, query: _Query) -> None:
         self._outstanding.discard(query)
@@ -203,28 +228,35 @@ class DNSClient:
         rdtype: dns.rdatatype.RdataType | str,
         rdclass: dns.rdataclass.RdataClass = dns.rdataclass.IN,
     ) -> Deferred[Answer]:
-        """Ask for records of any type: ``query`` with the question made here.
+        """Ask for records of any type, trying ``name`` through the search list.
 
         Args:
-            name: The name (text names are absolute).
+            name: The name: text ending with a dot, or an absolute
+                ``dns.name.Name``, is asked as it is; other names go through
+                the search list (``search_list.names(name)``).
             rdtype: The type, as ``dns.rdatatype.MX`` or "MX".
             rdclass: The class.
+
+        Returns:
+            A Deferred of the first answer with records, else the best
+            negative one (see ``SearchList.query``).
 
         Raises:
             ValueError: ``name`` or ``rdtype`` is not valid.
         """
-        return self.query(Question(to_name(name), dns.rdatatype.RdataType.make(rdtype), rdclass))
+        return self.search_list.query(self, name, dns.rdatatype.RdataType.make(rdtype), rdclass)
 
     def lookup_address(self, name: NameLike) -> Deferred[list[str]]:
         """Return every IPv4 (A) then IPv6 (AAAA) address of ``name``.
 
-        Both are asked at once; CNAMEs the server followed are followed.
+        Both are asked at once, for each name of the search list in turn
+        until one has an address; CNAMEs the server followed are followed.
 
         Returns:
             A Deferred firing with the addresses, possibly none (NXDOMAIN,
-            NODATA); it fails only if both queries failed.
+            NODATA); it fails only if every query failed.
         """
-        return lookup_addresses(self, to_name(name))
+        return self.search_list.addresses(self, name)
 
     def lookup_mail_exchange(self, name: NameLike) -> Deferred[Answer]:
         """Ask for ``name``'s MX records."""
@@ -253,74 +285,26 @@ class DNSClient:
         return f"<DNSClient asking {servers}>"
 
 
-def lookup_addresses(resolver: DNSResolver, name: dns.name.Name) -> Deferred[list[str]]:
-    """Ask ``resolver`` for the A and AAAA records of ``name``, at once.
-
-    Returns:
-        A Deferred firing with the IPv4 addresses then the IPv6 ones (possibly
-        none), or failing with the first error if both queries failed.
-    """
-    kinds = (dns.rdatatype.A, dns.rdatatype.AAAA)
-    queries = [resolver.query(Question(name, rdtype)) for rdtype in kinds]
-    results: list[Answer | BaseException | None] = [None, None]
-
-    def cancel(_: Deferred[list[str]]) -> None:
-        for query in queries:
-            query.cancel()
-
-    done: Deferred[list[str]] = Deferred(cancel)
-    remaining = [len(queries)]
-
-    def settle(result: Answer | BaseException, index: int) -> None:
-        results[index] = result
-        remaining[0] -= 1
-        if remaining[0] or done.called:
-            return
-        answers = [r for r in results if isinstance(r, Answer)]
-        if not answers:
-            first = results[0]
-            assert isinstance(first, BaseException)
-            done.errback(first)
-            return
-        addresses: list[str] = []
-        for answer, rdtype in zip(results, kinds, strict=True):
-            if isinstance(answer, Answer):
-                addresses.extend(_addresses_of(answer, rdtype))
-        done.callback(addresses)
-
-    for index, query in enumerate(queries):
-        query.add_both(functools.partial(settle, index=index))
-    return done
-
-
-def _addresses_of(answer: Answer, rdtype: dns.rdatatype.RdataType) -> list[str]:
-    addresses: list[str] = []
-    if answer.rcode != dns.rcode.NOERROR:
-        return addresses
-    for rrset in answer.answer:
-        if rrset.rdtype != rdtype:
-            continue
-        for rdata in rrset:
-            address = str(rdata.address)
-            if address not in addresses:
-                addresses.append(address)
-    return addresses
-
-
 class AddressResolver:
     """The reactor's ``Resolver`` interface, answered through a ``DNSResolver``.
 
     Install it with ``reactor.install_resolver(AddressResolver(client))``:
     from then on ``reactor.resolve`` (and every ``connect_tcp`` to a name)
-    asks DNS instead of the system's ``getaddrinfo``.
+    asks DNS instead of the system's ``getaddrinfo``, trying host names
+    through the search list as the C library does.
 
     Args:
         resolver: Answers the A and AAAA questions (a ``DNSClient``, or a
             chain with a hosts file and a cache before it).
+        search_list: The search list; by default the client's own when
+            ``resolver`` is a ``DNSClient``, else none (names are absolute).
     """
 
-    def __init__(self, resolver: DNSResolver) -> None:
+    def __init__(self, resolver: DNSResolver, search_list: SearchList | None = None) -> None:
         self.resolver = resolver
+        if search_list is None:
+            search_list = resolver.search_list if isinstance(resolver, DNSClient) else SearchList()
+        self.search_list = search_list
 
     def resolve(self, host: str) -> Deferred[str]:
         """Return a Deferred of the first address of ``host`` (IPv4 first)."""
@@ -335,7 +319,7 @@ class AddressResolver:
         if is_ip_address(host):
             return succeed([host])
         try:
-            name = to_name(host)
+            looked_up = self.search_list.addresses(self.resolver, host)
         except ValueError as exc:
             return fail(DNSLookupError(host, str(exc)))
 
@@ -349,21 +333,19 @@ class AddressResolver:
                 raise exc
             raise DNSLookupError(host, str(exc) or type(exc).__name__) from exc
 
-        return lookup_addresses(self.resolver, name).add_callbacks(check, translate)
+        return looked_up.add_callbacks(check, translate)
 
 
 class _Query:
     """One question being asked: which server, which try, which port."""
 
-    def __init__(self, client: DNSClient, question: Question) -> None:
+    def __init__(self, client: DNSClient, question: Question, first: int = 0) -> None:
         self.client = client
         self.question = question
         self.deferred: Deferred[Answer] = Deferred(self._cancel)
-        self._tries = [
-            (index, server)
-            for _ in range(client.attempts)
-            for index, server in enumerate(client.servers)
-        ]
+        servers = list(enumerate(client.servers))
+        servers = servers[first:] + servers[:first]
+        self._tries = [try_ for _ in range(client.attempts) for try_ in servers]
         self._no_edns: set[int] = set()
         self._last_error_answer: Answer | None = None
         self._current: tuple[int, tuple[str, int]] | None = None
@@ -399,6 +381,9 @@ class _Query:
         self._ask(*self._tries.pop(0))
 
     def _ask(self, index: int, server: tuple[str, int]) -> None:
+        if self.client.use_tcp:
+            self._ask_over_tcp(index, server)
+            return
         self._stop_exchange()
         self._current = (index, server)
         self._edns = bool(self.client.edns_payload) and index not in self._no_edns
@@ -550,7 +535,7 @@ class _UDPExchange(DatagramProtocol):
         self, query: _Query, server: tuple[str, int], request: bytes, generation: int
     ) -> None:
         self.query = query
-        self.server = (ipaddress.ip_address(server[0]), server[1])
+        self.server = (_unscoped(server[0]), server[1])
         self.request = request
         self.generation = generation
         self.closed = False
@@ -567,8 +552,8 @@ class _UDPExchange(DatagramProtocol):
             return
         # A connected socket only hears from its peer; check anyway, cheaply.
         try:
-            source = (ipaddress.ip_address(addr[0]), addr[1])
-        except (ValueError, TypeError, IndexError):
+            source = (_unscoped(addr[0]), addr[1])
+        except (ValueError, TypeError, IndexError, AttributeError):
             return
         if source != self.server:
             return
@@ -585,6 +570,12 @@ class _UDPExchange(DatagramProtocol):
             self.closed = True
             if self.port is not None:
                 self.port.stop_listening()
+
+
+def _unscoped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # A link-local server's scope (fe80::1%eth0) picks the interface; the
+    # address a datagram comes from may or may not carry it.
+    return ipaddress.ip_address(host.partition("%")[0])
 
 
 class _TCPExchange(StreamProtocol):
