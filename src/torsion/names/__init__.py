@@ -16,8 +16,9 @@ network.
   packet); ``torsion dns --bindzone FILE`` serves zones.
 - More resolvers for the server: ``PythonZoneAuthority`` (a zone a Python
   file defines), ``SecondaryAuthority`` (a zone pulled by AXFR from its
-  primary, kept fresh by the SOA timers) and ``ForwardingResolver``
-  (upstream servers' answers, for a forwarding server).
+  primary, kept fresh by the SOA timers), ``ForwardingResolver``
+  (upstream servers' answers, for a forwarding server) and
+  ``RecursiveResolver`` (from the root hints down, for a recursive server).
 
 Needs the ``names`` extra (dnspython).
 """
@@ -29,6 +30,7 @@ from torsion.names._client import AddressResolver, DNSClient, lookup_addresses, 
 from torsion.names._forward import ForwardingResolver
 from torsion.names._hosts import HostsResolver, parse_hosts
 from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
+from torsion.names._recursive import RecursiveResolver, load_root_hints, parse_root_hints
 from torsion.names._resolvconf import ResolvConf, parse_resolv_conf, read_resolv_conf
 from torsion.names._search import SearchList
 from torsion.names._secondary import AXFRClient, SecondaryAuthority, TransferError, serial_gt
@@ -53,6 +55,7 @@ __all__ = [
     "NotMineError",
     "PythonZoneAuthority",
     "Question",
+    "RecursiveResolver",
     "ResolvConf",
     "ResolverChain",
     "SRVClientEndpoint",
@@ -61,10 +64,12 @@ __all__ = [
     "TransferError",
     "ZoneError",
     "load_python_zone",
+    "load_root_hints",
     "lookup_addresses",
     "order_srv",
     "parse_hosts",
     "parse_resolv_conf",
+    "parse_root_hints",
     "read_resolv_conf",
     "serial_gt",
     "to_name",
