@@ -22,15 +22,23 @@ length prefix of RFC 1035 section 4.2.2), a whole transfer at most
 ``max_transfer_size`` bytes and ``timeout`` seconds, and dnspython's
 ``dns.xfr.Inbound`` checks the transfer's structure (the SOA first and
 last, every record inside the zone).
+
+A loaded copy is served on as a primary's is: the ``DNSServer`` transfers
+it (AXFR, IXFR) to the clients allowed to (``ServedZone``). A NOTIFY
+(RFC 1996) from the primary's address starts a check at once, without
+waiting for the refresh timer (``NotifiedZone``); one that arrives while a
+check is under way starts another after it, since the change it announces
+may have come after that check asked (RFC 1996 section 4.4).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import dns.exception
 import dns.message
@@ -39,6 +47,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
+import dns.rrset
 import dns.xfr
 import dns.zone
 
@@ -50,7 +59,14 @@ from torsion.names._client import DNSClient, ReactorForDNS
 from torsion.names._zone import Authority, ZoneError
 from torsion.protocols import Int16StringReceiver
 
-__all__ = ["AXFRClient", "Primary", "SecondaryAuthority", "TransferError", "serial_gt"]
+__all__ = [
+    "AXFRClient",
+    "NotifiedZone",
+    "Primary",
+    "SecondaryAuthority",
+    "TransferError",
+    "serial_gt",
+]
 
 _log = logging.getLogger("torsion.names")
 
@@ -82,6 +98,30 @@ class Primary(Protocol):
 
     def transfer(self, origin: dns.name.Name) -> Deferred[dns.zone.Zone]:
         """The whole zone ``origin``; fails with ``TransferError``."""
+        ...
+
+
+@runtime_checkable
+class NotifiedZone(Protocol):
+    """A zone that hears NOTIFY messages (RFC 1996) about changes at its primary."""
+
+    @property
+    def origin(self) -> dns.name.Name:
+        """The zone's name."""
+        ...
+
+    @property
+    def rdclass(self) -> dns.rdataclass.RdataClass:
+        """The zone's class."""
+        ...
+
+    def notified(self, source: str) -> bool:
+        """A NOTIFY for this zone came from the address ``source``.
+
+        Returns:
+            True when it is accepted (it comes from the primary, and a check
+            of the primary's serial begins); False to refuse it.
+        """
         ...
 
 
@@ -150,6 +190,7 @@ class SecondaryAuthority:
         self._expiry: DelayedCall | None = None
         self._busy: Deferred[None] | None = None
         self._running = False
+        self._again = False
         self._waiters: list[Deferred[bool]] = []
 
     @property
@@ -161,6 +202,41 @@ class SecondaryAuthority:
     def serial(self) -> int | None:
         """The serial of the copy held, if any."""
         return self._serial
+
+    @property
+    def zone(self) -> dns.zone.Zone | None:
+        """The copy served now: None before the first transfer and after expiry.
+
+        Each transfer makes a new zone object.
+        """
+        return None if self._authority is None else self._authority.zone
+
+    def transfer(self) -> list[dns.rrset.RRset]:
+        """The copy as a zone transfer sends it: SOA, the rest, SOA (RFC 5936).
+
+        Raises:
+            ZoneError: No copy is served now.
+        """
+        if self._authority is None:
+            raise ZoneError(f"zone {self.origin} is not loaded from its primary")
+        return self._authority.transfer()
+
+    def notified(self, source: str) -> bool:
+        """A NOTIFY came from ``source``: check the primary now if it is the primary.
+
+        RFC 1996 section 3.10 lets a NOTIFY from anyone but the primary be
+        ignored; the server answers it REFUSED.
+
+        Returns:
+            Whether ``source`` is the primary's address.
+        """
+        if not _same_address(source, self.master[0]):
+            return False
+        if self._busy is not None:
+            self._again = True  # the change may be newer than the check under way
+        else:
+            self.refresh_now()
+        return True
 
     def query(self, question: Question) -> Deferred[Answer]:
         """Answer from the copy of the zone.
@@ -199,6 +275,7 @@ class SecondaryAuthority:
     def stop(self) -> None:
         """Stop the timers and the check or transfer under way (the copy stays)."""
         self._running = False
+        self._again = False
         for call in (self._timer, self._expiry):
             if call is not None and call.active():
                 call.cancel()
@@ -214,10 +291,17 @@ class SecondaryAuthority:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._again = False
         busy = ensure_deferred(self._update())
         if not busy.called:
             self._busy = busy
         busy.add_errback(_ignore_cancel)
+        busy.add_callback(self._check_again)
+
+    def _check_again(self, _: object) -> None:
+        """A NOTIFY came during the check that just ended: check once more."""
+        if self._again:
+            self.refresh_now()
 
     async def _update(self) -> None:
         try:
@@ -313,6 +397,20 @@ class SecondaryAuthority:
         state = f"serial {self._serial}" if self._authority is not None else "not loaded"
         host, port = self.master
         return f"<SecondaryAuthority for {self.origin} from {host}:{port}, {state}>"
+
+
+def _same_address(a: str, b: str) -> bool:
+    """Whether two address strings name one address (IPv4-mapped IPv6 as IPv4)."""
+    try:
+        first = ipaddress.ip_address(a.partition("%")[0])
+        second = ipaddress.ip_address(b.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(first, ipaddress.IPv6Address) and first.ipv4_mapped is not None:
+        first = first.ipv4_mapped
+    if isinstance(second, ipaddress.IPv6Address) and second.ipv4_mapped is not None:
+        second = second.ipv4_mapped
+    return first == second
 
 
 def _soa(zone: dns.zone.Zone) -> dns.rdtypes.ANY.SOA.SOA:

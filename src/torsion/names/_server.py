@@ -1,16 +1,21 @@
-"""The DNS server: queries over UDP and TCP, answered by a chain of resolvers.
+"""The DNS server: queries over UDP, TCP and TLS, answered by a chain of resolvers.
 
 ``DNSServer`` turns one query message into its response messages
 (``respond``); ``DNSDatagramProtocol`` serves it over UDP and
 ``DNSStreamProtocol`` over TCP, where each message goes after its length in
 two bytes (RFC 1035 section 4.2.2, RFC 7766). ``DNSServer.listen`` opens both
-on one port.
+on one port; ``DNSServer.listen_stream`` serves the stream protocol on any
+server endpoint, which for ``tls:853:certKey=...:privateKey=...`` is DNS over
+TLS (RFC 7858: the same framing inside TLS, queries pipelined and answered
+as they are ready, out of order, and idle connections closed).
 
 What a peer sends is never trusted: a message too short for a header, or
 one that is itself a response, is dropped (answering responses is how
 reflection loops between servers start); a header with an opcode other
-than QUERY gets NOTIMP; a message dnspython cannot parse, or one without
-exactly one question, gets FORMERR. Each UDP datagram is at most 65,535
+than QUERY or NOTIFY gets NOTIMP; a message dnspython cannot parse, or one
+without exactly one question, gets FORMERR. This server has no TSIG keys:
+a signed message gets NOTAUTH with an unsigned TSIG record saying BADKEY
+(RFC 8945 section 5.2.1), whatever it asks. Each UDP datagram is at most 65,535
 bytes and each TCP message too (the length prefix says so), and dnspython
 bounds names (255 octets), labels (63) and compression pointers (they must
 point backwards), so the work per message is bounded by its size.
@@ -22,14 +27,27 @@ RFC 2181 section 9), then the authority and answer sections, with TC set so
 that the client asks again over TCP.
 
 The common query (one question, perhaps EDNS0, nothing else) whose answer
-came from an ``Authority`` is answered the second time from the bytes the
+came from a zone served here is answered the second time from the bytes the
 full path rendered the first time, with the query's ID, RD flag and
 question put in (``torsion.names._wire``): no dnspython parse, lookup or
 rendering. Those answers change only when the zones do: before each
 lookup the server checks that its chain, its RA flag and each
-``Authority``'s zone object are the ones the answers were made from (a
-reload makes a new zone object), and ``DNSServer.zones_changed`` forgets
-them outright.
+``ServedZone``'s zone object are the ones the answers were made from (a
+reload or a transfer makes a new zone object), and
+``DNSServer.zones_changed`` forgets them outright.
+
+Zone transfers (AXFR, RFC 5936) of the chain's ``ServedZone``s, primary or
+secondary, go to the allowed networks over TCP. IXFR (RFC 1995) is answered
+the way section 4 allows a server without incremental transfers: a single
+SOA when the client's serial is current, the whole zone AXFR-style when it
+is not; over UDP, the single SOA that tells the client to ask over TCP
+(section 2). A NOTIFY (RFC 1996) for a secondary zone from its primary
+starts a refresh and is answered with AA set; any other NOTIFY is REFUSED.
+
+The limits of ``QueryLimits`` are on by default: a query rate per client
+network on UDP, excess dropped (``torsion.names._limits``), and on streams
+connections in total and per client, an idle timeout, and queries in
+flight per connection.
 """
 
 from __future__ import annotations
@@ -50,6 +68,8 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+import dns.rdtypes.ANY.TSIG
 import dns.rrset
 import dns.zone
 
@@ -61,15 +81,26 @@ from torsion.internet import (
     DatagramProtocol,
     DelayedCall,
     Listener,
+    ListeningPort,
     Reactor,
+    ServerEndpoint,
     UDPPort,
+    server_from_string,
 )
 from torsion.names._answer import Answer, DNSResolver, NotMineError, Question
+from torsion.names._limits import QueryLimits, QueryRateLimiter, exempt_networks, is_exempt
+from torsion.names._secondary import NotifiedZone, serial_gt
 from torsion.names._wire import MIN_UDP, AnswerCache
-from torsion.names._zone import Authority
-from torsion.protocols import Int16StringReceiver
+from torsion.names._zone import ServedZone, ZoneError
+from torsion.protocols import Int16StringReceiver, RefusalLog, client_key
 
-__all__ = ["DNSDatagramProtocol", "DNSPorts", "DNSServer", "DNSStreamProtocol"]
+__all__ = [
+    "DNSDatagramProtocol",
+    "DNSPorts",
+    "DNSServer",
+    "DNSStreamPort",
+    "DNSStreamProtocol",
+]
 
 _log = logging.getLogger("torsion.names")
 
@@ -78,6 +109,12 @@ _HEADER_SIZE = 12
 _QR = 0x8000
 _RD = 0x0100
 _OPCODE_MASK = 0x7800
+_QUERY = dns.opcode.to_flags(dns.opcode.QUERY)
+_NOTIFY = dns.opcode.to_flags(dns.opcode.NOTIFY)
+# The TSIG record's fixed fields after its owner (RFC 8945 section 4.2),
+# and its error for a key the server does not know (section 5.2.1).
+_RR_HEADER = struct.Struct("!HHIH")
+_BADKEY = 17
 
 # The payload size announced in our EDNS0 records, and the most a UDP
 # response is made of whatever the client announces: 1,232 bytes fit the
@@ -114,19 +151,23 @@ class DNSServer:
         recursive: Whether recursion is offered (the RA flag): set it only
             when the chain has a resolver that asks other servers.
         allow_axfr: The networks (``"192.0.2.0/24"``, ``"::1"``) that may
-            transfer the zones of the chain's ``Authority``s over TCP;
-            every other client is REFUSED.
+            transfer the zones of the chain's ``ServedZone``s (``Authority``,
+            ``SecondaryAuthority``) over TCP; every other client is REFUSED.
         udp_payload: The most bytes a UDP response may have, and the size
             announced in EDNS0 responses.
         answer_cache: How many rendered responses to keep for the fast
-            path (answers from ``Authority``s only, 16 MiB of them at most);
+            path (answers from ``ServedZone``s only, 16 MiB of them at most);
             0 turns it off. The fast path sends the records of an RRset in
             the order of that one rendering (dnspython shuffles them each
             time it renders).
+        limits: The flood limits (see ``QueryLimits`` for the defaults):
+            the query rate per client on UDP, and connections, idle time and
+            queries in flight on streams.
 
     Attributes:
         resolvers: The chain (a list: it may be changed while serving).
         recursive: As given.
+        limits: As given.
     """
 
     def __init__(
@@ -137,6 +178,7 @@ class DNSServer:
         allow_axfr: Iterable[str | Network] = (),
         udp_payload: int = DEFAULT_UDP_PAYLOAD,
         answer_cache: int = 10_000,
+        limits: QueryLimits | None = None,
     ) -> None:
         if not _MIN_UDP <= udp_payload <= 0xFFFF:
             raise ValueError(f"udp_payload must be within 512 to 65535, not {udp_payload}")
@@ -145,19 +187,24 @@ class DNSServer:
         self._allow_axfr = [ipaddress.ip_network(network, strict=False) for network in allow_axfr]
         self._udp_payload = udp_payload
         self._cache = AnswerCache(answer_cache, udp_payload)
+        self.limits = QueryLimits() if limits is None else limits
+        self._udp_limiter: QueryRateLimiter | None = None
+        self._udp_limiter_made = False
         # What the cached answers were made from (see _cache_is_current).
         self._seen_resolvers: list[DNSResolver] = []
         self._seen_recursive = recursive
-        self._seen_zones: list[tuple[Authority, dns.zone.Zone]] = []
+        self._seen_zones: list[tuple[ServedZone, dns.zone.Zone | None]] = []
+        self._lasting: list[object] = []
         self.zones_changed()
 
     def zones_changed(self) -> None:
         """Forget the rendered answers: a zone was reloaded, or the chain changed.
 
         The server notices by itself when ``resolvers`` or ``recursive``
-        change, or an ``Authority`` in the chain reloads its zone; call this
-        when a zone changed otherwise (a resolver in the chain that is a
-        subclass of ``Authority`` changing its answers, say).
+        change, or a ``ServedZone`` in the chain has a new zone object (a
+        reload, a transfer); call this when a zone changed otherwise (a
+        resolver in the chain that is a subclass of ``Authority`` changing
+        its answers, say).
         """
         self._cache.clear()
         self._seen_resolvers = list(self.resolvers)
@@ -165,8 +212,10 @@ class DNSServer:
         self._seen_zones = [
             (resolver, resolver.zone)
             for resolver in self._seen_resolvers
-            if isinstance(resolver, Authority)
+            if isinstance(resolver, ServedZone)
         ]
+        # The resolvers whose answers last until the zones change.
+        self._lasting = [served for served, _ in self._seen_zones]
 
     def _cache_is_current(self) -> bool:
         """Whether the cached answers were made from the chain and zones served now."""
@@ -222,15 +271,21 @@ class DNSServer:
         message_id, flags = _HEADER.unpack_from(wire)
         if flags & _QR:
             return []
-        if flags & _OPCODE_MASK != dns.opcode.to_flags(dns.opcode.QUERY):
+        opcode = flags & _OPCODE_MASK
+        if opcode != _QUERY and opcode != _NOTIFY:
             return [_header_only(message_id, flags, dns.rcode.NOTIMP)]
         try:
-            query = dns.message.from_wire(wire)
+            # keyring=False: a TSIG record is read, not checked (no keys here).
+            query = dns.message.from_wire(wire, keyring=False)
         except _PARSE_ERRORS as exc:
             _log.debug("FORMERR to %s: %s", client, exc)
             return [_header_only(message_id, flags, dns.rcode.FORMERR)]
+        if query.had_tsig:
+            return [self._bad_key(query, client, tcp)]
         if len(query.question) != 1 or query.question[0].rdtype in _NOT_IN_QUESTIONS:
             return [_header_only(message_id, flags, dns.rcode.FORMERR)]
+        if opcode == _NOTIFY:
+            return [self._notify(query, client, tcp)]
         response = dns.message.make_response(
             query, recursion_available=self.recursive, our_payload=self._udp_payload
         )
@@ -244,10 +299,10 @@ class DNSServer:
             dns.rdatatype.RdataType.make(asked.rdtype),
             dns.rdataclass.RdataClass.make(asked.rdclass),
         )
-        if question.rdtype == dns.rdatatype.AXFR:
+        if question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
             return self._transfer(query, question, client, tcp)
         if dns.rdatatype.is_metatype(question.rdtype) and question.rdtype != dns.rdatatype.ANY:
-            # IXFR, MAILA, MAILB and the unassigned meta types: not served.
+            # MAILA, MAILB and the unassigned meta types: not served.
             response.set_rcode(dns.rcode.NOTIMP)
             return [self._render(response, query, tcp)]
         answer, lasting = await self._resolve(question)
@@ -269,7 +324,8 @@ class DNSServer:
         """
         for resolver in list(self.resolvers):
             try:
-                return await resolver.query(question), isinstance(resolver, Authority)
+                answer = await resolver.query(question)
+                return answer, any(resolver is served for served in self._lasting)
             except NotMineError:
                 continue
             except (TorsionError, TimeoutError) as exc:
@@ -316,22 +372,36 @@ class DNSServer:
     def _transfer(
         self, query: dns.message.Message, question: Question, client: str, tcp: bool
     ) -> list[bytes]:
-        """The messages of a zone transfer (RFC 5936), or the refusal."""
+        """The messages of a zone transfer (AXFR, or IXFR answered AXFR-style), or the refusal."""
         response = dns.message.make_response(query, our_payload=self._udp_payload)
-        if not tcp:
+        ixfr = question.rdtype == dns.rdatatype.IXFR
+        if not tcp and not ixfr:
             # RFC 5936 section 4.2: AXFR is a TCP affair.
             response.set_rcode(dns.rcode.FORMERR)
             return [self._render(response, query, tcp)]
-        authority = self._authority_for(question)
-        if authority is None or not self._may_transfer(client):
+        zone = self._zone_for(question)
+        if zone is None or not self._may_transfer(client):
             _log.info("zone transfer of %s refused to %s", question.name, client)
             response.set_rcode(dns.rcode.REFUSED)
+            return [self._render(response, query, tcp)]
+        try:
+            records = zone.transfer()
+        except ZoneError as exc:
+            _log.info("zone transfer of %s to %s: %s", question.name, client, exc)
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return [self._render(response, query, tcp)]
+        soa = records[0]
+        if ixfr and (not tcp or _is_current(query, soa)):
+            # RFC 1995 section 2: over UDP, the SOA alone tells the client to
+            # ask over TCP; section 4: a client already current gets the SOA.
+            response.flags |= dns.flags.AA
+            response.answer = [soa]
             return [self._render(response, query, tcp)]
         _log.info("zone transfer of %s to %s", question.name, client)
         messages: list[bytes] = []
         chunk: list[dns.rrset.RRset] = []
         size = 0
-        for rrset in authority.transfer():
+        for rrset in records:
             buffer = io.BytesIO()
             rrset.to_wire(buffer)
             length = len(buffer.getvalue())
@@ -349,12 +419,15 @@ class DNSServer:
         message = dns.message.make_response(query, our_payload=self._udp_payload)
         message.flags |= dns.flags.AA
         message.answer = rrsets
+        # An IXFR query's authority section (the client's SOA) is not echoed.
+        message.authority = []
         return message.to_wire(max_size=_MAX_TCP)
 
-    def _authority_for(self, question: Question) -> Authority | None:
+    def _zone_for(self, question: Question) -> ServedZone | None:
+        """The zone of the chain whose apex and class ``question`` names."""
         for resolver in self.resolvers:
             if (
-                isinstance(resolver, Authority)
+                isinstance(resolver, ServedZone)
                 and resolver.origin == question.name
                 and resolver.rdclass == question.rdclass
             ):
@@ -362,27 +435,109 @@ class DNSServer:
         return None
 
     def _may_transfer(self, client: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client.partition("%")[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self._allow_axfr)
+        return is_exempt(client, self._allow_axfr)
 
-    def datagram_protocol(self, *, max_in_flight: int = 1000) -> DNSDatagramProtocol:
-        """A protocol serving this server over UDP (one per UDP port)."""
-        return DNSDatagramProtocol(self, max_in_flight=max_in_flight)
+    def _notify(self, query: dns.message.Message, client: str, tcp: bool) -> bytes:
+        """The answer to a NOTIFY (RFC 1996 section 3.7): AA if it is heard, else REFUSED."""
+        response = dns.message.make_response(query, our_payload=self._udp_payload)
+        asked = query.question[0]
+        if asked.rdtype != dns.rdatatype.SOA:
+            # Section 3.7: the only QTYPE defined for NOTIFY is SOA.
+            response.set_rcode(dns.rcode.NOTIMP)
+            return self._render(response, query, tcp)
+        for resolver in self.resolvers:
+            if (
+                isinstance(resolver, NotifiedZone)
+                and resolver.origin == asked.name
+                and resolver.rdclass == asked.rdclass
+            ):
+                if resolver.notified(client):
+                    _log.info("zone %s: NOTIFY from %s, asking for changes", asked.name, client)
+                    response.flags |= dns.flags.AA
+                    return self._render(response, query, tcp)
+                break
+        # Section 3.10: only the zone's primary is heard. Logged at DEBUG:
+        # anyone may send these, as often as the rate limit lets them.
+        _log.debug("NOTIFY for %s from %s refused", asked.name, client)
+        response.set_rcode(dns.rcode.REFUSED)
+        return self._render(response, query, tcp)
+
+    def _bad_key(self, query: dns.message.Message, client: str, tcp: bool) -> bytes:
+        """NOTAUTH with an unsigned TSIG record, error BADKEY (RFC 8945 sections 5.2.1, 5.3.2)."""
+        _log.debug("TSIG key %s unknown, from %s", query.keyname, client)
+        response = dns.message.make_response(query, our_payload=self._udp_payload)
+        response.set_rcode(dns.rcode.NOTAUTH)
+        wire = self._render(response, query, tcp)
+        tsig = query.tsig
+        assert tsig is not None
+        signed = tsig[0]
+        assert isinstance(signed, dns.rdtypes.ANY.TSIG.TSIG)
+        rdata = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
+            dns.rdataclass.ANY,
+            dns.rdatatype.TSIG,
+            signed.algorithm,
+            signed.time_signed,
+            signed.fudge,
+            b"",  # section 5.3.2: no MAC on an error about the key
+            query.id,
+            _BADKEY,
+            b"",
+        )
+        rdata_wire = rdata.to_wire()
+        assert rdata_wire is not None
+        owner = tsig.name.to_wire()
+        assert owner is not None
+        record = (
+            owner
+            + _RR_HEADER.pack(dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata_wire))
+            + rdata_wire
+        )
+        additional = int.from_bytes(wire[10:12], "big") + 1
+        # The TSIG record is the last one (section 4.1): after the OPT record.
+        return wire[:10] + additional.to_bytes(2, "big") + wire[12:] + record
+
+    def _udp_limiter_for(self, clock: Clock | None) -> QueryRateLimiter | None:
+        """The UDP rate limiter all this server's UDP ports share (made once)."""
+        if not self._udp_limiter_made:
+            self._udp_limiter = QueryRateLimiter.from_limits(self.limits, clock)
+            self._udp_limiter_made = True
+        return self._udp_limiter
+
+    @property
+    def udp_limiter(self) -> QueryRateLimiter | None:
+        """The UDP rate limiter, once a UDP protocol was made (its ``dropped`` count)."""
+        return self._udp_limiter
+
+    def datagram_protocol(
+        self, clock: Clock | None = None, *, max_in_flight: int | None = None
+    ) -> DNSDatagramProtocol:
+        """A protocol serving this server over UDP (one per UDP port).
+
+        Args:
+            clock: Times the per-client rate limit (the reactor); None for
+                ``time.monotonic``.
+            max_in_flight: Drop queries while this many are being answered;
+                None for ``limits.max_udp_in_flight``.
+        """
+        if max_in_flight is None:
+            max_in_flight = self.limits.max_udp_in_flight
+        return DNSDatagramProtocol(
+            self, max_in_flight=max_in_flight, limiter=self._udp_limiter_for(clock)
+        )
 
     def stream_factory(
         self,
         clock: Clock,
         *,
-        idle_timeout: float = 10.0,
-        max_connections: int = 100,
-        max_in_flight: int = 16,
+        idle_timeout: float | None = None,
+        max_connections: int | None = None,
+        max_in_flight: int | None = None,
+        max_per_client: int | None = None,
     ) -> _StreamFactory:
-        """A protocol factory serving this server over TCP.
+        """A protocol factory serving this server over TCP or TLS.
+
+        One factory may serve several ports (TCP and TLS): they then share
+        its connection limits. Each limit left None is the one of ``limits``.
 
         Args:
             clock: Runs the idle timers (the reactor).
@@ -392,8 +547,20 @@ class DNSServer:
             max_in_flight: Stop reading a connection while this many of its
                 queries are being answered (RFC 7766 section 6.2.1.1 lets
                 clients pipeline them).
+            max_per_client: Refuse connections beyond this many open from
+                one client (an IPv4 address, an IPv6 /64), except from the
+                networks ``limits.exempt`` names.
         """
-        return _StreamFactory(self, clock, idle_timeout, max_connections, max_in_flight)
+        limits = self.limits
+        return _StreamFactory(
+            self,
+            clock,
+            limits.idle_timeout if idle_timeout is None else idle_timeout,
+            limits.max_connections if max_connections is None else max_connections,
+            limits.max_in_flight if max_in_flight is None else max_in_flight,
+            limits.max_connections_per_client if max_per_client is None else max_per_client,
+            exempt_networks(limits.exempt),
+        )
 
     def listen(
         self, reactor: Reactor, port: int = 53, *, interface: str = "127.0.0.1"
@@ -413,7 +580,9 @@ class DNSServer:
         for attempt in range(attempts):
             tcp = reactor.listen_tcp(port, factory, interface=interface)
             try:
-                udp = reactor.listen_udp(tcp.port, self.datagram_protocol(), interface=interface)
+                udp = reactor.listen_udp(
+                    tcp.port, self.datagram_protocol(reactor), interface=interface
+                )
             except CannotListenError:
                 tcp.stop_listening()
                 if attempt == attempts - 1:
@@ -421,6 +590,36 @@ class DNSServer:
                 continue
             return DNSPorts(udp, tcp, factory)
         raise AssertionError("unreachable")
+
+    def listen_stream(
+        self,
+        reactor: Reactor,
+        endpoint: ServerEndpoint | str,
+        *,
+        factory: _StreamFactory | None = None,
+    ) -> Deferred[DNSStreamPort]:
+        """Serve the stream protocol on ``endpoint``: DNS over TLS with a ``tls:`` one.
+
+        RFC 7858 asks for port 853: ``tls:853:certKey=cert.pem:privateKey=key.pem``
+        (an endpoint string, see ``torsion.internet.server_from_string``, or
+        a ``TLSServerEndpoint``). The limits are those of TCP.
+
+        Args:
+            reactor: Listens, and runs the idle timers.
+            endpoint: Where to listen.
+            factory: The stream factory to serve with (``stream_factory``):
+                give the one of ``listen``'s TCP port to share its
+                connection limits; a new one by default.
+
+        Returns:
+            A Deferred firing with the port, or failing with
+            ``CannotListenError`` (or ``EndpointStringError`` for a bad
+            string, at once).
+        """
+        if isinstance(endpoint, str):
+            endpoint = server_from_string(reactor, endpoint)
+        stream = self.stream_factory(reactor) if factory is None else factory
+        return endpoint.listen(stream).add_callback(lambda port: DNSStreamPort(port, stream))
 
 
 class DNSPorts:
@@ -448,6 +647,41 @@ class DNSPorts:
         self._factory.close_all()
 
 
+class DNSStreamPort:
+    """A stream port (TLS, TCP) a ``DNSServer`` listens on with ``listen_stream``.
+
+    Attributes:
+        listening: The listening port.
+    """
+
+    def __init__(self, listening: ListeningPort, factory: _StreamFactory) -> None:
+        self.listening = listening
+        self._factory = factory
+
+    @property
+    def port(self) -> int:
+        """The port number."""
+        port: int = getattr(self.listening.address, "port", 0)
+        return port
+
+    async def stop_listening(self) -> None:
+        """Close the port, and the connections still open."""
+        await self.listening.stop_listening()
+        self._factory.close_all()
+
+
+def _is_current(query: dns.message.Message, soa: dns.rrset.RRset) -> bool:
+    """Whether an IXFR query's SOA (its authority section) has our serial or a later one."""
+    ours = soa[0]
+    assert isinstance(ours, dns.rdtypes.ANY.SOA.SOA)
+    for rrset in query.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and rrset.name == soa.name and len(rrset):
+            theirs = rrset[0]
+            assert isinstance(theirs, dns.rdtypes.ANY.SOA.SOA)
+            return not serial_gt(ours.serial, theirs.serial)
+    return False  # no SOA: RFC 1995 wants one; the whole zone is the safe answer
+
+
 def _header_only(message_id: int, flags: int, rcode: dns.rcode.Rcode) -> bytes:
     """A response with no sections: the query's ID, opcode and RD flag, and ``rcode``."""
     response_flags = _QR | (flags & (_OPCODE_MASK | _RD)) | int(rcode)
@@ -460,17 +694,29 @@ class DNSDatagramProtocol(DatagramProtocol):
     Args:
         server: Makes the responses.
         max_in_flight: Drop queries while this many are being answered.
+        limiter: Drops the queries of clients over their rate (None: no
+            limit).
     """
 
-    def __init__(self, server: DNSServer, *, max_in_flight: int = 1000) -> None:
+    def __init__(
+        self,
+        server: DNSServer,
+        *,
+        max_in_flight: int = 1000,
+        limiter: QueryRateLimiter | None = None,
+    ) -> None:
         self._server = server
         self._max_in_flight = max_in_flight
+        self._limiter = limiter
         self._in_flight: set[Deferred[list[bytes]]] = set()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Answer one query (or drop it)."""
         if addr[1] == 0:
             return  # port 0 cannot be answered
+        limiter = self._limiter
+        if limiter is not None and not limiter.allow(addr[0]):
+            return
         cached = self._server.cached_response(data, tcp=False)
         if cached is not None:
             # The fast path: no Deferred, nothing in flight.
@@ -506,7 +752,7 @@ def _swallow_cancel(error: BaseException) -> None:
 
 
 class _StreamFactory:
-    """Makes a ``DNSStreamProtocol`` per connection, up to a bound."""
+    """Makes a ``DNSStreamProtocol`` per connection, up to bounds in total and per client."""
 
     def __init__(
         self,
@@ -515,26 +761,64 @@ class _StreamFactory:
         idle_timeout: float,
         max_connections: int,
         max_in_flight: int,
+        max_per_client: int | None,
+        exempt: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
     ) -> None:
         self._server = server
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._max_connections = max_connections
         self._max_in_flight = max_in_flight
+        self._max_per_client = max_per_client
+        self._exempt = exempt
+        self._refusals = RefusalLog(clock)
         self.live: set[DNSStreamProtocol] = set()
+        # Connections counted against a client (not the exempt ones): the
+        # protocol's client key, and how many each key has open.
+        self._keys: dict[DNSStreamProtocol, str] = {}
+        self._per_client: dict[str, int] = {}
 
     def __call__(self, address: Address) -> DNSStreamProtocol | None:
+        key = client_key(address)
         if len(self.live) >= self._max_connections:
-            _log.info("refused a DNS connection from %s: %d open", address, len(self.live))
+            self._refusals.refused(address, key, f"{len(self.live)} DNS connections open")
             return None
-        return DNSStreamProtocol(
+        counted = self._max_per_client is not None and not is_exempt(
+            getattr(address, "host", ""), self._exempt
+        )
+        if counted:
+            held = self._per_client.get(key, 0)
+            if self._max_per_client is not None and held >= self._max_per_client:
+                self._refusals.refused(address, key, f"{held} DNS connections open from {key}")
+                return None
+        protocol = DNSStreamProtocol(
             self._server,
             self._clock,
             idle_timeout=self._idle_timeout,
             max_in_flight=self._max_in_flight,
-            on_lost=self.live.discard,
+            on_lost=self._lost,
             on_made=self.live.add,
         )
+        if counted:
+            # Counted from now, not from connection_made: several accepted
+            # at once must not all pass the check.
+            self._keys[protocol] = key
+            self._per_client[key] = self._per_client.get(key, 0) + 1
+        return protocol
+
+    def _lost(self, protocol: DNSStreamProtocol) -> None:
+        self.live.discard(protocol)
+        key = self._keys.pop(protocol, None)
+        if key is not None:
+            left = self._per_client[key] - 1
+            if left:
+                self._per_client[key] = left
+            else:
+                del self._per_client[key]
+
+    def open_from(self, address: Address) -> int:
+        """How many connections of ``address``'s client are counted against its limit."""
+        return self._per_client.get(client_key(address), 0)
 
     def close_all(self) -> None:
         for protocol in list(self.live):

@@ -15,11 +15,18 @@ The zone itself is dnspython's: ``dns.zone.from_file`` parses the BIND
 master-file format (RFC 1035 section 5: ``$ORIGIN``, ``$TTL``, names
 relative to the origin, blank owners meaning the previous owner), and
 ``Authority.from_text`` takes the same format from a string.
+
+``ServedZone`` is what a ``DNSServer`` asks of a resolver that holds a
+zone of its own, whatever keeps it (a file, a primary server): the zone
+for transfers (AXFR, and IXFR answered AXFR-style), and the zone object
+whose identity says whether answers rendered from it are still current.
+``Authority`` and ``SecondaryAuthority`` are such resolvers.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Protocol, runtime_checkable
 
 import dns.exception
 import dns.name
@@ -36,7 +43,7 @@ from torsion.defer import Deferred, fail, succeed
 from torsion.errors import TorsionError
 from torsion.names._answer import Answer, NotMineError, Question
 
-__all__ = ["Authority", "ZoneError"]
+__all__ = ["Authority", "ServedZone", "ZoneError"]
 
 # A CNAME chain longer than this inside one zone is a mistake (or a loop
 # made of distinct names); stop there rather than follow it (RFC 1034
@@ -50,6 +57,38 @@ _EMPTY = dns.node.Node()  # type: ignore[no-untyped-call]
 
 class ZoneError(TorsionError):
     """A zone file could not be read, or is not a valid zone."""
+
+
+@runtime_checkable
+class ServedZone(Protocol):
+    """A resolver answering for one zone from a copy it holds (a server transfers it)."""
+
+    @property
+    def origin(self) -> dns.name.Name:
+        """The zone's name (its apex)."""
+        ...
+
+    @property
+    def rdclass(self) -> dns.rdataclass.RdataClass:
+        """The zone's class."""
+        ...
+
+    @property
+    def zone(self) -> dns.zone.Zone | None:
+        """The zone served now, or None while there is none to serve.
+
+        A change to the zone is a new object here (a reload, a transfer):
+        what was computed from the old one is stale once this is another.
+        """
+        ...
+
+    def transfer(self) -> list[dns.rrset.RRset]:
+        """The whole zone as a zone transfer sends it: SOA, the rest, SOA (RFC 5936).
+
+        Raises:
+            ZoneError: There is no zone to serve now.
+        """
+        ...
 
 
 class Authority:
