@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import subprocess
 import time
@@ -117,6 +118,52 @@ def running_nsd(
                 continue
             break
         yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a wedged nsd
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def running_nsd_at(
+    directory: Path, zone: str, zone_text: str, address: str, port: int
+) -> Iterator[None]:
+    """Run nsd serving ``zone`` on ``address``:``port`` (UDP and TCP), as ``running_nsd`` does.
+
+    Raises:
+        OSError: With errno EADDRINUSE, when nsd could not bind that port
+            (the caller may try another).
+    """
+    program = require_peer("nsd", package="nsd")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{zone}.zone").write_text(zone_text)
+    conf = directory / "nsd.conf"
+    text = _NSD_CONF.format(port=port, dir=directory, zone=zone, provide_xfr="")
+    conf.write_text(text.replace("127.0.0.1@", f"{address}@"))
+    log = directory / "nsd.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [program, "-d", "-c", str(conf)], stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        query = dns.message.make_query(f"{zone}.", "SOA")
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                if "in use" in log.read_text():
+                    raise OSError(errno.EADDRINUSE, f"nsd: {address}:{port} is taken")
+                pytest.fail(f"nsd exited with {process.returncode}: {log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"nsd did not answer within 15 s: {log.read_text()}")
+            try:
+                dns.query.udp(query, address, port=port, timeout=0.2)
+            except (dns.exception.Timeout, OSError):
+                continue
+            break
+        yield
     finally:
         process.terminate()
         try:

@@ -9,22 +9,42 @@ as the recursive peer on the same hierarchy on port 53, answer for answer.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import re
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import dns.exception
+import dns.message
 import dns.name
+import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
+from _dns_peers import dig, free_port, records, running_nsd_at
 
 from torsion.defer import Deferred, QueueOverflowError, fail, succeed
+from torsion.internet import Reactor
 from torsion.names._answer import Answer, DNSResolver, NotMineError, Question
 from torsion.names._cache import CacheResolver
+from torsion.names._chain import ResolverChain
+from torsion.names._client import DNSClient
 from torsion.names._recursive import RecursiveResolver, load_root_hints, parse_root_hints
+from torsion.names._server import DNSServer
 from torsion.names._zone import Authority, ZoneError
-from torsion.testing import MemoryReactor, assert_no_result, failure_result_of, success_result_of
+from torsion.testing import (
+    MemoryReactor,
+    assert_no_result,
+    failure_result_of,
+    require_peer,
+    success_result_of,
+)
 
 # The hierarchy, with its servers' addresses filled in: "." delegates
 # "test." (with glue), which delegates "example.test." (with glue),
@@ -73,7 +93,7 @@ alias       IN CNAME www.other.test.
 deep        IN CNAME back.other.test.
 loop        IN CNAME loop.other.test.
 dangling    IN CNAME nothing.other.test.
-"""
+""" + "".join(f'big IN TXT "{n:02} {"x" * 120}"\n' for n in range(20))
 
 OTHER = """\
 $ORIGIN other.test.
@@ -723,3 +743,251 @@ def test_root_hints_files_are_read(tmp_path: Path) -> None:
 def test_bad_arguments(options: dict[str, object]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (each case says why in its message)
         RecursiveResolver(MemoryReactor(), **options)  # type: ignore[arg-type]
+
+
+# A real hierarchy on 127.0.0.x, every server on one port.
+
+BOTH_LOOPS = pytest.mark.parametrize(
+    "loop",
+    [
+        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
+        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
+    ],
+)
+
+REAL = {
+    "root": "127.0.0.2",
+    "test": "127.0.0.3",
+    "example": "127.0.0.4",
+    "other": "127.0.0.5",
+    "lame": "127.0.0.6",
+}
+
+BIG = [f'big.example.test. TXT "{n:02} {"x" * 120}"' for n in range(20)]
+
+# Each question, and what resolving it gives: the response code and the
+# answer section (zone-file lines without TTLs, each RRset sorted).
+EXPECTED: list[tuple[str, str, str, list[str]]] = [
+    ("www.example.test.", "A", "NOERROR", ["www.example.test. A 192.0.2.1"]),
+    ("www.example.test.", "AAAA", "NOERROR", ["www.example.test. AAAA 2001:db8::1"]),
+    ("www.other.test.", "A", "NOERROR", ["www.other.test. A 192.0.2.2"]),
+    (
+        "alias.example.test.",
+        "A",
+        "NOERROR",
+        ["alias.example.test. CNAME www.other.test.", "www.other.test. A 192.0.2.2"],
+    ),
+    (
+        "deep.example.test.",
+        "A",
+        "NOERROR",
+        [
+            "deep.example.test. CNAME back.other.test.",
+            "back.other.test. CNAME www.example.test.",
+            "www.example.test. A 192.0.2.1",
+        ],
+    ),
+    ("mail.example.test.", "MX", "NOERROR", ["mail.example.test. MX 10 www.example.test."]),
+    ("txt.example.test.", "TXT", "NOERROR", ['txt.example.test. TXT "hello world"']),
+    ("big.example.test.", "TXT", "NOERROR", BIG),
+    ("www.half.test.", "A", "NOERROR", ["www.half.test. A 192.0.2.3"]),
+    ("nothing.example.test.", "A", "NXDOMAIN", []),
+    ("www.example.test.", "MX", "NOERROR", []),
+    ("nothing.other.test.", "A", "NXDOMAIN", []),
+    ("www.other.test.", "TXT", "NOERROR", []),
+    (
+        "dangling.example.test.",
+        "A",
+        "NXDOMAIN",
+        ["dangling.example.test. CNAME nothing.other.test."],
+    ),
+    ("nothing.test.", "A", "NXDOMAIN", []),
+    ("www.lame.test.", "A", "SERVFAIL", []),
+    ("loop.example.test.", "A", "SERVFAIL", []),
+]
+
+
+def outcome(answer: Answer) -> tuple[str, list[str]]:
+    return dns.rcode.to_text(answer.rcode), texts(answer)
+
+
+@contextlib.asynccontextmanager
+async def serving_hierarchy(
+    reactor: Reactor, directory: Path, port: int = 0
+) -> AsyncIterator[int]:
+    """Serve the hierarchy on REAL's addresses, one port for all; yield the port.
+
+    torsion's DNSServer serves ".", "test.", "example.test." with
+    "half.test." and the lame server; nsd serves "other.test.". With port 0
+    the first server's port is taken for the others, and the whole
+    hierarchy is started again on another port if one of them finds it taken.
+    """
+    authorities = zones(REAL)
+    last: OSError | None = None
+    for attempt in range(5):
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                chosen = port
+                for role in ("root", "test", "example", "lame"):
+                    server = DNSServer(authorities[role])
+                    ports = server.listen(reactor, chosen, interface=REAL[role])
+                    stack.push_async_callback(ports.stop_listening)
+                    chosen = ports.port
+                stack.enter_context(
+                    running_nsd_at(
+                        directory / f"nsd{attempt}",
+                        "other.test",
+                        OTHER.format(**REAL),
+                        REAL["other"],
+                        chosen,
+                    )
+                )
+            except OSError as exc:  # CannotListenError, or nsd's bind
+                if port != 0:
+                    raise
+                last = exc
+                continue
+            yield chosen
+            return
+    assert last is not None
+    raise last
+
+
+def real_resolver(reactor: Reactor, port: int) -> RecursiveResolver:
+    return RecursiveResolver(reactor, hints={"ns.nic.": [REAL["root"]]}, port=port, timeout=5.0)
+
+
+@BOTH_LOOPS
+async def test_resolving_a_local_hierarchy(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    async with serving_hierarchy(reactor, tmp_path) as port:
+        resolver = real_resolver(reactor, port)
+        for name, rdtype, rcode, answer in EXPECTED:
+            result = await resolver.query(question(name, rdtype))
+            assert outcome(result) == (rcode, answer), (name, rdtype)
+            if rcode == "NXDOMAIN" or (rcode == "NOERROR" and not answer):
+                [soa] = result.authority
+                assert soa.rdtype == dns.rdatatype.SOA
+                # The SOA of the zone of the chain's last name.
+                last = result.answer[-1][0].target if result.answer else question(name).name
+                assert last.is_subdomain(soa.name)
+        assert resolver.resolving == 0
+
+
+@BOTH_LOOPS
+async def test_dig_through_a_recursive_server(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    async with serving_hierarchy(reactor, tmp_path) as port:
+        resolver = real_resolver(reactor, port)
+        front = DNSServer([ResolverChain([CacheResolver(reactor), resolver])], recursive=True)
+        front_ports = front.listen(reactor, 0)
+        try:
+            for transport in ("+notcp", "+tcp"):
+                output = await dig(front_ports.port, transport, "alias.example.test.", "A")
+                assert "status: NOERROR" in output
+                assert re.search(r"flags: qr rd ra;", output)
+                assert [line.split(None, 2)[::2] for line in records(output)] == [
+                    ["alias.example.test.", "IN CNAME www.other.test."],
+                    ["www.other.test.", "IN A 192.0.2.2"],
+                ]
+            nx = await dig(front_ports.port, "nothing.other.test.", "A")
+            assert "status: NXDOMAIN" in nx
+            assert records(nx)[0].startswith("other.test. 300 IN SOA ns2.example.test. ")
+            # Large answers come over TCP from the zone's server, whole.
+            big = await dig(front_ports.port, "+tcp", "big.example.test.", "TXT")
+            assert len(records(big)) == 20
+            lame = await dig(front_ports.port, "www.lame.test.", "A")
+            assert "status: SERVFAIL" in lame
+        finally:
+            await front_ports.stop_listening()
+
+
+# unbound, the recursive peer, on the same hierarchy on port 53.
+
+UNBOUND_CONF = """\
+server:
+    interface: 127.0.0.1@{port}
+    do-daemonize: no
+    do-ip6: no
+    do-not-query-localhost: no
+    root-hints: "{dir}/root.hints"
+    username: ""
+    chroot: ""
+    directory: "{dir}"
+    pidfile: "{dir}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    num-threads: 1
+    module-config: "iterator"
+    access-control: 127.0.0.0/8 allow
+    # "test." is one of unbound's default local zones (RFC 6761); resolve it.
+    local-zone: "test." nodefault
+    local-zone: "torsion-ready." static
+    local-data: "torsion-ready. A 127.0.0.1"
+remote-control:
+    control-enable: no
+"""
+
+
+@contextlib.contextmanager
+def running_unbound(directory: Path, root: str) -> Iterator[int]:
+    """Run unbound with ``root`` as its only root server; yield its port on 127.0.0.1."""
+    program = require_peer("unbound", package="unbound")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "root.hints").write_text(f".  3600000 NS ns.nic.\nns.nic. 3600000 A {root}\n")
+    port = free_port()
+    conf = directory / "unbound.conf"
+    conf.write_text(UNBOUND_CONF.format(port=port, dir=directory))
+    log = directory / "unbound.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [program, "-d", "-c", str(conf)], stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        # Waited for by asking it a name it answers itself (the hierarchy's
+        # servers run on this thread's loop: nothing may need them yet).
+        query = dns.message.make_query("torsion-ready.", "A")
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"unbound exited with {process.returncode}: {log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"unbound did not answer within 15 s: {log.read_text()}")
+            try:
+                dns.query.udp(query, "127.0.0.1", port=port, timeout=0.2)
+            except (dns.exception.Timeout, OSError):
+                continue
+            break
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a wedged unbound
+            process.kill()
+            process.wait()
+
+
+@BOTH_LOOPS
+@pytest.mark.timeout(30)
+async def test_the_same_answers_as_unbound(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    require_peer("unbound", package="unbound")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to serve a hierarchy on port 53")
+    try:
+        hierarchy = serving_hierarchy(reactor, tmp_path, port=53)
+        await hierarchy.__aenter__()
+    except OSError as exc:
+        pytest.skip(f"127.0.0.x:53 is taken: {exc}")
+    try:
+        with running_unbound(tmp_path / "unbound", REAL["root"]) as unbound_port:
+            ours = real_resolver(reactor, 53)
+            # unbound asked through a client of one try, like any stub resolver.
+            client = DNSClient(reactor, [("127.0.0.1", unbound_port)], timeout=10.0, attempts=1)
+            for name, rdtype, rcode, answer in EXPECTED:
+                q = question(name, rdtype)
+                theirs = outcome(await client.query(q))
+                assert theirs == (rcode, answer), (name, rdtype)
+                assert outcome(await ours.query(q)) == theirs, (name, rdtype)
+            assert client.outstanding == 0
+    finally:
+        await hierarchy.__aexit__(None, None, None)
