@@ -512,6 +512,15 @@ def test_out_of_bailiwick_glue_and_soa_are_dropped() -> None:
     assert [rrset.name for rrset in nx.authority] == [dns.name.from_text("test.")]
 
 
+def test_records_of_another_class_are_dropped() -> None:
+    chaos = dns.rrset.from_text("txt.example.test.", 60, "CH", "TXT", '"spoofed"')
+    network = fake_network(example=Adding(zones(FAKE)["example"], answer=[chaos]))
+    resolver, _ = resolver_on(network)
+    assert texts(resolve(resolver, "txt.example.test.", "TXT")) == [
+        'txt.example.test. TXT "hello world"'
+    ]
+
+
 def test_a_referral_sideways_is_lame() -> None:
     sideways = make_rrset("elsewhere. 86400 NS ns.nic.")
 
@@ -653,6 +662,22 @@ def test_a_resolution_taking_too_long_is_servfail_and_stops() -> None:
     reactor.advance(0.1)
     assert success_result_of(d).rcode == dns.rcode.SERVFAIL
     assert cancelled == [question("www.example.test.")]
+    assert resolver.resolving == 0
+    assert reactor.get_delayed_calls() == []
+
+
+def test_close_stops_every_resolution() -> None:
+    cancelled: list[Question] = []
+
+    class Never:
+        def query(self, q: Question) -> Deferred[Answer]:
+            return Deferred(lambda _: cancelled.append(q))
+
+    resolver, reactor = resolver_on(Network({FAKE["root"]: Never()}))
+    waiting = [resolver.query(question(name)) for name in ("a.test.", "b.test.", "a.test.")]
+    resolver.close()
+    assert [success_result_of(d).rcode for d in waiting] == [dns.rcode.SERVFAIL] * 3
+    assert sorted(str(q.name) for q in cancelled) == ["a.test.", "b.test."]
     assert resolver.resolving == 0
     assert reactor.get_delayed_calls() == []
 

@@ -321,6 +321,15 @@ class RecursiveResolver:
         self._health: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._pending: dict[Question, _Shared] = {}
 
+    def close(self) -> None:
+        """Stop every resolution under way: their callers get SERVFAIL, no timer is left.
+
+        The resolver may be used again afterwards.
+        """
+        for shared in list(self._pending.values()):
+            if shared.work is not None:
+                shared.work.cancel()
+
     @property
     def resolving(self) -> int:
         """How many client questions are being resolved now."""
@@ -575,12 +584,9 @@ class RecursiveResolver:
     ) -> _Delegation | bool | None:
         """What a server's response is: an answer (True), a referral, or lame (None)."""
         zone = delegation.zone
-        relevant = [rrset for rrset in answer.answer if rrset.name.is_subdomain(zone)]
-        soa = any(
-            rrset.rdtype == dns.rdatatype.SOA and rrset.name.is_subdomain(zone)
-            for rrset in answer.authority
-        )
-        if answer.rcode == dns.rcode.NOERROR and not relevant and not soa:
+        relevant = _in_bailiwick(answer, zone)
+        soa = bool(relevant.authority)
+        if answer.rcode == dns.rcode.NOERROR and not relevant.answer and not soa:
             referral = self._referral(answer, zone, question)
             if referral is not None:
                 return referral
@@ -598,6 +604,7 @@ class RecursiveResolver:
             cut = rrset.name
             if (
                 rrset.rdtype != dns.rdatatype.NS
+                or rrset.rdclass != dns.rdataclass.IN
                 or cut == zone
                 or not cut.is_subdomain(zone)
                 or not question.name.is_subdomain(cut)
@@ -615,6 +622,7 @@ class RecursiveResolver:
                 # Glue is believed only from within the zone asked about.
                 if (
                     glue.rdtype in _ADDRESS_TYPES
+                    and glue.rdclass == dns.rdataclass.IN
                     and glue.name in servers
                     and glue.name.is_subdomain(zone)
                 ):
@@ -703,14 +711,23 @@ def _hints_delegation(
 
 
 def _in_bailiwick(answer: Answer, zone: dns.name.Name) -> Answer:
-    """``answer`` without what its server has no authority over; never AA, no additional."""
+    """``answer`` without what its server has no authority over; never AA, no additional.
+
+    Kept: the answer section's IN records owned by names in ``zone``, and
+    the authority section's SOA records of ``zone`` or below. The additional
+    section is never more than a hint, and is not passed on.
+    """
+
+    def ours(rrset: dns.rrset.RRset) -> bool:
+        return rrset.rdclass == dns.rdataclass.IN and rrset.name.is_subdomain(zone)
+
     return Answer(
         rcode=answer.rcode,
-        answer=[rrset for rrset in answer.answer if rrset.name.is_subdomain(zone)],
+        answer=[rrset for rrset in answer.answer if ours(rrset)],
         authority=[
             rrset
             for rrset in answer.authority
-            if rrset.rdtype == dns.rdatatype.SOA and rrset.name.is_subdomain(zone)
+            if rrset.rdtype == dns.rdatatype.SOA and ours(rrset)
         ],
     )
 
