@@ -6,7 +6,8 @@ network.
 
 - Client: ``DNSClient`` (UDP with TCP on truncation, retries and timeouts
   per server, EDNS0, random IDs and ports, answers matched to the
-  question), ``AddressResolver`` (the reactor's name resolution through
+  question; DNS over TLS to ``DoTServer``s; resolv.conf's options and
+  ``SearchList``), ``AddressResolver`` (the reactor's name resolution through
   DNS), ``SRVClientEndpoint``; ``HostsResolver``, ``CacheResolver`` (TTLs
   and negative caching) and ``ResolverChain``.
 - Server: ``Authority`` (a zone from a BIND file or from Python, answered
@@ -27,6 +28,7 @@ from torsion.names._answer import Answer, DNSResolver, NotMineError, Question
 from torsion.names._cache import CacheResolver
 from torsion.names._chain import ResolverChain
 from torsion.names._client import AddressResolver, DNSClient, lookup_addresses, to_name
+from torsion.names._dot import DoTServer
 from torsion.names._forward import ForwardingResolver
 from torsion.names._hosts import HostsResolver, parse_hosts
 from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
@@ -50,6 +52,7 @@ __all__ = [
     "DNSResolver",
     "DNSServer",
     "DNSStreamProtocol",
+    "DoTServer",
     "ForwardingResolver",
     "HostsResolver",
     "NotMineError",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
+import ssl
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -50,6 +51,7 @@ from torsion.errors import DNSLookupError
 from torsion.internet import Address, Connector, DatagramProtocol, DelayedCall, is_ip_address
 from torsion.internet import Protocol as StreamProtocol
 from torsion.names._answer import Answer, DNSResolver, Question
+from torsion.names._dot import DoTChannel, DoTServer
 from torsion.names._resolvconf import ResolvConf, read_resolv_conf
 from torsion.names._search import NameLike, SearchList, lookup_addresses, to_name
 
@@ -78,10 +80,11 @@ _MAX_MESSAGE = 65535
 _MIN_PAYLOAD = 512
 # The DNS flag day 2020 size: no IP fragmentation on any common path.
 _DEFAULT_PAYLOAD = 1232
+_QUERY_PADDING = 128
 
 
 class ReactorForDNS(Protocol):
-    """What the client needs of a reactor: time, UDP ports and TCP connections."""
+    """What the client needs of a reactor: time, UDP ports, TCP and TLS connections."""
 
     def call_later(self, delay: float, f: Callable[..., object], /, *args: Any) -> DelayedCall:
         """Call ``f(*args)`` in ``delay`` seconds."""
@@ -100,6 +103,19 @@ class ReactorForDNS(Protocol):
         timeout: float | None = 30.0,
     ) -> Connector[P]:
         """Connect to ``host:port`` over TCP."""
+        ...
+
+    def connect_tls(
+        self,
+        host: str,
+        port: int,
+        factory: Callable[[Address], P],
+        *,
+        context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> Connector[P]:
+        """Connect to ``host:port`` over TLS (for DNS over TLS servers)."""
         ...
 
 
@@ -130,6 +146,12 @@ class DNSClient:
             rather than the first (resolv.conf's ``rotate`` when read).
         use_tcp: Whether to ask over TCP from the start (resolv.conf's
             ``use-vc`` when read).
+        tls: DNS over TLS servers to ask instead of ``servers``, in order,
+            and only over TLS (RFC 8310's strict profile): one connection
+            each, kept open and shared by the queries (resolv.conf is then
+            not read).
+        tls_idle_timeout: Seconds a TLS connection stays open with no query
+            waiting.
 
     Raises:
         ValueError: A server is not an IP address, or a number is out of range.
@@ -149,7 +171,13 @@ class DNSClient:
         ndots: int | None = None,
         rotate: bool | None = None,
         use_tcp: bool | None = None,
+        tls: Sequence[DoTServer] = (),
+        tls_idle_timeout: float = 10.0,
     ) -> None:
+        if tls:
+            if servers is not None:
+                raise ValueError("a DNS client asks either servers or tls servers, not both")
+            servers = [(server.address, server.port) for server in tls]
         if servers is None:
             conf = read_resolv_conf(resolv_conf)
             servers = conf.servers
@@ -186,6 +214,13 @@ class DNSClient:
         )
         self.rotate = conf.rotate if rotate is None else rotate
         self.use_tcp = conf.use_vc if use_tcp is None else use_tcp
+        if tls_idle_timeout <= 0:
+            raise ValueError(f"the idle timeout must be positive, not {tls_idle_timeout}")
+        self.tls_servers: tuple[DoTServer, ...] = tuple(tls)
+        self.channels: tuple[DoTChannel, ...] = tuple(
+            DoTChannel(reactor, server, connect_timeout=timeout, idle_timeout=tls_idle_timeout)
+            for server in tls
+        )
         self._outstanding: set[_Query] = set()
         self._rotation = 0
 
@@ -221,6 +256,16 @@ class DNSClient:
 
     def _finished(self, query: _Query) -> None:
         self._outstanding.discard(query)
+
+    def close(self) -> None:
+        """Cancel every query under way and close the DNS over TLS connections.
+
+        The client may be used again afterwards (connections are opened anew).
+        """
+        for query in list(self._outstanding):
+            query.deferred.cancel()
+        for channel in self.channels:
+            channel.close()
 
     def lookup(
         self,
@@ -282,7 +327,8 @@ class DNSClient:
 
     def __repr__(self) -> str:
         servers = ", ".join(f"{host}:{port}" for host, port in self.servers)
-        return f"<DNSClient asking {servers}>"
+        over = " over TLS" if self.channels else ""
+        return f"<DNSClient asking {servers}{over}>"
 
 
 class AddressResolver:
@@ -348,10 +394,12 @@ class _Query:
         self._tries = [try_ for _ in range(client.attempts) for try_ in servers]
         self._no_edns: set[int] = set()
         self._last_error_answer: Answer | None = None
+        self._last_error: BaseException | None = None
         self._current: tuple[int, tuple[str, int]] | None = None
         self._id = 0
         self._edns = False
         self._udp: _UDPExchange | None = None
+        self._dot: tuple[DoTChannel, int] | None = None
         self._tcp: Connector[_TCPExchange] | None = None
         # The connection itself, once made: the connector may learn of it
         # only after the response has come (its Deferred fires later).
@@ -376,11 +424,20 @@ class _Query:
             if self._last_error_answer is not None:
                 self.deferred.callback(self._last_error_answer)
             else:
-                self.deferred.errback(TimeoutError(f"no DNS server answered {self.question}"))
+                error = TimeoutError(f"no DNS server answered {self.question}")
+                if self._last_error is not None:
+                    error = TimeoutError(
+                        f"no DNS server answered {self.question} (last: {self._last_error})"
+                    )
+                    error.__cause__ = self._last_error
+                self.deferred.errback(error)
             return
         self._ask(*self._tries.pop(0))
 
     def _ask(self, index: int, server: tuple[str, int]) -> None:
+        if self.client.channels:
+            self._ask_over_tls(index, server)
+            return
         if self.client.use_tcp:
             self._ask_over_tcp(index, server)
             return
@@ -413,7 +470,20 @@ class _Query:
         connector.deferred.add_errback(lambda _: self.server_failed(generation))
         self._timer = self.client.reactor.call_later(self.client.timeout, self._timed_out)
 
-    def _request(self) -> bytes:
+    def _ask_over_tls(self, index: int, server: tuple[str, int]) -> None:
+        self._stop_exchange()
+        self._current = (index, server)
+        self._edns = bool(self.client.edns_payload) and index not in self._no_edns
+        channel = self.client.channels[index]
+        self._id = channel.free_id()
+        self._dot = (channel, self._id)
+        # RFC 8467, section 4.1: pad queries to a multiple of 128 bytes, so
+        # that their length says less about the name asked for.
+        # The timer first: a connection failing at once moves on, and stops it.
+        self._timer = self.client.reactor.call_later(self.client.timeout, self._timed_out)
+        channel.send(self, self._id, self._request(pad=_QUERY_PADDING), self.generation)
+
+    def _request(self, *, pad: int = 0) -> bytes:
         q = self.question
         message = dns.message.make_query(
             q.name,
@@ -421,6 +491,7 @@ class _Query:
             q.rdclass,
             use_edns=0 if self._edns else False,
             payload=self.client.edns_payload or _MIN_PAYLOAD,
+            pad=pad if self._edns else 0,
         )
         message.id = self._id
         wire: bytes = message.to_wire()
@@ -430,9 +501,18 @@ class _Query:
         self._timer = None
         self._next()
 
-    def server_failed(self, generation: int) -> None:
-        """Try ``generation`` will get no answer (ICMP unreachable, TCP refused or cut)."""
+    def server_failed(self, generation: int, error: BaseException | None = None) -> None:
+        """Try ``generation`` will get no answer (ICMP unreachable, TCP refused or cut).
+
+        Args:
+            generation: The try.
+            error: Why, if known (a TLS handshake's failure, say): the
+                ``TimeoutError`` the query fails with, if it does, is
+                chained to the last such error.
+        """
         if generation == self.generation and not self.deferred.called:
+            if error is not None:
+                self._last_error = error
             self._next()
 
     # Responses.
@@ -507,6 +587,9 @@ class _Query:
         udp, self._udp = self._udp, None
         if udp is not None:
             udp.close()
+        dot, self._dot = self._dot, None
+        if dot is not None:
+            dot[0].forget(dot[1])
         tcp, self._tcp = self._tcp, None
         if tcp is not None:
             tcp.disconnect()
