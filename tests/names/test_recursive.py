@@ -759,6 +759,7 @@ def test_root_hints_files_are_read(tmp_path: Path) -> None:
     [
         {"hints": {"ns.nic.": ["not an address"]}},
         {"hints": {"ns.nic.": []}},
+        {"hints": {"x" * 64 + ".": ["192.0.2.1"]}},
         {"port": 0},
         {"timeout": 0},
         {"max_queries": 0},

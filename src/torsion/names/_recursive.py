@@ -697,7 +697,12 @@ def _hints_delegation(
     servers: list[dns.name.Name] = []
     addresses: dict[dns.name.Name, list[str]] = {}
     for name, given in hints.items():
-        server = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
+        try:
+            server = dns.name.from_text(name) if isinstance(name, str) else name
+        except dns.exception.DNSException as exc:
+            raise ValueError(f"root hint: not a domain name: {name!r}") from exc
+        if not server.is_absolute():
+            server = server.concatenate(dns.name.root)
         listed = list(given)
         for address in listed:
             if not is_ip_address(address):
