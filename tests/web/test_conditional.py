@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torsion.web._conditional import (
     ETag,
     Precondition,
+    check_preconditions,
     evaluate_preconditions,
     format_http_date,
     if_range_allows,
@@ -19,6 +20,7 @@ from torsion.web._conditional import (
     parse_etags,
     parse_http_date,
 )
+from torsion.web._headers import Headers
 
 # RFC 9110 §5.6.7's example instant, in its three forms.
 _T = 784111777.0
@@ -293,3 +295,20 @@ def test_if_range() -> None:
     assert not if_range_allows(_AFTER, last_modified=_MTIME)
     assert not if_range_allows(_AT)
     assert not if_range_allows(b"junk", last_modified=_MTIME)
+
+
+def test_check_preconditions_reads_headers() -> None:
+    def check(method: bytes, *fields: tuple[str, str]) -> Precondition:
+        return check_preconditions(method, Headers(fields), etag=_ETAG, last_modified=_MTIME)
+
+    assert check(b"GET") is Precondition.PROCEED
+    # A list split over two lines is one list (RFC 9110 §5.3).
+    assert check(b"GET", ("If-None-Match", '"a"'), ("if-none-match", '"v1"')) is (
+        Precondition.NOT_MODIFIED
+    )
+    assert check(b"PUT", ("If-Match", '"a"'), ("If-Match", '"v1"')) is Precondition.PROCEED
+    assert check(b"PUT", ("If-Match", '"a"')) is Precondition.PRECONDITION_FAILED
+    assert check(b"GET", ("If-Modified-Since", _AT.decode())) is Precondition.NOT_MODIFIED
+    assert check(b"PUT", ("If-Unmodified-Since", _BEFORE.decode())) is (
+        Precondition.PRECONDITION_FAILED
+    )

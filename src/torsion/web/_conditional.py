@@ -21,11 +21,15 @@ import calendar
 import enum
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from torsion.web._headers import Headers
 
 __all__ = [
     "ETag",
     "Precondition",
+    "check_preconditions",
     "evaluate_preconditions",
     "format_http_date",
     "if_range_allows",
@@ -316,6 +320,49 @@ def evaluate_preconditions(
         if date is not None and modified <= date:
             return Precondition.NOT_MODIFIED
     return Precondition.PROCEED
+
+
+def _combined(headers: Headers, name: bytes) -> bytes | None:
+    """A field's lines joined with ", " (RFC 9110 §5.3), or None when absent."""
+    values = headers.get_all(name)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else b", ".join(values)
+
+
+def check_preconditions(
+    method: bytes,
+    headers: Headers,
+    *,
+    etag: ETag | None = None,
+    last_modified: float | None = None,
+    exists: bool = True,
+) -> Precondition:
+    """Evaluate a request's preconditions from its header fields.
+
+    :func:`evaluate_preconditions` with the four fields taken from
+    ``headers`` (each field's lines joined as one list).
+
+    Args:
+        method: The request method, e.g. ``b"GET"``.
+        headers: The request's header fields.
+        etag: The selected representation's current entity tag, if any.
+        last_modified: Its modification time in seconds, if known.
+        exists: Whether there is a current representation (for ``*``).
+
+    Returns:
+        What to do.
+    """
+    return evaluate_preconditions(
+        method,
+        etag=etag,
+        last_modified=last_modified,
+        exists=exists,
+        if_match=_combined(headers, b"if-match"),
+        if_none_match=_combined(headers, b"if-none-match"),
+        if_modified_since=headers.get(b"if-modified-since"),
+        if_unmodified_since=headers.get(b"if-unmodified-since"),
+    )
 
 
 def if_range_allows(
