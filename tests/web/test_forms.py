@@ -559,3 +559,30 @@ def _parse_with(body: bytes, content_type: bytes, chunk: int | None) -> Multipar
     for start in range(0, len(body), step):
         parser.feed(body[start : start + step])
     return parser.close()
+
+
+_pieces = st.sampled_from(
+    [
+        b"--xyz", b"\r\n", b"--", b"\r\n\r\n", b" ", b";", b"x" * 10, b"\r",
+        b"Content-Disposition: form-data; name=a", b'; filename="f"', b"Content-Type: a/b",
+        b" continued", b"\x00",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(st.lists(_pieces, max_size=30), st.integers(1, 20))
+def test_near_valid_junk_never_raises_anything_but_form_errors(
+    pieces: list[bytes], chunk: int
+) -> None:
+    before = _open_fds()
+    body = b"".join(pieces)
+    parser = MultipartParser(b"xyz", max_header_size=64, spool_size=4)
+    try:
+        for start in range(0, len(body), chunk):
+            parser.feed(body[start : start + chunk])
+        with parser.close() as form:
+            assert all(isinstance(v, str) for vs in form.fields.values() for v in vs)
+    except FormError:
+        pass
+    assert _open_fds() == before
