@@ -10,6 +10,7 @@ the helpers share.
 
 from __future__ import annotations
 
+from torsion.web._channel import HTTPChannel
 from torsion.web._conditional import (
     ETag,
     Precondition,
@@ -32,6 +33,7 @@ from torsion.web._html import (
     render_directory_listing,
     render_error_page,
 )
+from torsion.web._http11 import HTTPProtocolError, RequestParser, ServerLimits
 from torsion.web._ranges import (
     ByteRange,
     MultipartByteRanges,
@@ -42,11 +44,17 @@ from torsion.web._ranges import (
     plan_multipart,
     unsatisfiable_content_range,
 )
+from torsion.web._request import Request, ResponseStateError
+from torsion.web._resource import ErrorPage, RenderResult, Resource, error_page, handles
+from torsion.web._site import Site, combined_log_line
 
 __all__ = [
     "ByteRange",
     "DirectoryEntry",
     "ETag",
+    "ErrorPage",
+    "HTTPChannel",
+    "HTTPProtocolError",
     "Headers",
     "InvalidHeaderError",
     "MultipartByteRanges",
@@ -54,9 +62,19 @@ __all__ = [
     "Precondition",
     "RangeOutcome",
     "RangeRequest",
+    "RenderResult",
+    "Request",
+    "RequestParser",
+    "Resource",
+    "ResponseStateError",
+    "ServerLimits",
+    "Site",
+    "combined_log_line",
+    "error_page",
     "escape",
     "evaluate_preconditions",
     "format_http_date",
+    "handles",
     "if_range_allows",
     "make_etag",
     "parse_etags",

@@ -1,0 +1,325 @@
+"""``HTTPChannel``: the HTTP/1.1 server connection, glue around the parser.
+
+The channel feeds the bytes it receives to ``RequestParser`` and keeps the
+connection's order and bounds:
+
+* Requests are answered strictly in the order they came. Pipelined requests
+  are parsed ahead and held (at most ``max_pipelined``; reading pauses
+  past it); each is rendered only when every response before it is
+  finished, so responses can never interleave (CVE-2023-46137,
+  CVE-2024-41671). A flood of requests in one read is cut off at the bound:
+  those read so far are answered and the connection closes.
+* A request body the handler does not read is held up to ``body_buffer``
+  bytes, then reading pauses until the handler reads.
+* The next request is not rendered while the transport's write buffer is
+  full, so a client that sends without reading cannot make responses pile
+  up.
+* One timer per connection, moved rather than remade per request: the
+  header timeout (408) from a request's first byte to the end of its head,
+  the idle timeout between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+from collections import deque
+
+from torsion.internet import DelayedCall, Protocol
+from torsion.web._headers import Headers
+from torsion.web._http11 import HTTPProtocolError, RequestParser
+from torsion.web._request import Request
+
+if typing.TYPE_CHECKING:
+    from torsion.web._site import Site
+
+__all__ = ["HTTPChannel"]
+
+# What the connection's one timer is waiting for.
+_NOTHING = 0
+_HEAD = 1
+_IDLE = 2
+
+
+class HTTPChannel(Protocol):
+    """One HTTP/1.1 server connection; made by ``Site`` for each client.
+
+    Call order, as for every protocol::
+
+        connection_made [-> data_received*] [-> eof_received] -> connection_lost
+    """
+
+    def __init__(self, site: Site) -> None:
+        """Make the connection's parser; nothing happens until connection_made."""
+        self._site = site
+        self._limits = site.limits
+        self._clock = site.reactor
+        self._date_lines = site._dates.lines
+        self._parser = RequestParser(self, site.limits)
+        self._queue: deque[Request] = deque()
+        self._receiving: Request | None = None
+        self._rendering: Request | None = None
+        self._closing = False
+        self._reading_paused = False
+        self._pending_error: bytes | None = None
+        self._timer: DelayedCall | None = None
+        self._deadline = 0.0
+        self._waiting_for = _NOTHING
+
+    # -- asyncio protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start the header timeout for the first request."""
+        super().connection_made(transport)
+        self._wait(_HEAD, self._limits.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse what arrived; requests are rendered as their turn comes."""
+        try:
+            self._parser.receive_data(data)
+        except HTTPProtocolError as exc:
+            self._refuse(exc.status, exc.reason)
+            return
+        if self._parser.upgraded:
+            # The request asked to switch protocols, which is not offered
+            # here: it was served as a plain request, and nothing after it
+            # is HTTP/1.1 that we could read.
+            self._close_after_queue()
+
+    def eof_received(self) -> bool | None:
+        """The client will send no more: answer what was asked, then close."""
+        self._parser.stop()
+        if self._queue and self._receiving is None:
+            self._close_after_queue()
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail what is still pending, and stop the timer."""
+        super().connection_lost(exc)
+        self._parser.stop()
+        self._waiting_for = _NOTHING
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        error = exc if exc is not None else ConnectionResetError("connection closed")
+        receiving = self._receiving
+        self._receiving = None
+        queue = list(self._queue)
+        self._queue.clear()
+        self._rendering = None
+        for request in queue:
+            request._connection_lost(error)
+        if receiving is not None and receiving not in queue:
+            receiving._fail_body(error)
+
+    def resume_writing(self) -> None:
+        """The write buffer drained: render the next request if one waits."""
+        super().resume_writing()
+        self._next()
+
+    # -- the parser's owner --------------------------------------------------
+
+    def message_begun(self) -> None:
+        """A request's first byte: its head must come within the header timeout."""
+        if self._closing:
+            self._parser.stop()
+            return
+        self._wait(_HEAD, self._limits.header_timeout)
+
+    def head_received(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        expect_continue: bool,
+        has_body: bool,
+    ) -> None:
+        """A request's head was read: queue it, render it if its turn has come."""
+        self._waiting_for = _NOTHING
+        request = Request(
+            self,
+            method,
+            target,
+            version,
+            Headers.from_raw(headers),
+            keep_alive=keep_alive,
+            expect_continue=expect_continue,
+            has_body=has_body,
+        )
+        if has_body:
+            self._receiving = request
+        queue = self._queue
+        queue.append(request)
+        if len(queue) > self._limits.max_pipelined:
+            # More requests in one read than may wait: answer these, drop
+            # the rest, close (RFC 9112 section 9.3.2: the client retries).
+            self._parser.stop()
+            self._closing = True
+        if len(queue) == 1:
+            self._next()
+        else:
+            self._update_reading()
+
+    def body_received(self, data: bytes) -> None:
+        """Part of the body of the request being read."""
+        request = self._receiving
+        if request is None:  # pragma: no cover - the parser only calls with a body
+            return
+        request._feed_body(data)
+        if request._body_buffered > self._limits.body_buffer:
+            self._update_reading()
+
+    def message_complete(self) -> None:
+        """A request ended: wait for the next, unless this one closes."""
+        request = self._receiving
+        if request is not None:
+            self._receiving = None
+            request._end_body()
+            if self._reading_paused:
+                self._update_reading()
+        if self._queue:
+            last = self._queue[-1]
+            if not last.keep_alive:
+                self._parser.stop()
+                self._closing = True
+        elif not self._closing:
+            self._wait(_IDLE, self._limits.idle_timeout)
+
+    # -- for Request ---------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if not self._lost:
+            self.transport.write(data)
+
+    def _abort(self) -> None:
+        if not self._lost:
+            self.transport.abort()
+
+    def _body_consumed(self, request: Request) -> None:
+        if self._reading_paused and request is self._receiving:
+            self._update_reading()
+
+    def _request_done(self, request: Request) -> None:
+        # The response to the request being rendered is finished.
+        queue = self._queue
+        if not queue or queue[0] is not request:  # pragma: no cover - a bug if so
+            raise RuntimeError(f"{request!r} finished out of turn")
+        queue.popleft()
+        self._rendering = None
+        self._site._log_access(request)
+        if not request.keep_alive:
+            self._parser.stop()
+            self._closing = True
+            for later in queue:
+                later._connection_lost(ConnectionResetError("connection closed"))
+            queue.clear()
+            self._close()
+            return
+        self._next()
+
+    # -- order, bounds and time ----------------------------------------------
+
+    def _next(self) -> None:
+        # Render the request whose turn it is, if the writes can take it.
+        queue = self._queue
+        if self._rendering is not None or self._lost:
+            return
+        if queue:
+            if self._writing_paused:
+                return
+            request = self._rendering = queue[0]
+            self._update_reading()
+            self._site._render(request)
+            return
+        if self._pending_error is not None:
+            self._write(self._pending_error)
+            self._pending_error = None
+            self._close()
+        elif self._closing:
+            self._close()
+        elif self._receiving is None and self._waiting_for == _NOTHING:
+            self._wait(_IDLE, self._limits.idle_timeout)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        request = self._receiving
+        pause = len(self._queue) >= self._limits.max_pipelined or (
+            request is not None
+            and request._body_buffered > self._limits.body_buffer
+            and request._collecting is None
+        )
+        if pause != self._reading_paused and not self._lost:
+            self._reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        # A request broke the protocol: answer it in its turn, then close.
+        self._parser.stop()
+        self._closing = True
+        self._waiting_for = _NOTHING
+        response = self._site._error_response(status, reason)
+        receiving = self._receiving
+        self._receiving = None
+        if receiving is not None and receiving is self._rendering:
+            # The request being answered is the one refused (a body too
+            # large, say): its error replaces its response, or, if its
+            # response has started, only closing can end it.
+            error = HTTPProtocolError(status, reason)
+            self._queue.clear()
+            self._rendering = None
+            receiving.code = status
+            started = receiving._started
+            receiving._connection_lost(error)
+            if started:
+                self._abort()
+            else:
+                self._write(response)
+                self._close()
+            return
+        if receiving is not None:
+            receiving._fail_body(HTTPProtocolError(status, reason))
+        if not self._queue:
+            self._write(response)
+            self._close()
+        else:
+            self._pending_error = response
+
+    def _close_after_queue(self) -> None:
+        self._parser.stop()
+        self._closing = True
+        if not self._queue:
+            self._close()
+
+    def _close(self) -> None:
+        self._waiting_for = _NOTHING
+        if not self._lost:
+            self.transport.close()
+
+    def _wait(self, what: int, seconds: float) -> None:
+        # Move the one timer: it is made again only when it has run.
+        self._waiting_for = what
+        self._deadline = self._clock.seconds() + seconds
+        if self._timer is None:
+            self._timer = self._clock.call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        what = self._waiting_for
+        if what == _NOTHING or self._lost:
+            return
+        left = self._deadline - self._clock.seconds()
+        if left > 0:
+            self._timer = self._clock.call_later(left, self._timed_out)
+            return
+        self._waiting_for = _NOTHING
+        if what == _HEAD:
+            # Slowloris: a head that never ends gets 408 (RFC 9110 15.5.9).
+            self._refuse(408, "request head not received in time")
+        else:
+            self._close()

@@ -1,0 +1,419 @@
+"""The sans-IO core of the HTTP/1.1 server: bytes in, request heads and bodies out.
+
+``RequestParser`` drives httptools' ``HttpRequestParser`` (llhttp) and adds
+what llhttp leaves to its user, so that every request reaching the server
+is framed one way only (RFC 9112; the request smuggling tricks of Twisted's
+advisories CVE-2022-24801, CVE-2020-10108 and CVE-2020-10109):
+
+* llhttp, strict by default, refuses bare CR or LF line ends, obs-fold,
+  control characters in names and values, spaces before the colon, a
+  ``Content-Length`` repeated, signed, hexadecimal or listed, one with
+  ``Transfer-Encoding``, chunk sizes with prefixes or whitespace, and
+  transfer codings after ``chunked``.
+* This module refuses, on top: a ``Transfer-Encoding`` that is not exactly
+  ``chunked`` (``gzip, chunked`` included: no other coding is supported), a
+  ``Transfer-Encoding`` in an HTTP/1.0 request (RFC 9112 section 6.1), HTTP
+  versions other than 1.0 and 1.1 (0.9 is 400; 2.0 and later 505), an
+  HTTP/1.1 request with no ``Host`` or with two (RFC 9112 section 3.2),
+  extra spaces between the method and the target, and any ``Expect`` but
+  ``100-continue`` (417).
+* Limits: the target's length (414), the number of header fields and the
+  bytes of the head (431), the body's size (413), each checked as the bytes
+  arrive so that nothing is buffered past its bound.
+
+The parser does no I/O and keeps no time; it calls its owner (the
+connection, or a test) as each part of a request is read. Those calls are
+plain methods rather than event objects: one request per few microseconds
+is the budget, and an object per event would spend a good part of it.
+
+The module also writes what responses need on the wire: status lines, and
+the ``Date`` field cached per second.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import typing
+from dataclasses import dataclass
+
+import httptools
+
+from torsion.errors import TorsionError
+
+__all__ = [
+    "DateCache",
+    "HTTPProtocolError",
+    "ParserOwner",
+    "RequestParser",
+    "ServerLimits",
+    "reason_phrase",
+    "status_line",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerLimits:
+    """The bounds and timeouts of an HTTP server connection, on by default.
+
+    Attributes:
+        max_target: Longest request target in bytes; longer gets 414.
+        max_headers: Most header fields in one request; more gets 431.
+        max_head_bytes: Most bytes in a request's head (request line and
+            header fields); more gets 431.
+        max_body: Largest request body in bytes; larger gets 413.
+        body_buffer: Request body bytes held for a handler that is not
+            reading; past it, reading from the connection pauses.
+        max_pipelined: Requests read ahead of their responses; past it,
+            reading pauses (and a flood of requests in one packet is cut
+            off: the connection closes after answering these).
+        header_timeout: Seconds a request's head may take to arrive; then
+            408 and close (slowloris).
+        idle_timeout: Seconds a kept-alive connection may wait for its next
+            request; then it is closed.
+    """
+
+    max_target: int = 8192
+    max_headers: int = 100
+    max_head_bytes: int = 65536
+    max_body: int = 16 * 1024 * 1024
+    body_buffer: int = 65536
+    max_pipelined: int = 16
+    header_timeout: float = 20.0
+    idle_timeout: float = 60.0
+
+
+class HTTPProtocolError(TorsionError):
+    """A request broke HTTP/1.1: the connection answers ``status`` and closes.
+
+    Attributes:
+        status: The status code of the reply (400, 413, 414, 417, 431, 505).
+        reason: What was wrong, for the log (never echoed unescaped).
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        """Record the reply's status and the reason."""
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class ParserOwner(typing.Protocol):
+    """What ``RequestParser`` tells as it reads requests.
+
+    Call order, per request::
+
+        message_begun -> head_received [-> body_received*] -> message_complete
+    """
+
+    def message_begun(self) -> None:
+        """The first byte of a request arrived."""
+        ...
+
+    def head_received(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        expect_continue: bool,
+        has_body: bool,
+    ) -> None:
+        """The request line and header fields were read and checked."""
+        ...
+
+    def body_received(self, data: bytes) -> None:
+        """Some of the request body arrived (chunked framing removed)."""
+        ...
+
+    def message_complete(self) -> None:
+        """The request ended (its body, if any, was all received)."""
+        ...
+
+
+# Phases of the message being read.
+_IDLE = 0
+_HEAD = 1
+_BODY = 2
+
+_TE_CHUNKED = b"chunked"
+# Bytes of earlier reads kept to check a request line split across reads:
+# enough for the longest method and two spaces.
+_TAIL = 24
+
+
+class _StopParsingError(Exception):
+    """Raised inside a parser callback to stop llhttp; the reason is kept."""
+
+
+class RequestParser:
+    """Reads HTTP/1.1 requests from bytes, strictly, within limits.
+
+    Args:
+        owner: Told of each request's parts as they are read.
+        limits: The bounds to enforce.
+
+    Feed it with ``receive_data``; it raises ``HTTPProtocolError`` for a
+    request that must be refused, after which it must not be fed again.
+    """
+
+    def __init__(self, owner: ParserOwner, limits: ServerLimits) -> None:
+        """Make a parser at the start of a connection."""
+        self._owner = owner
+        self._limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self._phase = _IDLE
+        self._error: HTTPProtocolError | None = None
+        self._stopped = False
+        self._reset()
+        self._data = b""
+        self._data_start = 0
+        self._tail = b""
+        #: Set when an Upgrade or CONNECT request ended the HTTP/1.1 stream.
+        self.upgraded = False
+
+    def _reset(self) -> None:
+        self._target = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._body_bytes = 0
+        self._hosts = 0
+        self._chunked = False
+        self._content_length = -1
+        self._expect_continue = False
+        self._begun_in_chunk = True
+
+    def stop(self) -> None:
+        """Read nothing more: every byte fed from now on is dropped.
+
+        Called while a request is being delivered, the rest of the bytes of
+        that ``receive_data`` call are dropped too.
+        """
+        self._stopped = True
+
+    def receive_data(self, data: bytes) -> None:
+        """Parse ``data``, calling the owner for each part of each request.
+
+        Args:
+            data: The next bytes from the client.
+
+        Raises:
+            HTTPProtocolError: The request must be answered with the error's
+                status and the connection closed.
+        """
+        if self._stopped:
+            return
+        if self._phase == _HEAD:
+            # The head is still arriving: count it whole, before llhttp
+            # buffers a field of any size.
+            self._head_bytes += len(data)
+        self._data = data
+        self._data_start = 0
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No protocol switch is offered yet: the request was served as a
+            # plain one and the stream ends after it (RFC 9110 section 7.8
+            # lets a server ignore Upgrade; CONNECT gets 405 from the tree).
+            self.upgraded = True
+            self._stopped = True
+        except httptools.HttpParserError as exc:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error from None
+            cause = exc.__context__
+            if isinstance(cause, _StopParsingError):
+                return
+            if cause is not None:
+                # The owner failed: that is a bug to report, not the client's.
+                raise cause from None
+            raise HTTPProtocolError(400, str(exc) or type(exc).__name__) from None
+        finally:
+            self._data = b""
+            tail = self._tail + data if len(data) < _TAIL else data
+            self._tail = tail[-_TAIL:]
+        if (
+            self._phase == _HEAD
+            and not self._stopped
+            and self._head_bytes > self._limits.max_head_bytes
+        ):
+            if len(self._target) >= self._limits.max_target or not self._headers:
+                raise HTTPProtocolError(414, "request target too long")
+            raise HTTPProtocolError(431, "request head too large")
+
+    def _fail(self, status: int, reason: str) -> typing.NoReturn:
+        self._error = HTTPProtocolError(status, reason)
+        raise _StopParsingError
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """httptools: a request starts."""
+        self._reset()
+        self._phase = _HEAD
+        self._owner.message_begun()
+        if self._stopped:
+            raise _StopParsingError
+
+    def on_url(self, url: bytes) -> None:
+        """httptools: (part of) the request target."""
+        target = self._target + url if self._target else url
+        if len(target) > self._limits.max_target:
+            self._fail(414, "request target too long")
+        if not self._target:
+            # llhttp skips any number of spaces after the method; a front end
+            # that splits on single spaces would read another target. The
+            # target is found in the bytes being parsed, after the previous
+            # request's target (a pipelined request is checked too, unless a
+            # field of the request before it holds the same target).
+            data = self._data
+            at = data.find(url, self._data_start)
+            if at >= 0:
+                self._data_start = at + len(url)
+                method = self._parser.get_method()
+                start = at - 2 - len(method)
+                if start < 0:
+                    # The request line began in an earlier read.
+                    data = self._tail + data[:at]
+                    at = len(data)
+                    start = at - 2 - len(method)
+                if data[at - 2 : at] == b"  " and data[start:at] == method + b"  ":
+                    self._fail(400, "more than one space before the request target")
+        self._target = target
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header field, name and value complete."""
+        headers = self._headers
+        headers.append((name, value))
+        if len(headers) > self._limits.max_headers:
+            self._fail(431, "too many header fields")
+        lowered = name.lower()
+        if lowered == b"host":
+            self._hosts += 1
+        elif lowered == b"content-length":
+            # llhttp has checked the digits and refused a second one.
+            self._content_length = int(value)
+            if self._content_length > self._limits.max_body:
+                self._fail(413, "request body too large")
+        elif lowered == b"transfer-encoding":
+            # RFC 9112 section 6.1: chunked must be the final coding, and no
+            # other coding is supported here, so anything else is refused
+            # rather than passed on as a body of another framing.
+            if value.strip(b" \t").lower() != _TE_CHUNKED:
+                self._fail(400, "unsupported Transfer-Encoding")
+            self._chunked = True
+        elif lowered == b"expect":
+            if value.strip(b" \t").lower() != b"100-continue":
+                self._fail(417, "unsupported expectation")
+            self._expect_continue = True
+
+    def on_headers_complete(self) -> None:
+        """httptools: the head is complete; check it as a whole."""
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1":
+            if version != "1.0":
+                if version.startswith("0."):
+                    self._fail(400, "HTTP/0.9 is not supported")
+                self._fail(505, "HTTP version not supported")
+            if self._chunked:
+                # RFC 9112 section 6.1: an HTTP/1.0 message with
+                # Transfer-Encoding has faulty framing.
+                self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
+        elif self._hosts == 0:
+            # RFC 9112 section 3.2.
+            self._fail(400, "an HTTP/1.1 request needs a Host")
+        if self._hosts > 1:
+            self._fail(400, "more than one Host")
+        if not self._target:
+            self._fail(400, "empty request target")
+        self._phase = _BODY
+        self._owner.head_received(
+            parser.get_method(),
+            self._target,
+            version,
+            self._headers,
+            parser.should_keep_alive(),
+            self._expect_continue,
+            self._chunked or self._content_length > 0,
+        )
+        if self._stopped:
+            raise _StopParsingError
+
+    def on_body(self, body: bytes) -> None:
+        """httptools: some body bytes (chunk framing removed)."""
+        self._body_bytes += len(body)
+        if self._body_bytes > self._limits.max_body:
+            self._fail(413, "request body too large")
+        self._owner.body_received(body)
+        if self._stopped:
+            raise _StopParsingError
+
+    def on_message_complete(self) -> None:
+        """httptools: the request ended."""
+        self._phase = _IDLE
+        self._owner.message_complete()
+        if self._stopped:
+            raise _StopParsingError
+
+
+# -- writing -------------------------------------------------------------------
+
+_PHRASES: dict[int, str] = {status.value: status.phrase for status in http.HTTPStatus}
+
+
+def reason_phrase(code: int) -> str:
+    """The standard reason phrase of a status code ("" if unknown)."""
+    return _PHRASES.get(code, "")
+
+
+_STATUS_LINES: dict[int, bytes] = {
+    code: f"HTTP/1.1 {code} {phrase}\r\n".encode("ascii") for code, phrase in _PHRASES.items()
+}
+
+
+def status_line(code: int, phrase: bytes | None = None) -> bytes:
+    r"""The status line of a response, CRLF included.
+
+    Args:
+        code: The status code (100 to 999).
+        phrase: A reason phrase other than the standard one (already checked
+            for CR, LF and NUL by the caller).
+
+    Returns:
+        ``HTTP/1.1 <code> <phrase>\r\n``.
+    """
+    if phrase is None:
+        line = _STATUS_LINES.get(code)
+        if line is not None:
+            return line
+        phrase = _PHRASES.get(code, "").encode("ascii")
+    return b"HTTP/1.1 %d %s\r\n" % (code, phrase)
+
+
+class DateCache:
+    """The ``Date`` and ``Server`` header lines, the date made once a second.
+
+    Args:
+        server: The ``Server`` field value (empty for none).
+        wall_clock: The time of day, in seconds since the epoch (``time.time``).
+    """
+
+    __slots__ = ("_lines", "_second", "_server", "_wall_clock")
+
+    def __init__(self, server: bytes, wall_clock: typing.Callable[[], float]) -> None:
+        """Make a cache that formats on first use."""
+        self._server = b"Server: " + server + b"\r\n" if server else b""
+        self._wall_clock = wall_clock
+        self._second = -1
+        self._lines = b""
+
+    def lines(self) -> bytes:
+        r"""``Server: ...\r\nDate: ...\r\n`` for the current second (RFC 9110 6.6.1)."""
+        second = int(self._wall_clock())
+        if second != self._second:
+            self._second = second
+            date = email.utils.formatdate(second, usegmt=True).encode("ascii")
+            self._lines = self._server + b"Date: " + date + b"\r\n"
+        return self._lines

@@ -1,0 +1,591 @@
+"""``Request``: one HTTP request as a resource sees it, and its response.
+
+The request carries what the client sent (method, target, headers, body)
+and is also where the resource writes its response. It is made by the
+server connection once a request's head has been read; the body arrives
+afterwards, while the resource may already be running.
+"""
+
+from __future__ import annotations
+
+import html
+import typing
+import urllib.parse
+from collections import deque
+from collections.abc import AsyncIterator
+
+from torsion.defer import Deferred, fail, succeed
+from torsion.errors import TorsionError
+from torsion.internet import Address
+from torsion.web._headers import Headers, validate_header_value
+from torsion.web._http11 import HTTPProtocolError, status_line
+
+if typing.TYPE_CHECKING:
+    from torsion.web._channel import HTTPChannel
+
+__all__ = ["Request", "ResponseStateError"]
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+# Responses to these carry no body, whatever the method (RFC 9110 6.4.1).
+_NO_BODY_CODES = frozenset({204, 304})
+_HEADERS_WE_FRAME = (b"content-length", b"transfer-encoding", b"connection")
+# Characters a Location keeps as they are; everything else is
+# percent-encoded, CR and LF included (header injection, CVE-2019-12387).
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
+
+
+class ResponseStateError(TorsionError, RuntimeError):
+    """The response was used out of turn.
+
+    Written after ``finish()``, finished twice, or its status changed after it
+    was sent.
+    """
+
+
+class Request:
+    """One HTTP request and the response to it.
+
+    Lifecycle: the connection makes the request once its head is read and,
+    when the request's turn comes (responses go out in the order requests
+    came), walks the resource tree and calls the resource's handler. The
+    body, if any, may still be arriving: read it with ``await
+    request.body()`` (whole, bounded by the server's ``max_body``) or chunk
+    by chunk with ``read()`` / ``async for chunk in request.stream()``;
+    reading from the client pauses while chunks are left unread. A client
+    that sent ``Expect: 100-continue`` is told to go on only when the body
+    is first read.
+
+    The response is written through the same object: ``set_response_code``
+    and ``response_headers`` first, then either the handler returns the
+    whole body as ``bytes`` (sent with ``Content-Length``, in one write), or
+    it calls ``write(data)`` any number of times (sent chunked on HTTP/1.1,
+    or delimited by the close on HTTP/1.0, unless the handler set
+    ``Content-Length`` itself) and then ``finish()``. ``await
+    request.drained()`` waits while the connection's write buffer is full.
+    The status and headers go out with the first byte of the body, so they
+    cannot change after that. For HEAD, the body is dropped and the headers
+    are those of GET.
+
+    ``notify_finish()`` fires when the response is finished, or fails when
+    the connection is lost first (so a long render can stop); after a lost
+    connection, writes are dropped.
+
+    Attributes:
+        method: The request method, e.g. ``"GET"``.
+        uri: The request target exactly as sent (``/a%20b?x=1``).
+        path: The target's path, still percent-encoded (``/a%20b``).
+        query: The target's query, without the ``?`` (``x=1``).
+        version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
+        headers: The request's header fields.
+        prepath: Path segments (decoded) already walked through the tree.
+        postpath: Path segments (decoded) left below the rendering resource.
+        code: The response status code (200 until set).
+        keep_alive: Whether the connection stays open after this response.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_args",
+        "_body_buffered",
+        "_body_chunks",
+        "_body_complete",
+        "_body_error",
+        "_body_waiter",
+        "_channel",
+        "_chunked",
+        "_collecting",
+        "_continue_sent",
+        "_declared_length",
+        "_discarding",
+        "_expect_continue",
+        "_finish_waiters",
+        "_finished",
+        "_head_only",
+        "_lost",
+        "_method",
+        "_phrase",
+        "_response_headers",
+        "_sent",
+        "_started",
+        "code",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "postpath",
+        "prepath",
+        "query",
+        "uri",
+        "version",
+    )
+
+    def __init__(
+        self,
+        channel: HTTPChannel,
+        method: bytes,
+        uri: bytes,
+        version: str,
+        headers: Headers,
+        *,
+        keep_alive: bool,
+        expect_continue: bool = False,
+        has_body: bool = False,
+    ) -> None:
+        """Made by the connection; resources never make requests."""
+        self._channel = channel
+        self._method = method
+        self.method = method.decode("ascii")
+        self.uri = uri
+        path, _, query = uri.partition(b"?")
+        if path[:1] != b"/" and path != b"*":
+            # Absolute form (RFC 9112 section 3.2.2): keep the path only.
+            path = urllib.parse.urlsplit(uri).path or b"/"
+        self.path = path
+        self.query = query.partition(b"#")[0]
+        self.version = "HTTP/" + version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.prepath: list[str] = []
+        self.postpath: list[str] = []
+        self.code = 200
+        self._phrase: bytes | None = None
+        self._response_headers: Headers | None = None
+        self._args: dict[str, list[str]] | None = None
+        self._head_only = method == b"HEAD"
+        self._started = False
+        self._finished = False
+        self._chunked = False
+        self._declared_length = -1
+        self._sent = 0
+        self._lost: BaseException | None = None
+        self._finish_waiters: list[Deferred[None]] | None = None
+        # Request body.
+        self._expect_continue = expect_continue
+        self._continue_sent = False
+        self._body_complete = not has_body
+        self._body_chunks: deque[bytes] = deque()
+        self._body_buffered = 0
+        self._body_waiter: Deferred[bytes] | None = None
+        self._collecting: Deferred[bytes] | None = None
+        self._body_error: BaseException | None = None
+        self._discarding = False
+
+    # -- what the client sent --------------------------------------------------
+
+    @property
+    def args(self) -> dict[str, list[str]]:
+        """The query's arguments, decoded: each name maps to its values in order.
+
+        Raises:
+            HTTPProtocolError: The query holds more than 1000 fields (400).
+        """
+        if self._args is None:
+            try:
+                self._args = urllib.parse.parse_qs(
+                    self.query.decode("utf-8", "replace"),
+                    keep_blank_values=True,
+                    max_num_fields=1000,
+                )
+            except ValueError:
+                raise HTTPProtocolError(400, "too many query fields") from None
+        return self._args
+
+    @property
+    def client(self) -> Address:
+        """The address of the client (the other end of the connection)."""
+        return self._channel.peer
+
+    @property
+    def host(self) -> Address:
+        """The address of the server's end of the connection."""
+        return self._channel.host
+
+    @property
+    def is_secure(self) -> bool:
+        """Whether the request came over TLS."""
+        return self._channel.transport.get_extra_info("ssl_object") is not None
+
+    @property
+    def request_line(self) -> str:
+        """``METHOD target HTTP/x.y``, for logs (decoded, never for HTML unescaped)."""
+        return f"{self.method} {self.uri.decode('latin-1')} {self.version}"
+
+    # -- the request body ------------------------------------------------------
+
+    def body(self) -> Deferred[bytes]:
+        """The whole request body, once it has arrived.
+
+        Returns:
+            A Deferred (await it) of the body's bytes (``b""`` for none). It
+            fails with ``HTTPProtocolError`` (413) for a body over the
+            server's limit, and with ``ConnectionResetError`` if the
+            connection is lost first.
+
+        Raises:
+            ResponseStateError: The body is already being read.
+        """
+        if self._collecting is not None or self._body_waiter is not None:
+            raise ResponseStateError("the request body is already being read")
+        if self._body_error is not None:
+            return fail(self._body_error)
+        self._maybe_continue()
+        if self._body_complete:
+            data = b"".join(self._body_chunks)
+            self._body_chunks.clear()
+            self._body_buffered = 0
+            return succeed(data)
+        d: Deferred[bytes] = Deferred()
+        self._collecting = d
+        # Collecting consumes as it goes: reading must not stay paused.
+        self._channel._body_consumed(self)
+        return d
+
+    def read(self) -> Deferred[bytes]:
+        """The next chunk of the request body, ``b""`` once it has ended.
+
+        Returns:
+            A Deferred (await it) of the next bytes received. It fails as
+            ``body()`` does.
+
+        Raises:
+            ResponseStateError: Another read is pending.
+        """
+        if self._collecting is not None or self._body_waiter is not None:
+            raise ResponseStateError("the request body is already being read")
+        if self._body_error is not None:
+            return fail(self._body_error)
+        self._maybe_continue()
+        chunks = self._body_chunks
+        if chunks:
+            data = chunks.popleft()
+            self._body_buffered -= len(data)
+            self._channel._body_consumed(self)
+            return succeed(data)
+        if self._body_complete:
+            return succeed(b"")
+        d: Deferred[bytes] = Deferred()
+        self._body_waiter = d
+        self._channel._body_consumed(self)
+        return d
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Iterate over the request body's chunks as they arrive.
+
+        Yields:
+            Each non-empty chunk of the body, in order.
+        """
+        while True:
+            chunk = await self.read()
+            if not chunk:
+                return
+            yield chunk
+
+    def _maybe_continue(self) -> None:
+        # RFC 9110 section 10.1.1: the 100 goes out only once the body is
+        # wanted, and never after the final response has started.
+        if self._expect_continue and not self._continue_sent and not self._started:
+            self._continue_sent = True
+            if not self._body_complete and self._lost is None:
+                self._channel._write(_CONTINUE)
+
+    def _feed_body(self, data: bytes) -> None:
+        # Called by the connection with each piece of the body.
+        if self._discarding:
+            return
+        waiter = self._body_waiter
+        if waiter is not None:
+            self._body_waiter = None
+            waiter.callback(data)
+            return
+        self._body_chunks.append(data)
+        self._body_buffered += len(data)
+
+    def _end_body(self) -> None:
+        self._body_complete = True
+        waiter = self._body_waiter
+        if waiter is not None:
+            self._body_waiter = None
+            waiter.callback(b"")
+        collecting = self._collecting
+        if collecting is not None:
+            self._collecting = None
+            data = b"".join(self._body_chunks)
+            self._body_chunks.clear()
+            self._body_buffered = 0
+            collecting.callback(data)
+
+    def _fail_body(self, exc: BaseException) -> None:
+        if self._body_complete or self._body_error is not None:
+            return
+        self._body_error = exc
+        self._body_chunks.clear()
+        self._body_buffered = 0
+        for d in (self._body_waiter, self._collecting):
+            if d is not None:
+                d.errback(exc)
+        self._body_waiter = self._collecting = None
+
+    @property
+    def _wants_body(self) -> bool:
+        # Whether the handler is waiting for more body now.
+        return self._body_waiter is not None or self._collecting is not None
+
+    # -- the response ----------------------------------------------------------
+
+    @property
+    def response_headers(self) -> Headers:
+        """The response's header fields, to set before the body is written."""
+        headers = self._response_headers
+        if headers is None:
+            headers = self._response_headers = Headers()
+        return headers
+
+    @property
+    def started(self) -> bool:
+        """Whether the response's status and headers have been sent."""
+        return self._started
+
+    @property
+    def finished(self) -> bool:
+        """Whether ``finish()`` was called (or the connection answered for us)."""
+        return self._finished
+
+    def set_response_code(self, code: int, phrase: str | None = None) -> None:
+        """Set the response's status code (and, rarely, its reason phrase).
+
+        Args:
+            code: The status code, 200 to 599 (1xx are the server's own).
+            phrase: A reason phrase other than the standard one.
+
+        Raises:
+            ResponseStateError: The status line was already sent.
+            ValueError: The code is out of range, or the phrase holds a
+                control character.
+        """
+        if self._started:
+            raise ResponseStateError("the response has started: its status is sent")
+        if not 200 <= code <= 599:
+            raise ValueError(f"status code {code} is not between 200 and 599")
+        self.code = code
+        if phrase is None:
+            self._phrase = None
+            return
+        encoded = phrase.encode("latin-1")
+        validate_header_value(encoded)
+        self._phrase = encoded
+
+    def redirect(self, url: str, code: int = 302) -> None:
+        """Answer with a redirect to ``url`` and finish the response.
+
+        The URL is percent-encoded where it must be (so CR and LF cannot
+        split the header) and escaped in the small HTML body
+        (CVE-2024-41810).
+
+        Args:
+            url: Where to send the client.
+            code: 301, 302, 303, 307 or 308.
+
+        Raises:
+            ValueError: ``code`` is not a redirect status.
+        """
+        if code not in (301, 302, 303, 307, 308):
+            raise ValueError(f"{code} is not a redirect status")
+        location = urllib.parse.quote(url, safe=_URL_SAFE, encoding="utf-8")
+        self.set_response_code(code)
+        headers = self.response_headers
+        headers.set(b"Location", location)
+        headers.set(b"Content-Type", b"text/html; charset=utf-8")
+        escaped = html.escape(location, quote=True)
+        body = (
+            "<!DOCTYPE html>\n<html><head><title>Moved</title></head>"
+            f'<body><a href="{escaped}">{escaped}</a></body></html>\n'
+        )
+        self._finish_with(body.encode("utf-8"))
+
+    def write(self, data: bytes) -> None:
+        """Send part of the response body (the status and headers first).
+
+        Args:
+            data: The next bytes of the body.
+
+        Raises:
+            ResponseStateError: The response was finished.
+        """
+        if self._finished:
+            if self._lost is not None:
+                return
+            raise ResponseStateError("write() after finish()")
+        if not data:
+            return
+        if not self._started:
+            head = self._head(-1)
+            if self._head_only or self.code in _NO_BODY_CODES:
+                self._channel._write(head)
+                return
+            self._channel._write(head + self._frame(data))
+            return
+        if self._head_only or self.code in _NO_BODY_CODES or self._lost is not None:
+            return
+        self._channel._write(self._frame(data))
+
+    def _frame(self, data: bytes) -> bytes:
+        self._sent += len(data)
+        if self._chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        declared = self._declared_length
+        if declared >= 0 and self._sent > declared:
+            # More than the Content-Length set: the rest would be read as the
+            # next response. Cut it, and end the connection after it.
+            excess = self._sent - declared
+            self._sent = declared
+            self.keep_alive = False
+            return data[: len(data) - excess]
+        return data
+
+    def finish(self) -> None:
+        """End the response: the connection goes on to the next request.
+
+        Raises:
+            ResponseStateError: ``finish()`` was already called (unless the
+                connection was lost, when it does nothing).
+        """
+        if self._finished:
+            if self._lost is not None:
+                return
+            raise ResponseStateError("finish() called twice")
+        if not self._started:
+            self._finish_with(b"")
+            return
+        if self._chunked and not self._head_only and self._lost is None:
+            self._channel._write(_LAST_CHUNK)
+        elif 0 <= self._declared_length != self._sent and not self._head_only:
+            # Fewer bytes than promised: only closing ends this response.
+            self.keep_alive = False
+        self._done()
+
+    def _finish_with(self, body: bytes) -> None:
+        # The whole body at once: one write, with its Content-Length.
+        if self._finished:
+            if self._lost is not None:
+                return
+            raise ResponseStateError("the response was already finished")
+        if self._started:
+            self.write(body)
+            self.finish()
+            return
+        head = self._head(len(body))
+        self._sent = len(body)
+        if self._head_only or self.code in _NO_BODY_CODES or not body:
+            self._channel._write(head)
+        else:
+            self._channel._write(head + body)
+        self._done()
+
+    def _done(self) -> None:
+        self._finished = True
+        if not self._body_complete:
+            # The handler is done without the whole body: drop the rest.
+            self._discarding = True
+            self._body_chunks.clear()
+            self._body_buffered = 0
+        self._channel._request_done(self)
+        waiters = self._finish_waiters
+        if waiters:
+            self._finish_waiters = None
+            for d in waiters:
+                d.callback(None)
+
+    def _head(self, length: int) -> bytes:
+        # The status line and header fields; ``length`` is the body's when
+        # known (-1 for a body written in parts).
+        self._started = True
+        code = self.code
+        parts = [status_line(code, self._phrase), self._channel._date_lines()]
+        headers = self._response_headers
+        if headers is not None:
+            for name, value in headers.raw:
+                lowered = name.lower()
+                if lowered in _HEADERS_WE_FRAME:
+                    if lowered == b"content-length" and length < 0:
+                        self._declared_length = _content_length(value)
+                        if self._declared_length < 0:
+                            continue
+                    elif lowered == b"connection":
+                        if b"close" in value.lower():
+                            self.keep_alive = False
+                        continue
+                    else:
+                        continue
+                parts += (name, b": ", value, b"\r\n")
+        if code in _NO_BODY_CODES:
+            pass
+        elif length >= 0:
+            parts.append(b"Content-Length: %d\r\n" % length)
+        elif self._declared_length >= 0:
+            pass
+        elif self.version == "HTTP/1.1":
+            self._chunked = True
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            # HTTP/1.0 has no chunks: the close ends the body.
+            self.keep_alive = False
+        channel = self._channel
+        if self._expect_continue and not self._continue_sent and not self._body_complete:
+            # The client waits for a 100 that will not come, and may send
+            # the body anyway: only a close makes the stream unambiguous
+            # (RFC 9110 section 10.1.1).
+            self.keep_alive = False
+        if not self.keep_alive or (channel._closing and len(channel._queue) <= 1):
+            self.keep_alive = False
+            parts.append(b"Connection: close\r\n\r\n")
+        elif self.version == "HTTP/1.0":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def drained(self) -> Deferred[None]:
+        """Wait until the connection takes more writes (see ``Protocol.drained``)."""
+        return self._channel.drained()
+
+    def notify_finish(self) -> Deferred[None]:
+        """A Deferred that fires when the response is finished.
+
+        Returns:
+            A Deferred firing with None once ``finish()`` was called, or
+            failing with the connection's error if the connection is lost
+            first.
+        """
+        if self._finished:
+            return succeed(None) if self._lost is None else fail(self._lost)
+        if self._lost is not None:
+            return fail(self._lost)
+        d: Deferred[None] = Deferred()
+        if self._finish_waiters is None:
+            self._finish_waiters = []
+        self._finish_waiters.append(d)
+        return d
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        # The connection went before the response was done.
+        self._lost = exc
+        self._fail_body(exc)
+        if not self._finished:
+            self._finished = True
+            waiters = self._finish_waiters
+            self._finish_waiters = None
+            for d in waiters or ():
+                d.errback(exc)
+
+    def __repr__(self) -> str:
+        """The request line, for debugging."""
+        return f"<Request {self.request_line!r}>"
+
+
+def _content_length(value: bytes) -> int:
+    # A Content-Length set by a handler: digits only, else ignored.
+    value = value.strip()
+    if not value.isdigit():
+        return -1
+    return int(value)

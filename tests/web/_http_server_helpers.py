@@ -1,0 +1,123 @@
+"""Helpers for the HTTP server tests: a site on a fake connection, and responses read back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httptools
+
+from torsion.testing import Clock, StringTransport
+from torsion.web import HTTPChannel, Resource, ServerLimits, Site
+
+
+@dataclass
+class Response:
+    """One response read back from the bytes the server wrote."""
+
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    chunked: bool = False
+    complete: bool = False
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of ``name`` (any case), or None."""
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def all(self, name: bytes) -> list[bytes]:
+        """Every value of ``name``."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.responses: list[Response] = []
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.responses[-1].status = self.parser.get_status_code()
+
+    def on_message_begin(self) -> None:
+        self.responses.append(Response())
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.responses[-1].headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.responses[-1].body += body
+
+    def on_message_complete(self) -> None:
+        self.responses[-1].complete = True
+
+
+def read_responses(data: bytes, *, eof: bool = False) -> list[Response]:
+    """Parse every response in ``data`` (to the end of a close-delimited one if ``eof``)."""
+    reader = _Reader()
+    parser = reader.parser = httptools.HttpResponseParser(reader)
+    parser.feed_data(data)
+    if eof and reader.responses and not reader.responses[-1].complete:
+        parser.feed_data(b"")
+    for response in reader.responses:
+        response.chunked = (response.header(b"transfer-encoding") or b"").lower() == b"chunked"
+    return reader.responses
+
+
+@dataclass
+class Connection:
+    """A server connection on a ``StringTransport`` with a fake clock."""
+
+    site: Site
+    protocol: HTTPChannel
+    transport: StringTransport
+    clock: Clock
+
+    def send(self, data: bytes) -> None:
+        """Deliver ``data`` from the client."""
+        self.protocol.data_received(data)
+
+    def take(self) -> bytes:
+        """What the server wrote since the last call."""
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def responses(self, *, eof: bool = False) -> list[Response]:
+        """The responses written since the last call."""
+        return read_responses(self.take(), eof=eof)
+
+    def lose(self) -> None:
+        """The connection goes."""
+        self.protocol.connection_lost(None)
+
+
+def connect(
+    root: Resource,
+    *,
+    limits: ServerLimits | None = None,
+    clock: Clock | None = None,
+    wall_clock: float = 1_700_000_000.0,
+    **site_options: object,
+) -> Connection:
+    """A new connection to a site serving ``root``."""
+    clock = clock if clock is not None else Clock()
+    site = Site(
+        root,
+        reactor=clock,
+        limits=limits,
+        wall_clock=lambda: wall_clock,
+        **site_options,  # type: ignore[arg-type]
+    )
+    protocol = site(None)  # type: ignore[arg-type]
+    transport = StringTransport(protocol)
+    protocol.connection_made(transport)
+    return Connection(site, protocol, transport, clock)
+
+
+def get(path: str = "/", *extra: str, version: str = "1.1") -> bytes:
+    """A GET request with a Host and ``extra`` header lines."""
+    lines = [f"GET {path} HTTP/{version}", "Host: example.test", *extra, "", ""]
+    return "\r\n".join(lines).encode("latin-1")
