@@ -10,6 +10,7 @@ as the recursive peer on the same hierarchy on port 53, answer for answer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import re
@@ -28,6 +29,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 from _dns_peers import dig, free_port, records, running_nsd_at
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torsion.defer import Deferred, QueueOverflowError, fail, succeed
 from torsion.internet import Reactor
@@ -519,6 +522,86 @@ def test_records_of_another_class_are_dropped() -> None:
     assert texts(resolve(resolver, "txt.example.test.", "TXT")) == [
         'txt.example.test. TXT "hello world"'
     ]
+
+
+# What a hostile server of example.test. may send, in any section: its own
+# zone's records (its to give), referrals up, sideways and down (to itself
+# and elsewhere), and records for names outside its zone, all 6.6.6.6.
+HOSTILE_POOL = [
+    make_rrset(text)
+    for text in (
+        "www.example.test. 60 A 192.0.2.1",
+        "alias.example.test. 60 CNAME www.other.test.",
+        "alias.example.test. 60 CNAME alias.example.test.",
+        "www.example.test. 60 CNAME x.sub.example.test.",
+        "example.test. 60 SOA ns hostmaster 1 2 3 4 5",
+        "sub.example.test. 60 NS ns.sub.example.test.",
+        "sub.example.test. 60 NS ns.other.test.",
+        "ns.sub.example.test. 60 A 10.0.0.3",
+        "example.test. 60 NS ns.example.test.",
+        "test. 60 NS ns1.test.",
+        ". 60 NS ns.nic.",
+        "www.other.test. 86400 A 6.6.6.6",
+        "ns.other.test. 86400 A 6.6.6.6",
+        "ns1.test. 86400 A 6.6.6.6",
+        "ns.nic. 86400 A 6.6.6.6",
+        "other.test. 86400 SOA ns hostmaster 1 2 3 4 5",
+        "www.other.test. 86400 CNAME www.example.test.",
+    )
+]
+
+
+class Recording(logging.Handler):
+    """Keeps the error records logged (a traceback would be one)."""
+
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.ERROR)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_hostile_server_gets_no_poison_in_and_no_traceback_out(data: st.DataObject) -> None:
+    sections = st.lists(st.sampled_from(HOSTILE_POOL), max_size=5)
+
+    class Hostile:
+        def query(self, q: Question) -> Deferred[Answer]:
+            return succeed(
+                Answer(
+                    rcode=data.draw(
+                        st.sampled_from(
+                            [dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL]
+                        )
+                    ),
+                    answer=data.draw(sections),
+                    authority=data.draw(sections),
+                    additional=data.draw(sections),
+                    authoritative=data.draw(st.booleans()),
+                )
+            )
+
+    network = fake_network(example=Hostile())
+    resolver, reactor = resolver_on(network, max_queries=40)
+    errors: list[logging.LogRecord] = []
+    handler = Recording(errors)
+    logging.getLogger("torsion.names").addHandler(handler)
+    try:
+        for name in ("alias.example.test.", "www.example.test.", "www.other.test."):
+            answer = success_result_of(resolver.query(question(name)))
+            assert answer.rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL)
+            assert not answer.authoritative
+            records = [str(rrset) for rrset in answer.answer + answer.authority]
+            assert "6.6.6.6" not in str(records)
+    finally:
+        logging.getLogger("torsion.names").removeHandler(handler)
+    assert len(network.asked) <= 3 * 40
+    assert "6.6.6.6" not in network.addresses_asked()
+    assert resolver.resolving == 0
+    assert reactor.get_delayed_calls() == []
+    assert errors == []
 
 
 def test_a_referral_sideways_is_lame() -> None:
