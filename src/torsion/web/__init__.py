@@ -14,12 +14,31 @@ from torsion.web._channel import HTTPChannel
 from torsion.web._conditional import (
     ETag,
     Precondition,
+    check_preconditions,
     evaluate_preconditions,
     format_http_date,
     if_range_allows,
     make_etag,
     parse_etags,
     parse_http_date,
+)
+from torsion.web._cookies import (
+    Cookie,
+    CookieError,
+    CookieJar,
+    format_set_cookie,
+    parse_cookie_header,
+)
+from torsion.web._forms import (
+    FormError,
+    FormTooLargeError,
+    MultipartForm,
+    MultipartParser,
+    UploadedFile,
+    encode_urlencoded,
+    multipart_boundary,
+    parse_multipart,
+    parse_urlencoded,
 )
 from torsion.web._headers import (
     Headers,
@@ -46,18 +65,26 @@ from torsion.web._ranges import (
 )
 from torsion.web._request import Request, ResponseStateError
 from torsion.web._resource import ErrorPage, RenderResult, Resource, error_page, handles
+from torsion.web._sessions import Session, SessionStore
 from torsion.web._site import Site, combined_log_line
 
 __all__ = [
     "ByteRange",
+    "Cookie",
+    "CookieError",
+    "CookieJar",
     "DirectoryEntry",
     "ETag",
     "ErrorPage",
+    "FormError",
+    "FormTooLargeError",
     "HTTPChannel",
     "HTTPProtocolError",
     "Headers",
     "InvalidHeaderError",
     "MultipartByteRanges",
+    "MultipartForm",
+    "MultipartParser",
     "MultipartPart",
     "Precondition",
     "RangeOutcome",
@@ -68,18 +95,28 @@ __all__ = [
     "Resource",
     "ResponseStateError",
     "ServerLimits",
+    "Session",
+    "SessionStore",
     "Site",
+    "UploadedFile",
+    "check_preconditions",
     "combined_log_line",
+    "encode_urlencoded",
     "error_page",
     "escape",
     "evaluate_preconditions",
     "format_http_date",
+    "format_set_cookie",
     "handles",
     "if_range_allows",
     "make_etag",
+    "multipart_boundary",
+    "parse_cookie_header",
     "parse_etags",
     "parse_http_date",
+    "parse_multipart",
     "parse_range",
+    "parse_urlencoded",
     "plan_multipart",
     "render_directory_listing",
     "render_error_page",
