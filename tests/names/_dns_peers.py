@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -169,5 +170,96 @@ def running_nsd_at(
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:  # pragma: no cover - a wedged nsd
+            process.kill()
+            process.wait()
+
+
+_UNBOUND_TLS_CONF = """\
+server:
+    interface: 127.0.0.1@{port}
+    tls-port: {port}
+    tls-service-key: "{key}"
+    tls-service-pem: "{pem}"
+    tcp-idle-timeout: {idle_ms}
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{dir}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    do-ip6: no
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    local-zone: "{zone}" static
+{local_data}
+remote-control:
+    control-enable: no
+"""
+
+
+@contextlib.contextmanager
+def running_unbound_tls(
+    directory: Path,
+    zone: str,
+    records: list[str],
+    *,
+    key: Path,
+    pem: Path,
+    idle_ms: int = 30000,
+) -> Iterator[int]:
+    """Run unbound serving DNS over TLS only on 127.0.0.1; yield its port.
+
+    unbound answers ``zone`` itself from ``records`` (its ``local-data``, as
+    "name ttl IN type data" lines) with the certificate chain ``pem`` and
+    its ``key``, and closes connections idle for ``idle_ms``. It is waited
+    for by asking it over TLS (each try waits for the answer itself, up to
+    0.5 s) and stopped by its PID.
+    """
+    program = require_peer("unbound", package="unbound")
+    port = free_port()
+    conf = directory / "unbound.conf"
+    local_data = "\n".join(f'    local-data: "{record}"' for record in records)
+    conf.write_text(
+        _UNBOUND_TLS_CONF.format(
+            port=port,
+            key=key,
+            pem=pem,
+            idle_ms=idle_ms,
+            dir=directory,
+            zone=zone,
+            local_data=local_data,
+        )
+    )
+    log = directory / "unbound.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [program, "-d", "-c", str(conf)], stdout=output, stderr=subprocess.STDOUT
+        )
+    # Only to see that it serves: the tests check certificates themselves.
+    probe_context = ssl.create_default_context()
+    probe_context.check_hostname = False
+    probe_context.verify_mode = ssl.CERT_NONE
+    try:
+        query = dns.message.make_query(zone, "SOA")
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"unbound exited with {process.returncode}: {log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"unbound did not answer within 15 s: {log.read_text()}")
+            try:
+                dns.query.tls(
+                    query, "127.0.0.1", port=port, timeout=0.5, ssl_context=probe_context
+                )
+            except (dns.exception.Timeout, OSError):
+                continue
+            break
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a wedged unbound
             process.kill()
             process.wait()

@@ -109,9 +109,14 @@ def test_queries_share_one_verified_connection_and_are_pipelined() -> None:
     assert client.channels[0].connections == 1
     assert reactor.udp_ports == []
     assert reactor.tcp_clients == []
-    client.close()
+    closed = client.close()
     assert transport.closed
     assert reactor.get_delayed_calls() == []
+    # Closed once the connection says so (after TLS's close exchange).
+    assert not closed.called
+    protocol.connection_lost(None)
+    assert result_of(closed) is None
+    assert result_of(client.close()) is None
 
 
 def test_an_idle_connection_is_closed_and_the_next_query_opens_another() -> None:

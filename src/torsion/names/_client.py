@@ -46,7 +46,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.reversename
 
-from torsion.defer import Deferred, QueueOverflowError, fail, succeed
+from torsion.defer import Deferred, QueueOverflowError, fail, gather, succeed
 from torsion.errors import DNSLookupError
 from torsion.internet import Address, Connector, DatagramProtocol, DelayedCall, is_ip_address
 from torsion.internet import Protocol as StreamProtocol
@@ -257,15 +257,17 @@ class DNSClient:
     def _finished(self, query: _Query) -> None:
         self._outstanding.discard(query)
 
-    def close(self) -> None:
+    def close(self) -> Deferred[None]:
         """Cancel every query under way and close the DNS over TLS connections.
 
         The client may be used again afterwards (connections are opened anew).
+
+        Returns:
+            A Deferred firing once the connections are closed.
         """
         for query in list(self._outstanding):
             query.deferred.cancel()
-        for channel in self.channels:
-            channel.close()
+        return gather([channel.close() for channel in self.channels]).add_callback(lambda _: None)
 
     def lookup(
         self,

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from torsion.defer import Deferred, gather
 from torsion.internet import Address, Connector, DelayedCall, is_ip_address
 from torsion.internet import Protocol as StreamProtocol
 
@@ -141,6 +142,7 @@ class DoTChannel:
         self._connector: Connector[_DoTProtocol] | None = None
         self._idle: DelayedCall | None = None
         self._answered = False
+        self._closing: set[_DoTProtocol] = set()
 
     @property
     def connected(self) -> bool:
@@ -179,17 +181,22 @@ class DoTChannel:
         if self._waiting.pop(ident, None) is not None:
             self._maybe_idle()
 
-    def close(self) -> None:
-        """Close the connection (or stop making it); waiting queries are not told."""
+    def close(self) -> Deferred[None]:
+        """Close the connection (or stop making it); waiting queries are not told.
+
+        Returns:
+            A Deferred firing once every connection this channel opened is
+            closed (the TLS close exchanged, or given up).
+        """
         self._waiting.clear()
         self._unsent.clear()
         self._stop_idle()
         connector, self._connector = self._connector, None
         if connector is not None:
             connector.disconnect()
-        protocol, self._protocol = self._protocol, None
-        if protocol is not None:
-            protocol.transport.close()
+        self._detach()
+        closing = [protocol.closed for protocol in self._closing]
+        return gather(closing).add_callback(lambda _: None)
 
     # The connection's life.
 
@@ -222,6 +229,7 @@ class DoTChannel:
         """A connection is up: send what waited for it."""
         if self._connector is None or self._protocol is not None:
             # Closed (or another connection won) while this one was being made.
+            self._closing.add(protocol)
             protocol.transport.close()
             return
         self._connector = None
@@ -251,6 +259,7 @@ class DoTChannel:
 
     def lost(self, protocol: _DoTProtocol) -> None:
         """The connection closed: resend once or fail what was waiting on it."""
+        self._closing.discard(protocol)
         if protocol is not self._protocol:
             return
         self._protocol = None
@@ -284,8 +293,13 @@ class DoTChannel:
 
     def _idle_close(self) -> None:
         self._idle = None
+        self._detach()
+
+    def _detach(self) -> None:
+        # Closed from our side: what the connection reports from now on is ignored.
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
+            self._closing.add(protocol)
             protocol.transport.close()
 
     def __repr__(self) -> str:
@@ -301,6 +315,7 @@ class _DoTProtocol(StreamProtocol):
         super().__init__()
         self.channel = channel
         self.buffer = bytearray()
+        self.closed: Deferred[None] = Deferred()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Tell the channel it may send."""
@@ -330,3 +345,4 @@ class _DoTProtocol(StreamProtocol):
         super().connection_lost(exc)
         self.buffer.clear()
         self.channel.lost(self)
+        self.closed.callback(None)
