@@ -1,0 +1,336 @@
+"""The HTTP/1.1 server on 127.0.0.1, on both loops, with clients it did not write.
+
+curl and Python's http.client talk to it as clients do; raw sockets send
+what clients should not (pipelined bursts, smuggling attempts, a slow head).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from _http_server_helpers import read_responses
+
+from torsion.defer import Deferred, gather
+from torsion.internet import Address, Reactor
+from torsion.testing import require_peer
+from torsion.web import HTTPChannel, Request, Resource, ServerLimits, Site, handles
+
+pytestmark = pytest.mark.integration
+
+BOTH_LOOPS = pytest.mark.parametrize(
+    "loop",
+    [
+        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
+        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
+    ],
+)
+
+
+class Hello(Resource):
+    is_leaf = True
+
+    @handles("GET")
+    def get(self, request: Request) -> bytes:
+        request.response_headers.set("Content-Type", "text/plain")
+        return b"Hello, World!"
+
+
+class Echo(Resource):
+    is_leaf = True
+
+    @handles("POST", "PUT")
+    async def post(self, request: Request) -> bytes:
+        body = await request.body()
+        request.response_headers.set("X-Expected", str(request.headers.get_str("expect")))
+        return body
+
+
+class Stream(Resource):
+    is_leaf = True
+
+    @handles("GET")
+    async def get(self, request: Request) -> None:
+        for index in range(5):
+            request.write(b"part %d\n" % index)
+            await request.drained()
+        request.finish()
+
+
+def make_root() -> Resource:
+    root = Resource()
+    root.put_child("hello", Hello())
+    root.put_child("echo", Echo())
+    root.put_child("stream", Stream())
+    return root
+
+
+@dataclass
+class Server:
+    port: int
+    channels: list[HTTPChannel]
+
+
+class TrackedChannel(HTTPChannel):
+    """A channel whose end the test can wait for (so nothing is left open)."""
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site)
+        self.closed: Deferred[None] = Deferred()
+
+        self.most_queued = 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.closed.callback(None)
+
+    def head_received(self, *args: object) -> None:
+        # The queue's length once this request joins it.
+        self.most_queued = max(self.most_queued, len(self._queue) + 1)
+        super().head_received(*args)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def serving(reactor: Reactor, limits: ServerLimits | None = None) -> AsyncIterator[Server]:
+    site = Site(make_root(), reactor=reactor, limits=limits)
+    channels: list[HTTPChannel] = []
+
+    def factory(address: Address) -> HTTPChannel:
+        channel = TrackedChannel(site)
+        channels.append(channel)
+        return channel
+
+    listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
+    try:
+        yield Server(listener.port, channels)
+    finally:
+        await listener.stop_listening()
+        await asyncio.wait_for(
+            gather([c.closed for c in channels if isinstance(c, TrackedChannel)]), 10
+        )
+
+
+async def run(*argv: str, stdin: bytes | None = None) -> tuple[bytes, bytes]:
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
+    assert process.returncode == 0, err.decode()
+    return out, err
+
+
+def curl() -> str:
+    return require_peer("curl", package="curl")
+
+
+# -- curl ----------------------------------------------------------------------
+
+
+@BOTH_LOOPS
+async def test_curl_reuses_one_keep_alive_connection(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        url = f"http://127.0.0.1:{server.port}/hello"
+        out, _ = await run(curl(), "-s", url, url, url, "-w", " %{num_connects} %{http_code}\n")
+        assert out.decode().splitlines() == [
+            "Hello, World! 1 200",
+            "Hello, World! 0 200",
+            "Hello, World! 0 200",
+        ]
+        assert len(server.channels) == 1
+
+
+@BOTH_LOOPS
+async def test_curl_chunked_upload_is_echoed(reactor: Reactor, loop: str) -> None:
+    body = b"".join(b"line %d\n" % i for i in range(5000))
+    async with serving(reactor) as server:
+        out, _ = await run(
+            curl(),
+            "-s",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "@-",
+            f"http://127.0.0.1:{server.port}/echo",
+            stdin=body,
+        )
+        assert out == body
+
+
+@BOTH_LOOPS
+async def test_curl_http_1_0(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        out, err = await run(curl(), "-sv", "--http1.0", f"http://127.0.0.1:{server.port}/stream")
+        assert out == b"".join(b"part %d\n" % i for i in range(5))
+        assert b"< Connection: close" in err
+        assert b"Transfer-Encoding" not in err
+
+
+@BOTH_LOOPS
+async def test_curl_head(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        out, _ = await run(curl(), "-sI", f"http://127.0.0.1:{server.port}/hello")
+        lines = out.decode().split("\r\n")
+        assert lines[0] == "HTTP/1.1 200 OK"
+        assert "Content-Length: 13" in lines
+        assert "Content-Type: text/plain" in lines
+
+
+@BOTH_LOOPS
+async def test_curl_expect_100_continue(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        out, err = await run(
+            curl(),
+            "-sv",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "x" * 3000,
+            f"http://127.0.0.1:{server.port}/echo",
+        )
+        assert out == b"x" * 3000
+        assert b"< HTTP/1.1 100 Continue" in err
+        assert b"< X-Expected: 100-continue" in err
+
+
+@BOTH_LOOPS
+async def test_curl_streamed_response_is_chunked(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        out, err = await run(curl(), "-sv", f"http://127.0.0.1:{server.port}/stream")
+        assert out == b"".join(b"part %d\n" % i for i in range(5))
+        assert b"< Transfer-Encoding: chunked" in err
+
+
+# -- http.client -----------------------------------------------------------------
+
+
+def _http_client_session(port: int) -> list[tuple[int, bytes, str | None]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        results = []
+        connection.request("GET", "/hello")
+        response = connection.getresponse()
+        results.append((response.status, response.read(), response.getheader("Content-Type")))
+        connection.request("POST", "/echo", body=b"posted")
+        response = connection.getresponse()
+        results.append((response.status, response.read(), None))
+        connection.request("PUT", "/echo", body=iter([b"ab", b"cd"]), encode_chunked=True)
+        response = connection.getresponse()
+        results.append((response.status, response.read(), None))
+        connection.request("DELETE", "/hello")
+        response = connection.getresponse()
+        results.append((response.status, response.read()[:0], response.getheader("Allow")))
+        connection.request("GET", "/missing")
+        response = connection.getresponse()
+        results.append((response.status, response.read()[:0], None))
+        return results
+    finally:
+        connection.close()
+
+
+@BOTH_LOOPS
+async def test_http_client_session_on_one_connection(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        results = await asyncio.get_running_loop().run_in_executor(
+            None, _http_client_session, server.port
+        )
+        assert results == [
+            (200, b"Hello, World!", "text/plain"),
+            (200, b"posted", None),
+            (200, b"abcd", None),
+            (405, b"", "GET, HEAD, OPTIONS"),
+            (404, b"", None),
+        ]
+        assert len(server.channels) == 1
+
+
+# -- raw sockets -----------------------------------------------------------------
+
+
+async def exchange(port: int, data: bytes, until: Callable[[bytes], bool] | None = None) -> bytes:
+    """Send ``data``, read until EOF (or until ``until`` is satisfied)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        received = b""
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            received += chunk
+            if not chunk or (until is not None and until(received)):
+                return received
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def request(path: str, *extra: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: t", *extra, "", ""]).encode()
+
+
+@BOTH_LOOPS
+async def test_pipelined_burst_is_answered_in_order(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        burst = b"".join(
+            [
+                request("/hello"),
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nfirst",
+                request("/stream"),
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"6\r\nsecond\r\n0\r\n\r\n",
+                request("/hello", "Connection: close"),
+            ]
+        )
+        data = await exchange(server.port, burst)
+        bodies = [r.body for r in read_responses(data)]
+        assert bodies == [
+            b"Hello, World!",
+            b"first",
+            b"".join(b"part %d\n" % i for i in range(5)),
+            b"second",
+            b"Hello, World!",
+        ]
+
+
+@BOTH_LOOPS
+async def test_smuggling_attempt_is_refused_and_closed(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        data = await exchange(
+            server.port,
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        [response] = read_responses(data)
+        assert response.status == 400
+        assert b"Hello" not in data
+
+
+@BOTH_LOOPS
+async def test_slow_head_gets_408_on_a_real_clock(reactor: Reactor, loop: str) -> None:
+    limits = ServerLimits(header_timeout=0.2)
+    async with serving(reactor, limits) as server:
+        # The server ends the connection itself: reading waits for that.
+        data = await exchange(server.port, b"GET /hello HTTP/1.1\r\nHost: t\r\n")
+        [response] = read_responses(data)
+        assert response.status == 408
+
+
+@BOTH_LOOPS
+async def test_flood_of_pipelined_requests_stays_bounded(reactor: Reactor, loop: str) -> None:
+    limits = ServerLimits(max_pipelined=8)
+    async with serving(reactor, limits) as server:
+        flood = request("/stream") * 3000 + request("/hello", "Connection: close")
+        data = await exchange(server.port, flood)
+        responses = read_responses(data)
+        # Every request answered, in order, while the server held at most
+        # max_pipelined + 1 parsed requests at any time.
+        assert len(responses) == 3001
+        assert responses[-1].body == b"Hello, World!"
+        assert {r.body for r in responses[:-1]} == {b"".join(b"part %d\n" % i for i in range(5))}
+        [channel] = server.channels
+        assert 1 <= channel.most_queued <= 9  # type: ignore[attr-defined]
