@@ -96,6 +96,8 @@ alias       IN CNAME www.other.test.
 deep        IN CNAME back.other.test.
 loop        IN CNAME loop.other.test.
 dangling    IN CNAME nothing.other.test.
+host.ent    IN A   192.0.2.9
+a.b.c.d.e.f.g.h.i.j.k.l IN A 192.0.2.10
 """ + "".join(f'big IN TXT "{n:02} {"x" * 120}"\n' for n in range(20))
 
 OTHER = """\
@@ -626,6 +628,76 @@ def test_ds_records_are_asked_of_the_parent() -> None:
     assert FAKE["example"] not in network.addresses_asked()
 
 
+# QNAME minimisation.
+
+
+def test_qname_minimisation_asks_each_zone_one_label_below_it() -> None:
+    network = fake_network()
+    resolver, _ = resolver_on(network, qname_minimisation=True)
+    assert texts(resolve(resolver, "host.ent.example.test.")) == [
+        "host.ent.example.test. A 192.0.2.9"
+    ]
+    assert [(address, str(q)) for address, _, q in network.asked] == [
+        (FAKE["root"], "test. A"),
+        (FAKE["test"], "example.test. A"),
+        # ent.example.test. exists without records (an empty non-terminal).
+        (FAKE["example"], "ent.example.test. A"),
+        (FAKE["example"], "host.ent.example.test. A"),
+    ]
+    network.asked.clear()
+    # The whole question is asked only of the zone that holds the name.
+    assert texts(resolve(resolver, "alias.example.test.", "AAAA")) == [
+        "alias.example.test. CNAME www.other.test."
+    ]
+    assert [(address, str(q)) for address, _, q in network.asked] == [
+        (FAKE["example"], "alias.example.test. AAAA"),
+        (FAKE["test"], "other.test. A"),
+        (FAKE["example"], "ns2.example.test. A"),
+        (FAKE["other"], "www.other.test. AAAA"),
+    ]
+
+
+def test_qname_minimisation_stops_at_a_missing_ancestor() -> None:
+    network = fake_network()
+    resolver, _ = resolver_on(network, qname_minimisation=True)
+    answer = resolve(resolver, "x.y.nothing.example.test.")
+    assert answer.rcode == dns.rcode.NXDOMAIN
+    assert [rrset.name for rrset in answer.authority] == [dns.name.from_text("example.test.")]
+    # RFC 8020: nothing.example.test. does not exist, so neither does anything below it.
+    assert [str(q) for _, _, q in network.asked][-1] == "nothing.example.test. A"
+
+
+def test_qname_minimisation_is_bounded_for_long_names() -> None:
+    network = fake_network()
+    resolver, _ = resolver_on(network, qname_minimisation=True)
+    name = "a.b.c.d.e.f.g.h.i.j.k.l.example.test."
+    assert texts(resolve(resolver, name)) == [f"{name} A 192.0.2.10"]
+    asked = [str(q) for address, _, q in network.asked if address == FAKE["example"]]
+    # Ten minimised questions at most (RFC 9156 section 2.3), then the whole one.
+    assert len(asked) == 11
+    assert asked[0] == "l.example.test. A"
+    assert asked[-1] == f"{name} A"
+
+
+def test_qname_minimisation_gives_the_same_answers() -> None:
+    full, _ = resolver_on(fake_network())
+    minimised, _ = resolver_on(fake_network(), qname_minimisation=True)
+    for name, rdtype in [
+        ("www.example.test.", "A"),
+        ("www.other.test.", "A"),
+        ("deep.example.test.", "A"),
+        ("dangling.example.test.", "A"),
+        ("www.example.test.", "MX"),
+        ("www.half.test.", "A"),
+        ("www.lame.test.", "A"),
+        ("loop.example.test.", "A"),
+        ("example.test.", "DS"),
+    ]:
+        expected = resolve(full, name, rdtype)
+        got = resolve(minimised, name, rdtype)
+        assert (got.rcode, texts(got)) == (expected.rcode, texts(expected)), name
+
+
 # Limits.
 
 
@@ -900,6 +972,15 @@ EXPECTED: list[tuple[str, str, str, list[str]]] = [
     ("txt.example.test.", "TXT", "NOERROR", ['txt.example.test. TXT "hello world"']),
     ("big.example.test.", "TXT", "NOERROR", BIG),
     ("www.half.test.", "A", "NOERROR", ["www.half.test. A 192.0.2.3"]),
+    ("host.ent.example.test.", "A", "NOERROR", ["host.ent.example.test. A 192.0.2.9"]),
+    ("ent.example.test.", "A", "NOERROR", []),
+    (
+        "a.b.c.d.e.f.g.h.i.j.k.l.example.test.",
+        "A",
+        "NOERROR",
+        ["a.b.c.d.e.f.g.h.i.j.k.l.example.test. A 192.0.2.10"],
+    ),
+    ("x.y.nothing.example.test.", "A", "NXDOMAIN", []),
     ("nothing.example.test.", "A", "NXDOMAIN", []),
     ("www.example.test.", "MX", "NOERROR", []),
     ("nothing.other.test.", "A", "NXDOMAIN", []),
@@ -962,14 +1043,19 @@ async def serving_hierarchy(
     raise last
 
 
-def real_resolver(reactor: Reactor, port: int) -> RecursiveResolver:
-    return RecursiveResolver(reactor, hints={"ns.nic.": [REAL["root"]]}, port=port, timeout=5.0)
+def real_resolver(reactor: Reactor, port: int, **options: bool) -> RecursiveResolver:
+    return RecursiveResolver(
+        reactor, hints={"ns.nic.": [REAL["root"]]}, port=port, timeout=5.0, **options
+    )
 
 
 @BOTH_LOOPS
-async def test_resolving_a_local_hierarchy(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("minimise", [False, True], ids=["full", "minimised"])
+async def test_resolving_a_local_hierarchy(
+    reactor: Reactor, loop: str, minimise: bool, tmp_path: Path
+) -> None:
     async with serving_hierarchy(reactor, tmp_path) as port:
-        resolver = real_resolver(reactor, port)
+        resolver = real_resolver(reactor, port, qname_minimisation=minimise)
         for name, rdtype, rcode, answer in EXPECTED:
             result = await resolver.query(question(name, rdtype))
             assert outcome(result) == (rcode, answer), (name, rdtype)
@@ -1090,6 +1176,7 @@ async def test_the_same_answers_as_unbound(reactor: Reactor, loop: str, tmp_path
     try:
         with running_unbound(tmp_path / "unbound", REAL["root"]) as unbound_port:
             ours = real_resolver(reactor, 53)
+            minimised = real_resolver(reactor, 53, qname_minimisation=True)
             # unbound asked through a client of one try, like any stub resolver.
             client = DNSClient(reactor, [("127.0.0.1", unbound_port)], timeout=10.0, attempts=1)
             for name, rdtype, rcode, answer in EXPECTED:
@@ -1097,6 +1184,7 @@ async def test_the_same_answers_as_unbound(reactor: Reactor, loop: str, tmp_path
                 theirs = outcome(await client.query(q))
                 assert theirs == (rcode, answer), (name, rdtype)
                 assert outcome(await ours.query(q)) == theirs, (name, rdtype)
+                assert outcome(await minimised.query(q)) == theirs, (name, rdtype)
             assert client.outstanding == 0
     finally:
         await hierarchy.__aexit__(None, None, None)

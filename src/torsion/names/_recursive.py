@@ -31,8 +31,10 @@ share that resolution, and only so many are resolved at once.
 Delegations (the NS names and glue of each cut) are kept for their TTLs,
 and whole answers in a ``CacheResolver`` (its RFC 2308 rules included).
 
-QNAME minimisation (RFC 9156) is not done: every server is asked the full
-question, as RFC 1034 does.
+Every server is asked the full question, as RFC 1034 does, unless QNAME
+minimisation is asked for (RFC 9156): each zone's servers are then asked
+only for the name one label below their zone (type A), a label more at a
+time, so that the root and TLD servers never see the whole name.
 
 Usage, as a recursive server's resolver::
 
@@ -139,6 +141,8 @@ _MAX_DELEGATION_TTL = 86400
 # How long a server's failures count against it before it is tried first again.
 _FAILURE_MEMORY = 300.0
 _MAX_HEALTH_ENTRIES = 10000
+# RFC 9156 section 2.3: at most this many minimised queries for one name.
+_MAX_MINIMISE = 10
 
 
 class ReactorForRecursion(ReactorForDNS, Protocol):
@@ -257,6 +261,9 @@ class RecursiveResolver:
         max_delegations: Zone cuts remembered.
         resolution_timeout: Seconds one client question may take in all
             before it is answered SERVFAIL.
+        qname_minimisation: Whether each zone's servers are asked only for
+            the name one label below their zone until the zone holding the
+            name is found (RFC 9156), instead of the whole question.
         network: Makes the resolver that asks one server, from its address
             and port; by default a ``DNSClient`` of that server alone, with
             one try. Tests give a map of fake servers.
@@ -282,6 +289,7 @@ class RecursiveResolver:
         max_resolutions: int = 1000,
         max_delegations: int = 10000,
         resolution_timeout: float = 15.0,
+        qname_minimisation: bool = False,
         network: Callable[[str, int], DNSResolver] | None = None,
     ) -> None:
         if not 0 < port < 65536:
@@ -314,6 +322,7 @@ class RecursiveResolver:
         self.max_resolutions = max_resolutions
         self.max_delegations = max_delegations
         self.resolution_timeout = resolution_timeout
+        self.qname_minimisation = qname_minimisation
         self._network = self._client if network is None else network
         self._root = _hints_delegation(parse_root_hints(_NAMED_ROOT) if hints is None else hints)
         self._delegations: OrderedDict[dns.name.Name, _Delegation] = OrderedDict()
@@ -494,13 +503,32 @@ class RecursiveResolver:
             # The DS records of a cut are the parent's (RFC 4035 section 3.1.4.1).
             start = start.parent()
         delegation = self._closest(start)
-        for _ in range(self.max_referrals + 1):
-            answer, referral = await self._ask_zone(delegation, question, budget, depth)
-            if referral is None:
+        # QNAME minimisation (RFC 9156): each zone's servers are asked for
+        # the name one label below the zone (type A, section 2.1), one more
+        # label each time they have no cut there, and the whole question
+        # at the name itself or after MAX_MINIMISE_COUNT steps (section 2.3).
+        minimise = self.qname_minimisation and question.rdtype != dns.rdatatype.DS
+        labels = len(delegation.zone) + 1
+        steps = referrals = 0
+        while True:
+            asked = question
+            if minimise and labels < len(question.name) and steps < _MAX_MINIMISE:
+                asked = Question(question.name.split(labels)[1], dns.rdatatype.A)
+            answer, referral = await self._ask_zone(delegation, asked, budget, depth)
+            if referral is not None:
+                referrals += 1
+                if referrals > self.max_referrals:
+                    raise _FailedError(f"{question}: more than {self.max_referrals} referrals")
+                self._remember(referral)
+                delegation = referral
+                labels = len(delegation.zone) + 1
+                continue
+            if asked is question or answer.rcode == dns.rcode.NXDOMAIN:
+                # A name that does not exist has no names below it either
+                # (RFC 8020): the NXDOMAIN of an ancestor is the question's.
                 return _in_bailiwick(answer, delegation.zone)
-            self._remember(referral)
-            delegation = referral
-        raise _FailedError(f"{question}: more than {self.max_referrals} referrals")
+            labels += 1
+            steps += 1
 
     async def _ask_zone(
         self, delegation: _Delegation, question: Question, budget: _Budget, depth: int
