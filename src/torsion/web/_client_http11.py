@@ -607,6 +607,15 @@ class Exchange:
         """Abandon the exchange: if it had not ended, the connection is closed."""
         self._connection.abandon(self)
 
+    def discard(self) -> None:
+        """Abandon the exchange from the code awaiting its head, which stops awaiting.
+
+        The head is left unfired: its one reader is gone (a coroutine being
+        closed must not be resumed).
+        """
+        self.cancelling = True
+        self._connection.abandon(self)
+
     def _cancel_head(self, _: Deferred[ResponseStarted]) -> None:
         # The head then fails with CancelledError, not the abandonment's error.
         self.cancelling = True
@@ -622,6 +631,8 @@ class HTTP11ClientConnection(Protocol):
             may not, the connection is already closing.
         on_lost: Called when the connection is lost while no exchange is
             under way (an idle connection the server closed).
+        on_closed: Called when the connection is lost, whatever its state
+            (last of all).
         body_high_water: Unread response bytes above which reading pauses.
         core: The sans-IO core (a default one if None), for its limits.
     """
@@ -631,11 +642,13 @@ class HTTP11ClientConnection(Protocol):
         *,
         on_done: Callable[[HTTP11ClientConnection, bool], object] | None = None,
         on_lost: Callable[[HTTP11ClientConnection], object] | None = None,
+        on_closed: Callable[[HTTP11ClientConnection], object] | None = None,
         body_high_water: int = 256 * 1024,
         core: HTTP11ClientCore | None = None,
     ) -> None:
         self.on_done = on_done
         self.on_lost = on_lost
+        self.on_closed = on_closed
         self._core = core if core is not None else HTTP11ClientCore()
         self._high_water = body_high_water
         self._exchange: Exchange | None = None
@@ -785,9 +798,11 @@ class HTTP11ClientConnection(Protocol):
                 exchange.ended = True
                 if not exchange.head.called:  # pragma: no cover - the core reports the head first
                     exchange.head.errback(BadResponseError("a response without a head"))
-                exchange.body.finish()
+                # The connection goes back first: whoever reads the body's
+                # end may send its next request at once, on this connection.
                 if exchange.request_done or not event.reusable:
                     self._release(exchange, event.reusable)
+                exchange.body.finish()
 
     def eof_received(self) -> bool | None:
         """The server closed its side: a body delimited by the close ends here."""
@@ -818,10 +833,12 @@ class HTTP11ClientConnection(Protocol):
                 self._fail_exchange(
                     ConnectionResetError("the connection was lost during the request")
                 )
-            return
-        if self.on_lost is not None:
+        elif self.on_lost is not None:
             on_lost, self.on_lost = self.on_lost, None
             on_lost(self)
+        if self.on_closed is not None:
+            on_closed, self.on_closed = self.on_closed, None
+            on_closed(self)
 
     # Ending exchanges.
 

@@ -1,0 +1,907 @@
+"""The HTTP client: requests by URL, pooled connections, redirects, decoding.
+
+``HTTPClient`` is the user-facing client (the role of Twisted's ``Agent``)::
+
+    client = HTTPClient(reactor)
+    response = await client.get("https://example.org/")
+    print(response.code, response.headers.get_str("content-type"))
+    body = await response.read()
+    await client.close()
+
+Every request goes through a ``ConnectionPool`` keyed by origin (scheme,
+host, port): a keep-alive connection is reused when one is idle, and one
+whose response was not read to its end, or that either side marked
+``Connection: close``, is never reused. A pooled connection the server had
+closed fails before any byte of the response; an idempotent request whose
+body can be sent again is then retried once on a new connection (RFC 9110
+section 9.2.2).
+
+Redirects (301, 302, 303, 307, 308) are followed up to ``max_redirects``:
+303 turns any method but HEAD into GET without a body, 301 and 302 turn POST
+into GET (as every browser does, RFC 9110 section 15.4.2), 307 and 308 keep
+the method and the body. A redirect to another origin drops
+``Authorization``, ``Cookie`` and ``Proxy-Authorization`` (CVE-2022-21712);
+cookies from the jar are chosen again for each URL. A redirect from https to
+http is refused unless ``allow_insecure_redirects`` is set.
+
+Responses are decoded (gzip, deflate, and br with the ``brotli`` module)
+within ``max_body_size``. Each request has a timeout that covers everything
+until the response head (connecting, TLS, sending, every redirect); reading
+the body then gives up after ``timeout`` seconds without data. A request
+that times out or is cancelled closes its connection and leaves nothing
+behind. Methods, URLs and headers holding CR, LF, NUL or (in methods and
+URLs) spaces are refused before anything is sent (CVE-2019-12387).
+
+Results are Deferreds, awaitable from coroutines of either kind, as across
+torsion. HTTP/2 will be chosen per origin by ALPN; the connection's ``alpn``
+already says what TLS agreed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import stat
+import string
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, Protocol, TypeAlias, TypeVar
+from urllib.parse import quote, urljoin, urlsplit
+
+from torsion.defer import Deferred, ensure_deferred, fail, gather, succeed
+from torsion.defer import timeout as deadline
+from torsion.internet import (
+    Address,
+    Connector,
+    DelayedCall,
+    TCPClientEndpoint,
+    client_context,
+    wrap_client_tls,
+)
+from torsion.web._client_decoding import ACCEPT_ENCODING, ContentDecoder, decoder_for
+from torsion.web._client_errors import (
+    ClientClosedError,
+    InvalidRequestError,
+    RedirectRefusedError,
+    ResponseNeverReceivedError,
+    ResponseTooLargeError,
+    TooManyRedirectsError,
+)
+from torsion.web._client_http11 import (
+    CHUNKED,
+    Exchange,
+    HTTP11ClientConnection,
+    HTTP11ClientCore,
+    ResponseStarted,
+    check_method,
+    validate_field,
+)
+from torsion.web._client_proxy import HTTPConnectEndpoint
+from torsion.web._headers import Headers, InvalidHeaderError
+from torsion.web._pool import ConnectionPool, Lease
+
+__all__ = [
+    "CookieStore",
+    "HTTPClient",
+    "ReactorForHTTP",
+    "RequestBody",
+    "Response",
+]
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+RequestBody: TypeAlias = bytes | bytearray | memoryview | AsyncIterable[bytes] | IO[bytes] | None
+"""What a request may carry: bytes, an async iterable of bytes, a binary file, or nothing."""
+
+HeadersLike: TypeAlias = (
+    Headers | Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]]
+)
+
+# RFC 9110 section 9.2.2.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Fields no redirect to another origin may carry (CVE-2022-21712).
+_CREDENTIALS = (b"authorization", b"cookie", b"proxy-authorization")
+# Fields that describe a body, dropped with it when a redirect becomes a GET.
+_BODY_FIELDS = (b"content-type", b"content-encoding", b"content-language", b"content-location")
+# Bytes of a redirect's own body read so that its connection can be reused;
+# a longer body closes the connection instead.
+_DRAIN_LIMIT = 64 * 1024
+_FILE_PIECE = 64 * 1024
+# RFC 3986 characters kept as they are when a URL's path and query are
+# percent-encoded (everything printable but space, '"', '<', '>', '\', '^',
+# '`', '{', '|', '}'; '%' stays so that encoded URLs are not encoded twice).
+_URL_SAFE = "".join(c for c in string.printable if c not in ' "<>\\^`{|}\t\n\r\x0b\x0c')
+
+
+class ReactorForHTTP(Protocol):
+    """What the client needs of a reactor: time, and TCP and TLS connections."""
+
+    def seconds(self) -> float:
+        """The current time."""
+        ...
+
+    def call_later(self, delay: float, f: Callable[..., object], /, *args: Any) -> DelayedCall:
+        """Call ``f(*args)`` in ``delay`` seconds."""
+        ...
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        factory: Callable[[Address], P],
+        *,
+        timeout: float | None = 30.0,
+    ) -> Connector[P]:
+        """Connect to ``host:port`` over TCP."""
+        ...
+
+    def connect_tls(
+        self,
+        host: str,
+        port: int,
+        factory: Callable[[Address], P],
+        *,
+        context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> Connector[P]:
+        """Connect to ``host:port`` over TLS."""
+        ...
+
+
+class CookieStore(Protocol):
+    """Where the client keeps cookies (``torsion.web.CookieJar`` is one)."""
+
+    def cookie_header(self, url: str) -> bytes | None:
+        """The ``Cookie`` field for a request to ``url``, or None."""
+        ...
+
+    def receive(self, url: str, set_cookie: Iterable[bytes]) -> object:
+        """Store what a response from ``url`` set."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _URL:
+    """A URL taken apart for sending."""
+
+    url: str
+    scheme: str
+    host: str  # as connected to: IDNA-encoded, an IPv6 address without brackets
+    port: int
+    target: bytes  # origin-form: the path and the query
+    authority: bytes  # the Host field
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+
+def _parse_url(url: str) -> _URL:
+    """Take a URL apart, refusing what may not be sent.
+
+    Raises:
+        InvalidRequestError: Not an absolute http or https URL, or a URL
+            holding a space or a control character.
+    """
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        # urlsplit drops tabs and newlines without a word: refuse them first.
+        raise InvalidRequestError(f"a URL may not hold spaces or control characters: {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequestError(f"not a valid URL: {url!r} ({exc})") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise InvalidRequestError(f"not an http or https URL: {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidRequestError("credentials in a URL are not sent: use an Authorization header")
+    host = parts.hostname
+    if not host:
+        raise InvalidRequestError(f"a URL without a host: {url!r}")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidRequestError(f"not a valid host name: {host!r}") from exc
+    default = 443 if scheme == "https" else 80
+    if port is None:
+        port = default
+    if port == 0:
+        raise InvalidRequestError(f"port 0 in {url!r}")
+    path = parts.path or "/"
+    target = path + ("?" + parts.query if parts.query else "")
+    if not target.isascii():
+        target = quote(target, safe=_URL_SAFE)
+    bracketed = f"[{host}]" if ":" in host else host
+    authority = bracketed if port == default else f"{bracketed}:{port}"
+    clean = f"{scheme}://{authority}{target}"
+    return _URL(clean, scheme, host, port, target.encode("ascii"), authority.encode("ascii"))
+
+
+def _headers_of(headers: HeadersLike | None) -> Headers:
+    """Copy the caller's headers, checking every field.
+
+    Raises:
+        InvalidRequestError: A name or value may not be sent.
+    """
+    try:
+        if headers is None:
+            return Headers()
+        if isinstance(headers, Headers):
+            copy = headers.copy()
+            for name, value in copy.raw:
+                validate_field(name, value)
+            return copy
+        return Headers(headers)
+    except InvalidHeaderError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+
+
+class _Body:
+    """A request body, as the client sends it."""
+
+    def __init__(self, body: RequestBody, declared_length: int | None) -> None:
+        self.whole: bytes | None = None
+        self.stream: AsyncIterable[bytes] | None = None
+        self.file: IO[bytes] | None = None
+        self.length: int | None = None
+        if body is None:
+            self.whole = b""
+        elif isinstance(body, bytes | bytearray | memoryview):
+            self.whole = bytes(body)
+            self.length = len(self.whole)
+        elif isinstance(body, AsyncIterable):
+            self.stream = body
+        elif hasattr(body, "read"):
+            self.file = body
+            self.length = _file_length(body)
+        else:
+            raise TypeError(f"a request body is bytes, an async iterable or a file, not {body!r}")
+        if declared_length is not None:
+            if self.length is not None and self.length != declared_length:
+                raise InvalidRequestError(
+                    f"Content-Length says {declared_length} but the body has {self.length} bytes"
+                )
+            self.length = declared_length
+        self.empty = body is None
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent again (for a retry or a 307/308)."""
+        return self.whole is not None
+
+    def wire_length(self, method: bytes) -> int | None:
+        if self.empty:
+            # RFC 9110 section 8.6: a POST, PUT or PATCH without a body
+            # still says so, or some servers answer 411.
+            return 0 if method in (b"POST", b"PUT", b"PATCH") else None
+        return CHUNKED if self.length is None else self.length
+
+    async def send(self, connection: HTTP11ClientConnection) -> None:
+        """Write the body, waiting for the connection to drain between pieces."""
+        sent = 0
+        if self.file is not None:
+            while True:
+                # Regular files do not block for long; a pipe or socket here
+                # would be better given as an async iterable.
+                piece = self.file.read(_FILE_PIECE)
+                if not piece:
+                    break
+                sent += len(piece)
+                await connection.drained()
+                connection.write_body(piece)
+        elif self.stream is not None:
+            async for piece in self.stream:
+                if not isinstance(piece, bytes | bytearray | memoryview):
+                    raise TypeError(f"a request body yields bytes, not {piece!r}")
+                if not piece:
+                    continue
+                sent += len(piece)
+                if self.length is not None and sent > self.length:
+                    raise InvalidRequestError(f"the body is longer than its {self.length} bytes")
+                await connection.drained()
+                connection.write_body(bytes(piece))
+        if self.length is not None and sent != self.length:
+            raise InvalidRequestError(f"the body had {sent} bytes, not {self.length}")
+        connection.end_body()
+
+
+def _file_length(file: IO[bytes]) -> int | None:
+    try:
+        status = os.fstat(file.fileno())
+        position = file.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    return max(status.st_size - position, 0)
+
+
+class Response:
+    """An HTTP response: its status and headers at once, its body to read or stream.
+
+    Read the body with ``read()`` or ``iter_bytes()``, or ``close()`` it: the
+    connection goes back to the pool only once the body was read to its end.
+
+    Attributes:
+        code: The status code.
+        phrase: The reason phrase.
+        version: "HTTP/1.1" or "HTTP/1.0".
+        headers: The header fields (``Content-Encoding`` kept even when the
+            body is decoded).
+        url: The URL that answered (after redirects).
+        method: The method of the request that got this response.
+        history: The URLs asked before this one, when redirects were followed.
+        alpn: The protocol TLS agreed on with ALPN, if any.
+    """
+
+    def __init__(
+        self,
+        *,
+        head: ResponseStarted,
+        exchange: Exchange,
+        url: str,
+        method: str,
+        decoder: ContentDecoder | None,
+        max_body_size: int | None,
+        read_timeout: float | None,
+        clock: ReactorForHTTP,
+        alpn: str | None,
+    ) -> None:
+        self.code = head.code
+        self.phrase = head.phrase
+        self.version = head.version
+        self.headers = head.headers
+        self.url = url
+        self.method = method
+        self.history: list[str] = []
+        self.alpn = alpn
+        self._exchange = exchange
+        self._decoder = decoder
+        self._max_body_size = max_body_size
+        self._read_timeout = read_timeout
+        self._clock = clock
+        self._reading = False
+        self._consumed = False
+
+    def __repr__(self) -> str:
+        return f"<Response {self.code} {self.phrase} from {self.url}>"
+
+    @property
+    def body_done(self) -> bool:
+        """Whether the whole body has arrived (it may still be unread)."""
+        return self._exchange.body.done
+
+    def read(self, max_size: int | None = None) -> Deferred[bytes]:
+        """Read the whole body (decoded).
+
+        Args:
+            max_size: The most bytes accepted (the client's
+                ``max_body_size`` if None).
+
+        Returns:
+            A Deferred of the body; it fails with ``ResponseTooLargeError``
+            past ``max_size`` (the connection is then closed),
+            ``TimeoutError`` when no data came for the client's timeout,
+            or ``BadResponseError`` when the body breaks off.
+        """
+        limit = max_size if max_size is not None else self._max_body_size
+        return ensure_deferred(self._read(limit))
+
+    async def _read(self, limit: int | None) -> bytes:
+        declared = self.headers.get(b"content-length")
+        if (
+            limit is not None
+            and self._decoder is None
+            and declared is not None
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
+            self.close()
+            raise ResponseTooLargeError(f"the body is over {limit} bytes", limit)
+        parts: list[bytes] = []
+        size = 0
+        async for piece in self._pieces(limit):
+            size += len(piece)
+            if limit is not None and size > limit:
+                self.close()
+                raise ResponseTooLargeError(f"the body is over {limit} bytes", limit)
+            parts.append(piece)
+        return b"".join(parts)
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Stream the body (decoded), piece by piece, as it arrives.
+
+        The connection reads from the network only as fast as the pieces are
+        taken. The decoded body is bounded by the client's ``max_body_size``
+        when it is compressed (decompression bombs); a body as sent is not.
+        Leaving the loop early closes the response.
+        """
+        return self._pieces(self._max_body_size if self._decoder is not None else None)
+
+    async def _pieces(self, decoded_limit: int | None) -> AsyncIterator[bytes]:
+        if self._reading or self._consumed:
+            raise RuntimeError("the response body is read once, by one reader")
+        self._reading = True
+        decoder = self._decoder
+        if decoder is not None and decoded_limit is not None:
+            decoder.max_size = decoded_limit
+        body = self._exchange.body
+        finished = False
+        try:
+            while True:
+                waiting = body.receive()
+                if self._read_timeout is not None and not waiting.called:
+                    waiting = deadline(waiting, self._read_timeout, self._clock)
+                piece = await waiting
+                if not piece:
+                    if decoder is not None:
+                        decoder.flush()
+                    finished = True
+                    return
+                if decoder is not None:
+                    piece = decoder.decode(piece)
+                    if not piece:
+                        continue
+                yield piece
+        finally:
+            self._reading = False
+            self._consumed = True
+            if not finished:
+                self.close()
+
+    def close(self) -> None:
+        """Drop the rest of the body; the connection is closed if it had not ended."""
+        self._consumed = True
+        self._exchange.body.close()
+
+    async def _drain(self) -> None:
+        """Read and drop a short body so that its connection can be reused."""
+        body = self._exchange.body
+        size = 0
+        while not self._consumed:
+            if not body.done and size > _DRAIN_LIMIT:
+                break
+            waiting = body.receive()
+            if self._read_timeout is not None and not waiting.called:
+                waiting = deadline(waiting, self._read_timeout, self._clock)
+            piece = await waiting
+            if not piece:
+                break
+            size += len(piece)
+        self.close()
+
+
+class HTTPClient:
+    """Makes HTTP/1.1 requests over pooled keep-alive connections.
+
+    Args:
+        reactor: Gives time and connections.
+        tls_context: The TLS settings for https (``client_context()``:
+            the system's trust store, certificates and host names checked).
+        timeout: Seconds a request may take until the response head, and a
+            body may go without data (None: no limit).
+        connect_timeout: Seconds one connection attempt may take.
+        max_per_origin: The most connections open to one origin.
+        max_connections: The most connections open in all.
+        idle_timeout: Seconds an unused keep-alive connection is kept.
+        max_redirects: The most redirects followed in a row.
+        allow_insecure_redirects: Follow redirects from https to http.
+        proxy: An HTTP proxy (``http://host:port``: CONNECT tunnels for
+            https, absolute URLs for http) or a SOCKS 5 proxy
+            (``socks5://host:port``, names resolved by the proxy).
+        cookies: Where cookies are kept (a ``CookieJar``); None sends none.
+        decode_content: Ask for and decode compressed bodies.
+        max_body_size: The most bytes ``read()`` returns, and the most a
+            compressed body may decode to (None: no bound).
+        headers: Fields sent with every request (a request's own win).
+        core_limits: Bounds on responses, as ``HTTP11ClientCore`` takes them
+            (``max_head_size``, ``max_header_count``, ...).
+    """
+
+    def __init__(
+        self,
+        reactor: ReactorForHTTP,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        timeout: float | None = 30.0,
+        connect_timeout: float | None = 10.0,
+        max_per_origin: int = 10,
+        max_connections: int = 100,
+        idle_timeout: float = 60.0,
+        max_redirects: int = 10,
+        allow_insecure_redirects: bool = False,
+        proxy: str | None = None,
+        cookies: CookieStore | None = None,
+        decode_content: bool = True,
+        max_body_size: int | None = 64 * 1024 * 1024,
+        headers: HeadersLike | None = None,
+        core_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self._tls = tls_context
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_redirects = max_redirects
+        self.allow_insecure_redirects = allow_insecure_redirects
+        self.cookies = cookies
+        self.decode_content = decode_content
+        self.max_body_size = max_body_size
+        self._default_headers = _headers_of(headers)
+        self._core_limits = dict(core_limits or {})
+        HTTP11ClientCore(**self._core_limits)  # Bad limits fail here, not later.
+        self._proxy = _parse_proxy(proxy) if proxy is not None else None
+        self._pool: ConnectionPool[tuple[str, str, int], HTTP11ClientConnection] = ConnectionPool(
+            reactor,
+            max_per_key=max_per_origin,
+            max_total=max_connections,
+            idle_timeout=idle_timeout,
+        )
+        self._connections: set[HTTP11ClientConnection] = set()
+        self._closed_waiters: dict[HTTP11ClientConnection, Deferred[None]] = {}
+        self._closed = False
+
+    @property
+    def pool(self) -> ConnectionPool[tuple[str, str, int], HTTP11ClientConnection]:
+        """The connection pool (for its counts)."""
+        return self._pool
+
+    # Requests.
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: HeadersLike | None = None,
+        body: RequestBody = None,
+        timeout: float | None = None,
+        follow_redirects: bool = True,
+    ) -> Deferred[Response]:
+        """Send a request and wait for the response head.
+
+        Args:
+            method: The method ("GET", "POST", ...), sent as given.
+            url: An absolute http or https URL.
+            headers: More fields (``Host``, ``Content-Length`` for a
+                streamed body, ...); the client adds ``Host``,
+                ``Accept-Encoding``, cookies and the framing.
+            body: Bytes, an async iterable of bytes (sent chunked unless
+                ``Content-Length`` is given), or a binary file.
+            timeout: Seconds until the response head (the client's timeout
+                if None).
+            follow_redirects: Follow 3xx redirects.
+
+        Returns:
+            A Deferred of the ``Response`` (its body still to read); it
+            fails with ``InvalidRequestError`` before anything is sent,
+            ``TimeoutError``, ``TooManyRedirectsError``,
+            ``RedirectRefusedError``, ``BadResponseError``, or the
+            connection's error. Cancelling it closes the connection.
+        """
+        try:
+            if self._closed:
+                raise ClientClosedError("the HTTP client is closed")
+            method_bytes = method.encode("ascii", "replace")
+            check_method(method_bytes)
+            target = _parse_url(url)
+            fields = self._default_headers.copy()
+            given = _headers_of(headers)
+            for name, _ in given.raw:
+                fields.remove(name)
+            fields.raw.extend(given.raw)
+            declared = _declared_length(fields)
+            request_body = _Body(body, declared)
+        except Exception as exc:
+            return fail(exc)
+        seconds = self.timeout if timeout is None else timeout
+        d = ensure_deferred(self._request(method, target, fields, request_body, follow_redirects))
+        if seconds is not None:
+            d = deadline(d, seconds, self.reactor)
+        return d
+
+    def get(self, url: str, **kwargs: Any) -> Deferred[Response]:
+        """``request("GET", url, ...)``."""
+        return self.request("GET", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> Deferred[Response]:
+        """``request("HEAD", url, ...)``."""
+        return self.request("HEAD", url, **kwargs)
+
+    def post(self, url: str, body: RequestBody = None, **kwargs: Any) -> Deferred[Response]:
+        """``request("POST", url, body=body, ...)``."""
+        return self.request("POST", url, body=body, **kwargs)
+
+    def put(self, url: str, body: RequestBody = None, **kwargs: Any) -> Deferred[Response]:
+        """``request("PUT", url, body=body, ...)``."""
+        return self.request("PUT", url, body=body, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> Deferred[Response]:
+        """``request("DELETE", url, ...)``."""
+        return self.request("DELETE", url, **kwargs)
+
+    def close(self) -> Deferred[None]:
+        """Close every connection and refuse further requests.
+
+        Returns:
+            A Deferred that fires once every connection is closed.
+        """
+        self._closed = True
+        self._pool.close()
+        waiting = []
+        for connection in list(self._connections):
+            d: Deferred[None] = Deferred()
+            self._closed_waiters[connection] = d
+            waiting.append(d)
+            if connection.busy:
+                connection.transport.abort()
+            else:
+                connection.close()
+        if not waiting:
+            return succeed(None)
+        done: Deferred[None] = gather(waiting).add_callback(lambda _: None)
+        return done
+
+    # Inside.
+
+    async def _request(
+        self, method: str, url: _URL, fields: Headers, body: _Body, follow: bool
+    ) -> Response:
+        history: list[str] = []
+        while True:
+            response = await self._send(method, url, fields, body)
+            location = response.headers.get(b"location")
+            if not follow or response.code not in _REDIRECTS or location is None:
+                response.history = history
+                return response
+            history.append(url.url)
+            if len(history) > self.max_redirects:
+                response.close()
+                raise TooManyRedirectsError([*history, _join(url, location)])
+            next_url = self._redirect_target(url, location, response)
+            method, body = self._redirected_method(method, response.code, body, fields)
+            if next_url.origin != url.origin:
+                for name in _CREDENTIALS:
+                    fields.remove(name)
+            if not body.replayable:
+                # A 307/308 asks for the body again, which was a stream.
+                response.history = history[:-1]
+                return response
+            await response._drain()
+            url = next_url
+
+    def _redirect_target(self, url: _URL, location: bytes, response: Response) -> _URL:
+        joined = _join(url, location)
+        try:
+            next_url = _parse_url(joined)
+        except InvalidRequestError as exc:
+            response.close()
+            raise RedirectRefusedError(f"cannot follow the redirect: {exc}", joined) from exc
+        downgrade = url.scheme == "https" and next_url.scheme == "http"
+        if downgrade and not self.allow_insecure_redirects:
+            response.close()
+            raise RedirectRefusedError("refused a redirect from https to http", joined)
+        return next_url
+
+    @staticmethod
+    def _redirected_method(
+        method: str, code: int, body: _Body, fields: Headers
+    ) -> tuple[str, _Body]:
+        becomes_get = (code == 303 and method != "HEAD") or (
+            code in (301, 302) and method == "POST"
+        )
+        if not becomes_get:
+            return method, body
+        for name in _BODY_FIELDS:
+            fields.remove(name)
+        fields.remove(b"content-length")
+        return "GET", _Body(None, None)
+
+    async def _send(self, method: str, url: _URL, fields: Headers, body: _Body) -> Response:
+        method_bytes = method.encode("ascii")
+        fresh = False
+        retried = False
+        headers = self._request_headers(url, fields)
+        target = url.url.encode("ascii") if self._proxy_for_http(url) else url.target
+        while True:
+            lease: Lease[HTTP11ClientConnection] = await self._pool.acquire(
+                url.origin, lambda: self._connect(url), fresh=fresh
+            )
+            connection = lease.connection
+            exchange: Exchange | None = None
+            try:
+                exchange = connection.start(
+                    method_bytes,
+                    target,
+                    headers,
+                    body_length=body.wire_length(method_bytes),
+                    body=body.whole or b"",
+                    head_only=method_bytes == b"HEAD",
+                )
+                sender = None if exchange.request_done else ensure_deferred(body.send(connection))
+                head = await self._head(exchange, sender)
+            except ResponseNeverReceivedError:
+                if (
+                    lease.reused
+                    and not retried
+                    and body.replayable
+                    and method_bytes in _IDEMPOTENT
+                ):
+                    retried = fresh = True
+                    continue
+                raise
+            except BaseException:
+                if exchange is not None:
+                    exchange.discard()
+                else:  # Nothing was written: the connection is as it was.
+                    reusable = connection.is_open and not connection.busy
+                    self._pool.release(url.origin, connection, reusable)
+                raise
+            if self.cookies is not None:
+                set_cookie = head.headers.get_all(b"set-cookie")
+                if set_cookie:
+                    self.cookies.receive(url.url, set_cookie)
+            decoder = None
+            if self.decode_content and method_bytes != b"HEAD":
+                decoder = decoder_for(head.headers, self.max_body_size)
+            return Response(
+                head=head,
+                exchange=exchange,
+                url=url.url,
+                method=method,
+                decoder=decoder,
+                max_body_size=self.max_body_size,
+                read_timeout=self.timeout,
+                clock=self.reactor,
+                alpn=connection.alpn,
+            )
+
+    @staticmethod
+    async def _head(exchange: Exchange, sender: Deferred[None] | None) -> ResponseStarted:
+        if sender is None:
+            return await exchange.head
+        failure: list[BaseException] = []
+
+        def body_failed(exc: BaseException) -> None:
+            failure.append(exc)
+            exchange.close()
+
+        sender.add_errback(body_failed)
+        try:
+            return await exchange.head
+        except BaseException:
+            if failure:
+                raise failure[0] from None
+            sender.cancel()
+            raise
+
+    def _request_headers(self, url: _URL, fields: Headers) -> Headers:
+        pairs: list[tuple[bytes, bytes]] = []
+        if b"host" not in fields:
+            pairs.append((b"Host", url.authority))
+        pairs += fields.raw
+        if self.decode_content and b"accept-encoding" not in fields:
+            pairs.append((b"Accept-Encoding", ACCEPT_ENCODING))
+        if self.cookies is not None:
+            cookie = self.cookies.cookie_header(url.url)
+            if cookie is not None:
+                # RFC 6265 section 5.4: one Cookie field, the caller's first.
+                given = [v for n, v in pairs if n.lower() == b"cookie"]
+                if given:
+                    pairs = [(n, v) for n, v in pairs if n.lower() != b"cookie"]
+                    cookie = b"; ".join([*given, cookie])
+                pairs.append((b"Cookie", cookie))
+        # Framing is the core's: Content-Length, if given, became the body's.
+        return Headers.from_raw(
+            [
+                (n, v)
+                for n, v in pairs
+                if n.lower() not in (b"content-length", b"transfer-encoding")
+            ]
+        )
+
+    def _proxy_for_http(self, url: _URL) -> bool:
+        return self._proxy is not None and self._proxy[0] == "http" and url.scheme == "http"
+
+    def _connect(self, url: _URL) -> Deferred[HTTP11ClientConnection]:
+        key = url.origin
+
+        def factory(_: Address) -> HTTP11ClientConnection:
+            connection = HTTP11ClientConnection(
+                on_done=lambda c, reusable: self._pool.release(key, c, reusable),
+                on_lost=lambda c: self._pool.lost(key, c),
+                on_closed=self._forget,
+                core=HTTP11ClientCore(**self._core_limits),
+            )
+            self._connections.add(connection)
+            return connection
+
+        if self._proxy is None:
+            if url.scheme == "https":
+                return self.reactor.connect_tls(
+                    url.host,
+                    url.port,
+                    factory,
+                    context=self._tls_context(),
+                    server_hostname=url.host,
+                    timeout=self.connect_timeout,
+                ).deferred
+            return self.reactor.connect_tcp(
+                url.host, url.port, factory, timeout=self.connect_timeout
+            ).deferred
+        kind, proxy_host, proxy_port = self._proxy
+        proxy = TCPClientEndpoint(
+            self.reactor,  # type: ignore[arg-type]
+            proxy_host,
+            proxy_port,
+            timeout=self.connect_timeout,
+        )
+        endpoint: Any
+        if kind == "http" and url.scheme == "http":
+            endpoint = proxy
+        elif kind == "http":
+            endpoint = HTTPConnectEndpoint(proxy, url.host, url.port)
+        else:
+            from torsion.protocols import SOCKS5ClientEndpoint
+
+            endpoint = SOCKS5ClientEndpoint(
+                self.reactor, proxy, url.host, url.port, timeout=self.connect_timeout
+            )
+        if url.scheme == "https":
+            endpoint = wrap_client_tls(
+                endpoint,
+                url.host,
+                context=self._tls_context(),
+                handshake_timeout=self.connect_timeout,
+            )
+        attempt: Deferred[HTTP11ClientConnection] = endpoint.connect(factory)
+        if self.connect_timeout is not None:
+            attempt = deadline(attempt, self.connect_timeout, self.reactor)
+        return attempt
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = client_context(alpn=("http/1.1",))
+        return self._tls
+
+    def _forget(self, connection: HTTP11ClientConnection) -> None:
+        self._connections.discard(connection)
+        waiter = self._closed_waiters.pop(connection, None)
+        if waiter is not None:
+            waiter.callback(None)
+
+    def __repr__(self) -> str:
+        return f"<HTTPClient {self._pool!r}>"
+
+
+def _join(url: _URL, location: bytes) -> str:
+    return urljoin(url.url, location.decode("latin-1").strip())
+
+
+def _declared_length(fields: Headers) -> int | None:
+    values = fields.get_all(b"content-length")
+    if not values:
+        return None
+    if len(set(values)) != 1 or not values[0].isdigit():
+        raise InvalidRequestError(f"invalid Content-Length {values!r}")
+    if b"transfer-encoding" in fields:
+        raise InvalidRequestError("the client chooses the transfer coding itself")
+    return int(values[0])
+
+
+def _parse_proxy(proxy: str) -> tuple[str, str, int]:
+    try:
+        parts = urlsplit(proxy)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a proxy URL: {proxy!r}") from exc
+    kind = parts.scheme.lower()
+    if kind not in ("http", "socks5", "socks5h") or not parts.hostname:
+        raise ValueError(f"a proxy is http://HOST:PORT or socks5://HOST:PORT, not {proxy!r}")
+    if kind == "http":
+        return ("http", parts.hostname, port or 8080)
+    return ("socks5", parts.hostname, port or 1080)
