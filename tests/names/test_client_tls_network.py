@@ -1,7 +1,8 @@
-"""The DNS over TLS client against unbound serving DNS over TLS on 127.0.0.1, on both loops.
+"""The DNS over TLS client against real DNS over TLS servers on 127.0.0.1, on both loops.
 
 unbound answers a local zone itself, over TLS only, with a certificate a
-test authority (trustme) issued for dns.example.test and 127.0.0.1.
+test authority (trustme) issued for dns.example.test and 127.0.0.1; so does
+torsion's own DNSServer, serving an authoritative zone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from torsion.internet import Reactor
 from torsion.names._answer import Question
 from torsion.names._client import AddressResolver, DNSClient
 from torsion.names._dot import DoTServer
+from torsion.names._server import DNSServer
+from torsion.names._zone import Authority
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
@@ -176,3 +179,47 @@ async def test_a_connection_the_server_closed_is_opened_again(
         assert channel.connections == 2
     finally:
         await client.close()
+
+
+OWN_ZONE = """\
+$ORIGIN example.test.
+$TTL 300
+@       IN SOA ns.example.test. admin.example.test. 1 7200 900 1209600 60
+        IN NS ns
+ns      IN A 192.0.2.53
+www     IN A 192.0.2.80
+alias   IN CNAME www
+""" + "".join(f"host{i} IN A 192.0.2.{i}\n" for i in range(1, 21))
+
+
+@BOTH_LOOPS
+async def test_torsions_own_dns_over_tls_server(
+    reactor: Reactor, loop: str, certificate: tuple[Path, Path], ca: trustme.CA
+) -> None:
+    key, pem = certificate
+    server = DNSServer([Authority.from_text(OWN_ZONE)])
+    port = await server.listen_stream(
+        reactor, f"tls:0:interface=127.0.0.1:certKey={pem}:privateKey={key}"
+    )
+    dot_server = DoTServer("127.0.0.1", port.port, "dns.example.test", trusting(ca))
+    client = DNSClient(reactor, tls=[dot_server], timeout=10.0, attempts=1)
+    try:
+        answers = await gather(
+            [client.query(question(f"host{i}.example.test.", "A")) for i in range(1, 21)]
+        )
+        assert [str(answer.answer[0][0]) for answer in answers] == [
+            f"192.0.2.{i}" for i in range(1, 21)
+        ]
+        assert all(answer.authoritative for answer in answers)
+        alias = await client.query(question("alias.example.test.", "A"))
+        assert [rrset.rdtype for rrset in alias.answer] == [
+            dns.rdatatype.CNAME,
+            dns.rdatatype.A,
+        ]
+        missing = await client.query(question("nowhere.example.test.", "A"))
+        assert missing.rcode == dns.rcode.NXDOMAIN
+        assert missing.authority[0].rdtype == dns.rdatatype.SOA
+        assert client.channels[0].connections == 1
+    finally:
+        await client.close()
+        await port.stop_listening()
