@@ -433,7 +433,7 @@ class RecursiveResolver:
         try:
             return await self._resolve(question, _Budget(self.max_queries), 0)
         except _FailedError as exc:
-            _log.info("SERVFAIL for %s: %s", question, exc)
+            _log.debug("SERVFAIL for %s: %s", question, exc)
             return Answer(dns.rcode.SERVFAIL)
 
     # Resolution.
