@@ -8,9 +8,11 @@ server on real sockets.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.exception
 import dns.message
@@ -26,7 +28,9 @@ from torsion.errors import DNSLookupError
 from torsion.internet import IPv4Address, Protocol, Reactor
 from torsion.names._answer import Question
 from torsion.names._client import AddressResolver, DNSClient
+from torsion.names._server import DNSServer
 from torsion.names._srv import SRVClientEndpoint
+from torsion.names._zone import Authority
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
@@ -179,6 +183,42 @@ async def test_a_closed_port_and_a_silent_server_are_passed_over(
         # The closed port answered with ICMP at once; only the silent one took its timeout.
         assert 0.3 <= elapsed < 2.0
         assert silent.recv(512)  # it was asked
+
+
+def _link_local() -> str | None:
+    """A link-local IPv6 address of this host, with its scope ("fe80::1%eth0"), if any."""
+    try:
+        with open("/proc/net/if_inet6") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hexa, _, _, scope, _, name = line.split()
+        if scope == "20":  # IPV6_ADDR_LINKLOCAL
+            groups = ":".join(hexa[i : i + 4] for i in range(0, 32, 4))
+            return f"{ipaddress.IPv6Address(groups)}%{name}"
+    return None
+
+
+@BOTH_LOOPS
+async def test_a_link_local_server_is_asked_through_its_scope(
+    reactor: Reactor, loop: str, tmp_path: Path
+) -> None:
+    address = _link_local()
+    if address is None:
+        pytest.skip("this host has no link-local IPv6 address")
+    # resolv.conf names it with its scope, as for a router's resolver.
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(f"nameserver {address}\noptions edns0\n")
+    server = DNSServer([Authority.from_text(ZONE.format(big_txt="x", echo_port=1, dead_port=2))])
+    ports = server.listen(reactor, 0, interface=address)
+    try:
+        assert DNSClient(reactor, resolv_conf=str(conf)).servers == ((address, 53),)
+        client = DNSClient(reactor, [(address, ports.port)], timeout=5.0, attempts=1)
+        answer = await client.query(_question("www.example.test.", "A"))
+        assert [str(rdata) for rdata in answer.answer[0]] == ["192.0.2.80"]
+    finally:
+        await ports.stop_listening()
 
 
 @BOTH_LOOPS
