@@ -20,6 +20,11 @@ only, and EDNS0 is sent only under ``options edns0``. The ``lookup``
 helpers try relative names through the search list
 (``torsion.names._search``); ``query`` asks exactly the question given.
 
+Given ``DoTServer``s instead, it asks them over TLS only, on one pipelined
+connection each (``torsion.names._dot``, RFC 7858 and RFC 8310)::
+
+    client = DNSClient(reactor, tls=[DoTServer("192.0.2.53", server_name="dns.example")])
+
 ``AddressResolver`` makes any ``DNSResolver`` (this client, or a chain with
 a hosts file and a cache in front of it) the reactor's name resolver::
 
