@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from torsion.defer import Deferred
 from torsion.names._answer import Answer, Question
 from torsion.names._client import DNSClient
+from torsion.names._dot import DoTServer
 from torsion.names._resolvconf import parse_resolv_conf
+from torsion.names._search import SearchList
 from torsion.testing import MemoryReactor, StringTransport
 
 QUESTION = Question(dns.name.from_text("www.example.org."), dns.rdatatype.A)
@@ -97,3 +99,57 @@ def test_bad_tcp_responses_end_that_try_quietly(body: bytes, length: int) -> Non
     assert d.called
     d.add_both(lambda _: None)
     assert reactor.get_delayed_calls() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_a_dot_server_sending_garbage_never_raises_and_the_real_answer_still_counts(
+    chunks: list[bytes],
+) -> None:
+    reactor = MemoryReactor()
+    client = DNSClient(reactor, tls=[DoTServer("192.0.2.53")], timeout=1.0, attempts=1)
+    d = client.query(QUESTION)
+    transport = StringTransport()
+    protocol = reactor.tls_clients[0].connect(transport)
+    data = transport.value()
+    request = dns.message.from_wire(data[2:])
+    for chunk in chunks:
+        # Whole frames of garbage, with a random ID (or the right one).
+        protocol.data_received(len(chunk).to_bytes(2, "big") + chunk)
+    assert len(protocol.buffer) <= 2 + 65535
+    if not d.called:
+        response = dns.message.make_response(request)
+        response.answer.append(dns.rrset.from_text(QUESTION.name, 60, "IN", "A", "192.0.2.80"))
+        wire = response.to_wire()
+        protocol.data_received(len(wire).to_bytes(2, "big") + wire)
+    if not d.called:
+        # The garbage failed the try (the right ID, a bad message): it timed out.
+        reactor.advance(1.0)
+    results: list[Any] = []
+    d.add_callbacks(results.append, results.append)
+    assert isinstance(results[0], Answer | TimeoutError)
+    client.close()
+    assert reactor.get_delayed_calls() == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="abc.-\\", max_size=40),
+    st.lists(st.text(alphabet="xyz.", min_size=1, max_size=20), max_size=4),
+    st.integers(min_value=0, max_value=15),
+)
+def test_search_names_are_absolute_valid_and_unique(
+    name: str, domains: list[str], ndots: int
+) -> None:
+    try:
+        search = SearchList.of(domains, ndots=ndots)
+    except ValueError:
+        return
+    try:
+        names = search.names(name)
+    except ValueError:
+        return
+    assert names
+    assert all(candidate.is_absolute() for candidate in names)
+    assert len(set(names)) == len(names)
+    assert len(names) <= len(domains) + 1
