@@ -127,9 +127,9 @@ def serve_twisted(port: int) -> None:
     from twisted.web import resource, server
 
     class Hello(resource.Resource):
-        isLeaf = True
+        isLeaf = True  # noqa: N815 - Twisted's name
 
-        def render_GET(self, request):  # type: ignore[no-untyped-def]
+        def render_GET(self, request):  # type: ignore[no-untyped-def]  # noqa: N802
             return BODY
 
     site = server.Site(Hello())
