@@ -814,10 +814,10 @@ class HTTPClient:
             connection = HTTP11ClientConnection(
                 on_done=lambda c, reusable: self._pool.release(key, c, reusable),
                 on_lost=lambda c: self._pool.lost(key, c),
+                on_made=self._connections.add,
                 on_closed=self._forget,
                 core=HTTP11ClientCore(**self._core_limits),
             )
-            self._connections.add(connection)
             return connection
 
         if self._proxy is None:

@@ -28,6 +28,7 @@ end, and neither side said ``Connection: close``. Its call order::
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -631,6 +632,7 @@ class HTTP11ClientConnection(Protocol):
             may not, the connection is already closing.
         on_lost: Called when the connection is lost while no exchange is
             under way (an idle connection the server closed).
+        on_made: Called when the connection is made (``connection_made``).
         on_closed: Called when the connection is lost, whatever its state
             (last of all).
         body_high_water: Unread response bytes above which reading pauses.
@@ -642,12 +644,14 @@ class HTTP11ClientConnection(Protocol):
         *,
         on_done: Callable[[HTTP11ClientConnection, bool], object] | None = None,
         on_lost: Callable[[HTTP11ClientConnection], object] | None = None,
+        on_made: Callable[[HTTP11ClientConnection], object] | None = None,
         on_closed: Callable[[HTTP11ClientConnection], object] | None = None,
         body_high_water: int = 256 * 1024,
         core: HTTP11ClientCore | None = None,
     ) -> None:
         self.on_done = on_done
         self.on_lost = on_lost
+        self.on_made = on_made
         self.on_closed = on_closed
         self._core = core if core is not None else HTTP11ClientCore()
         self._high_water = body_high_water
@@ -770,6 +774,12 @@ class HTTP11ClientConnection(Protocol):
                 self.transport.resume_reading()
 
     # The protocol's events.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The connection is up (after the TLS handshake, over TLS)."""
+        super().connection_made(transport)
+        if self.on_made is not None:
+            self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
         """Parse the server's bytes and pass the events on."""
