@@ -30,6 +30,7 @@ from torsion.names._chain import ResolverChain
 from torsion.names._client import DNSClient
 from torsion.names._forward import ForwardingResolver
 from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
+from torsion.names._recursive import RecursiveResolver
 from torsion.names._server import DNSServer
 from torsion.names._zone import Authority, ZoneError
 from torsion.testing import Clock
@@ -174,9 +175,13 @@ def test_resolv_conf_names_the_upstream_servers(tmp_path: Path) -> None:
         "resolv_conf": str(conf),
         "cache": True,
         "hosts_file": None,
+        "recursive": False,
+        "root_hints": None,
+        "qname_minimisation": False,
     }
-    others, recursive = _others(Clock(), options, "127.0.0.1", 53)  # type: ignore[arg-type]
+    others, recursive, closers = _others(Clock(), options, "127.0.0.1", 53)  # type: ignore[arg-type]
     assert recursive
+    assert closers == []
     [chain] = others
     assert isinstance(chain, ResolverChain)
     cache, forwarder = chain.resolvers
@@ -210,6 +215,52 @@ def test_bad_forwarding_options_are_usage_errors(
             main(["dns", "--port", port, "--forward", bad])
         assert exit_info.value.code == 2
         assert f"--forward: {bad!r}" in capsys.readouterr().err
+
+
+def test_bad_recursive_options_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = str(free_port())
+    both = ["--recursive", "--forward", "192.0.2.1"]
+    assert main(["dns", "--port", port, *both]) == 2
+    assert "give it or --forward/--resolv-conf, not both" in capsys.readouterr().err
+    assert main(["dns", "--port", port, "--recursive", "--cache"]) == 2
+    assert "--recursive keeps a cache of its own" in capsys.readouterr().err
+    hints = tmp_path / "named.root"
+    hints.write_text(".  3600000 NS ns.nic.\nns.nic. 3600000 A 192.0.2.1\n")
+    assert main(["dns", "--port", port, "--root-hints", str(hints)]) == 2
+    assert "--root-hints names the root servers for --recursive" in capsys.readouterr().err
+    assert main(["dns", "--port", port, "--qname-minimisation"]) == 2
+    assert "--qname-minimisation is a way of --recursive" in capsys.readouterr().err
+    missing = tmp_path / "missing.root"
+    assert main(["dns", "--port", port, "--recursive", "--root-hints", str(missing)]) == 2
+    assert "--root-hints: " in capsys.readouterr().err
+    hints.write_text("not a zone at all (\n")
+    assert main(["dns", "--port", port, "--recursive", "--root-hints", str(hints)]) == 2
+    assert "--root-hints: not valid root hints" in capsys.readouterr().err
+
+
+def test_recursive_resolves_from_the_root_hints_and_closes_on_stop(tmp_path: Path) -> None:
+    hints = tmp_path / "named.root"
+    hints.write_text(".  3600000 NS ns.nic.\nns.nic. 3600000 A 192.0.2.1\n")
+    options = {
+        "forward": [],
+        "resolv_conf": None,
+        "cache": False,
+        "hosts_file": None,
+        "recursive": True,
+        "root_hints": str(hints),
+        "qname_minimisation": True,
+    }
+    clock = Clock()
+    others, recursive, [close] = _others(clock, options, "127.0.0.1", 53)  # type: ignore[arg-type]
+    assert recursive
+    [chain] = others
+    assert isinstance(chain, ResolverChain)
+    [resolver] = chain.resolvers
+    assert isinstance(resolver, RecursiveResolver)
+    assert resolver.hints == {dns.name.from_text("ns.nic."): ("192.0.2.1",)}
+    assert close == resolver.close
 
 
 PYZONE_TEXT = '''\
@@ -385,3 +436,36 @@ def test_bad_secondaries_are_usage_errors(capsys: pytest.CaptureFixture[str]) ->
         assert f"--secondary: {bad!r}" in capsys.readouterr().err
     assert main(["dns", "--port", port, "--secondary", f"{'x' * 64}.test:127.0.0.1"]) == 2
     assert "--secondary: " in capsys.readouterr().err
+
+
+@BOTH_LOOPS
+async def test_recursive_command_resolves_a_local_hierarchy(
+    reactor: Reactor, loop: str, tmp_path: Path
+) -> None:
+    # The servers of a hierarchy are reached on port 53 (glue has no port).
+    from test_recursive import REAL, serving_hierarchy
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to serve a hierarchy on port 53")
+    try:
+        hierarchy = serving_hierarchy(reactor, tmp_path, port=53)
+        await hierarchy.__aenter__()
+    except OSError as exc:
+        pytest.skip(f"127.0.0.x:53 is taken: {exc}")
+    try:
+        hints = tmp_path / "named.root"
+        hints.write_text(f".  3600000 NS ns.nic.\nns.nic. 3600000 A {REAL['root']}\n")
+        program = await Program.start(loop, "--recursive", "--root-hints", str(hints))
+        try:
+            alias = await dig(program.port, "alias.example.test.", "A")
+            assert re.search(r"flags: qr rd ra;", alias)
+            assert [line.split(None, 2)[2] for line in records(alias)] == [
+                "IN CNAME www.other.test.",
+                "IN A 192.0.2.2",
+            ]
+            missing = await dig(program.port, "+tcp", "nothing.example.test.", "A")
+            assert "status: NXDOMAIN" in missing
+        finally:
+            assert await program.stop() == 0
+    finally:
+        await hierarchy.__aexit__(None, None, None)

@@ -11,8 +11,12 @@ from its primary server, kept fresh by the timers of its SOA (see
 ``torsion.names._secondary``); until the first transfer succeeds its names
 get SERVFAIL. SIGHUP asks the primaries for changes at once.
 
-Without ``--forward`` or ``--resolv-conf`` it refuses names outside its zones:
-it is not a resolver. With them it asks those upstream servers about every
+With ``--recursive`` it resolves every other name itself, from the root
+servers down (IANA's root hints, or a ``--root-hints`` file), caching what it
+learns, and sets RA.
+
+Without ``--forward``, ``--resolv-conf`` or ``--recursive`` it refuses names
+outside its zones: it is not a resolver. With them it asks those upstream servers about every
 other name and sets RA: it is a recursive server to its clients. The order
 of the resolvers is the zones (authoritative, so they come first), then the
 ``--hosts-file``, then the ``--cache``, then the upstream servers: the cache
@@ -190,11 +194,11 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
             raise ValueError(f"--secondary: {domain!r} is not a domain name: {exc}") from exc
     port: int = options["port"]
     interface: str = options["interface"]
-    others, recursive = _others(reactor, options, interface, port)
+    others, recursive, closers = _others(reactor, options, interface, port)
     if not authorities and not secondaries and not others:
         raise ValueError(
-            "give a zone to serve (--bindzone, --pyzone, --secondary) "
-            "or servers to forward to (--forward)"
+            "give a zone to serve (--bindzone, --pyzone, --secondary), "
+            "servers to forward to (--forward) or --recursive"
         )
     server = DNSServer(
         [*authorities, *secondaries, *others],
@@ -204,7 +208,9 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
     zones: list[dns.name.Name] = [authority.origin for authority in authorities]
     zones += [secondary.origin for secondary in secondaries]
     names = [str(zone) for zone in zones]
-    if recursive:
+    if options["recursive"]:
+        names.append("other names, resolved from the root")
+    elif recursive:
         names.append("other names, forwarded")
     elif others:
         names.append("the hosts file")
@@ -212,6 +218,8 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
     example = f"{zones[0]} SOA" if zones else "localhost A"
     app = Application("dns service")
     app.add_service(ZoneFiles(authorities, server.zones_changed, secondaries))
+    for close in closers:
+        app.add_service(_ClosedOnStop(close))
     app.add_service(
         DatagramService(
             reactor,
@@ -232,10 +240,27 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
     return app
 
 
+class _ClosedOnStop(BaseService):
+    """Calls ``close`` when the service stops (a resolver's timers and queries)."""
+
+    def __init__(self, close: Callable[[], object]) -> None:
+        super().__init__()
+        self.close = close
+
+    def stop_service(self) -> None:
+        self.close()
+        super().stop_service()
+
+
 def _others(
     reactor: Reactor, options: Mapping[str, Any], interface: str, port: int
-) -> tuple[list[DNSResolver], bool]:
-    """The resolvers after the zones (hosts file, cache, upstream), and whether they recurse."""
+) -> tuple[list[DNSResolver], bool, list[Callable[[], object]]]:
+    """The resolvers after the zones (hosts file, cache, upstream).
+
+    Returns:
+        The resolvers, whether they recurse (RA), and what to call when
+        the server stops.
+    """
     from torsion.names._cache import CacheResolver
     from torsion.names._chain import ResolverChain
     from torsion.names._client import DNSClient
@@ -258,6 +283,15 @@ def _others(
         conf = read_resolv_conf(resolv_conf)
         servers.extend(conf.servers)
         timeout, attempts = conf.timeout, conf.attempts
+    if options["recursive"] and servers:
+        raise ValueError(
+            "--recursive resolves from the root servers: give it or --forward/--resolv-conf, "
+            "not both"
+        )
+    if options["root_hints"] is not None and not options["recursive"]:
+        raise ValueError("--root-hints names the root servers for --recursive: give --recursive")
+    if options["qname_minimisation"] and not options["recursive"]:
+        raise ValueError("--qname-minimisation is a way of --recursive: give --recursive")
     listening = _address_or_none(interface)
     for server in servers:
         # Asking ourselves would send every query round until the bounds drop it.
@@ -271,6 +305,23 @@ def _others(
     hosts_file: str | None = options["hosts_file"]
     if hosts_file is not None:
         chain.append(HostsResolver(hosts_file))
+    if options["recursive"]:
+        from torsion.names._recursive import RecursiveResolver, load_root_hints
+        from torsion.names._zone import ZoneError
+
+        hints = None
+        if options["root_hints"] is not None:
+            try:
+                hints = load_root_hints(options["root_hints"])
+            except (OSError, ZoneError) as exc:
+                raise ValueError(f"--root-hints: {exc}") from exc
+        if options["cache"]:
+            raise ValueError("--recursive keeps a cache of its own: --cache is for --forward")
+        resolver = RecursiveResolver(
+            reactor, hints=hints, qname_minimisation=options["qname_minimisation"]
+        )
+        chain.append(resolver)
+        return [ResolverChain(chain)], True, [resolver.close]
     if servers:
         if options["cache"]:
             chain.append(CacheResolver(reactor))
@@ -279,8 +330,8 @@ def _others(
     elif options["cache"]:
         raise ValueError("--cache keeps what upstream servers answer: give --forward too")
     if not servers:
-        return chain, False
-    return [ResolverChain(chain)], True
+        return chain, False, []
+    return [ResolverChain(chain)], True, []
 
 
 def _address_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -324,6 +375,21 @@ DNS = Plugin(
             "resolv-conf",
             "ask the name servers this resolv.conf lists, as --forward does",
             metavar="FILE",
+        ),
+        Option(
+            "recursive",
+            "resolve names outside the zones from the root servers down (RA set)",
+            type=bool,
+        ),
+        Option(
+            "root-hints",
+            "the root servers for --recursive, in a named.root file (IANA's by default)",
+            metavar="FILE",
+        ),
+        Option(
+            "qname-minimisation",
+            "with --recursive, tell each server only the next label of the name (RFC 9156)",
+            type=bool,
         ),
         Option(
             "cache", "keep upstream answers for their TTLs (RFC 2308 for negative ones)", type=bool

@@ -271,6 +271,7 @@ class RecursiveResolver:
     Attributes:
         port: As given.
         cache: The answer cache.
+        hints: The root servers it starts from: name -> addresses.
     """
 
     def __init__(
@@ -325,6 +326,9 @@ class RecursiveResolver:
         self.qname_minimisation = qname_minimisation
         self._network = self._client if network is None else network
         self._root = _hints_delegation(parse_root_hints(_NAMED_ROOT) if hints is None else hints)
+        self.hints: Mapping[dns.name.Name, tuple[str, ...]] = {
+            server: tuple(self._root.addresses[server]) for server in self._root.servers
+        }
         self._delegations: OrderedDict[dns.name.Name, _Delegation] = OrderedDict()
         # Address -> (consecutive failures, when the last one was).
         self._health: OrderedDict[str, tuple[int, float]] = OrderedDict()
