@@ -40,14 +40,10 @@ already says what TLS agreed.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
-import stat
-import string
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import IO, Any, Protocol, TypeAlias, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 from torsion.defer import Deferred, ensure_deferred, fail, gather, succeed
 from torsion.defer import timeout as deadline
@@ -59,26 +55,33 @@ from torsion.internet import (
     client_context,
     wrap_client_tls,
 )
-from torsion.web._client_decoding import ACCEPT_ENCODING, ContentDecoder, decoder_for
+from torsion.web._client_decoding import ACCEPT_ENCODING, decoder_for
 from torsion.web._client_errors import (
     ClientClosedError,
     InvalidRequestError,
     RedirectRefusedError,
     ResponseNeverReceivedError,
-    ResponseTooLargeError,
     TooManyRedirectsError,
 )
 from torsion.web._client_http11 import (
-    CHUNKED,
     Exchange,
     HTTP11ClientConnection,
     HTTP11ClientCore,
     ResponseStarted,
     check_method,
-    validate_field,
 )
 from torsion.web._client_proxy import HTTPConnectEndpoint
-from torsion.web._headers import Headers, InvalidHeaderError
+from torsion.web._client_request import (
+    HeadersLike,
+    RequestBody,
+    RequestBodySource,
+    RequestURL,
+    declared_length,
+    headers_of,
+    parse_url,
+)
+from torsion.web._client_response import Response
+from torsion.web._headers import Headers
 from torsion.web._pool import ConnectionPool, Lease
 
 __all__ = [
@@ -91,13 +94,6 @@ __all__ = [
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
-RequestBody: TypeAlias = bytes | bytearray | memoryview | AsyncIterable[bytes] | IO[bytes] | None
-"""What a request may carry: bytes, an async iterable of bytes, a binary file, or nothing."""
-
-HeadersLike: TypeAlias = (
-    Headers | Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]]
-)
-
 # RFC 9110 section 9.2.2.
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -105,14 +101,6 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CREDENTIALS = (b"authorization", b"cookie", b"proxy-authorization")
 # Fields that describe a body, dropped with it when a redirect becomes a GET.
 _BODY_FIELDS = (b"content-type", b"content-encoding", b"content-language", b"content-location")
-# Bytes of a redirect's own body read so that its connection can be reused;
-# a longer body closes the connection instead.
-_DRAIN_LIMIT = 64 * 1024
-_FILE_PIECE = 64 * 1024
-# RFC 3986 characters kept as they are when a URL's path and query are
-# percent-encoded (everything printable but space, '"', '<', '>', '\', '^',
-# '`', '{', '|', '}'; '%' stays so that encoded URLs are not encoded twice).
-_URL_SAFE = "".join(c for c in string.printable if c not in ' "<>\\^`{|}\t\n\r\x0b\x0c')
 
 
 class ReactorForHTTP(Protocol):
@@ -161,319 +149,6 @@ class CookieStore(Protocol):
     def receive(self, url: str, set_cookie: Iterable[bytes]) -> object:
         """Store what a response from ``url`` set."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class _URL:
-    """A URL taken apart for sending."""
-
-    url: str
-    scheme: str
-    host: str  # as connected to: IDNA-encoded, an IPv6 address without brackets
-    port: int
-    target: bytes  # origin-form: the path and the query
-    authority: bytes  # the Host field
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
-
-
-def _parse_url(url: str) -> _URL:
-    """Take a URL apart, refusing what may not be sent.
-
-    Raises:
-        InvalidRequestError: Not an absolute http or https URL, or a URL
-            holding a space or a control character.
-    """
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        # urlsplit drops tabs and newlines without a word: refuse them first.
-        raise InvalidRequestError(f"a URL may not hold spaces or control characters: {url!r}")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidRequestError(f"not a valid URL: {url!r} ({exc})") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise InvalidRequestError(f"not an http or https URL: {url!r}")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidRequestError("credentials in a URL are not sent: use an Authorization header")
-    host = parts.hostname
-    if not host:
-        raise InvalidRequestError(f"a URL without a host: {url!r}")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise InvalidRequestError(f"not a valid host name: {host!r}") from exc
-    default = 443 if scheme == "https" else 80
-    if port is None:
-        port = default
-    if port == 0:
-        raise InvalidRequestError(f"port 0 in {url!r}")
-    path = parts.path or "/"
-    target = path + ("?" + parts.query if parts.query else "")
-    if not target.isascii():
-        target = quote(target, safe=_URL_SAFE)
-    bracketed = f"[{host}]" if ":" in host else host
-    authority = bracketed if port == default else f"{bracketed}:{port}"
-    clean = f"{scheme}://{authority}{target}"
-    return _URL(clean, scheme, host, port, target.encode("ascii"), authority.encode("ascii"))
-
-
-def _headers_of(headers: HeadersLike | None) -> Headers:
-    """Copy the caller's headers, checking every field.
-
-    Raises:
-        InvalidRequestError: A name or value may not be sent.
-    """
-    try:
-        if headers is None:
-            return Headers()
-        if isinstance(headers, Headers):
-            copy = headers.copy()
-            for name, value in copy.raw:
-                validate_field(name, value)
-            return copy
-        return Headers(headers)
-    except InvalidHeaderError as exc:
-        raise InvalidRequestError(str(exc)) from exc
-
-
-class _Body:
-    """A request body, as the client sends it."""
-
-    def __init__(self, body: RequestBody, declared_length: int | None) -> None:
-        self.whole: bytes | None = None
-        self.stream: AsyncIterable[bytes] | None = None
-        self.file: IO[bytes] | None = None
-        self.length: int | None = None
-        if body is None:
-            self.whole = b""
-        elif isinstance(body, bytes | bytearray | memoryview):
-            self.whole = bytes(body)
-            self.length = len(self.whole)
-        elif isinstance(body, AsyncIterable):
-            self.stream = body
-        elif hasattr(body, "read"):
-            self.file = body
-            self.length = _file_length(body)
-        else:
-            raise TypeError(f"a request body is bytes, an async iterable or a file, not {body!r}")
-        if declared_length is not None:
-            if self.length is not None and self.length != declared_length:
-                raise InvalidRequestError(
-                    f"Content-Length says {declared_length} but the body has {self.length} bytes"
-                )
-            self.length = declared_length
-        self.empty = body is None
-
-    @property
-    def replayable(self) -> bool:
-        """Whether the body can be sent again (for a retry or a 307/308)."""
-        return self.whole is not None
-
-    def wire_length(self, method: bytes) -> int | None:
-        if self.empty:
-            # RFC 9110 section 8.6: a POST, PUT or PATCH without a body
-            # still says so, or some servers answer 411.
-            return 0 if method in (b"POST", b"PUT", b"PATCH") else None
-        return CHUNKED if self.length is None else self.length
-
-    async def send(self, connection: HTTP11ClientConnection) -> None:
-        """Write the body, waiting for the connection to drain between pieces."""
-        sent = 0
-        if self.file is not None:
-            while True:
-                # Regular files do not block for long; a pipe or socket here
-                # would be better given as an async iterable.
-                piece = self.file.read(_FILE_PIECE)
-                if not piece:
-                    break
-                sent += len(piece)
-                await connection.drained()
-                connection.write_body(piece)
-        elif self.stream is not None:
-            async for piece in self.stream:
-                if not isinstance(piece, bytes | bytearray | memoryview):
-                    raise TypeError(f"a request body yields bytes, not {piece!r}")
-                if not piece:
-                    continue
-                sent += len(piece)
-                if self.length is not None and sent > self.length:
-                    raise InvalidRequestError(f"the body is longer than its {self.length} bytes")
-                await connection.drained()
-                connection.write_body(bytes(piece))
-        if self.length is not None and sent != self.length:
-            raise InvalidRequestError(f"the body had {sent} bytes, not {self.length}")
-        connection.end_body()
-
-
-def _file_length(file: IO[bytes]) -> int | None:
-    try:
-        status = os.fstat(file.fileno())
-        position = file.tell()
-    except (OSError, AttributeError, ValueError):
-        return None
-    if not stat.S_ISREG(status.st_mode):
-        return None
-    return max(status.st_size - position, 0)
-
-
-class Response:
-    """An HTTP response: its status and headers at once, its body to read or stream.
-
-    Read the body with ``read()`` or ``iter_bytes()``, or ``close()`` it: the
-    connection goes back to the pool only once the body was read to its end.
-
-    Attributes:
-        code: The status code.
-        phrase: The reason phrase.
-        version: "HTTP/1.1" or "HTTP/1.0".
-        headers: The header fields (``Content-Encoding`` kept even when the
-            body is decoded).
-        url: The URL that answered (after redirects).
-        method: The method of the request that got this response.
-        history: The URLs asked before this one, when redirects were followed.
-        alpn: The protocol TLS agreed on with ALPN, if any.
-    """
-
-    def __init__(
-        self,
-        *,
-        head: ResponseStarted,
-        exchange: Exchange,
-        url: str,
-        method: str,
-        decoder: ContentDecoder | None,
-        max_body_size: int | None,
-        read_timeout: float | None,
-        clock: ReactorForHTTP,
-        alpn: str | None,
-    ) -> None:
-        self.code = head.code
-        self.phrase = head.phrase
-        self.version = head.version
-        self.headers = head.headers
-        self.url = url
-        self.method = method
-        self.history: list[str] = []
-        self.alpn = alpn
-        self._exchange = exchange
-        self._decoder = decoder
-        self._max_body_size = max_body_size
-        self._read_timeout = read_timeout
-        self._clock = clock
-        self._reading = False
-        self._consumed = False
-
-    def __repr__(self) -> str:
-        return f"<Response {self.code} {self.phrase} from {self.url}>"
-
-    @property
-    def body_done(self) -> bool:
-        """Whether the whole body has arrived (it may still be unread)."""
-        return self._exchange.body.done
-
-    def read(self, max_size: int | None = None) -> Deferred[bytes]:
-        """Read the whole body (decoded).
-
-        Args:
-            max_size: The most bytes accepted (the client's
-                ``max_body_size`` if None).
-
-        Returns:
-            A Deferred of the body; it fails with ``ResponseTooLargeError``
-            past ``max_size`` (the connection is then closed),
-            ``TimeoutError`` when no data came for the client's timeout,
-            or ``BadResponseError`` when the body breaks off.
-        """
-        limit = max_size if max_size is not None else self._max_body_size
-        return ensure_deferred(self._read(limit))
-
-    async def _read(self, limit: int | None) -> bytes:
-        declared = self.headers.get(b"content-length")
-        if (
-            limit is not None
-            and self._decoder is None
-            and declared is not None
-            and declared.isdigit()
-            and int(declared) > limit
-        ):
-            self.close()
-            raise ResponseTooLargeError(f"the body is over {limit} bytes", limit)
-        parts: list[bytes] = []
-        size = 0
-        async for piece in self._pieces(limit):
-            size += len(piece)
-            if limit is not None and size > limit:
-                self.close()
-                raise ResponseTooLargeError(f"the body is over {limit} bytes", limit)
-            parts.append(piece)
-        return b"".join(parts)
-
-    def iter_bytes(self) -> AsyncIterator[bytes]:
-        """Stream the body (decoded), piece by piece, as it arrives.
-
-        The connection reads from the network only as fast as the pieces are
-        taken. The decoded body is bounded by the client's ``max_body_size``
-        when it is compressed (decompression bombs); a body as sent is not.
-        Leaving the loop early closes the response.
-        """
-        return self._pieces(self._max_body_size if self._decoder is not None else None)
-
-    async def _pieces(self, decoded_limit: int | None) -> AsyncIterator[bytes]:
-        if self._reading or self._consumed:
-            raise RuntimeError("the response body is read once, by one reader")
-        self._reading = True
-        decoder = self._decoder
-        if decoder is not None and decoded_limit is not None:
-            decoder.max_size = decoded_limit
-        body = self._exchange.body
-        finished = False
-        try:
-            while True:
-                waiting = body.receive()
-                if self._read_timeout is not None and not waiting.called:
-                    waiting = deadline(waiting, self._read_timeout, self._clock)
-                piece = await waiting
-                if not piece:
-                    if decoder is not None:
-                        decoder.flush()
-                    finished = True
-                    return
-                if decoder is not None:
-                    piece = decoder.decode(piece)
-                    if not piece:
-                        continue
-                yield piece
-        finally:
-            self._reading = False
-            self._consumed = True
-            if not finished:
-                self.close()
-
-    def close(self) -> None:
-        """Drop the rest of the body; the connection is closed if it had not ended."""
-        self._consumed = True
-        self._exchange.body.close()
-
-    async def _drain(self) -> None:
-        """Read and drop a short body so that its connection can be reused."""
-        body = self._exchange.body
-        size = 0
-        while not self._consumed:
-            if not body.done and size > _DRAIN_LIMIT:
-                break
-            waiting = body.receive()
-            if self._read_timeout is not None and not waiting.called:
-                waiting = deadline(waiting, self._read_timeout, self._clock)
-            piece = await waiting
-            if not piece:
-                break
-            size += len(piece)
-        self.close()
 
 
 class HTTPClient:
@@ -531,7 +206,7 @@ class HTTPClient:
         self.cookies = cookies
         self.decode_content = decode_content
         self.max_body_size = max_body_size
-        self._default_headers = _headers_of(headers)
+        self._default_headers = headers_of(headers)
         self._core_limits = dict(core_limits or {})
         HTTP11ClientCore(**self._core_limits)  # Bad limits fail here, not later.
         self._proxy = _parse_proxy(proxy) if proxy is not None else None
@@ -588,14 +263,14 @@ class HTTPClient:
                 raise ClientClosedError("the HTTP client is closed")
             method_bytes = method.encode("ascii", "replace")
             check_method(method_bytes)
-            target = _parse_url(url)
+            target = parse_url(url)
             fields = self._default_headers.copy()
-            given = _headers_of(headers)
+            given = headers_of(headers)
             for name, _ in given.raw:
                 fields.remove(name)
             fields.raw.extend(given.raw)
-            declared = _declared_length(fields)
-            request_body = _Body(body, declared)
+            declared = declared_length(fields)
+            request_body = RequestBodySource(body, declared)
         except Exception as exc:
             return fail(exc)
         seconds = self.timeout if timeout is None else timeout
@@ -649,7 +324,7 @@ class HTTPClient:
     # Inside.
 
     async def _request(
-        self, method: str, url: _URL, fields: Headers, body: _Body, follow: bool
+        self, method: str, url: RequestURL, fields: Headers, body: RequestBodySource, follow: bool
     ) -> Response:
         history: list[str] = []
         while True:
@@ -674,10 +349,10 @@ class HTTPClient:
             await response._drain()
             url = next_url
 
-    def _redirect_target(self, url: _URL, location: bytes, response: Response) -> _URL:
+    def _redirect_target(self, url: RequestURL, location: bytes, response: Response) -> RequestURL:
         joined = _join(url, location)
         try:
-            next_url = _parse_url(joined)
+            next_url = parse_url(joined)
         except InvalidRequestError as exc:
             response.close()
             raise RedirectRefusedError(f"cannot follow the redirect: {exc}", joined) from exc
@@ -689,8 +364,8 @@ class HTTPClient:
 
     @staticmethod
     def _redirected_method(
-        method: str, code: int, body: _Body, fields: Headers
-    ) -> tuple[str, _Body]:
+        method: str, code: int, body: RequestBodySource, fields: Headers
+    ) -> tuple[str, RequestBodySource]:
         becomes_get = (code == 303 and method != "HEAD") or (
             code in (301, 302) and method == "POST"
         )
@@ -699,9 +374,11 @@ class HTTPClient:
         for name in _BODY_FIELDS:
             fields.remove(name)
         fields.remove(b"content-length")
-        return "GET", _Body(None, None)
+        return "GET", RequestBodySource(None, None)
 
-    async def _send(self, method: str, url: _URL, fields: Headers, body: _Body) -> Response:
+    async def _send(
+        self, method: str, url: RequestURL, fields: Headers, body: RequestBodySource
+    ) -> Response:
         method_bytes = method.encode("ascii")
         fresh = False
         retried = False
@@ -779,7 +456,7 @@ class HTTPClient:
             sender.cancel()
             raise
 
-    def _request_headers(self, url: _URL, fields: Headers) -> Headers:
+    def _request_headers(self, url: RequestURL, fields: Headers) -> Headers:
         pairs: list[tuple[bytes, bytes]] = []
         if b"host" not in fields:
             pairs.append((b"Host", url.authority))
@@ -804,10 +481,10 @@ class HTTPClient:
             ]
         )
 
-    def _proxy_for_http(self, url: _URL) -> bool:
+    def _proxy_for_http(self, url: RequestURL) -> bool:
         return self._proxy is not None and self._proxy[0] == "http" and url.scheme == "http"
 
-    def _connect(self, url: _URL) -> Deferred[HTTP11ClientConnection]:
+    def _connect(self, url: RequestURL) -> Deferred[HTTP11ClientConnection]:
         key = url.origin
 
         def factory(_: Address) -> HTTP11ClientConnection:
@@ -878,19 +555,8 @@ class HTTPClient:
         return f"<HTTPClient {self._pool!r}>"
 
 
-def _join(url: _URL, location: bytes) -> str:
+def _join(url: RequestURL, location: bytes) -> str:
     return urljoin(url.url, location.decode("latin-1").strip())
-
-
-def _declared_length(fields: Headers) -> int | None:
-    values = fields.get_all(b"content-length")
-    if not values:
-        return None
-    if len(set(values)) != 1 or not values[0].isdigit():
-        raise InvalidRequestError(f"invalid Content-Length {values!r}")
-    if b"transfer-encoding" in fields:
-        raise InvalidRequestError("the client chooses the transfer coding itself")
-    return int(values[0])
 
 
 def _parse_proxy(proxy: str) -> tuple[str, str, int]:
