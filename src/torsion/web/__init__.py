@@ -11,6 +11,21 @@ the helpers share.
 from __future__ import annotations
 
 from torsion.web._channel import HTTPChannel
+from torsion.web._client import CookieStore, HTTPClient, ReactorForHTTP
+from torsion.web._client_errors import (
+    BadResponseError,
+    ClientClosedError,
+    HTTPClientError,
+    InvalidRequestError,
+    ProxyConnectError,
+    RedirectError,
+    RedirectRefusedError,
+    ResponseNeverReceivedError,
+    ResponseTooLargeError,
+    TooManyRedirectsError,
+)
+from torsion.web._client_proxy import HTTPConnectEndpoint
+from torsion.web._client_response import Response
 from torsion.web._conditional import (
     ETag,
     Precondition,
@@ -69,35 +84,50 @@ from torsion.web._sessions import Session, SessionStore
 from torsion.web._site import Site, combined_log_line
 
 __all__ = [
+    "BadResponseError",
     "ByteRange",
+    "ClientClosedError",
     "Cookie",
     "CookieError",
     "CookieJar",
+    "CookieStore",
     "DirectoryEntry",
     "ETag",
     "ErrorPage",
     "FormError",
     "FormTooLargeError",
     "HTTPChannel",
+    "HTTPClient",
+    "HTTPClientError",
+    "HTTPConnectEndpoint",
     "HTTPProtocolError",
     "Headers",
     "InvalidHeaderError",
+    "InvalidRequestError",
     "MultipartByteRanges",
     "MultipartForm",
     "MultipartParser",
     "MultipartPart",
     "Precondition",
+    "ProxyConnectError",
     "RangeOutcome",
     "RangeRequest",
+    "ReactorForHTTP",
+    "RedirectError",
+    "RedirectRefusedError",
     "RenderResult",
     "Request",
     "RequestParser",
     "Resource",
+    "Response",
+    "ResponseNeverReceivedError",
     "ResponseStateError",
+    "ResponseTooLargeError",
     "ServerLimits",
     "Session",
     "SessionStore",
     "Site",
+    "TooManyRedirectsError",
     "UploadedFile",
     "check_preconditions",
     "combined_log_line",
