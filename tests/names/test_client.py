@@ -78,6 +78,16 @@ def make_client(reactor: MemoryReactor, **kwargs: Any) -> DNSClient:
     return DNSClient(reactor, SERVERS, **kwargs)
 
 
+def test_iterative_queries_leave_rd_clear() -> None:
+    reactor = MemoryReactor()
+    d = make_client(reactor, recursion_desired=False).query(QUESTION)
+    [port] = reactor.udp_ports
+    request = request_of(port)
+    assert not request.flags & dns.flags.RD
+    port.deliver(wire(response_to(request)))
+    assert isinstance(result_of(d), Answer)
+
+
 def test_an_answer_from_the_server_asked_is_accepted_and_the_port_closed() -> None:
     reactor = MemoryReactor()
     d = make_client(reactor).query(QUESTION)

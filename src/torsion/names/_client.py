@@ -157,6 +157,9 @@ class DNSClient:
             not read).
         tls_idle_timeout: Seconds a TLS connection stays open with no query
             waiting.
+        recursion_desired: Whether queries set RD (asking the server to
+            recurse); an iterative resolver asking authoritative servers
+            clears it.
 
     Raises:
         ValueError: A server is not an IP address, or a number is out of range.
@@ -178,6 +181,7 @@ class DNSClient:
         use_tcp: bool | None = None,
         tls: Sequence[DoTServer] = (),
         tls_idle_timeout: float = 10.0,
+        recursion_desired: bool = True,
     ) -> None:
         if tls:
             if servers is not None:
@@ -212,6 +216,7 @@ class DNSClient:
         self.attempts = attempts
         self.edns_payload = edns_payload
         self.max_outstanding = max_outstanding
+        self.recursion_desired = recursion_desired
         self.search_list = SearchList.of(
             conf.search if search is None else search,
             ndots=conf.ndots if ndots is None else ndots,
@@ -498,6 +503,7 @@ class _Query:
             q.rdclass,
             use_edns=0 if self._edns else False,
             payload=self.client.edns_payload or _MIN_PAYLOAD,
+            flags=dns.flags.RD if self.client.recursion_desired else 0,
             pad=pad if self._edns else 0,
         )
         message.id = self._id

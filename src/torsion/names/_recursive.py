@@ -717,7 +717,14 @@ class RecursiveResolver:
         return found[0] if found else None
 
     def _client(self, address: str, port: int) -> DNSResolver:
-        return DNSClient(self.reactor, [(address, port)], timeout=self.timeout, attempts=1)
+        # Iterative queries: RD clear (RFC 1034, section 5.3.3).
+        return DNSClient(
+            self.reactor,
+            [(address, port)],
+            timeout=self.timeout,
+            attempts=1,
+            recursion_desired=False,
+        )
 
     def __repr__(self) -> str:
         return f"<RecursiveResolver port {self.port}, {len(self._pending)} resolving>"
