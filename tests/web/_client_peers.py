@@ -3,7 +3,9 @@
 ``running_stdlib_server`` serves a small set of routes from a
 ``ThreadingHTTPServer`` in a thread (over TLS when given a context);
 ``running_twisted_site`` starts twisted.web in a subprocess. Neither was
-written with torsion.
+written with torsion. ``running_proxy`` is a small HTTP proxy on plain
+sockets (CONNECT tunnels, and absolute-form requests forwarded), there being
+no proxy program among the installed peers.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import selectors
+import socket
+import socketserver
 import ssl
 import subprocess
 import sys
@@ -109,7 +114,7 @@ def running_stdlib_server(
     server.daemon_threads = True
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server.server_address[1], release
@@ -188,3 +193,68 @@ def running_twisted_site(directory: Path) -> Iterator[int]:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+class _ProxyHandler(socketserver.StreamRequestHandler):
+    """One proxy client: CONNECT, or a request in absolute form."""
+
+    server: _ProxyServer
+
+    def handle(self) -> None:
+        request_line = self.rfile.readline(65536)
+        head = b""
+        while True:
+            line = self.rfile.readline(65536)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            head += line
+        method, target, version = request_line.split()
+        self.server.seen.append((method, target, head))
+        if self.server.refuse:
+            self.wfile.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+            )
+            return
+        if method == b"CONNECT":
+            host, port = target.rsplit(b":", 1)
+            upstream = socket.create_connection((host.strip(b"[]").decode(), int(port)))
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            url = urlsplit(target.decode())
+            upstream = socket.create_connection((url.hostname or "", url.port or 80))
+            path = (url.path or "/") + ("?" + url.query if url.query else "")
+            upstream.sendall(b"%b %b %b\r\n%b\r\n" % (method, path.encode(), version, head))
+        with upstream, selectors.DefaultSelector() as selector:
+            selector.register(self.connection, selectors.EVENT_READ, upstream)
+            selector.register(upstream, selectors.EVENT_READ, self.connection)
+            while True:
+                for key, _ in selector.select(30):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+
+
+class _ProxyServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    seen: list[tuple[bytes, bytes, bytes]]
+    refuse: bool
+
+
+@contextlib.contextmanager
+def running_proxy(
+    *, refuse: bool = False
+) -> Iterator[tuple[int, list[tuple[bytes, bytes, bytes]]]]:
+    """An HTTP proxy on 127.0.0.1 in a thread; yield its port and the requests it saw."""
+    server = _ProxyServer(("127.0.0.1", 0), _ProxyHandler)
+    server.seen = []
+    server.refuse = refuse
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], server.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
