@@ -18,7 +18,7 @@ from pathlib import Path
 import dns.name
 import dns.rdatatype
 import pytest
-from _dns_peers import dig, records
+from _dns_peers import dig, kdig, records
 
 from torsion.application._cli import main
 from torsion.application._dns import _others
@@ -178,6 +178,8 @@ def test_resolv_conf_names_the_upstream_servers(tmp_path: Path) -> None:
         "recursive": False,
         "root_hints": None,
         "qname_minimisation": False,
+        "forward_tls": [],
+        "forward_tls_ca": None,
     }
     others, recursive, closers = _others(Clock(), options, "127.0.0.1", 53)  # type: ignore[arg-type]
     assert recursive
@@ -251,6 +253,8 @@ def test_recursive_resolves_from_the_root_hints_and_closes_on_stop(tmp_path: Pat
         "recursive": True,
         "root_hints": str(hints),
         "qname_minimisation": True,
+        "forward_tls": [],
+        "forward_tls_ca": None,
     }
     clock = Clock()
     others, recursive, [close] = _others(clock, options, "127.0.0.1", 53)  # type: ignore[arg-type]
@@ -469,3 +473,105 @@ async def test_recursive_command_resolves_a_local_hierarchy(
             assert await program.stop() == 0
     finally:
         await hierarchy.__aexit__(None, None, None)
+
+
+DOT_NAME = "dns.example.test"
+
+
+@pytest.fixture(scope="module")
+def dot_certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A CA's certificate, and a DNS server's certificate and key, as PEM files."""
+    import trustme
+
+    directory = tmp_path_factory.mktemp("dot")
+    ca = trustme.CA()
+    leaf = ca.issue_cert(DOT_NAME)
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    ca.cert_pem.write_to_path(str(paths[0]))
+    leaf.cert_chain_pems[0].write_to_path(str(paths[1]))
+    leaf.private_key_pem.write_to_path(str(paths[2]))
+    return paths
+
+
+@BOTH_LOOPS
+async def test_dns_over_tls_served_and_forwarded_to(
+    reactor: Reactor, loop: str, tmp_path: Path, dot_certificates: tuple[Path, Path, Path]
+) -> None:
+    ca, cert, key = dot_certificates
+    # Upstream: DNS over TLS only, in the test's process, counting questions.
+    counting = Counting(Authority.from_text(UPSTREAM))
+    upstream = DNSServer([counting])
+    tls = f"tls:0:interface=127.0.0.1:certKey={cert}:privateKey={key}"
+    upstream_port = await upstream.listen_stream(reactor, tls)
+    zone = tmp_path / "local.zone"
+    zone.write_text(LOCAL)
+    program = await Program.start(
+        loop,
+        "--bindzone",
+        str(zone),
+        "--tls",
+        tls,
+        "--forward-tls",
+        f"127.0.0.1:{upstream_port.port}#{DOT_NAME}",
+        "--forward-tls-ca",
+        str(ca),
+        "--cache",
+    )
+    try:
+        line = await program.wait_for(r"over TLS listening on 127\.0\.0\.1:\d+; try: kdig \+tls")
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert match is not None
+        dot_port = int(match.group(1))
+        # Its own zone over TLS, to a client that checks the certificate.
+        local = await kdig(
+            dot_port, "+tls", f"+tls-ca={ca}", f"+tls-hostname={DOT_NAME}", "ns.local.test.", "A"
+        )
+        assert "TLS session" in local
+        assert records(local) == ["ns.local.test. 3600 IN A 192.0.2.1"]
+        # Other names: forwarded over TLS (plain dig asks over UDP), then cached.
+        for _ in range(2):
+            www = await dig(program.port, "www.upstream.test.", "A")
+            assert re.search(r"flags: qr rd ra;", www)
+            assert records(www) == ["www.upstream.test. 600 IN A 192.0.2.80"]
+        assert [str(q.name) for q in counting.asked] == ["www.upstream.test."]
+    finally:
+        assert await program.stop() == 0
+        await upstream_port.stop_listening()
+
+
+def test_bad_tls_options_are_usage_errors(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    dot_certificates: tuple[Path, Path, Path],
+) -> None:
+    port = str(free_port())
+    zone = tmp_path / "local.zone"
+    zone.write_text(LOCAL)
+    serve = ["dns", "--port", port, "--bindzone", str(zone)]
+    assert main([*serve, "--tls", f"tcp:{free_port()}"]) == 2
+    assert "--tls: 'tcp:" in capsys.readouterr().err
+    assert main([*serve, "--tls", "tls:853:certKey=/missing.pem"]) == 2
+    assert "--tls: " in capsys.readouterr().err
+    both = ["--forward", "192.0.2.1", "--forward-tls", "192.0.2.2"]
+    assert main(["dns", "--port", port, *both]) == 2
+    assert "--forward-tls asks upstream servers over TLS only" in capsys.readouterr().err
+    assert main([*serve, "--forward-tls-ca", str(dot_certificates[0])]) == 2
+    assert "--forward-tls-ca checks the --forward-tls servers" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.pem")
+    assert main([*serve, "--forward-tls", "192.0.2.2", "--forward-tls-ca", missing]) == 2
+    assert "--forward-tls-ca: cannot read" in capsys.readouterr().err
+    for bad in ("example.org", "192.0.2.2#", "192.0.2.2:0"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*serve, "--forward-tls", bad])
+        assert exit_info.value.code == 2
+        assert "--forward-tls: " in capsys.readouterr().err
+
+
+def test_forward_tls_servers_default_to_port_853() -> None:
+    from torsion.application._dns import _tls_server
+
+    assert _tls_server("192.0.2.1") == ("192.0.2.1", 853, None)
+    assert _tls_server("192.0.2.1:8853#dns.example") == ("192.0.2.1", 8853, "dns.example")
+    assert _tls_server("[2001:db8::1]#x.test") == ("2001:db8::1", 853, "x.test")
+    assert _tls_server("[2001:db8::1]:54") == ("2001:db8::1", 54, None)
+    assert _tls_server("2001:db8::1") == ("2001:db8::1", 853, None)

@@ -22,6 +22,12 @@ of the resolvers is the zones (authoritative, so they come first), then the
 ``--hosts-file``, then the ``--cache``, then the upstream servers: the cache
 keeps what upstream answered, for its TTLs.
 
+``--tls ENDPOINT`` serves DNS over TLS (RFC 7858) as well, on a ``tls:``
+endpoint string; it shares the TCP port's connection limits.
+``--forward-tls IP[:PORT][#NAME]`` forwards over TLS only (port 853 and the
+certificate checked against NAME by default), never falling back to clear
+text.
+
 It listens on 127.0.0.1 unless ``--interface`` says otherwise: a DNS server
 open to the world answers anyone's forged-source queries, which makes it a
 reflector for denial-of-service attacks, so exposing it is a decision the
@@ -41,7 +47,7 @@ from torsion.application._app import Application
 from torsion.application._endpoint_service import DatagramService, StreamServerEndpointService
 from torsion.application._plugins import Option, Plugin
 from torsion.application._service import BaseService
-from torsion.internet import Reactor, TCPServerEndpoint
+from torsion.internet import Address, IPv4Address, IPv6Address, Reactor, TCPServerEndpoint
 
 if TYPE_CHECKING:
     import dns.name
@@ -229,15 +235,48 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
             description=description,
         )
     )
+    # One stream factory for TCP and TLS: they share its connection limits.
+    streams = server.stream_factory(reactor)
     app.add_service(
         StreamServerEndpointService(
             TCPServerEndpoint(reactor, port, interface=interface),
-            server.stream_factory(reactor),
+            streams,
             description=description,
             hint=lambda address: f"dig @{interface} -p {port} {example}",
         )
     )
+    for endpoint in options["tls"]:
+        app.add_service(
+            StreamServerEndpointService(
+                _tls_endpoint(reactor, endpoint),
+                streams,
+                description=f"{description} over TLS",
+                hint=lambda address: _kdig_hint(address, example),
+            )
+        )
     return app
+
+
+def _kdig_hint(address: Address, example: str) -> str:
+    if isinstance(address, IPv4Address | IPv6Address):
+        return f"kdig +tls @{address.host} -p {address.port} {example}"
+    return f"kdig +tls {example}"
+
+
+def _tls_endpoint(reactor: Reactor, text: str) -> Any:
+    """The server endpoint ``--tls`` names: a ``tls:`` endpoint string."""
+    from torsion.errors import EndpointStringError
+    from torsion.internet import server_from_string
+
+    if not text.startswith("tls:"):
+        raise ValueError(
+            f"--tls: {text!r} is not a TLS endpoint such as "
+            "tls:853:certKey=cert.pem:privateKey=key.pem"
+        )
+    try:
+        return server_from_string(reactor, text)
+    except EndpointStringError as exc:
+        raise ValueError(f"--tls: {exc}") from exc
 
 
 class _ClosedOnStop(BaseService):
@@ -269,8 +308,11 @@ def _others(
     from torsion.names._resolvconf import read_resolv_conf
 
     servers: list[tuple[str, int]] = list(options["forward"])
+    tls_servers: list[tuple[str, int, str | None]] = list(options["forward_tls"])
     timeout: float | None = None
     attempts: int | None = None
+    rotate: bool | None = None
+    use_tcp: bool | None = None
     resolv_conf: str | None = options["resolv_conf"]
     if resolv_conf is not None:
         try:
@@ -283,7 +325,16 @@ def _others(
         conf = read_resolv_conf(resolv_conf)
         servers.extend(conf.servers)
         timeout, attempts = conf.timeout, conf.attempts
-    if options["recursive"] and servers:
+        # A forwarder passes questions on exactly: the search list is not used.
+        rotate, use_tcp = conf.rotate, conf.use_vc
+    if servers and tls_servers:
+        raise ValueError(
+            "--forward-tls asks upstream servers over TLS only: give it or "
+            "--forward/--resolv-conf, not both"
+        )
+    if options["forward_tls_ca"] is not None and not tls_servers:
+        raise ValueError("--forward-tls-ca checks the --forward-tls servers: give --forward-tls")
+    if options["recursive"] and (servers or tls_servers):
         raise ValueError(
             "--recursive resolves from the root servers: give it or --forward/--resolv-conf, "
             "not both"
@@ -325,13 +376,46 @@ def _others(
     if servers:
         if options["cache"]:
             chain.append(CacheResolver(reactor))
-        client = DNSClient(reactor, servers, timeout=timeout, attempts=attempts)
+        client = DNSClient(
+            reactor, servers, timeout=timeout, attempts=attempts, rotate=rotate, use_tcp=use_tcp
+        )
         chain.append(ForwardingResolver(client))
-    elif options["cache"]:
+        return [ResolverChain(chain)], True, []
+    if tls_servers:
+        if options["cache"]:
+            chain.append(CacheResolver(reactor))
+        client = DNSClient(reactor, tls=_dot_servers(tls_servers, options["forward_tls_ca"]))
+        chain.append(ForwardingResolver(client))
+        return [ResolverChain(chain)], True, [client.close]
+    if options["cache"]:
         raise ValueError("--cache keeps what upstream servers answer: give --forward too")
-    if not servers:
-        return chain, False, []
-    return [ResolverChain(chain)], True, []
+    return chain, False, []
+
+
+def _dot_servers(servers: Sequence[tuple[str, int, str | None]], ca_file: str | None) -> list[Any]:
+    """The ``DoTServer``s of ``--forward-tls``, checked against ``ca_file`` if given."""
+    import ssl
+
+    from torsion.names._dot import DoTServer
+
+    context = None
+    if ca_file is not None:
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"--forward-tls-ca: cannot read {ca_file!r}: {exc}") from exc
+    return [DoTServer(address, port, name, context) for address, port, name in servers]
+
+
+def _tls_server(text: str) -> tuple[str, int, str | None]:
+    """``IP[:PORT][#NAME]`` as (address, port, certificate name or None)."""
+    address, _, name = text.partition("#")
+    if "#" in text and not name:
+        raise ValueError(f"--forward-tls: {text!r}: the name after # is empty")
+    host, port = _server_address(address, "--forward-tls")
+    if not (address.count(":") == 1 or "]:" in address):
+        port = 853  # None given: RFC 7858's.
+    return host, port, name or None
 
 
 def _address_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -372,6 +456,20 @@ DNS = Plugin(
             metavar="IP[:PORT]",
         ),
         Option(
+            "forward-tls",
+            "ask this upstream server over TLS only (RFC 7858; port 853 and the "
+            "certificate checked against NAME, else the address)",
+            repeatable=True,
+            check=_tls_server,
+            metavar="IP[:PORT][#NAME]",
+        ),
+        Option(
+            "forward-tls-ca",
+            "check the --forward-tls servers' certificates against this CA file "
+            "(the system's trust store by default)",
+            metavar="FILE",
+        ),
+        Option(
             "resolv-conf",
             "ask the name servers this resolv.conf lists, as --forward does",
             metavar="FILE",
@@ -406,6 +504,13 @@ DNS = Plugin(
             "server open to the world is a reflector for attacks on others)",
             default="127.0.0.1",
             metavar="ADDRESS",
+        ),
+        Option(
+            "tls",
+            "serve DNS over TLS (RFC 7858) on this endpoint too, as "
+            "tls:853:certKey=cert.pem:privateKey=key.pem",
+            repeatable=True,
+            metavar="ENDPOINT",
         ),
         Option(
             "allow-axfr",
