@@ -647,3 +647,41 @@ def test_the_response_repr_and_alpn() -> None:
     response: Response = success_result_of(d)
     assert repr(response) == "<Response 200 OK from http://example.test/>"
     assert response.alpn is None
+
+
+def test_a_requests_own_timeout_also_bounds_its_body_reads() -> None:
+    reactor, client = make_client(timeout=100)
+    d = client.get("http://example.test/", timeout=5)
+    connection, transport = connect(reactor)
+    respond(connection, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    reading = success_result_of(d).read()
+    reactor.clock.advance(5)
+    failure_result_of(reading, TimeoutError)
+    assert transport.closed
+
+
+class FakeSSLObject:
+    """Just what tls_info reads, with h2 agreed."""
+
+    def version(self) -> str:
+        return "TLSv1.3"
+
+    def cipher(self) -> tuple[str, str, int]:
+        return ("TLS_AES_128_GCM_SHA256", "TLSv1.3", 128)
+
+    def selected_alpn_protocol(self) -> str:
+        return "h2"
+
+    def getpeercert(self, binary_form: bool = False) -> None:
+        return None
+
+
+def test_a_server_choosing_h2_is_refused_for_now() -> None:
+    reactor, client = make_client()
+    d = client.get("https://example.test/")
+    transport = StringTransport(extra={"ssl_object": FakeSSLObject()})
+    reactor.tls_clients[0].connect(transport)
+    failure_result_of(d, BadResponseError)
+    assert transport.value() == b""
+    assert transport.closed
+    assert client.pool.open_count() == 0

@@ -133,13 +133,16 @@ def test_cancelling_closes_the_proxy_connection() -> None:
 
 def test_plain_http_through_a_proxy_uses_the_absolute_form() -> None:
     reactor = MemoryReactor()
-    client = HTTPClient(reactor, proxy="http://proxy.test:3128")
+    client = HTTPClient(
+        reactor, proxy="http://proxy.test:3128", proxy_headers={"Proxy-Authorization": "x"}
+    )
     d = client.get("http://example.test/path?q=1")
     [call] = reactor.tcp_clients
     assert (call.host, call.port) == ("proxy.test", 3128)
     protocol = call.connect()
     assert protocol.transport.value().startswith(
         b"GET http://example.test/path?q=1 HTTP/1.1\r\nHost: example.test\r\n"
+        b"Proxy-Authorization: x\r\n"
     )
     protocol.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert success_result_of(d).code == 200
@@ -182,15 +185,29 @@ async def test_https_through_a_connect_tunnel(
 ) -> None:
     context = client_context(ca_data=ca.cert_pem.bytes().decode())
     with running_proxy() as (proxy_port, seen):
-        client = HTTPClient(reactor, tls_context=context, proxy=f"http://127.0.0.1:{proxy_port}")
+        client = HTTPClient(
+            reactor,
+            tls_context=context,
+            proxy=f"http://127.0.0.1:{proxy_port}",
+            proxy_headers={"Proxy-Authorization": "Basic cHJveHk6cHc="},
+        )
         try:
             for _ in range(2):
                 response = await client.get(f"https://localhost:{tls_server}/hello")
                 assert await response.read() == b"Hello, World!"
-            # One tunnel, kept alive; the proxy saw only where to connect.
+            response = await client.get(
+                f"https://localhost:{tls_server}/headers",
+                headers={"Proxy-Authorization": "Basic bWluZQ==", "X-Kept": "1"},
+            )
+            fields = dict(json.loads(await response.read()))
+            # One tunnel, kept alive; the proxy saw only where to connect,
+            # and its credentials; the origin never saw them.
             assert [(m, t) for m, t, _ in seen] == [
                 (b"CONNECT", f"localhost:{tls_server}".encode())
             ]
+            assert b"Proxy-Authorization: Basic cHJveHk6cHc=" in seen[0][2]
+            assert "Proxy-Authorization" not in fields
+            assert fields["X-Kept"] == "1"
         finally:
             await client.close()
 

@@ -57,6 +57,7 @@ from torsion.internet import (
 )
 from torsion.web._client_decoding import ACCEPT_ENCODING, decoder_for
 from torsion.web._client_errors import (
+    BadResponseError,
     ClientClosedError,
     InvalidRequestError,
     RedirectRefusedError,
@@ -169,6 +170,10 @@ class HTTPClient:
         proxy: An HTTP proxy (``http://host:port``: CONNECT tunnels for
             https, absolute URLs for http) or a SOCKS 5 proxy
             (``socks5://host:port``, names resolved by the proxy).
+        proxy_headers: Fields for the proxy (``Proxy-Authorization``): sent
+            with CONNECT, or with each request to a forwarding proxy.
+            Through a tunnel, a request's own ``Proxy-Authorization`` is
+            never sent: it would reach the origin server.
         cookies: Where cookies are kept (a ``CookieJar``); None sends none.
         decode_content: Ask for and decode compressed bodies.
         max_body_size: The most bytes ``read()`` returns, and the most a
@@ -191,6 +196,7 @@ class HTTPClient:
         max_redirects: int = 10,
         allow_insecure_redirects: bool = False,
         proxy: str | None = None,
+        proxy_headers: HeadersLike | None = None,
         cookies: CookieStore | None = None,
         decode_content: bool = True,
         max_body_size: int | None = 64 * 1024 * 1024,
@@ -210,6 +216,7 @@ class HTTPClient:
         self._core_limits = dict(core_limits or {})
         HTTP11ClientCore(**self._core_limits)  # Bad limits fail here, not later.
         self._proxy = _parse_proxy(proxy) if proxy is not None else None
+        self._proxy_headers = headers_of(proxy_headers)
         self._pool: ConnectionPool[tuple[str, str, int], HTTP11ClientConnection] = ConnectionPool(
             reactor,
             max_per_key=max_per_origin,
@@ -274,7 +281,9 @@ class HTTPClient:
         except Exception as exc:
             return fail(exc)
         seconds = self.timeout if timeout is None else timeout
-        d = ensure_deferred(self._request(method, target, fields, request_body, follow_redirects))
+        d = ensure_deferred(
+            self._request(method, target, fields, request_body, follow_redirects, seconds)
+        )
         if seconds is not None:
             d = deadline(d, seconds, self.reactor)
         return d
@@ -324,11 +333,17 @@ class HTTPClient:
     # Inside.
 
     async def _request(
-        self, method: str, url: RequestURL, fields: Headers, body: RequestBodySource, follow: bool
+        self,
+        method: str,
+        url: RequestURL,
+        fields: Headers,
+        body: RequestBodySource,
+        follow: bool,
+        read_timeout: float | None,
     ) -> Response:
         history: list[str] = []
         while True:
-            response = await self._send(method, url, fields, body)
+            response = await self._send(method, url, fields, body, read_timeout)
             location = response.headers.get(b"location")
             if not follow or response.code not in _REDIRECTS or location is None:
                 response.history = history
@@ -377,7 +392,12 @@ class HTTPClient:
         return "GET", RequestBodySource(None, None)
 
     async def _send(
-        self, method: str, url: RequestURL, fields: Headers, body: RequestBodySource
+        self,
+        method: str,
+        url: RequestURL,
+        fields: Headers,
+        body: RequestBodySource,
+        read_timeout: float | None,
     ) -> Response:
         method_bytes = method.encode("ascii")
         fresh = False
@@ -391,6 +411,10 @@ class HTTPClient:
             connection = lease.connection
             exchange: Exchange | None = None
             try:
+                if connection.alpn not in (None, "http/1.1"):
+                    # A context offering h2 and a server choosing it: this
+                    # client speaks HTTP/1.1 only, for now.
+                    raise BadResponseError(f"the server chose {connection.alpn!r} by ALPN")
                 exchange = connection.start(
                     method_bytes,
                     target,
@@ -411,11 +435,12 @@ class HTTPClient:
                     retried = fresh = True
                     continue
                 raise
-            except BaseException:
+            except BaseException as exc:
                 if exchange is not None:
                     exchange.discard()
                 else:  # Nothing was written: the connection is as it was.
                     reusable = connection.is_open and not connection.busy
+                    reusable = reusable and not isinstance(exc, BadResponseError)
                     self._pool.release(url.origin, connection, reusable)
                 raise
             if self.cookies is not None:
@@ -432,7 +457,7 @@ class HTTPClient:
                 method=method,
                 decoder=decoder,
                 max_body_size=self.max_body_size,
-                read_timeout=self.timeout,
+                read_timeout=read_timeout,
                 clock=self.reactor,
                 alpn=connection.alpn,
             )
@@ -460,7 +485,12 @@ class HTTPClient:
         pairs: list[tuple[bytes, bytes]] = []
         if b"host" not in fields:
             pairs.append((b"Host", url.authority))
-        pairs += fields.raw
+        if self._tunnelled(url):
+            pairs += [(n, v) for n, v in fields.raw if n.lower() != b"proxy-authorization"]
+        else:
+            pairs += fields.raw
+        if self._proxy_for_http(url):
+            pairs += self._proxy_headers.raw
         if self.decode_content and b"accept-encoding" not in fields:
             pairs.append((b"Accept-Encoding", ACCEPT_ENCODING))
         if self.cookies is not None:
@@ -483,6 +513,9 @@ class HTTPClient:
 
     def _proxy_for_http(self, url: RequestURL) -> bool:
         return self._proxy is not None and self._proxy[0] == "http" and url.scheme == "http"
+
+    def _tunnelled(self, url: RequestURL) -> bool:
+        return self._proxy is not None and not self._proxy_for_http(url)
 
     def _connect(self, url: RequestURL) -> Deferred[HTTP11ClientConnection]:
         key = url.origin
@@ -521,7 +554,7 @@ class HTTPClient:
         if kind == "http" and url.scheme == "http":
             endpoint = proxy
         elif kind == "http":
-            endpoint = HTTPConnectEndpoint(proxy, url.host, url.port)
+            endpoint = HTTPConnectEndpoint(proxy, url.host, url.port, headers=self._proxy_headers)
         else:
             from torsion.protocols import SOCKS5ClientEndpoint
 

@@ -123,7 +123,8 @@ class Response:
         The connection reads from the network only as fast as the pieces are
         taken. The decoded body is bounded by the client's ``max_body_size``
         when it is compressed (decompression bombs); a body as sent is not.
-        Leaving the loop early closes the response.
+        A loop left early should ``close()`` the response (or ``aclose()``
+        the iterator): until then its connection stays busy.
         """
         return self._pieces(self._max_body_size if self._decoder is not None else None)
 
