@@ -26,7 +26,6 @@ import typing
 from collections import deque
 
 from torsion.internet import DelayedCall, Protocol
-from torsion.web._headers import Headers
 from torsion.web._http11 import HTTPProtocolError, RequestParser
 from torsion.web._request import Request
 
@@ -144,7 +143,7 @@ class HTTPChannel(Protocol):
             method,
             target,
             version,
-            Headers.from_raw(headers),
+            headers,
             keep_alive=keep_alive,
             expect_continue=expect_continue,
             has_body=has_body,
@@ -185,7 +184,7 @@ class HTTPChannel(Protocol):
             if not last.keep_alive:
                 self._parser.stop()
                 self._closing = True
-        elif not self._closing:
+        elif not self._closing and self._waiting_for == _NOTHING:
             self._wait(_IDLE, self._limits.idle_timeout)
 
     # -- for Request ---------------------------------------------------------
@@ -231,7 +230,8 @@ class HTTPChannel(Protocol):
             if self._writing_paused:
                 return
             request = self._rendering = queue[0]
-            self._update_reading()
+            if self._reading_paused:
+                self._update_reading()
             self._site._render(request)
             return
         if self._pending_error is not None:
@@ -242,7 +242,8 @@ class HTTPChannel(Protocol):
             self._close()
         elif self._receiving is None and self._waiting_for == _NOTHING:
             self._wait(_IDLE, self._limits.idle_timeout)
-        self._update_reading()
+        if self._reading_paused:
+            self._update_reading()
 
     def _update_reading(self) -> None:
         request = self._receiving

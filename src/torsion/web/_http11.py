@@ -138,6 +138,7 @@ _HEAD = 1
 _BODY = 2
 
 _TE_CHUNKED = b"chunked"
+_LOOKED_AT = frozenset(b"ceht")
 # Bytes of earlier reads kept to check a request line split across reads:
 # enough for the longest method and two spaces.
 _TAIL = 24
@@ -231,8 +232,8 @@ class RequestParser:
             raise HTTPProtocolError(400, str(exc) or type(exc).__name__) from None
         finally:
             self._data = b""
-            tail = self._tail + data if len(data) < _TAIL else data
-            self._tail = tail[-_TAIL:]
+            # Kept by reference; only a run of tiny reads is copied.
+            self._tail = data if len(data) >= _TAIL else (self._tail + data)[-_TAIL:]
         if (
             self._phase == _HEAD
             and not self._stopped
@@ -271,15 +272,14 @@ class RequestParser:
             at = data.find(url, self._data_start)
             if at >= 0:
                 self._data_start = at + len(url)
-                method = self._parser.get_method()
-                start = at - 2 - len(method)
-                if start < 0:
+                if at < 2:
                     # The request line began in an earlier read.
-                    data = self._tail + data[:at]
+                    data = self._tail[-_TAIL:] + data[:at]
                     at = len(data)
-                    start = at - 2 - len(method)
-                if data[at - 2 : at] == b"  " and data[start:at] == method + b"  ":
-                    self._fail(400, "more than one space before the request target")
+                if at >= 2 and data[at - 2] == 32:
+                    method = self._parser.get_method()
+                    if data[at - 2 - len(method) : at] == method + b"  ":
+                        self._fail(400, "more than one space before the request target")
         self._target = target
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -288,6 +288,10 @@ class RequestParser:
         headers.append((name, value))
         if len(headers) > self._limits.max_headers:
             self._fail(431, "too many header fields")
+        # Only names starting with c, e, h or t need a look (Content-Length,
+        # Expect, Host, Transfer-Encoding): most fields skip the lowering.
+        if name[0] | 0x20 not in _LOOKED_AT:
+            return
         lowered = name.lower()
         if lowered == b"host":
             self._hosts += 1

@@ -27,6 +27,10 @@ __all__ = ["Request", "ResponseStateError"]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+_OK = status_line(200)
+_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+# The body chunks of a request without a body (never appended to).
+_NO_CHUNKS: deque[bytes] = deque(maxlen=0)
 # Responses to these carry no body, whatever the method (RFC 9110 6.4.1).
 _NO_BODY_CODES = frozenset({204, 304})
 _HEADERS_WE_FRAME = (b"content-length", b"transfer-encoding", b"connection")
@@ -72,53 +76,42 @@ class Request:
     connection, writes are dropped.
 
     Attributes:
-        method: The request method, e.g. ``"GET"``.
         uri: The request target exactly as sent (``/a%20b?x=1``).
         path: The target's path, still percent-encoded (``/a%20b``).
         query: The target's query, without the ``?`` (``x=1``).
         version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
-        headers: The request's header fields.
         prepath: Path segments (decoded) already walked through the tree.
         postpath: Path segments (decoded) left below the rendering resource.
         code: The response status code (200 until set).
         keep_alive: Whether the connection stays open after this response.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_args",
-        "_body_buffered",
-        "_body_chunks",
-        "_body_complete",
-        "_body_error",
-        "_body_waiter",
-        "_channel",
-        "_chunked",
-        "_collecting",
-        "_continue_sent",
-        "_declared_length",
-        "_discarding",
-        "_expect_continue",
-        "_finish_waiters",
-        "_finished",
-        "_head_only",
-        "_lost",
-        "_method",
-        "_phrase",
-        "_response_headers",
-        "_sent",
-        "_started",
-        "code",
-        "headers",
-        "keep_alive",
-        "method",
-        "path",
-        "postpath",
-        "prepath",
-        "query",
-        "uri",
-        "version",
-    )
+    # Defaults at class level: a request sets only what differs, which keeps
+    # making one (once per request) cheap.
+    code = 200
+    prepath: list[str]
+    postpath: list[str]
+    _phrase: bytes | None = None
+    _response_headers: Headers | None = None
+    _headers: Headers | None = None
+    _args: dict[str, list[str]] | None = None
+    _head_only = False
+    _started = False
+    _finished = False
+    _chunked = False
+    _declared_length = -1
+    _sent = 0
+    _lost: BaseException | None = None
+    _finish_waiters: list[Deferred[None]] | None = None
+    _expect_continue = False
+    _continue_sent = False
+    _body_complete = True
+    _body_chunks: deque[bytes] = _NO_CHUNKS
+    _body_buffered = 0
+    _body_waiter: Deferred[bytes] | None = None
+    _collecting: Deferred[bytes] | None = None
+    _body_error: BaseException | None = None
+    _discarding = False
 
     def __init__(
         self,
@@ -126,7 +119,7 @@ class Request:
         method: bytes,
         uri: bytes,
         version: str,
-        headers: Headers,
+        headers: list[tuple[bytes, bytes]],
         *,
         keep_alive: bool,
         expect_continue: bool = False,
@@ -135,41 +128,36 @@ class Request:
         """Made by the connection; resources never make requests."""
         self._channel = channel
         self._method = method
-        self.method = method.decode("ascii")
         self.uri = uri
         path, _, query = uri.partition(b"?")
         if path[:1] != b"/" and path != b"*":
             # Absolute form (RFC 9112 section 3.2.2): keep the path only.
             path = urllib.parse.urlsplit(uri).path or b"/"
         self.path = path
-        self.query = query.partition(b"#")[0]
-        self.version = "HTTP/" + version
-        self.headers = headers
+        self.query = query.partition(b"#")[0] if query else query
+        self.version = _VERSIONS.get(version) or "HTTP/" + version
+        self._raw_headers = headers
         self.keep_alive = keep_alive
-        self.prepath: list[str] = []
-        self.postpath: list[str] = []
-        self.code = 200
-        self._phrase: bytes | None = None
-        self._response_headers: Headers | None = None
-        self._args: dict[str, list[str]] | None = None
-        self._head_only = method == b"HEAD"
-        self._started = False
-        self._finished = False
-        self._chunked = False
-        self._declared_length = -1
-        self._sent = 0
-        self._lost: BaseException | None = None
-        self._finish_waiters: list[Deferred[None]] | None = None
-        # Request body.
-        self._expect_continue = expect_continue
-        self._continue_sent = False
-        self._body_complete = not has_body
-        self._body_chunks: deque[bytes] = deque()
-        self._body_buffered = 0
-        self._body_waiter: Deferred[bytes] | None = None
-        self._collecting: Deferred[bytes] | None = None
-        self._body_error: BaseException | None = None
-        self._discarding = False
+        if method == b"HEAD":
+            self._head_only = True
+        if expect_continue:
+            self._expect_continue = True
+        if has_body:
+            self._body_complete = False
+            self._body_chunks = deque()
+
+    @property
+    def method(self) -> str:
+        """The request method, e.g. ``"GET"``."""
+        return self._method.decode("ascii")
+
+    @property
+    def headers(self) -> Headers:
+        """The request's header fields."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers.from_raw(self._raw_headers)
+        return headers
 
     # -- what the client sent --------------------------------------------------
 
@@ -501,8 +489,20 @@ class Request:
         # known (-1 for a body written in parts).
         self._started = True
         code = self.code
-        parts = [status_line(code, self._phrase), self._channel._date_lines()]
+        channel = self._channel
         headers = self._response_headers
+        if (
+            code == 200
+            and length >= 0
+            and headers is None
+            and self.keep_alive
+            and not channel._closing
+            and self.version == "HTTP/1.1"
+            and self._body_complete
+        ):
+            # The common case, in one formatting.
+            return b"%b%bContent-Length: %d\r\n\r\n" % (_OK, channel._date_lines(), length)
+        parts = [status_line(code, self._phrase), channel._date_lines()]
         if headers is not None:
             for name, value in headers.raw:
                 lowered = name.lower()
@@ -530,7 +530,6 @@ class Request:
         else:
             # HTTP/1.0 has no chunks: the close ends the body.
             self.keep_alive = False
-        channel = self._channel
         if self._expect_continue and not self._continue_sent and not self._body_complete:
             # The client waits for a 100 that will not come, and may send
             # the body anyway: only a close makes the stream unambiguous

@@ -94,7 +94,8 @@ class Site:
         if segments is None:
             return None
         resource = self.root
-        prepath = request.prepath
+        prepath: list[str] = []
+        request.prepath = prepath
         count = len(segments)
         index = 0
         while index < count and not resource.is_leaf:
@@ -109,6 +110,8 @@ class Site:
         # Called by the connection when it is the request's turn.
         try:
             if request.path == b"*":
+                request.prepath = []
+                request.postpath = []
                 # RFC 9110 section 7.1: "*" names the server, for OPTIONS only.
                 if request._method == b"OPTIONS":
                     request.set_response_code(204)
@@ -202,6 +205,8 @@ class Site:
 
 def _segments(path: bytes) -> list[str] | None:
     # The decoded path segments of an origin-form path, or None if refused.
+    if path == b"/":
+        return [""]
     raw = path[1:].split(b"/")
     if b"." in path:
         resolved: list[bytes] = []
