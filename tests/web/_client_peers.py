@@ -86,6 +86,19 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/close":
             self._send(200, b"closing", {"Connection": "close"})
             self.close_connection = True
+        elif url.path == "/once":
+            # Answers the first request of a connection; closes at the
+            # second without a response: a keep-alive connection that went
+            # stale just as it was reused.
+            if getattr(self, "served", False):
+                self.close_connection = True
+                return
+            self.served = True
+            self._send(200, b"once")
+        elif url.path == "/drop":
+            # Looks kept alive, then the server closes it: a stale pooled connection.
+            self._send(200, b"dropped")
+            self.close_connection = True
         elif url.path == "/big":
             self._send(200, b"x" * (4 * 1024 * 1024))
         elif url.path == "/stall":
@@ -96,6 +109,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """Echo the body back, with how it was framed."""
+        if urlsplit(self.path).path == "/once":
+            self._read_body()
+            self.do_GET()
+            return
         framing = "chunked" if "Transfer-Encoding" in self.headers else "length"
         body = self._read_body()
         self._send(200, body, {"X-Framing": framing, "X-Method": "POST"})

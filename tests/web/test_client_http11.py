@@ -450,3 +450,37 @@ def test_bytes_on_an_idle_connection_close_it() -> None:
     connection.data_received(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
     assert transport.closed
     assert not connection.is_open
+
+
+def test_a_close_without_eof_ends_a_body_delimited_by_the_close() -> None:
+    owner = Owner()
+    connection, _ = owner.connection()
+    exchange = connection.start(b"GET", b"/", HOST)
+    connection.data_received(b"HTTP/1.0 200 OK\r\n\r\nall of it")
+    connection.connection_lost(None)
+    assert success_result_of(exchange.body.receive()) == b"all of it"
+    assert success_result_of(exchange.body.receive()) == b""
+    assert owner.done == [False]
+
+
+def test_a_reset_breaks_a_body_delimited_by_the_close() -> None:
+    owner = Owner()
+    connection, _ = owner.connection()
+    exchange = connection.start(b"GET", b"/", HOST)
+    connection.data_received(b"HTTP/1.0 200 OK\r\n\r\npart")
+    connection.connection_lost(ConnectionResetError("reset"))
+    assert success_result_of(exchange.body.receive()) == b"part"
+    failure_result_of(exchange.body.receive(), ConnectionResetError)
+    assert owner.done == [False]
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_give_events_or_a_bad_response_error(data: bytes) -> None:
+    core = HTTP11ClientCore()
+    started(core)
+    try:
+        events = core.receive_data(b"HTTP/1.1 200 OK\r\n" + data)
+        events += core.receive_eof()
+    except BadResponseError:
+        return
+    assert all(isinstance(e, ResponseStarted | BodyData | ResponseComplete) for e in events)

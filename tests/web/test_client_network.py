@@ -21,7 +21,7 @@ from _client_peers import running_stdlib_server, running_twisted_site
 from torsion.internet import Reactor, client_context
 from torsion.testing import require_peer
 from torsion.web._client import HTTPClient
-from torsion.web._client_errors import RedirectRefusedError
+from torsion.web._client_errors import RedirectRefusedError, ResponseNeverReceivedError
 
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
@@ -95,6 +95,45 @@ async def test_keep_alive_reuses_one_connection(
         response = await client.get(f"http://127.0.0.1:{port}/hello")
         await response.read()
         assert response.headers.get(b"x-peer-port") not in peer_ports
+    finally:
+        await client.close()
+
+
+@BOTH_LOOPS
+async def test_a_connection_the_server_dropped_is_not_used_again(
+    reactor: Reactor, loop: str, server: tuple[int, threading.Event]
+) -> None:
+    port, _ = server
+    client = HTTPClient(reactor)
+    try:
+        peers = []
+        for _ in range(3):
+            # Each connection is closed by the server after its response,
+            # without a word; the next request still succeeds, on a new one
+            # (found closed in the pool, or retried once when it was not).
+            response = await client.get(f"http://127.0.0.1:{port}/drop")
+            assert await response.read() == b"dropped"
+            peers.append(response.headers.get(b"x-peer-port"))
+        assert len(set(peers)) == 3
+    finally:
+        await client.close()
+
+
+@BOTH_LOOPS
+async def test_a_stale_connection_is_retried_once_for_a_get_not_for_a_post(
+    reactor: Reactor, loop: str, server: tuple[int, threading.Event]
+) -> None:
+    port, _ = server
+    client = HTTPClient(reactor)
+    url = f"http://127.0.0.1:{port}/once"
+    try:
+        first = await client.get(url)
+        assert await first.read() == b"once"
+        second = await client.get(url)  # the server closes the reused connection
+        assert await second.read() == b"once"
+        assert second.headers.get(b"x-peer-port") != first.headers.get(b"x-peer-port")
+        with pytest.raises(ResponseNeverReceivedError):
+            await client.post(url, body=b"not twice")
     finally:
         await client.close()
 

@@ -714,12 +714,16 @@ class HTTP11ClientConnection(Protocol):
         exchange = self._exchange
         if exchange is not None:
             try:
-                self._core.receive_eof()
+                events = self._core.receive_eof()
             except BadResponseError as error:
                 if exc is not None:
                     error.__cause__ = exc
                 self._fail_exchange(error)
             else:
+                if exc is None:
+                    # A body delimited by the close ends here when no
+                    # eof_received came first (some TLS transports).
+                    self._dispatch(exchange, events)
                 self._fail_exchange(
                     ConnectionResetError("the connection was lost during the request")
                 )
