@@ -16,7 +16,8 @@ connection's order and bounds:
   up.
 * One timer per connection, moved rather than remade per request: the
   header timeout (408) from a request's first byte to the end of its head,
-  the idle timeout between requests.
+  the body timeout (408) while a body the server is reading stalls, the
+  idle timeout between requests.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = ["HTTPChannel"]
 _NOTHING = 0
 _HEAD = 1
 _IDLE = 2
+_BODY = 3
 
 
 class HTTPChannel(Protocol):
@@ -150,6 +152,7 @@ class HTTPChannel(Protocol):
         )
         if has_body:
             self._receiving = request
+            self._wait(_BODY, self._limits.body_timeout)
         queue = self._queue
         queue.append(request)
         if len(queue) > self._limits.max_pipelined:
@@ -168,6 +171,8 @@ class HTTPChannel(Protocol):
         if request is None:  # pragma: no cover - the parser only calls with a body
             return
         request._feed_body(data)
+        if self._waiting_for == _BODY:
+            self._deadline = self._clock.seconds() + self._limits.body_timeout
         if request._body_buffered > self._limits.body_buffer:
             self._update_reading()
 
@@ -176,6 +181,8 @@ class HTTPChannel(Protocol):
         request = self._receiving
         if request is not None:
             self._receiving = None
+            if self._waiting_for == _BODY:
+                self._waiting_for = _NOTHING
             request._end_body()
             if self._reading_paused:
                 self._update_reading()
@@ -256,8 +263,13 @@ class HTTPChannel(Protocol):
             self._reading_paused = pause
             if pause:
                 self.transport.pause_reading()
+                if self._waiting_for == _BODY:
+                    # The body waits for us, not for the client.
+                    self._waiting_for = _NOTHING
             else:
                 self.transport.resume_reading()
+                if request is not None and self._waiting_for == _NOTHING:
+                    self._wait(_BODY, self._limits.body_timeout)
 
     def _refuse(self, status: int, reason: str) -> None:
         # A request broke the protocol: answer it in its turn, then close.
@@ -284,7 +296,18 @@ class HTTPChannel(Protocol):
                 self._close()
             return
         if receiving is not None:
-            receiving._fail_body(HTTPProtocolError(status, reason))
+            error = HTTPProtocolError(status, reason)
+            if receiving._finished:
+                # Its response went out already (the body was being
+                # skipped): nothing is owed, only the close.
+                receiving._fail_body(error)
+                self._queue.clear()
+                self._close()
+                return
+            # A request still waiting for its turn: the error is its answer.
+            if receiving in self._queue:
+                self._queue.remove(receiving)
+            receiving._connection_lost(error)
         if not self._queue:
             self._write(response)
             self._close()
@@ -305,9 +328,13 @@ class HTTPChannel(Protocol):
     def _wait(self, what: int, seconds: float) -> None:
         # Move the one timer: it is made again only when it has run.
         self._waiting_for = what
-        self._deadline = self._clock.seconds() + seconds
-        if self._timer is None:
+        self._deadline = deadline = self._clock.seconds() + seconds
+        timer = self._timer
+        if timer is None:
             self._timer = self._clock.call_later(seconds, self._timed_out)
+        elif timer.get_time() > deadline:
+            # A shorter wait than the one the timer was set for.
+            timer.reset(seconds)
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -322,5 +349,7 @@ class HTTPChannel(Protocol):
         if what == _HEAD:
             # Slowloris: a head that never ends gets 408 (RFC 9110 15.5.9).
             self._refuse(408, "request head not received in time")
+        elif what == _BODY:
+            self._refuse(408, "request body stalled")
         else:
             self._close()

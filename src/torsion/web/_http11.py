@@ -69,6 +69,9 @@ class ServerLimits:
             off: the connection closes after answering these).
         header_timeout: Seconds a request's head may take to arrive; then
             408 and close (slowloris).
+        body_timeout: Seconds a request body may go without a byte while
+            the server reads it (not while reading is paused for the
+            handler); then 408 and close.
         idle_timeout: Seconds a kept-alive connection may wait for its next
             request; then it is closed.
     """
@@ -80,6 +83,7 @@ class ServerLimits:
     body_buffer: int = 65536
     max_pipelined: int = 16
     header_timeout: float = 20.0
+    body_timeout: float = 60.0
     idle_timeout: float = 60.0
 
 

@@ -535,7 +535,9 @@ class Request:
             # the body anyway: only a close makes the stream unambiguous
             # (RFC 9110 section 10.1.1).
             self.keep_alive = False
-        if not self.keep_alive or (channel._closing and len(channel._queue) <= 1):
+        if not self.keep_alive or (
+            channel._closing and len(channel._queue) <= 1 and channel._pending_error is None
+        ):
             self.keep_alive = False
             parts.append(b"Connection: close\r\n\r\n")
         elif self.version == "HTTP/1.0":
