@@ -7,6 +7,7 @@ TLS with trustme certificates), twisted.web (in a subprocess) and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
@@ -239,6 +240,20 @@ async def test_a_timeout_on_a_silent_server_leaves_nothing(
     try:
         with pytest.raises(TimeoutError):
             await client.get(f"http://127.0.0.1:{port}/stall", timeout=0.2)
+        assert client.pool.open_count() == 0
+    finally:
+        await client.close()
+
+
+@BOTH_LOOPS
+async def test_an_asyncio_cancellation_closes_the_connection(
+    reactor: Reactor, loop: str, server: tuple[int, threading.Event]
+) -> None:
+    port, _ = server
+    client = HTTPClient(reactor)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.get(f"http://127.0.0.1:{port}/stall"), 0.2)
         assert client.pool.open_count() == 0
     finally:
         await client.close()
