@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import trustme
 from _http_server_helpers import read_responses
 
 from torsion.defer import Deferred, gather
-from torsion.internet import Address, Reactor
+from torsion.internet import Address, IPv4Address, Reactor
 from torsion.testing import require_peer
 from torsion.web import HTTPChannel, Request, Resource, ServerLimits, Site, handles
 
@@ -334,3 +337,41 @@ async def test_flood_of_pipelined_requests_stays_bounded(reactor: Reactor, loop:
         assert {r.body for r in responses[:-1]} == {b"".join(b"part %d\n" % i for i in range(5))}
         [channel] = server.channels
         assert 1 <= channel.most_queued <= 9  # type: ignore[attr-defined]
+
+
+class Secure(Resource):
+    is_leaf = True
+
+    @handles("GET")
+    def get(self, request: Request) -> bytes:
+        client = request.client
+        assert isinstance(client, IPv4Address)
+        return f"secure={request.is_secure} client={client.host}".encode()
+
+
+@BOTH_LOOPS
+async def test_site_over_tls_knows_it_is_secure(
+    reactor: Reactor, loop: str, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    site = Site(Secure(), reactor=reactor)
+    channels: list[TrackedChannel] = []
+
+    def factory(address: Address) -> HTTPChannel:
+        channel = TrackedChannel(site)
+        channels.append(channel)
+        return channel
+
+    listener = reactor.listen_tls(0, factory, context, interface="127.0.0.1")
+    try:
+        out, _ = await run(
+            curl(), "-s", "--cacert", str(ca_file), f"https://127.0.0.1:{listener.port}/"
+        )
+        assert out == b"secure=True client=127.0.0.1"
+    finally:
+        await listener.stop_listening()
+        await asyncio.wait_for(gather([c.closed for c in channels]), 10)
