@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar
 
 import pytest
 from _http_server_helpers import connect, get, read_responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torsion.defer import Deferred
 from torsion.testing import failure_result_of, success_result_of
@@ -930,3 +933,55 @@ def test_oversized_body_being_skipped_just_closes() -> None:
     assert conn.take() == b""
     assert conn.transport.closed
     conn.lose()
+
+
+# -- properties ------------------------------------------------------------------
+
+VALID_STREAM = (
+    get("/a?x=1", "Accept: */*")
+    + CHUNKED_POST.replace(b"Expect: 100-continue\r\n", b"")
+    + b"PUT /p HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+    + b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+)
+
+
+def _events(chunks: list[bytes]) -> list[Any]:
+    owner = Owner()
+    parser = RequestParser(owner, ServerLimits())
+    for chunk in chunks:
+        parser.receive_data(chunk)
+    return owner.events
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(VALID_STREAM)), max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_any_split_of_a_stream_gives_the_same_requests(cuts: list[int]) -> None:
+    points = [0, *sorted(cuts), len(VALID_STREAM)]
+    chunks = [VALID_STREAM[a:b] for a, b in itertools.pairwise(points)]
+    assert _events(chunks) == _events([VALID_STREAM])
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_arbitrary_bytes_never_raise_past_the_connection(first: bytes, second: bytes) -> None:
+    conn = connect(Recorder())
+    conn.send(first)
+    conn.send(second)
+    data = conn.take()
+    if data:
+        assert data.startswith(b"HTTP/1.1 ")
+    conn.lose()
+    assert conn.clock.get_delayed_calls() == []
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_parser_refuses_with_a_status_or_reads(data: bytes) -> None:
+    owner = Owner()
+    refused: HTTPProtocolError | None = None
+    try:
+        RequestParser(owner, ServerLimits()).receive_data(b"GET / HTTP/1.1\r\n" + data)
+    except HTTPProtocolError as exc:
+        refused = exc
+    if refused is not None:
+        assert refused.status in (400, 413, 414, 417, 431, 505)
