@@ -271,11 +271,11 @@ class HTTPClient:
             method_bytes = method.encode("ascii", "replace")
             check_method(method_bytes)
             target = parse_url(url)
-            fields = self._default_headers.copy()
-            given = headers_of(headers)
-            for name, _ in given.raw:
-                fields.remove(name)
-            fields.raw.extend(given.raw)
+            fields = headers_of(headers)
+            if self._default_headers:
+                given = {name.lower() for name, _ in fields.raw}
+                defaults = [p for p in self._default_headers.raw if p[0].lower() not in given]
+                fields = Headers.from_raw(defaults + fields.raw)
             declared = declared_length(fields)
             request_body = RequestBodySource(body, declared)
         except Exception as exc:
@@ -482,34 +482,41 @@ class HTTPClient:
             raise
 
     def _request_headers(self, url: RequestURL, fields: Headers) -> Headers:
-        pairs: list[tuple[bytes, bytes]] = []
-        if b"host" not in fields:
-            pairs.append((b"Host", url.authority))
-        if self._tunnelled(url):
-            pairs += [(n, v) for n, v in fields.raw if n.lower() != b"proxy-authorization"]
-        else:
-            pairs += fields.raw
+        # One pass over the caller's fields: the client adds Host,
+        # Accept-Encoding and the jar's cookies, and leaves out the framing
+        # (Content-Length, if given, became the body's) and, through a
+        # tunnel, Proxy-Authorization (it would reach the origin).
+        tunnelled = self._tunnelled(url)
+        pairs: list[tuple[bytes, bytes]] = [(b"Host", url.authority)]
+        has_accept_encoding = False
+        cookies: list[bytes] = []
+        for name, value in fields.raw:
+            lowered = name.lower()
+            if lowered == b"host":
+                pairs[0] = (name, value)
+                continue
+            if lowered in (b"content-length", b"transfer-encoding") or (
+                tunnelled and lowered == b"proxy-authorization"
+            ):
+                continue
+            if lowered == b"accept-encoding":
+                has_accept_encoding = True
+            elif lowered == b"cookie" and self.cookies is not None:
+                cookies.append(value)
+                continue
+            pairs.append((name, value))
         if self._proxy_for_http(url):
             pairs += self._proxy_headers.raw
-        if self.decode_content and b"accept-encoding" not in fields:
+        if self.decode_content and not has_accept_encoding:
             pairs.append((b"Accept-Encoding", ACCEPT_ENCODING))
         if self.cookies is not None:
+            # RFC 6265 section 5.4: one Cookie field, the caller's first.
             cookie = self.cookies.cookie_header(url.url)
             if cookie is not None:
-                # RFC 6265 section 5.4: one Cookie field, the caller's first.
-                given = [v for n, v in pairs if n.lower() == b"cookie"]
-                if given:
-                    pairs = [(n, v) for n, v in pairs if n.lower() != b"cookie"]
-                    cookie = b"; ".join([*given, cookie])
-                pairs.append((b"Cookie", cookie))
-        # Framing is the core's: Content-Length, if given, became the body's.
-        return Headers.from_raw(
-            [
-                (n, v)
-                for n, v in pairs
-                if n.lower() not in (b"content-length", b"transfer-encoding")
-            ]
-        )
+                cookies.append(cookie)
+            if cookies:
+                pairs.append((b"Cookie", b"; ".join(cookies)))
+        return Headers.from_raw(pairs)
 
     def _proxy_for_http(self, url: RequestURL) -> bool:
         return self._proxy is not None and self._proxy[0] == "http" and url.scheme == "http"

@@ -71,7 +71,8 @@ def parse_url(url: str) -> RequestURL:
         InvalidRequestError: Not an absolute http or https URL, or a URL
             holding a space or a control character.
     """
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+    # isprintable() is False for every control character, ASCII or not.
+    if " " in url or not url.isprintable():
         # urlsplit drops tabs and newlines without a word: refuse them first.
         raise InvalidRequestError(f"a URL may not hold spaces or control characters: {url!r}")
     try:
