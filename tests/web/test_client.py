@@ -631,10 +631,12 @@ def test_closing_the_client_closes_connections_and_refuses_requests() -> None:
     respond(connection)
     success_result_of(success_result_of(d).read())
     closed = client.close()
+    again = client.close()
     assert transport.closed
     assert_no_result(closed)
     connection.connection_lost(None)
     success_result_of(closed)
+    success_result_of(again)
     failure_result_of(client.get("http://example.test/"), ClientClosedError)
     assert reactor.clock.get_delayed_calls() == []
 

@@ -241,3 +241,15 @@ def test_the_waiting_line_is_bounded() -> None:
 def test_limits_must_leave_room(per_key: int, total: int) -> None:
     with pytest.raises(ValueError, match="room"):
         ConnectionPool(Clock(), max_per_key=per_key, max_total=total)
+
+
+def test_a_connection_made_after_the_pool_closed_is_closed() -> None:
+    pool: ConnectionPool[str, FakeConnection] = ConnectionPool(Clock())
+    connector = Connector()
+    d = pool.acquire("a", connector)
+    pool.close()
+    late = FakeConnection("late")
+    connector.attempts[0].callback(late)
+    assert late.closed
+    failure_result_of(d, ClientClosedError)
+    assert pool.open_count() == 0

@@ -224,7 +224,7 @@ class HTTPClient:
             idle_timeout=idle_timeout,
         )
         self._connections: set[HTTP11ClientConnection] = set()
-        self._closed_waiters: dict[HTTP11ClientConnection, Deferred[None]] = {}
+        self._closed_waiters: dict[HTTP11ClientConnection, list[Deferred[None]]] = {}
         self._closed = False
 
     @property
@@ -319,7 +319,7 @@ class HTTPClient:
         waiting = []
         for connection in list(self._connections):
             d: Deferred[None] = Deferred()
-            self._closed_waiters[connection] = d
+            self._closed_waiters.setdefault(connection, []).append(d)
             waiting.append(d)
             if connection.busy:
                 connection.transport.abort()
@@ -587,8 +587,7 @@ class HTTPClient:
 
     def _forget(self, connection: HTTP11ClientConnection) -> None:
         self._connections.discard(connection)
-        waiter = self._closed_waiters.pop(connection, None)
-        if waiter is not None:
+        for waiter in self._closed_waiters.pop(connection, ()):
             waiter.callback(None)
 
     def __repr__(self) -> str:

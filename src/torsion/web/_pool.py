@@ -260,9 +260,13 @@ class ConnectionPool(Generic[K, C]):
             return
 
         def made(connection: C) -> None:
-            if result.called:  # Cancelled, and the attempt won anyway.
+            if result.called or self._closed:
+                # Cancelled, and the attempt won anyway; or the pool closed
+                # while it connected.
                 connection.close()
                 self._forget(key)
+                if not result.called:
+                    result.errback(ClientClosedError("the HTTP client is closed"))
                 return
             result.callback(Lease(connection, False))
 
