@@ -141,14 +141,7 @@ class HTTPChannel(Protocol):
         """A request's head was read: queue it, render it if its turn has come."""
         self._waiting_for = _NOTHING
         request = Request(
-            self,
-            method,
-            target,
-            version,
-            headers,
-            keep_alive=keep_alive,
-            expect_continue=expect_continue,
-            has_body=has_body,
+            self, method, target, version, headers, keep_alive, expect_continue, has_body
         )
         if has_body:
             self._receiving = request
@@ -215,7 +208,8 @@ class HTTPChannel(Protocol):
             raise RuntimeError(f"{request!r} finished out of turn")
         queue.popleft()
         self._rendering = None
-        self._site._log_access(request)
+        if self._site.access_log is not None:
+            self._site._log_access(request)
         if not request.keep_alive:
             self._parser.stop()
             self._closing = True

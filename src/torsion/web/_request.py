@@ -120,7 +120,6 @@ class Request:
         uri: bytes,
         version: str,
         headers: list[tuple[bytes, bytes]],
-        *,
         keep_alive: bool,
         expect_continue: bool = False,
         has_body: bool = False,

@@ -127,8 +127,8 @@ class Site:
         except Exception as exc:
             self._failed(request, exc)
             return
-        if type(result) is bytes:
-            self._finish(request, result)
+        if type(result) is bytes and not request._finished:
+            request._finish_with(result)
         elif result is not None:
             self._result(request, result)
 
