@@ -175,6 +175,52 @@ async def test_chunked_gzip_head_and_bodies_sent(
 
 
 @BOTH_LOOPS
+async def test_concurrent_requests_share_a_bounded_pool(
+    reactor: Reactor, loop: str, server: tuple[int, threading.Event]
+) -> None:
+    port, _ = server
+    client = HTTPClient(reactor, max_per_origin=4)
+
+    async def fetch() -> bytes | None:
+        response = await client.get(f"http://127.0.0.1:{port}/hello")
+        assert await response.read() == b"Hello, World!"
+        assert client.pool.open_count() <= 4
+        return response.headers.get(b"x-peer-port")
+
+    try:
+        peers = await asyncio.gather(*(fetch() for _ in range(40)))
+        assert 1 <= len(set(peers)) <= 4
+        assert client.pool.idle_count() == client.pool.open_count()
+    finally:
+        await client.close()
+
+
+@BOTH_LOOPS
+async def test_a_large_upload_streams_with_backpressure(
+    reactor: Reactor, loop: str, server: tuple[int, threading.Event], tmp_path: Path
+) -> None:
+    port, _ = server
+    client = HTTPClient(reactor)
+    piece = bytes(range(256)) * 256  # 64 KiB
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for _ in range(64):  # 4 MiB, more than any socket buffer takes at once
+            yield piece
+
+    path = tmp_path / "upload"
+    path.write_bytes(piece * 16)
+    try:
+        response = await client.post(f"http://127.0.0.1:{port}/echo", body=pieces())
+        assert await response.read() == piece * 64
+        with path.open("rb") as file:
+            response = await client.post(f"http://127.0.0.1:{port}/echo", body=file)
+            assert response.headers.get(b"x-framing") == b"length"
+            assert await response.read() == piece * 16
+    finally:
+        await client.close()
+
+
+@BOTH_LOOPS
 async def test_streaming_a_large_body(
     reactor: Reactor, loop: str, server: tuple[int, threading.Event]
 ) -> None:
