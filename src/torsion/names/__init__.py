@@ -12,9 +12,10 @@ network.
   and negative caching) and ``ResolverChain``.
 - Server: ``Authority`` (a zone from a BIND file or from Python, answered
   with the AA flag, CNAME chains, referrals, wildcards and negative answers
-  carrying the SOA) and ``DNSServer`` (UDP and TCP on one port, truncation,
-  AXFR to allowed networks, FORMERR/NOTIMP/REFUSED, bounded work per
-  packet); ``torsion dns --bindzone FILE`` serves zones.
+  carrying the SOA) and ``DNSServer`` (UDP and TCP on one port, DNS over
+  TLS, truncation, AXFR and IXFR to allowed networks, NOTIFY,
+  FORMERR/NOTIMP/REFUSED, bounded work per packet, ``QueryLimits`` against
+  floods); ``torsion dns --bindzone FILE`` serves zones.
 - More resolvers for the server: ``PythonZoneAuthority`` (a zone a Python
   file defines), ``SecondaryAuthority`` (a zone pulled by AXFR from its
   primary, kept fresh by the SOA timers), ``ForwardingResolver``
@@ -31,14 +32,27 @@ from torsion.names._client import AddressResolver, DNSClient, lookup_addresses, 
 from torsion.names._dot import DoTServer
 from torsion.names._forward import ForwardingResolver
 from torsion.names._hosts import HostsResolver, parse_hosts
+from torsion.names._limits import QueryLimits, QueryRateLimiter
 from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
 from torsion.names._recursive import RecursiveResolver, load_root_hints, parse_root_hints
 from torsion.names._resolvconf import ResolvConf, parse_resolv_conf, read_resolv_conf
 from torsion.names._search import SearchList
-from torsion.names._secondary import AXFRClient, SecondaryAuthority, TransferError, serial_gt
-from torsion.names._server import DNSDatagramProtocol, DNSPorts, DNSServer, DNSStreamProtocol
+from torsion.names._secondary import (
+    AXFRClient,
+    NotifiedZone,
+    SecondaryAuthority,
+    TransferError,
+    serial_gt,
+)
+from torsion.names._server import (
+    DNSDatagramProtocol,
+    DNSPorts,
+    DNSServer,
+    DNSStreamPort,
+    DNSStreamProtocol,
+)
 from torsion.names._srv import SRVClientEndpoint, order_srv
-from torsion.names._zone import Authority, ZoneError
+from torsion.names._zone import Authority, ServedZone, ZoneError
 
 __all__ = [
     "AXFRClient",
@@ -51,12 +65,16 @@ __all__ = [
     "DNSPorts",
     "DNSResolver",
     "DNSServer",
+    "DNSStreamPort",
     "DNSStreamProtocol",
     "DoTServer",
     "ForwardingResolver",
     "HostsResolver",
     "NotMineError",
+    "NotifiedZone",
     "PythonZoneAuthority",
+    "QueryLimits",
+    "QueryRateLimiter",
     "Question",
     "RecursiveResolver",
     "ResolvConf",
@@ -64,6 +82,7 @@ __all__ = [
     "SRVClientEndpoint",
     "SearchList",
     "SecondaryAuthority",
+    "ServedZone",
     "TransferError",
     "ZoneError",
     "load_python_zone",

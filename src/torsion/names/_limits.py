@@ -51,7 +51,7 @@ _IPV6_PREFIX_BYTES = 7  # /56
 _LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 # The bucket of an exempt client: never read but for its identity.
-_EXEMPT: list[float] = [0.0, 0.0]
+_EXEMPT: list[float] = [0.0]
 
 
 class _Seconds(Protocol):
@@ -161,12 +161,18 @@ class QueryRateLimiter:
             raise ValueError("rate, burst and max_clients must be positive")
         self.rate = float(rate)
         self.burst = float(burst)
+        self._interval = 1.0 / self.rate
+        # A query is dropped when the bucket would be full later than this:
+        # burst - 1 queries ahead (with a hair of slack for rounding).
+        self._depth = (self.burst - 1.0 + 1e-6) * self._interval
         self._seconds: Callable[[], float] = time.monotonic if clock is None else clock.seconds
         self.max_clients = max_clients
         self._exempt = exempt_networks(exempt)
         self.log_interval = log_interval
-        # client key -> [tokens, when last counted]; in the order first seen.
+        # client key -> [when its bucket is full again]; in the order first seen.
         self._buckets: dict[str | bytes, list[float]] = {}
+        # source address -> its network's bucket (bounded like the buckets).
+        self._hosts: dict[str, list[float]] = {}
         self.dropped = 0
         self._unlogged = 0
         self._next_log = float("-inf")
@@ -195,26 +201,42 @@ class QueryRateLimiter:
             host: The source address, as the socket gives it (``"192.0.2.1"``,
                 ``"2001:db8::1"``, ``"fe80::1%eth0"``, ``"::ffff:192.0.2.1"``).
         """
-        # This runs for every datagram, ahead of the fast path: string
-        # slicing for IPv4, one inet_pton for IPv6, one dict lookup.
-        key = self._ipv6_key(host) if ":" in host else host[: host.rfind(".")]
-        now = self._seconds()
-        bucket = self._buckets.get(key)
+        # This runs for every datagram, ahead of the fast path: a client
+        # seen before costs one lookup by its address string (the network's
+        # bucket, or the exempt mark), the clock, and a little arithmetic.
+        bucket = self._hosts.get(host)
         if bucket is None:
-            return self._first(key, host, now)
+            bucket = self._bucket_for(host)
         if bucket is _EXEMPT:
             return True
-        tokens = bucket[0] + (now - bucket[1]) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        if tokens < 1.0:
-            bucket[0] = tokens
-            bucket[1] = now
+        # The token bucket kept as the time it will be full again (the
+        # "theoretical arrival time" of the generic cell rate algorithm):
+        # one number per client, and no division or min() per query.
+        now = self._seconds()
+        full_at = bucket[0]
+        if full_at < now:
+            full_at = now
+        if full_at - now > self._depth:
             self._drop(host, now)
             return False
-        bucket[0] = tokens - 1.0
-        bucket[1] = now
+        bucket[0] = full_at + self._interval
         return True
+
+    def _bucket_for(self, host: str) -> list[float]:
+        """The bucket of ``host``'s network (made full if new), remembered for ``host``."""
+        key = self._ipv6_key(host) if ":" in host else host[: host.rfind(".")]
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            now = self._seconds()
+            if len(self._buckets) >= self.max_clients:
+                self._evict(now)
+            bucket = _EXEMPT if is_exempt(host, self._exempt) else [now]
+            self._buckets[key] = bucket
+        if len(self._hosts) >= self.max_clients:
+            # Only a shortcut to the buckets: forgetting it forgets no counts.
+            self._hosts.clear()
+        self._hosts[host] = bucket
+        return bucket
 
     @staticmethod
     def _ipv6_key(host: str) -> str | bytes:
@@ -226,25 +248,10 @@ class QueryRateLimiter:
             return host[host.rfind(":") + 1 : host.rfind(".")]  # ::ffff:a.b.c.d is a.b.c
         return packed[:_IPV6_PREFIX_BYTES]
 
-    def _first(self, key: str | bytes, host: str, now: float) -> bool:
-        """A client not in the table: a full bucket (less this query), or none if exempt."""
-        if len(self._buckets) >= self.max_clients:
-            self._evict(now)
-        if is_exempt(host, self._exempt):
-            self._buckets[key] = _EXEMPT
-        else:
-            self._buckets[key] = [self.burst - 1.0, now]
-        return True
-
     def _evict(self, now: float) -> None:
         """Forget the refilled buckets; if under a quarter of them, the oldest too."""
-        full_after = self.burst / self.rate
         buckets = self._buckets
-        idle = [
-            key
-            for key, bucket in buckets.items()
-            if bucket is _EXEMPT or now - bucket[1] >= full_after
-        ]
+        idle = [key for key, bucket in buckets.items() if bucket is _EXEMPT or bucket[0] <= now]
         for key in idle:
             del buckets[key]
         target = self.max_clients * 3 // 4
@@ -252,6 +259,8 @@ class QueryRateLimiter:
             # Dicts keep the order of insertion: the first are the oldest.
             for key in list(buckets)[: len(buckets) - target]:
                 del buckets[key]
+        # The addresses may point at forgotten buckets: they look them up again.
+        self._hosts.clear()
 
     def _drop(self, host: str, now: float) -> None:
         self.dropped += 1
