@@ -141,13 +141,37 @@ def test_idle_connections_expire() -> None:
     assert clock.get_delayed_calls() == []
 
 
-def test_reuse_cancels_the_idle_timer() -> None:
+def test_a_reused_connection_is_not_expired() -> None:
     clock = Clock()
     pool: ConnectionPool[str, FakeConnection] = ConnectionPool(clock, idle_timeout=30)
     connector = Connector()
     first = lease(pool.acquire("a", connector.connect_now))
     pool.release("a", first.connection, reusable=True)
-    lease(pool.acquire("a", connector.connect_now))
+    clock.advance(20)
+    assert lease(pool.acquire("a", connector.connect_now)).connection is first.connection
+    clock.advance(10)  # the sweep comes and finds nothing idle
+    assert first.connection.is_open
+    assert clock.get_delayed_calls() == []
+
+
+def test_one_sweep_expires_each_idle_connection_in_its_time() -> None:
+    clock = Clock()
+    pool: ConnectionPool[str, FakeConnection] = ConnectionPool(clock, idle_timeout=30)
+    connector = Connector()
+    a = lease(pool.acquire("a", connector.connect_now)).connection
+    b = lease(pool.acquire("b", connector.connect_now)).connection
+    pool.release("a", a, reusable=True)
+    clock.advance(10)
+    pool.release("b", b, reusable=True)
+    assert len(clock.get_delayed_calls()) == 1
+    clock.advance(20)
+    assert a.closed
+    assert b.is_open
+    clock.advance(9)
+    assert b.is_open
+    clock.advance(1)
+    assert b.closed
+    assert pool.open_count() == 0
     assert clock.get_delayed_calls() == []
 
 
@@ -160,7 +184,6 @@ def test_an_idle_connection_the_server_closed_is_forgotten() -> None:
     first.connection.closed = True
     pool.lost("a", first.connection)
     assert pool.open_count() == 0
-    assert clock.get_delayed_calls() == []
     assert lease(pool.acquire("a", connector.connect_now)).connection is not first.connection
 
 

@@ -6,7 +6,8 @@ has one (the most recently used, likeliest to be still open), else a new
 one while the key and the whole pool are under their limits, else the
 caller waits its turn, first come first served. A connection given back as
 reusable stays idle for ``idle_timeout`` seconds and is then closed; one
-given back as not reusable is closed at once and frees its place. When the
+given back as not reusable is closed at once and frees its place. One timer
+sweeps the idle connections, whatever their number. When the
 pool is full and a caller waits for another origin, the idle connection
 unused the longest is closed to make room.
 
@@ -63,7 +64,6 @@ class Lease(Generic[C]):
 class _Idle(Generic[C]):
     connection: C
     since: float
-    timer: DelayedCall
 
 
 class _Waiter(Generic[K, C]):
@@ -123,6 +123,10 @@ class ConnectionPool(Generic[K, C]):
         self._idle: dict[K, list[_Idle[C]]] = {}
         self._waiters: deque[_Waiter[K, C]] = deque()
         self._closed = False
+        # One timer for every idle connection, not one each: a connection
+        # taken and given back per request would otherwise cost a timer
+        # scheduled and cancelled per request.
+        self._sweeper: DelayedCall | None = None
 
     # What is in the pool.
 
@@ -198,8 +202,9 @@ class ConnectionPool(Generic[K, C]):
                 self._waiters.remove(waiter)
                 waiter.result.callback(Lease(connection, True))
                 return
-        timer = self._clock.call_later(self.idle_timeout, self._expire, key, connection)
-        self._idle.setdefault(key, []).append(_Idle(connection, self._clock.seconds(), timer))
+        self._idle.setdefault(key, []).append(_Idle(connection, self._clock.seconds()))
+        if self._sweeper is None:
+            self._sweeper = self._clock.call_later(self.idle_timeout, self._sweep)
         self._wake()
 
     def lost(self, key: K, connection: C) -> None:
@@ -212,7 +217,6 @@ class ConnectionPool(Generic[K, C]):
                 del idle[index]
                 if not idle:
                     del self._idle[key]
-                entry.timer.cancel()
                 self._forget(key)
                 return
 
@@ -223,9 +227,11 @@ class ConnectionPool(Generic[K, C]):
         """
         self._closed = True
         idle, self._idle = self._idle, {}
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for key, entries in idle.items():
             for entry in entries:
-                entry.timer.cancel()
                 entry.connection.close()
                 self._forget(key, wake=False)
         waiters, self._waiters = self._waiters, deque()
@@ -238,7 +244,6 @@ class ConnectionPool(Generic[K, C]):
         idle = self._idle.get(key)
         while idle:
             entry = idle.pop()
-            entry.timer.cancel()
             if entry.connection.is_open:
                 if not idle:
                     del self._idle[key]
@@ -288,18 +293,27 @@ class ConnectionPool(Generic[K, C]):
         if wake:
             self._wake()
 
-    def _expire(self, key: K, connection: C) -> None:
-        idle = self._idle.get(key)
-        if not idle:
-            return
-        for index, entry in enumerate(idle):
-            if entry.connection is connection:
-                del idle[index]
-                if not idle:
-                    del self._idle[key]
-                connection.close()
-                self._forget(key)
-                return
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self._clock.seconds()
+        oldest: float | None = None
+        for key, entries in list(self._idle.items()):
+            kept = []
+            for entry in entries:
+                if now - entry.since >= self.idle_timeout:
+                    entry.connection.close()
+                    self._forget(key, wake=False)
+                else:
+                    kept.append(entry)
+                    if oldest is None or entry.since < oldest:
+                        oldest = entry.since
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
+        if oldest is not None:
+            self._sweeper = self._clock.call_later(oldest + self.idle_timeout - now, self._sweep)
+        self._wake()
 
     def _close_one_idle(self, key: K) -> bool:
         idle = self._idle.get(key)
@@ -308,7 +322,6 @@ class ConnectionPool(Generic[K, C]):
         entry = idle.pop(0)
         if not idle:
             del self._idle[key]
-        entry.timer.cancel()
         entry.connection.close()
         self._forget(key, wake=False)
         return True
