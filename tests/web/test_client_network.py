@@ -58,6 +58,7 @@ def tls_server(ca: trustme.CA) -> Iterator[tuple[int, threading.Event]]:
     """http.server over TLS, with a certificate for localhost and 127.0.0.1."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    context.set_alpn_protocols(["h2", "http/1.1"])
     with running_stdlib_server(context) as running:
         yield running
 
@@ -342,6 +343,8 @@ async def test_https_with_a_trusted_certificate(
         for host in ("localhost", "127.0.0.1"):
             response = await client.get(f"https://{host}:{port}/hello")
             assert await response.read() == b"Hello, World!"
+            # The client offers http/1.1 only (for now), and says what was agreed.
+            assert response.alpn == "http/1.1"
         response = await client.get(f"https://127.0.0.1:{port}/chunked")
         assert await response.read() == b"first second third"
         assert client.pool.open_count() == 2  # one per origin

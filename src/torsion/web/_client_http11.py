@@ -36,7 +36,7 @@ from typing import Final
 import httptools
 
 from torsion.defer import Deferred
-from torsion.internet import Protocol, tls_info
+from torsion.internet import Protocol
 from torsion.web._client_body import ResponseBody
 from torsion.web._client_errors import (
     BadResponseError,
@@ -538,6 +538,7 @@ class HTTP11ClientConnection(Protocol):
         self._exchange: Exchange | None = None
         self._closed = False
         self._reading_paused = False
+        self._alpn: str | None = None
 
     # What the pool asks.
 
@@ -554,8 +555,7 @@ class HTTP11ClientConnection(Protocol):
     @property
     def alpn(self) -> str | None:
         """The protocol agreed by ALPN over TLS (None without TLS or ALPN)."""
-        info = tls_info(self.transport)
-        return info.alpn if info is not None else None
+        return self._alpn
 
     def close(self) -> None:
         """Close the connection (an exchange under way fails)."""
@@ -658,6 +658,10 @@ class HTTP11ClientConnection(Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """The connection is up (after the TLS handshake, over TLS)."""
         super().connection_made(transport)
+        # Read once: tls_info() would decode the peer's certificate each time.
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._alpn = ssl_object.selected_alpn_protocol()
         if self.on_made is not None:
             self.on_made(self)
 
