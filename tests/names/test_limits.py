@@ -7,6 +7,8 @@ from typing import Any
 
 import dns.message
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from torsion.internet import IPv4Address, IPv6Address
 from torsion.names._limits import QueryLimits, QueryRateLimiter
@@ -238,3 +240,44 @@ def test_stream_limits_come_from_the_server_unless_given() -> None:
     transport.abort()
     given.connection_lost(None)
     assert clock.get_delayed_calls() == []
+
+
+@given(
+    arrivals=st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=0.5),
+            st.sampled_from(["192.0.2.1", "192.0.2.7", "198.51.100.1"]),
+        ),
+        max_size=300,
+    ),
+    rate=st.floats(min_value=1, max_value=100),
+    burst=st.integers(min_value=1, max_value=20),
+)
+def test_no_network_ever_gets_more_than_burst_plus_rate(
+    arrivals: list[tuple[float, str]], rate: float, burst: int
+) -> None:
+    clock = Clock()
+    limit = limiter(clock, rate=rate, burst=burst)
+    passed: dict[str, list[float]] = {}
+    for delay, host in arrivals:
+        clock.advance(delay)
+        if limit.allow(host):
+            passed.setdefault(host.rpartition(".")[0], []).append(clock.seconds())
+    for times in passed.values():
+        for first in range(len(times)):
+            for last in range(first, len(times)):
+                window = times[last] - times[first]
+                assert last - first + 1 <= burst + rate * window + 1e-6
+
+
+@given(
+    gaps=st.lists(st.floats(min_value=0, max_value=5), max_size=100),
+    rate=st.floats(min_value=0.5, max_value=50),
+)
+def test_a_client_within_the_rate_is_never_dropped(gaps: list[float], rate: float) -> None:
+    clock = Clock()
+    limit = limiter(clock, rate=rate, burst=1)
+    for gap in gaps:
+        clock.advance(1 / rate + gap)
+        assert limit.allow("192.0.2.1")
+    assert limit.dropped == 0
