@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from torsion.defer import CancelledError
+from torsion.defer import CancelledError, Deferred
 from torsion.testing import (
     MemoryReactor,
     StringTransport,
@@ -686,4 +686,48 @@ def test_a_server_choosing_h2_is_refused_for_now() -> None:
     failure_result_of(d, BadResponseError)
     assert transport.value() == b""
     assert transport.closed
+    assert client.pool.open_count() == 0
+
+
+def test_jar_cookies_follow_each_hop_of_a_redirect_by_origin() -> None:
+    reactor, client = make_client(cookies=CookieJar(lambda: 1_000_000.0))
+    reactor.hosts["other.test"] = ["192.0.2.20"]
+    d = client.get("http://example.test/login")
+    first, transport = connect(reactor)
+    transport.clear()
+    respond(
+        first,
+        b"HTTP/1.1 302 Found\r\nSet-Cookie: session=abc\r\nLocation: /home\r\n"
+        b"Content-Length: 0\r\n\r\n",
+    )
+    # The next hop, same origin, carries the cookie just set.
+    assert b"Cookie: session=abc" in request_lines(transport)
+    respond(first, redirect(302, b"http://other.test/"))
+    second, transport2 = connect(reactor)
+    # Another origin: the jar has nothing for it.
+    assert not any(line.startswith(b"Cookie") for line in request_lines(transport2))
+    respond(second)
+    assert success_result_of(d).url == "http://other.test/"
+
+
+def test_an_early_answer_to_a_streamed_upload_ends_the_exchange() -> None:
+    reactor, client = make_client()
+    more: Deferred[None] = Deferred()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first"
+        await more
+        yield b"never sent"
+
+    d = client.put("http://example.test/", body=body())
+    connection, transport = connect(reactor)
+    respond(
+        connection,
+        b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    )
+    response = success_result_of(d)
+    assert response.code == 413
+    assert transport.closed
+    more.callback(None)  # the upload resumes, finds the connection gone, and stops
+    assert b"never sent" not in transport.value()
     assert client.pool.open_count() == 0
