@@ -368,7 +368,7 @@ async def test_https_refuses_an_untrusted_certificate(
 
 @BOTH_LOOPS
 async def test_https_refuses_a_certificate_for_another_name(
-    reactor: Reactor, loop: str, ca: trustme.CA, tmp_path: Path
+    reactor: Reactor, loop: str, ca: trustme.CA
 ) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("elsewhere.test").configure_cert(context)
