@@ -1,7 +1,7 @@
 """HTTP/1.1 server benchmark: requests per second under wrk, torsion.web against Python peers.
 
-Usage: .venv/bin/python benchmarks/web.py [--seconds S] [--connections N] [--only NAME,...]
-       [--profile]
+Usage: .venv/bin/python benchmarks/web.py [--seconds S] [--connections N] [--rounds N]
+       [--only NAME,...] [--profile]
 
 ``GET /`` answered ``Hello, World!`` over 50 keep-alive connections
 (``wrk -t1 -c50 -d5s``), one run per server, each in its own process:
@@ -20,8 +20,11 @@ Usage: .venv/bin/python benchmarks/web.py [--seconds S] [--connections N] [--onl
   here.
 
 The server runs pinned to CPU 0 and wrk to CPU 1. Each server's answer is
-checked with one request before it is measured. The figures are printed
-with the ratios the goal is stated in (torsion / uvicorn, torsion / floor).
+checked with one request before it is measured. With ``--rounds N`` every
+server is measured N times, the order rotating from round to round, and
+the best run (the least disturbed by other programs) is compared; the
+median is printed beside it. The figures are printed with the ratios the
+goal is stated in (torsion / uvicorn, torsion / floor).
 ``--profile`` runs torsion alone under cProfile and prints where its time
 goes.
 
@@ -39,6 +42,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -255,27 +259,43 @@ def driver_main(args: argparse.Namespace) -> None:
     names = [n for n in args.only.split(",") if n] or list(NAMES)
     print(
         f"GET / -> {BODY.decode()!r}; wrk -t1 -c{args.connections} -d{args.seconds:g}s; "
-        f"server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}; Python {sys.version.split()[0]}"
+        f"server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}; {args.rounds} round(s), "
+        f"order rotated; Python {sys.version.split()[0]}; load {_loadavg()}"
     )
-    results: dict[str, float] = {}
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(args.rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            proc, port = start_server(name)
+            try:
+                rate, bad = wrk(port, args.seconds, args.connections)
+            finally:
+                stop_server(proc)
+            if bad:
+                print(f"    {name}: {bad} non-2xx responses")
+            results[name].append(rate)
+    best = {name: max(rates) for name, rates in results.items()}
     for name in names:
-        proc, port = start_server(name)
-        try:
-            rate, bad = wrk(port, args.seconds, args.connections)
-        finally:
-            stop_server(proc)
-        results[name] = rate
-        print(f"  {name:16s} {rate:>10,.0f} req/s" + (f"  ({bad} non-2xx)" if bad else ""))
-    torsion = results.get("torsion")
+        rates = results[name]
+        print(
+            f"  {name:16s} best {best[name]:>10,.0f} req/s   median "
+            f"{statistics.median(rates):>10,.0f}"
+        )
+    torsion = best.get("torsion")
     if torsion:
         for peer, goal in (("uvicorn", GOAL_UVICORN), ("floor", GOAL_FLOOR)):
-            if results.get(peer):
-                ratio = torsion / results[peer]
+            if best.get(peer):
+                ratio = torsion / best[peer]
                 verdict = "met" if ratio >= goal else "not met"
                 print(f"  torsion / {peer}: {ratio:.2f}x (goal >= {goal}x: {verdict})")
         for peer in ("aiohttp", "twisted", "torsion-asyncio"):
-            if results.get(peer):
-                print(f"  torsion / {peer}: {torsion / results[peer]:.2f}x")
+            if best.get(peer):
+                print(f"  torsion / {peer}: {torsion / best[peer]:.2f}x")
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def profile_main(args: argparse.Namespace) -> None:
@@ -309,6 +329,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--only", default="")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if args.mode == "server":
