@@ -32,11 +32,11 @@ with 405 and ``Allow`` (RFC 9110 sections 9.3.2, 9.3.7, 15.5.6).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from torsion.defer import Deferred
+from torsion.web._html import render_error_page
 from torsion.web._http11 import reason_phrase
 from torsion.web._request import Request
 
@@ -204,12 +204,7 @@ def error_page(code: int, detail: str = "") -> bytes:
     Returns:
         The page, UTF-8.
     """
-    title = html.escape(f"{code} {reason_phrase(code)}")
-    paragraph = f"<p>{html.escape(detail)}</p>" if detail else ""
-    return (
-        f"<!DOCTYPE html>\n<html><head><title>{title}</title></head>"
-        f"<body><h1>{title}</h1>{paragraph}</body></html>\n"
-    ).encode()
+    return render_error_page(code, reason_phrase(code), detail)
 
 
 def render_error(request: Request, code: int, detail: str = "") -> bytes:
