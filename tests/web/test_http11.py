@@ -985,3 +985,23 @@ def test_parser_refuses_with_a_status_or_reads(data: bytes) -> None:
         refused = exc
     if refused is not None:
         assert refused.status in (400, 413, 414, 417, 431, 505)
+
+
+def test_head_handler_may_state_the_length_without_a_body() -> None:
+    class Sized(Resource):
+        is_leaf = True
+
+        @handles("GET")
+        def get(self, request: Request) -> None:
+            request.response_headers.set("Content-Length", "1234")
+            if request.method != "HEAD":
+                request.write(b"x" * 1234)
+            request.finish()
+
+    conn = connect(Sized())
+    conn.send(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = conn.take()
+    assert data.endswith(b"Content-Length: 1234\r\n\r\n")
+    assert b"chunked" not in data
+    assert not conn.transport.closed
+    conn.lose()

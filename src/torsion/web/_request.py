@@ -442,6 +442,12 @@ class Request:
                 return
             raise ResponseStateError("finish() called twice")
         if not self._started:
+            headers = self._response_headers
+            if self._head_only and headers is not None and b"content-length" in headers:
+                # A HEAD handler that states the length GET would have.
+                self._channel._write(self._head(-1))
+                self._done()
+                return
             self._finish_with(b"")
             return
         if self._chunked and not self._head_only and self._lost is None:
