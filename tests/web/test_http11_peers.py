@@ -390,3 +390,23 @@ async def test_site_over_tls_knows_it_is_secure(
     finally:
         await listener.stop_listening()
         await asyncio.wait_for(gather([c.closed for c in channels]), 10)
+
+
+@BOTH_LOOPS
+async def test_site_over_a_unix_socket(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    site = Site(make_root(), reactor=reactor)
+    channels: list[TrackedChannel] = []
+
+    def factory(address: Address) -> HTTPChannel:
+        channel = TrackedChannel(site)
+        channels.append(channel)
+        return channel
+
+    path = tmp_path / "web.sock"
+    listener = reactor.listen_unix(str(path), factory)
+    try:
+        out, _ = await run(curl(), "-s", "--unix-socket", str(path), "http://localhost/hello")
+        assert out == b"Hello, World!"
+    finally:
+        await listener.stop_listening()
+        await asyncio.wait_for(gather([c.closed for c in channels]), 10)
