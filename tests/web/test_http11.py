@@ -1005,3 +1005,21 @@ def test_head_handler_may_state_the_length_without_a_body() -> None:
     assert b"chunked" not in data
     assert not conn.transport.closed
     conn.lose()
+
+
+def test_head_held_back_by_a_full_pipeline_does_not_time_out() -> None:
+    pending = Pending()
+    conn = connect(pending, limits=ServerLimits(max_pipelined=2, header_timeout=5.0))
+    conn.send(get("/1") + get("/2") + b"GET /3 HTTP/1.1\r\n")
+    assert not conn.transport.is_reading()
+    conn.clock.advance(60.0)
+    assert not conn.transport.closed
+    pending.answers[0].callback(b"1")
+    assert conn.transport.is_reading()
+    # Reading again: the head must now arrive in time.
+    conn.clock.advance(5.0)
+    pending.answers[1].callback(b"2")
+    first, second, timed_out = conn.responses()
+    assert (first.body, second.body, timed_out.status) == (b"1", b"2", 408)
+    assert conn.transport.closed
+    conn.lose()

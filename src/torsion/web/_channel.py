@@ -257,13 +257,16 @@ class HTTPChannel(Protocol):
             self._reading_paused = pause
             if pause:
                 self.transport.pause_reading()
-                if self._waiting_for == _BODY:
-                    # The body waits for us, not for the client.
+                if self._waiting_for in (_BODY, _HEAD):
+                    # The request waits for us, not for the client.
                     self._waiting_for = _NOTHING
             else:
                 self.transport.resume_reading()
-                if request is not None and self._waiting_for == _NOTHING:
-                    self._wait(_BODY, self._limits.body_timeout)
+                if self._waiting_for == _NOTHING:
+                    if request is not None:
+                        self._wait(_BODY, self._limits.body_timeout)
+                    elif self._parser.reading_head:
+                        self._wait(_HEAD, self._limits.header_timeout)
 
     def _refuse(self, status: int, reason: str) -> None:
         # A request broke the protocol: answer it in its turn, then close.

@@ -189,6 +189,11 @@ class RequestParser:
         self._expect_continue = False
         self._begun_in_chunk = True
 
+    @property
+    def reading_head(self) -> bool:
+        """Whether a request has begun and its head is not complete yet."""
+        return self._phase == _HEAD
+
     def stop(self) -> None:
         """Read nothing more: every byte fed from now on is dropped.
 
