@@ -29,6 +29,7 @@ def test_react_is_reachable_from_the_top() -> None:
         ("torsion.protocols", ["torsion.application"]),
         ("torsion.cred", ["torsion.application", "torsion.testing"]),
         ("torsion.names", ["torsion.application", "torsion.testing"]),
+        ("torsion.web", ["torsion.application", "torsion.testing"]),
     ],
 )
 def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
@@ -51,6 +52,7 @@ def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
         "torsion.protocols.haproxy",
         "torsion.cred",
         "torsion.names",
+        "torsion.web",
         "torsion.application",
         "torsion.errors",
     ],
