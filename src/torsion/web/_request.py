@@ -308,15 +308,11 @@ class Request:
         self._body_error = exc
         self._body_chunks.clear()
         self._body_buffered = 0
-        for d in (self._body_waiter, self._collecting):
+        waiting = (self._body_waiter, self._collecting)
+        self._body_waiter = self._collecting = None
+        for d in waiting:
             if d is not None:
                 d.errback(exc)
-        self._body_waiter = self._collecting = None
-
-    @property
-    def _wants_body(self) -> bool:
-        # Whether the handler is waiting for more body now.
-        return self._body_waiter is not None or self._collecting is not None
 
     # -- the response ----------------------------------------------------------
 
