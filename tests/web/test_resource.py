@@ -319,3 +319,12 @@ def test_error_page_resource_answers_every_method() -> None:
     conn.send(get() + b"DELETE /x HTTP/1.1\r\nHost: a\r\n\r\n")
     assert [r.status for r in conn.responses()] == [410, 410]
     conn.lose()
+
+
+def test_a_resource_without_handlers_allows_only_options() -> None:
+    conn = connect(Resource())
+    conn.send(get("/"))
+    [response] = conn.responses()
+    assert response.status == 405
+    assert response.header(b"allow") == b"OPTIONS"
+    conn.lose()

@@ -101,7 +101,7 @@ class Resource:
     is_leaf: ClassVar[bool] = False
     # The handler table: method bytes -> function, built per class.
     _handlers: ClassVar[dict[bytes, Handler]] = {}
-    _allow: ClassVar[bytes] = b""
+    _allow: ClassVar[bytes] = b"OPTIONS"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Build the class's handler table from its own and inherited handlers."""
