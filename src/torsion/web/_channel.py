@@ -66,6 +66,7 @@ class HTTPChannel(Protocol):
         self._timer: DelayedCall | None = None
         self._deadline = 0.0
         self._waiting_for = _NOTHING
+        self._in_receive = False
 
     # -- asyncio protocol ----------------------------------------------------
 
@@ -76,16 +77,29 @@ class HTTPChannel(Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse what arrived; requests are rendered as their turn comes."""
+        parser = self._parser
+        self._in_receive = True
         try:
-            self._parser.receive_data(data)
+            parser.receive_data(data)
         except HTTPProtocolError as exc:
+            self._in_receive = False
             self._refuse(exc.status, exc.reason)
             return
-        if self._parser.upgraded:
+        self._in_receive = False
+        if parser.upgraded:
             # The request asked to switch protocols, which is not offered
             # here: it was served as a plain request, and nothing after it
             # is HTTP/1.1 that we could read.
             self._close_after_queue()
+            return
+        # The timer is moved once per read, not once per request: a head
+        # that began in this read must end within the header timeout, and
+        # a connection left with nothing to do waits for the idle one.
+        if parser.reading_head:
+            if self._waiting_for != _HEAD and not self._reading_paused:
+                self._wait(_HEAD, self._limits.header_timeout)
+        elif not self._queue and self._receiving is None and not self._closing:
+            self._wait(_IDLE, self._limits.idle_timeout)
 
     def eof_received(self) -> bool | None:
         """The client will send no more: answer what was asked, then close."""
@@ -122,11 +136,9 @@ class HTTPChannel(Protocol):
     # -- the parser's owner --------------------------------------------------
 
     def message_begun(self) -> None:
-        """A request's first byte: its head must come within the header timeout."""
+        """A request's first byte: nothing more is read once closing."""
         if self._closing:
             self._parser.stop()
-            return
-        self._wait(_HEAD, self._limits.header_timeout)
 
     def head_received(
         self,
@@ -184,8 +196,6 @@ class HTTPChannel(Protocol):
             if not last.keep_alive:
                 self._parser.stop()
                 self._closing = True
-        elif not self._closing and self._waiting_for == _NOTHING:
-            self._wait(_IDLE, self._limits.idle_timeout)
 
     # -- for Request ---------------------------------------------------------
 
@@ -241,7 +251,7 @@ class HTTPChannel(Protocol):
             self._close()
         elif self._closing:
             self._close()
-        elif self._receiving is None and self._waiting_for == _NOTHING:
+        elif self._receiving is None and self._waiting_for == _NOTHING and not self._in_receive:
             self._wait(_IDLE, self._limits.idle_timeout)
         if self._reading_paused:
             self._update_reading()
