@@ -328,3 +328,18 @@ def test_a_resource_without_handlers_allows_only_options() -> None:
     assert response.status == 405
     assert response.header(b"allow") == b"OPTIONS"
     conn.lose()
+
+
+def test_connect_is_refused_with_405() -> None:
+    conn = connect(tree())
+    conn.send(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+    [response] = conn.responses()
+    assert response.status == 405
+    assert response.header(b"allow") == b"GET, HEAD, OPTIONS"
+    # CONNECT ends the HTTP/1.1 stream (what follows would be the tunnel).
+    assert conn.transport.closed
+    conn.lose()
+
+
+def test_absolute_form_target_walks_its_path() -> None:
+    assert body_of("http://example.test/docs/leaf") == (200, b"leaf:docs/leaf|")

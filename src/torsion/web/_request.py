@@ -130,8 +130,9 @@ class Request:
         self.uri = uri
         path, _, query = uri.partition(b"?")
         if path[:1] != b"/" and path != b"*":
-            # Absolute form (RFC 9112 section 3.2.2): keep the path only.
-            path = urllib.parse.urlsplit(uri).path or b"/"
+            # Absolute form (RFC 9112 section 3.2.2) keeps its path only;
+            # authority form (CONNECT's) has none.
+            path = (urllib.parse.urlsplit(uri).path or b"/") if b"://" in uri else b""
         self.path = path
         self.query = query.partition(b"#")[0] if query else query
         self.version = _VERSIONS.get(version) or "HTTP/" + version

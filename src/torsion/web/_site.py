@@ -19,7 +19,7 @@ from torsion.internet import Address, Clock
 from torsion.web._channel import HTTPChannel
 from torsion.web._http11 import DateCache, HTTPProtocolError, ServerLimits, status_line
 from torsion.web._request import Request
-from torsion.web._resource import Resource, error_page, render_error
+from torsion.web._resource import RenderResult, Resource, error_page, render_error
 
 __all__ = ["Site", "combined_log_line"]
 
@@ -108,16 +108,12 @@ class Site:
 
     def _render(self, request: Request) -> None:
         # Called by the connection when it is the request's turn.
+        result: RenderResult
         try:
-            if request.path == b"*":
+            if request.path[:1] != b"/":
                 request.prepath = []
                 request.postpath = []
-                # RFC 9110 section 7.1: "*" names the server, for OPTIONS only.
-                if request._method == b"OPTIONS":
-                    request.set_response_code(204)
-                    result: Any = b""
-                else:
-                    result = render_error(request, 400, "The target * is for OPTIONS only.")
+                result = self._render_server_wide(request)
             else:
                 resource = self.resource_for(request)
                 if resource is None:
@@ -131,6 +127,17 @@ class Site:
             request._finish_with(result)
         elif result is not None:
             self._result(request, result)
+
+    def _render_server_wide(self, request: Request) -> bytes:
+        # Targets that name no resource: "*" (RFC 9110 section 7.1, for
+        # OPTIONS only) and CONNECT's authority (no tunnels are offered).
+        if request.path == b"*" and request._method == b"OPTIONS":
+            request.set_response_code(204)
+            return b""
+        if request._method == b"CONNECT":
+            request.response_headers.set(b"Allow", self.root._allow)
+            return render_error(request, 405, "This server opens no tunnels.")
+        return render_error(request, 400, "The target names no resource.")
 
     def _finish(self, request: Request, body: bytes) -> None:
         if request._finished:
