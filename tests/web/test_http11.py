@@ -1023,3 +1023,59 @@ def test_head_held_back_by_a_full_pipeline_does_not_time_out() -> None:
     assert (first.body, second.body, timed_out.status) == (b"1", b"2", 408)
     assert conn.transport.closed
     conn.lose()
+
+
+def test_chunk_extension_flood_is_refused() -> None:
+    # Megabytes of chunk extension for a byte of body would hold the
+    # connection past every body limit (the kind of abuse Node.js fixed as
+    # CVE-2024-22019).
+    conn = connect(Echo())
+    conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=")
+    sent = 0
+    while not conn.transport.closed:
+        conn.send(b"a" * 8192)
+        sent += 8192
+        assert sent < 1_000_000, "the extension was never refused"
+    [response] = conn.responses()
+    assert response.status == 400
+    conn.lose()
+
+
+def test_small_chunks_are_not_mistaken_for_abuse() -> None:
+    conn = connect(Echo())
+    conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.send(b"1;a=b\r\nx\r\n" * 20000 + b"0\r\n\r\n")
+    [response] = conn.responses()
+    assert response.body == b"x" * 20000
+    conn.lose()
+
+
+def test_trailers_never_join_the_request_headers() -> None:
+    class Headed(Resource):
+        is_leaf = True
+
+        @handles("POST")
+        async def post(self, request: Request) -> bytes:
+            await request.body()
+            return repr(request.headers.get_all("x-auth")).encode()
+
+    conn = connect(Headed())
+    conn.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nab\r\n0\r\nX-Auth: admin\r\nHost: evil\r\n\r\n" + get()
+    )
+    answer, _ = conn.responses()
+    assert answer.body == b"[]"
+    conn.lose()
+
+
+def test_too_many_trailers_get_431() -> None:
+    conn = connect(Echo(), limits=ServerLimits(max_headers=5))
+    trailers = b"".join(b"T-%d: x\r\n" % i for i in range(6))
+    conn.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n" + trailers + b"\r\n"
+    )
+    [response] = conn.responses()
+    assert response.status == 431
+    conn.lose()

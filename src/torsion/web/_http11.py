@@ -146,6 +146,9 @@ _LOOKED_AT = frozenset(b"ceht")
 # Bytes of earlier reads kept to check a request line split across reads:
 # enough for the longest method and two spaces.
 _TAIL = 24
+# Bytes of chunk framing (sizes, extensions, trailers) a body may always
+# have; past it, framing may not exceed eight times the body.
+_MIN_FRAMING_ALLOWANCE = 65536
 
 
 class _StopParsingError(Exception):
@@ -183,6 +186,8 @@ class RequestParser:
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._body_bytes = 0
+        self._body_wire_bytes = 0
+        self._trailers = 0
         self._hosts = 0
         self._chunked = False
         self._content_length = -1
@@ -214,10 +219,13 @@ class RequestParser:
         """
         if self._stopped:
             return
-        if self._phase == _HEAD:
+        phase = self._phase
+        if phase == _HEAD:
             # The head is still arriving: count it whole, before llhttp
             # buffers a field of any size.
             self._head_bytes += len(data)
+        elif phase == _BODY:
+            self._body_wire_bytes += len(data)
         self._data = data
         self._data_start = 0
         try:
@@ -243,14 +251,20 @@ class RequestParser:
             self._data = b""
             # Kept by reference; only a run of tiny reads is copied.
             self._tail = data if len(data) >= _TAIL else (self._tail + data)[-_TAIL:]
-        if (
-            self._phase == _HEAD
-            and not self._stopped
-            and self._head_bytes > self._limits.max_head_bytes
-        ):
-            if len(self._target) >= self._limits.max_target or not self._headers:
-                raise HTTPProtocolError(414, "request target too long")
-            raise HTTPProtocolError(431, "request head too large")
+        phase = self._phase
+        if phase == _HEAD:
+            if not self._stopped and self._head_bytes > self._limits.max_head_bytes:
+                if len(self._target) >= self._limits.max_target or not self._headers:
+                    raise HTTPProtocolError(414, "request target too long")
+                raise HTTPProtocolError(431, "request head too large")
+        elif phase == _BODY and not self._stopped:
+            # Chunk framing, extensions and trailers are bytes that are not
+            # body: a client sending mostly those (a megabyte of extension
+            # per byte of body) is refused, as it would otherwise hold the
+            # connection past every body limit.
+            overhead = self._body_wire_bytes - self._body_bytes
+            if overhead > _MIN_FRAMING_ALLOWANCE and overhead > 8 * self._body_bytes:
+                raise HTTPProtocolError(400, "chunk framing out of proportion to the body")
 
     def _fail(self, status: int, reason: str) -> typing.NoReturn:
         self._error = HTTPProtocolError(status, reason)
@@ -293,6 +307,13 @@ class RequestParser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """httptools: one header field, name and value complete."""
+        if self._phase == _BODY:
+            # A trailer field (RFC 9112 section 7.1.2): never merged into the
+            # header section a handler may already have checked; dropped.
+            self._trailers += 1
+            if self._trailers > self._limits.max_headers:
+                self._fail(431, "too many trailer fields")
+            return
         headers = self._headers
         headers.append((name, value))
         if len(headers) > self._limits.max_headers:
