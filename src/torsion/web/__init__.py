@@ -82,8 +82,11 @@ from torsion.web._request import Request, ResponseStateError
 from torsion.web._resource import ErrorPage, RenderResult, Resource, error_page, handles
 from torsion.web._sessions import Session, SessionStore
 from torsion.web._site import Site, combined_log_line
+from torsion.web._static import File
+from torsion.web._wsgi import AppLoadError, WSGIResource, load_app
 
 __all__ = [
+    "AppLoadError",
     "BadResponseError",
     "ByteRange",
     "ClientClosedError",
@@ -94,6 +97,7 @@ __all__ = [
     "DirectoryEntry",
     "ETag",
     "ErrorPage",
+    "File",
     "FormError",
     "FormTooLargeError",
     "HTTPChannel",
@@ -129,6 +133,7 @@ __all__ = [
     "Site",
     "TooManyRedirectsError",
     "UploadedFile",
+    "WSGIResource",
     "check_preconditions",
     "combined_log_line",
     "encode_urlencoded",
@@ -139,6 +144,7 @@ __all__ = [
     "format_set_cookie",
     "handles",
     "if_range_allows",
+    "load_app",
     "make_etag",
     "multipart_boundary",
     "parse_cookie_header",
