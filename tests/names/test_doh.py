@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import struct
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import torsion.names
 from torsion.defer import Deferred
 from torsion.names import Answer, Authority, DNSServer, NotMineError, QueryLimits, Question
 from torsion.names._doh import (
@@ -577,3 +580,18 @@ def test_a_uri_template_is_taken_and_its_own_client_closed() -> None:
     success_result_of(resolver.close())
     with pytest.raises(Exception, match="closed"):
         success_result_of(resolver.client.get(URL))
+
+
+def test_torsion_names_loads_torsion_web_only_for_doh() -> None:
+    code = (
+        "import sys, torsion.names\n"
+        "print(any(m.startswith('torsion.web') for m in sys.modules))\n"
+        "print(torsion.names.DoHResource.__module__)\n"
+        "print(any(m.startswith('torsion.web') for m in sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == ["False", "torsion.names._doh", "True"]
+    with pytest.raises(AttributeError):
+        _ = torsion.names.DoHNothing

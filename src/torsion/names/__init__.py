@@ -16,6 +16,11 @@ network.
   TLS, truncation, AXFR and IXFR to allowed networks, NOTIFY,
   FORMERR/NOTIMP/REFUSED, bounded work per packet, ``QueryLimits`` against
   floods); ``torsion dns --bindzone FILE`` serves zones.
+- DNS over HTTPS (RFC 8484): ``DoHResource`` (a torsion.web resource
+  answering with a ``DNSServer``) and ``DoHResolver`` (a resolver asking
+  a DoH server through an ``HTTPClient``). They need torsion.web (the
+  ``web`` extra): they are imported on first use, so that the rest of
+  torsion.names does not.
 - More resolvers for the server: ``PythonZoneAuthority`` (a zone a Python
   file defines), ``SecondaryAuthority`` (a zone pulled by AXFR from its
   primary, kept fresh by the SOA timers), ``ForwardingResolver``
@@ -24,6 +29,8 @@ network.
 
 Needs the ``names`` extra (dnspython).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from torsion.names._answer import Answer, DNSResolver, NotMineError, Question
 from torsion.names._cache import CacheResolver
@@ -54,6 +61,9 @@ from torsion.names._server import (
 from torsion.names._srv import SRVClientEndpoint, order_srv
 from torsion.names._zone import Authority, ServedZone, ZoneError
 
+if TYPE_CHECKING:
+    from torsion.names._doh import DoHError, DoHResolver, DoHResource
+
 __all__ = [
     "AXFRClient",
     "AddressResolver",
@@ -67,6 +77,9 @@ __all__ = [
     "DNSServer",
     "DNSStreamPort",
     "DNSStreamProtocol",
+    "DoHError",
+    "DoHResolver",
+    "DoHResource",
     "DoTServer",
     "ForwardingResolver",
     "HostsResolver",
@@ -96,3 +109,14 @@ __all__ = [
     "serial_gt",
     "to_name",
 ]
+
+# DNS over HTTPS stands on torsion.web (httptools): imported on first use.
+_DOH = frozenset({"DoHError", "DoHResolver", "DoHResource"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DOH:
+        from torsion.names import _doh
+
+        return getattr(_doh, name)
+    raise AttributeError(f"module 'torsion.names' has no attribute {name!r}")
