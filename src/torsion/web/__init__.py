@@ -83,6 +83,7 @@ from torsion.web._resource import ErrorPage, RenderResult, Resource, error_page,
 from torsion.web._sessions import Session, SessionStore
 from torsion.web._site import Site, combined_log_line
 from torsion.web._static import File
+from torsion.web._vhost import VirtualHosts, request_host, walk
 from torsion.web._wsgi import AppLoadError, WSGIResource, load_app
 
 __all__ = [
@@ -133,6 +134,7 @@ __all__ = [
     "Site",
     "TooManyRedirectsError",
     "UploadedFile",
+    "VirtualHosts",
     "WSGIResource",
     "check_preconditions",
     "combined_log_line",
@@ -156,7 +158,9 @@ __all__ = [
     "plan_multipart",
     "render_directory_listing",
     "render_error_page",
+    "request_host",
     "unsatisfiable_content_range",
     "validate_header_name",
     "validate_header_value",
+    "walk",
 ]
