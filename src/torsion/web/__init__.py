@@ -10,6 +10,7 @@ the helpers share.
 
 from __future__ import annotations
 
+from torsion.web._auth import BasicAuth, parse_basic_credentials
 from torsion.web._channel import HTTPChannel
 from torsion.web._client import CookieStore, HTTPClient, ReactorForHTTP
 from torsion.web._client_errors import (
@@ -89,6 +90,7 @@ from torsion.web._wsgi import AppLoadError, WSGIResource, load_app
 __all__ = [
     "AppLoadError",
     "BadResponseError",
+    "BasicAuth",
     "ByteRange",
     "ClientClosedError",
     "Cookie",
@@ -149,6 +151,7 @@ __all__ = [
     "load_app",
     "make_etag",
     "multipart_boundary",
+    "parse_basic_credentials",
     "parse_cookie_header",
     "parse_etags",
     "parse_http_date",
