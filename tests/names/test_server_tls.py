@@ -170,3 +170,35 @@ async def test_pipelined_queries_are_answered_as_ready_and_idle_connections_clos
 async def test_a_bad_endpoint_string_fails_at_once(reactor: Reactor) -> None:
     with pytest.raises(EndpointStringError):
         DNSServer([]).listen_stream(reactor, "tls:853")  # no certificate
+
+
+@BOTH_LOOPS
+async def test_a_tls_port_can_share_the_tcp_ports_connection_limits(
+    reactor: Reactor, loop: str, certificates: tuple[Path, Path, Path]
+) -> None:
+    server = DNSServer([Authority.from_text(ZONE)], limits=QueryLimits(max_connections=1))
+    ports = server.listen(reactor, 0)
+    tls = await server.listen_stream(reactor, endpoint(certificates), factory=ports.stream_factory)
+    context = ssl.create_default_context(cafile=str(certificates[0]))
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        plain_reader, plain = await asyncio.open_connection("127.0.0.1", ports.port)
+        writers.append(plain)
+        plain.write(framed(dns.message.make_query("host.example.test.", "A")))
+        # Answered: the server holds this connection.
+        assert (await asyncio.wait_for(read_message(plain_reader), 10)).answer
+        # The TCP connection holds the one place: the TLS one is closed
+        # once its handshake is done, before any query is read.
+        reader, secure = await asyncio.open_connection(
+            "127.0.0.1", tls.port, ssl=context, server_hostname=HOSTNAME
+        )
+        writers.append(secure)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert len(ports.stream_factory.live) == 1
+    finally:
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+        await tls.stop_listening()
+        await ports.stop_listening()

@@ -14,8 +14,9 @@ sources costs; that cost stays bounded by the per-packet work and the
 queries in flight.
 
 Networks in ``exempt`` are never limited: by default the loopback ones,
-whose sources cannot come from another host (the kernel drops packets from
-127.0.0.0/8 or ::1 that arrive on any other interface), and from which
+whose sources cannot come from another host (they must not appear outside
+one, RFC 1122 section 3.2.1.3 and RFC 4291 section 2.5.3, and Linux drops
+packets from them that arrive on any other interface), and from which
 benchmarks and local resolvers ask.
 
 The table of buckets is bounded (``max_clients``): when it is full, the
@@ -62,29 +63,36 @@ class _Seconds(Protocol):
 class QueryLimits:
     """How much one client, and all of them, may ask of a ``DNSServer``.
 
-    The UDP rate is per client network (IPv4 /24, IPv6 /56). A dnsperf run
-    from one address of another host asks far more than 1,000 queries a
-    second: raise ``udp_rate`` for such a client's network, exempt it, or set
-    ``udp_rate=None``.
+    The UDP rate is per client network (IPv4 /24, IPv6 /56), 1,000 queries
+    a second by default with bursts of 2,000: more than a resolver serving a
+    whole network asks of one server, and a small share of what the server
+    answers from its fast path (over 50,000 a second), so that one network
+    cannot take the server from the others. A load test from one address of
+    another host asks far more: raise ``udp_rate`` for it, exempt its
+    network, or set ``udp_rate=None``. Loopback is exempt by default, so a
+    benchmark on the same host measures the server, not the limit.
 
     Attributes:
         udp_rate: Queries per second a client may send over UDP, on
-            average; None for no limit.
-        udp_burst: Queries a client may send at once after a quiet spell.
-        max_clients: How many clients' buckets to remember at most.
+            average (1,000); None for no limit.
+        udp_burst: Queries a client may send at once after a quiet spell
+            (2,000).
+        max_clients: How many clients' buckets to remember at most (100,000).
         exempt: The networks never limited (UDP rate and connections per
             client): loopback by default.
-        log_interval: Seconds between two log lines about dropped queries.
+        log_interval: Seconds between two log lines about dropped queries
+            (60).
         max_connections: Stream (TCP and TLS) connections open at once, in
-            total.
+            total (100).
         max_connections_per_client: Stream connections open at once from
-            one client (an IPv4 address, an IPv6 /64); None for no limit.
+            one client, an IPv4 address or an IPv6 /64 (16); None for no
+            limit.
         idle_timeout: Seconds a stream connection may stay without a query
-            in flight (RFC 7766 section 6.2.3, RFC 7858 section 3.4).
+            in flight (10; RFC 7766 section 6.2.3, RFC 7858 section 3.4).
         max_in_flight: Queries of one stream connection answered at once;
-            reading it pauses beyond (RFC 7766 section 6.2.1.1).
+            reading it pauses beyond (16; RFC 7766 section 6.2.1.1).
         max_udp_in_flight: Queries of a UDP port answered at once (those
-            waiting for an upstream server); more are dropped.
+            waiting for an upstream server); more are dropped (1,000).
     """
 
     udp_rate: float | None = 1000.0
@@ -101,7 +109,13 @@ class QueryLimits:
     def __post_init__(self) -> None:
         if self.udp_rate is not None and self.udp_rate <= 0:
             raise ValueError(f"udp_rate must be above 0 (or None), not {self.udp_rate}")
-        for name in ("udp_burst", "max_clients", "max_connections", "max_in_flight"):
+        for name in (
+            "udp_burst",
+            "max_clients",
+            "max_connections",
+            "max_in_flight",
+            "max_udp_in_flight",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         per_client = self.max_connections_per_client

@@ -624,11 +624,15 @@ class DNSPorts:
     Attributes:
         udp: The UDP port.
         tcp: The TCP listener.
+        stream_factory: The TCP port's protocol factory: give it to
+            ``DNSServer.listen_stream`` for a TLS port sharing its
+            connection limits.
     """
 
     def __init__(self, udp: UDPPort, tcp: Listener, factory: DNSStreamFactory) -> None:
         self.udp = udp
         self.tcp = tcp
+        self.stream_factory = factory
         self._factory = factory
 
     @property

@@ -182,11 +182,12 @@ class DNSStreamFactory:
 
 
 class DNSStreamProtocol(Int16StringReceiver):
-    """Serves a ``DNSServer`` on one TCP connection: queries after their 2-byte length.
+    """Serves a ``DNSServer`` on one TCP or TLS connection: queries after their 2-byte length.
 
     Several queries may come one after the other (or pipelined); responses
-    go out as they are ready. The connection is closed after ``idle_timeout``
-    seconds without a query in flight.
+    go out as they are ready, in any order (RFC 7858 section 3.3). The
+    connection is closed after ``idle_timeout`` seconds without a query in
+    flight.
 
     Args:
         server: Makes the responses.
