@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any, ClassVar
 
@@ -12,7 +13,16 @@ from hypothesis import strategies as st
 
 from torsion.defer import Deferred
 from torsion.testing import failure_result_of, success_result_of
-from torsion.web import HTTPProtocolError, Request, RequestParser, Resource, ServerLimits, handles
+from torsion.web import (
+    Headers,
+    HTTPProtocolError,
+    Request,
+    RequestParser,
+    Resource,
+    ResponseStateError,
+    ServerLimits,
+    handles,
+)
 
 
 class Recorder(Resource):
@@ -1078,4 +1088,96 @@ def test_too_many_trailers_get_431() -> None:
     )
     [response] = conn.responses()
     assert response.status == 431
+    conn.lose()
+
+
+# -- switching protocols ---------------------------------------------------------
+
+
+class Recording(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.BaseTransport | None = None
+        self.received: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received.append(data)
+
+
+class Switcher(Resource):
+    is_leaf = True
+    protocols: ClassVar[list[Recording]] = []
+    later: ClassVar[list[Deferred[None]]] = []
+
+    @handles("GET")
+    def get(self, request: Request) -> Deferred[None] | None:
+        protocol = Recording()
+        self.protocols.append(protocol)
+        answer = Headers([("Upgrade", "echo"), ("Connection", "Upgrade")])
+        if request.path == b"/later":
+            d: Deferred[None] = Deferred()
+            d.add_callback(lambda _: request.switch_protocols(protocol, answer))
+            self.later.append(d)
+            return d
+        request.switch_protocols(protocol, answer)
+        return None
+
+
+UPGRADE = b"GET /%b HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+
+
+@pytest.fixture
+def switcher() -> Switcher:
+    Switcher.protocols = []
+    Switcher.later = []
+    return Switcher()
+
+
+def test_switch_protocols_hands_over_the_connection(switcher: Switcher) -> None:
+    conn = connect(switcher)
+    conn.send(UPGRADE % b"now" + b"first bytes")
+    assert conn.take() == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+    )
+    [protocol] = switcher.protocols
+    assert protocol.transport is conn.transport
+    assert conn.transport.get_protocol() is protocol
+    assert protocol.received == [b"first bytes"]
+    assert conn.transport.is_reading()
+    assert conn.clock.get_delayed_calls() == []
+
+
+def test_switch_protocols_later_holds_the_bytes_until_then(switcher: Switcher) -> None:
+    conn = connect(switcher)
+    conn.send(UPGRADE % b"later" + b"early")
+    assert not conn.transport.is_reading()
+    assert conn.take() == b""
+    switcher.later[0].callback(None)
+    assert conn.take().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    [protocol] = switcher.protocols
+    assert protocol.received == [b"early"]
+    assert conn.transport.is_reading()
+    assert conn.clock.get_delayed_calls() == []
+
+
+def test_switch_protocols_needs_a_request_that_asked() -> None:
+    class Eager(Resource):
+        is_leaf = True
+        errors: ClassVar[list[Exception]] = []
+
+        @handles("GET")
+        def get(self, request: Request) -> bytes:
+            try:
+                request.switch_protocols(Recording(), Headers())
+            except ResponseStateError as exc:
+                self.errors.append(exc)
+            return b"plain"
+
+    conn = connect(Eager())
+    conn.send(get())
+    [response] = conn.responses()
+    assert response.body == b"plain"
+    assert len(Eager.errors) == 1
     conn.lose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import ssl
+import typing
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from _http_server_helpers import read_responses
 from torsion.defer import Deferred, gather
 from torsion.internet import Address, IPv4Address, Reactor
 from torsion.testing import require_peer
-from torsion.web import HTTPChannel, Request, Resource, ServerLimits, Site, handles
+from torsion.web import Headers, HTTPChannel, Request, Resource, ServerLimits, Site, handles
 
 pytestmark = pytest.mark.integration
 
@@ -410,3 +411,44 @@ async def test_site_over_a_unix_socket(reactor: Reactor, loop: str, tmp_path: Pa
     finally:
         await listener.stop_listening()
         await asyncio.wait_for(gather([c.closed for c in channels]), 10)
+
+
+class Shout(asyncio.Protocol):
+    """After the switch: sends back what it gets, upper-cased, until "BYE"."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data.upper())
+        if b"bye" in data:
+            self.transport.close()
+
+
+class Upgrading(Resource):
+    is_leaf = True
+
+    @handles("GET")
+    async def get(self, request: Request) -> None:
+        await asyncio.sleep(0)
+        request.switch_protocols(
+            Shout(), Headers([("Upgrade", "shout"), ("Connection", "Upgrade")])
+        )
+
+
+@BOTH_LOOPS
+async def test_switching_protocols_over_a_real_connection(reactor: Reactor, loop: str) -> None:
+    site = Site(Upgrading(), reactor=reactor)
+    listener = reactor.listen_tcp(0, site, interface="127.0.0.1")
+    try:
+        data = await exchange(
+            listener.port,
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\n"
+            b"hello, bye",
+        )
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert b"\r\nUpgrade: shout" in head
+        assert rest == b"HELLO, BYE"
+    finally:
+        await listener.stop_listening()

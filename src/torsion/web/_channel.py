@@ -67,6 +67,7 @@ class HTTPChannel(Protocol):
         self._deadline = 0.0
         self._waiting_for = _NOTHING
         self._in_receive = False
+        self._switched: asyncio.Protocol | None = None
 
     # -- asyncio protocol ----------------------------------------------------
 
@@ -87,10 +88,17 @@ class HTTPChannel(Protocol):
             return
         self._in_receive = False
         if parser.upgraded:
-            # The request asked to switch protocols, which is not offered
-            # here: it was served as a plain request, and nothing after it
-            # is HTTP/1.1 that we could read.
-            self._close_after_queue()
+            # The request asked to switch protocols: nothing after its head
+            # is HTTP/1.1. Either its handler switched (the new protocol
+            # gets those bytes), or reading waits until it does; a plain
+            # answer instead ends the connection.
+            if self._switched is not None:
+                self._hand_over()
+            else:
+                self._close_after_queue()
+                if not self._lost and not self.transport.is_closing():
+                    self._reading_paused = True
+                    self.transport.pause_reading()
             return
         # The timer is moved once per read, not once per request: a head
         # that began in this read must end within the header timeout, and
@@ -155,6 +163,8 @@ class HTTPChannel(Protocol):
         request = Request(
             self, method, target, version, headers, keep_alive, expect_continue, has_body
         )
+        if self._parser.upgrading:
+            request._upgrade = True
         if has_body:
             self._receiving = request
             self._wait(_BODY, self._limits.body_timeout)
@@ -229,6 +239,44 @@ class HTTPChannel(Protocol):
             self._close()
             return
         self._next()
+
+    def _switch(self, request: Request, protocol: asyncio.Protocol) -> None:
+        # The request's handler answered 101: the connection leaves HTTP/1.1.
+        queue = self._queue
+        if queue and queue[0] is request:
+            queue.popleft()
+        self._rendering = None
+        if self._site.access_log is not None:
+            self._site._log_access(request)
+        if not self._in_receive:
+            # (While reading, the parser stops by itself at the switch, and
+            # keeps the bytes after it for the new protocol.)
+            self._parser.stop()
+        self._closing = True
+        self._waiting_for = _NOTHING
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._switched = protocol
+        transport = self.transport
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if not self._in_receive:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        # The bytes read past the switching request's head go to the new
+        # protocol, and reading (paused while it was awaited) goes on.
+        protocol = self._switched
+        if protocol is None:  # pragma: no cover - called only after a switch
+            return
+        data = self._parser.upgrade_data
+        self._parser.upgrade_data = b""
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if data:
+            protocol.data_received(data)
 
     # -- order, bounds and time ----------------------------------------------
 

@@ -180,6 +180,8 @@ class RequestParser:
         self._tail = b""
         #: Set when an Upgrade or CONNECT request ended the HTTP/1.1 stream.
         self.upgraded = False
+        #: The bytes read past that request's head.
+        self.upgrade_data = b""
 
     def _reset(self) -> None:
         self._target = b""
@@ -193,6 +195,11 @@ class RequestParser:
         self._content_length = -1
         self._expect_continue = False
         self._begun_in_chunk = True
+
+    @property
+    def upgrading(self) -> bool:
+        """Whether the request whose head was just read asks to switch protocols."""
+        return bool(self._parser.should_upgrade())
 
     @property
     def reading_head(self) -> bool:
@@ -230,10 +237,12 @@ class RequestParser:
         self._data_start = 0
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # No protocol switch is offered yet: the request was served as a
-            # plain one and the stream ends after it (RFC 9110 section 7.8
-            # lets a server ignore Upgrade; CONNECT gets 405 from the tree).
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request asked to switch protocols (Upgrade, or CONNECT):
+            # what follows its head is not HTTP/1.1, and is kept for the
+            # protocol that takes over, if one does (RFC 9110 section 7.8).
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self.upgrade_data = data[offset:]
             self.upgraded = True
             self._stopped = True
         except httptools.HttpParserError as exc:

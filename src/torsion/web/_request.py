@@ -8,6 +8,7 @@ afterwards, while the resource may already be running.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import typing
 import urllib.parse
@@ -112,6 +113,7 @@ class Request:
     _collecting: Deferred[bytes] | None = None
     _body_error: BaseException | None = None
     _discarding = False
+    _upgrade = False
 
     def __init__(
         self,
@@ -547,6 +549,46 @@ class Request:
         else:
             parts.append(b"\r\n")
         return b"".join(parts)
+
+    def switch_protocols(self, protocol: asyncio.Protocol, headers: Headers) -> None:
+        """Answer ``101 Switching Protocols`` and give the connection to ``protocol``.
+
+        For a request that asked to switch (``Connection: upgrade`` with
+        ``Upgrade``, as a WebSocket handshake does; RFC 9110 section 7.8).
+        The 101 goes out with ``headers``; the request is finished and the
+        connection leaves HTTP/1.1: no more requests are read on it and its
+        timers stop. Then ``transport.set_protocol(protocol)``,
+        ``protocol.connection_made(transport)``, and ``protocol.data_received``
+        with the bytes the client sent past this request's head, if any.
+        From then on the transport's events go to ``protocol``.
+
+        Args:
+            protocol: The protocol that takes the connection over.
+            headers: The fields of the 101 response (``Upgrade`` among them).
+
+        Raises:
+            ResponseStateError: The request did not ask to switch, or its
+                response has started.
+        """
+        if not self._upgrade:
+            raise ResponseStateError("the request did not ask to switch protocols")
+        if self._started or self._finished:
+            raise ResponseStateError("the response has started")
+        self.code = 101
+        self._started = True
+        self._finished = True
+        parts = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        channel = self._channel
+        channel._write(b"".join(parts))
+        channel._switch(self, protocol)
+        waiters = self._finish_waiters
+        if waiters:
+            self._finish_waiters = None
+            for d in waiters:
+                d.callback(None)
 
     def drained(self) -> Deferred[None]:
         """Wait until the connection takes more writes (see ``Protocol.drained``)."""
