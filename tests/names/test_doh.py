@@ -28,6 +28,7 @@ from torsion.names._doh import (
     DoHResolver,
     DoHResource,
     decode_dns_parameter,
+    doh_site,
     encode_dns_parameter,
     response_freshness,
 )
@@ -39,7 +40,7 @@ from torsion.testing import (
     failure_result_of,
     success_result_of,
 )
-from torsion.web import HTTPChannel, HTTPClient, Resource, Site
+from torsion.web import HTTPChannel, HTTPClient, HTTPClientError, Resource, Site
 
 ZONE = """\
 $ORIGIN example.test.
@@ -595,3 +596,42 @@ def test_torsion_names_loads_torsion_web_only_for_doh() -> None:
     assert loaded == ["False", "torsion.names._doh", "True"]
     with pytest.raises(AttributeError):
         _ = torsion.names.DoHNothing
+
+
+def test_a_refused_connection_is_a_doh_error_with_its_cause() -> None:
+    exchange = Exchange()
+    d = exchange.resolver.query(question("host.example.test."))
+    exchange.reactor.tls_clients[-1].fail(ConnectionRefusedError("refused"))
+    error = failure_result_of(d, DoHError)
+    assert isinstance(error.__cause__, ConnectionRefusedError)
+    assert URL in str(error)
+    exchange.close()
+
+
+def test_a_broken_response_is_a_doh_error_with_its_cause() -> None:
+    exchange = Exchange()
+    d = exchange.resolver.query(question("host.example.test."))
+    protocol, _ = exchange.connect()
+    protocol.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+    error = failure_result_of(d, DoHError)
+    assert isinstance(error.__cause__, HTTPClientError)
+    exchange.close()
+
+
+def test_doh_site_publishes_the_resource_at_its_path() -> None:
+    site = doh_site(DNSServer([Authority.from_text(ZONE)]), reactor=Clock(), path="/a/dns")
+    channel: HTTPChannel = site(None)  # type: ignore[arg-type]
+    transport = StringTransport(channel)
+    channel.connection_made(transport)
+    wire = encode_dns_parameter(query("host.example.test."))
+    channel.data_received(get(f"/a/dns?dns={wire}") + get(f"/dns-query?dns={wire}"))
+    found, elsewhere = parse_responses(transport.value())
+    assert found.status == 200
+    assert found.headers["content-type"] == DNS_MESSAGE
+    assert elsewhere.status == 404
+
+
+@pytest.mark.parametrize("path", ["dns-query", "/", "/a//b", ""])
+def test_doh_site_refuses_a_path_that_names_no_resource(path: str) -> None:
+    with pytest.raises(ValueError, match="path"):
+        doh_site(DNSServer([]), reactor=Clock(), path=path)

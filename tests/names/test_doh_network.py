@@ -28,7 +28,7 @@ import trustme
 
 from torsion.defer import Deferred, gather
 from torsion.internet import Address, Reactor, client_context, server_from_string
-from torsion.names import Answer, Authority, DNSServer, QueryLimits, Question
+from torsion.names import Answer, Authority, DNSServer, ForwardingResolver, QueryLimits, Question
 from torsion.names._doh import DoHError, DoHResolver, DoHResource
 from torsion.testing import require_peer
 from torsion.web import HTTPChannel, HTTPClient, Request, Resource, Site, handles
@@ -172,8 +172,9 @@ async def test_the_resolver_refuses_a_server_it_does_not_trust(
         client = HTTPClient(reactor)  # the system's trust store, which has not our CA
         resolver = DoHResolver(f"https://127.0.0.1:{port}/dns-query", client=client)
         try:
-            with pytest.raises(ssl.SSLCertVerificationError):
+            with pytest.raises(DoHError) as caught:
                 await resolver.query(question("www.example.test."))
+            assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
         finally:
             await client.close()
 
@@ -418,3 +419,38 @@ async def test_the_resolver_asks_dnsdist(
         if closed is None:
             closed = client.close()
         await asyncio.wait_for(closed, 10)
+
+
+# -- a DNS server forwarding over DoH -------------------------------------------------
+
+
+@BOTH_LOOPS
+async def test_dig_asks_a_server_that_forwards_over_doh(
+    reactor: Reactor, loop: str, certificates: Certificates
+) -> None:
+    dig = require_peer("dig", package="bind9-dnsutils")
+    upstream = DoHResource(DNSServer([Authority.from_text(ZONE)]), clock=reactor)
+    async with serving(reactor, tls_endpoint(certificates), doh_root(upstream)) as doh_port:
+        client = trusting(certificates, reactor)
+        resolver = DoHResolver(f"https://127.0.0.1:{doh_port}/dns-query", client=client)
+        forwarder = DNSServer([ForwardingResolver(resolver)], recursive=True)
+        ports = forwarder.listen(reactor, 0)
+        try:
+            code, out, err = await run(
+                dig,
+                "@127.0.0.1",
+                "-p",
+                str(ports.port),
+                "+tries=1",
+                "+time=5",
+                "alias.example.test.",
+                "A",
+            )
+            assert code == 0, err
+            assert "status: NOERROR" in out
+            # Passed on, not authoritative here (RFC 1035 section 4.1.1).
+            assert re.search(r"flags: qr rd ra;", out)
+            assert "www.example.test.\t300\tIN\tA\t127.0.0.1" in out
+        finally:
+            await ports.stop_listening()
+            await client.close()

@@ -17,10 +17,10 @@ network.
   FORMERR/NOTIMP/REFUSED, bounded work per packet, ``QueryLimits`` against
   floods); ``torsion dns --bindzone FILE`` serves zones.
 - DNS over HTTPS (RFC 8484): ``DoHResource`` (a torsion.web resource
-  answering with a ``DNSServer``) and ``DoHResolver`` (a resolver asking
-  a DoH server through an ``HTTPClient``). They need torsion.web (the
-  ``web`` extra): they are imported on first use, so that the rest of
-  torsion.names does not.
+  answering with a ``DNSServer``; ``doh_site`` publishes it alone) and
+  ``DoHResolver`` (a resolver asking a DoH server through an
+  ``HTTPClient``). They need torsion.web (the ``web`` extra): they are
+  imported on first use, so that the rest of torsion.names does not.
 - More resolvers for the server: ``PythonZoneAuthority`` (a zone a Python
   file defines), ``SecondaryAuthority`` (a zone pulled by AXFR from its
   primary, kept fresh by the SOA timers), ``ForwardingResolver``
@@ -62,7 +62,7 @@ from torsion.names._srv import SRVClientEndpoint, order_srv
 from torsion.names._zone import Authority, ServedZone, ZoneError
 
 if TYPE_CHECKING:
-    from torsion.names._doh import DoHError, DoHResolver, DoHResource
+    from torsion.names._doh import DoHError, DoHResolver, DoHResource, doh_site
 
 __all__ = [
     "AXFRClient",
@@ -98,6 +98,7 @@ __all__ = [
     "ServedZone",
     "TransferError",
     "ZoneError",
+    "doh_site",
     "load_python_zone",
     "load_root_hints",
     "lookup_addresses",
@@ -111,7 +112,7 @@ __all__ = [
 ]
 
 # DNS over HTTPS stands on torsion.web (httptools): imported on first use.
-_DOH = frozenset({"DoHError", "DoHResolver", "DoHResource"})
+_DOH = frozenset({"DoHError", "DoHResolver", "DoHResource", "doh_site"})
 
 
 def __getattr__(name: str) -> Any:

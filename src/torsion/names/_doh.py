@@ -5,11 +5,12 @@ query in the ``dns`` parameter (base64url without padding, RFC 8484
 section 4.1) or POST with the query as an ``application/dns-message`` body.
 It hands each query to a ``DNSServer`` (``DNSServer.respond``, the entry
 point its UDP and TCP ports use), so the same chain, fast path, limits and
-checks answer every transport. Publish it on a ``Site`` served over TLS::
+checks answer every transport. Publish it on a ``Site`` served over TLS
+(``doh_site`` makes one serving only it)::
 
-    root = Resource()
-    root.put_child("dns-query", DoHResource(server, clock=reactor))
-    reactor.listen_tls(443, Site(root, reactor=reactor), context)
+    site = doh_site(server, reactor=reactor)  # at /dns-query
+    endpoint = server_from_string(reactor, "tls:443:certKey=cert.pem:privateKey=key.pem")
+    port = await endpoint.listen(site)
 
 The response is ``application/dns-message`` with an HTTP freshness lifetime
 (``Cache-Control: max-age``) no longer than the smallest TTL of the answer
@@ -64,7 +65,16 @@ from torsion.names._answer import Answer, DNSResolver, Question
 from torsion.names._limits import QueryRateLimiter, exempt_networks, is_exempt
 from torsion.names._server import DNSServer
 from torsion.protocols import client_key
-from torsion.web import HTTPClient, ReactorForHTTP, Request, Resource, handles
+from torsion.web import (
+    HTTPClient,
+    HTTPClientError,
+    ReactorForHTTP,
+    Request,
+    Resource,
+    ServerLimits,
+    Site,
+    handles,
+)
 from torsion.web._client_response import Response
 
 __all__ = [
@@ -73,6 +83,7 @@ __all__ = [
     "DoHResolver",
     "DoHResource",
     "decode_dns_parameter",
+    "doh_site",
     "encode_dns_parameter",
     "response_freshness",
 ]
@@ -345,6 +356,44 @@ class DoHResource(Resource):
         return result
 
 
+def doh_site(
+    server: DNSServer | DNSResolver,
+    *,
+    reactor: Clock,
+    path: str = "/dns-query",
+    limits: ServerLimits | None = None,
+) -> Site:
+    """A ``Site`` serving DNS over HTTPS at ``path``, and nothing else.
+
+    Give it to a TLS listener: ``server_from_string(reactor,
+    "tls:443:certKey=cert.pem:privateKey=key.pem").listen(site)``.
+
+    Args:
+        server: What ``DoHResource`` answers with.
+        reactor: The clock of the HTTP timeouts and of the query rate.
+        path: Where the resource is (RFC 8484 leaves it to the server;
+            ``/dns-query`` is the usual one).
+        limits: The HTTP connections' bounds and timeouts.
+
+    Returns:
+        The site (a protocol factory).
+
+    Raises:
+        ValueError: ``path`` does not start with ``/`` or names no resource.
+    """
+    segments = path.split("/")[1:]
+    if not path.startswith("/") or not segments or not all(segments):
+        raise ValueError(f"a DNS over HTTPS path is like /dns-query, not {path!r}")
+    root = Resource()
+    parent = root
+    for segment in segments[:-1]:
+        child = Resource()
+        parent.put_child(segment, child)
+        parent = child
+    parent.put_child(segments[-1], DoHResource(server, clock=reactor))
+    return Site(root, reactor=reactor, limits=limits)
+
+
 def _error(request: Request, code: int, detail: str) -> bytes:
     """An HTTP error: plain text (no DNS message, RFC 8484 section 4.2.1), never cached."""
     request.set_response_code(code)
@@ -448,10 +497,12 @@ class DoHResolver:
         Returns:
             A Deferred firing with the answer (NXDOMAIN, NODATA and SERVFAIL
             are answers), or failing with ``TimeoutError`` when the exchange
-            took longer than ``timeout``, ``DoHError`` for an HTTP status
-            other than 200 or a body that is not the DNS response to the
-            question, or the HTTP client's error (``ssl.SSLError`` for a
-            certificate not trusted, ``ConnectionRefusedError``...).
+            took longer than ``timeout``, or ``DoHError`` for anything else:
+            an HTTP status other than 200, a body that is not the DNS
+            response to the question, or the connection's failure (its
+            ``__cause__``: ``ssl.SSLCertVerificationError`` for a
+            certificate not trusted, ``ConnectionRefusedError``, an
+            ``HTTPClientError``...).
         """
         try:
             wire = self._request(question)
@@ -486,11 +537,19 @@ class DoHResolver:
             d = self.client.request(
                 "POST", self.url, headers=headers, body=wire, follow_redirects=False
             )
-        response = await d
         try:
-            return await self._read(question, response)
-        finally:
-            response.close()
+            response = await d
+            try:
+                return await self._read(question, response)
+            finally:
+                response.close()
+        except (TimeoutError, DoHError):
+            raise
+        except (OSError, HTTPClientError) as exc:
+            # Refused, unreachable, a certificate not trusted, a broken
+            # response: one kind of failure for whoever asked (a server
+            # answers SERVFAIL for it), the cause chained.
+            raise DoHError(f"DNS over HTTPS to {self.url} failed: {exc}") from exc
 
     async def _read(self, question: Question, response: Response) -> Answer:
         if response.code != 200:
