@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import struct
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import torsion.names
@@ -635,3 +636,19 @@ def test_doh_site_publishes_the_resource_at_its_path() -> None:
 def test_doh_site_refuses_a_path_that_names_no_resource(path: str) -> None:
     with pytest.raises(ValueError, match="path"):
         doh_site(DNSServer([]), reactor=Clock(), path=path)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=300), use_get=st.booleans())
+def test_any_bytes_get_an_answer_or_400_and_never_a_logged_error(
+    body: bytes, use_get: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.clear()
+    server = zone_server()
+    request = get(f"/dns-query?dns={encode_dns_parameter(body)}") if use_get else post(body)
+    [answer] = server.send(request)
+    assert answer.status in (200, 400)
+    if answer.status == 200:
+        assert answer.headers["content-type"] == DNS_MESSAGE
+        assert answer.body[:2] == body[:2]  # the query's ID, whatever it is
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]

@@ -341,8 +341,9 @@ class DoHResource(Resource):
         if key is not None:
             self._per_client[key] = self._per_client.get(key, 0) + 1
         d.add_both(lambda result: self._release(key, result))
-        # A client gone before its answer: stop working on it.
-        request.notify_finish().add_errback(lambda _: d.cancel())
+        if not d.called:
+            # A client gone before its answer: stop working on it.
+            request.notify_finish().add_errback(lambda _: d.cancel())
         return d.add_callback(lambda messages: _reply(request, messages))
 
     def _release(self, key: str | None, result: object) -> object:
