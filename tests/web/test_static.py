@@ -410,6 +410,23 @@ def test_precompressed_files_are_preferred(site: Path) -> None:
     assert plain.body.startswith(b"body {")
 
 
+def test_a_stale_precompressed_file_is_not_used(site: Path) -> None:
+    stale = site / "style.css.gz"
+    stale.write_bytes(b"old gzip")
+    modified = (site / "style.css").stat().st_mtime
+    os.utime(stale, (modified - 10, modified - 10))
+    response = fetch(File(site), "/style.css", "Accept-Encoding: gzip")
+    assert response.header(b"content-encoding") == b"gzip"
+    assert gzip.decompress(response.body).startswith(b"body {")
+
+
+def test_a_listing_is_bounded(site: Path) -> None:
+    for index in range(30):
+        (site / "sub" / f"many{index}.txt").write_text("x")
+    page = fetch(File(site, max_listing=10), "/sub/").body.decode()
+    assert page.count("<tr><td>") == 11  # the parent link and ten entries
+
+
 def test_precompressed_files_of_any_size_and_with_ranges(site: Path) -> None:
     big = site / "big.js"
     big.write_bytes(b"x" * 2_000_000)

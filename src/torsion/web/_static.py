@@ -23,11 +23,12 @@ a weak ``ETag`` from its size and modification time and ``Last-Modified``;
 conditional requests get 304 or 412 (RFC 9110 section 13.2.2), and a
 ``Range`` gets 206 (one range, or ``multipart/byteranges``) or 416 (RFC
 9110 section 14). A directory is served by its index file, else by a listing
-(names escaped), else 403; ``/dir`` is redirected to ``/dir/`` so that the
-listing's relative links work.
+(names escaped, at most ``max_listing`` entries), else 403; ``/dir`` is
+redirected to ``/dir/`` so that the listing's relative links work.
 
 Content codings (RFC 9110 section 8.4): a precompressed ``NAME.br`` or
-``NAME.gz`` beside the file is served when the client accepts it; otherwise a
+``NAME.gz`` beside the file is served when the client accepts it (and when it
+is not older than the file, so a stale one is never sent); otherwise a
 compressible type (text, JSON, JavaScript, SVG...) no larger than
 ``compress_max`` is compressed on the fly, whole, so that the CPU spent on a
 response is bounded (use precompressed files for large assets). Responses
@@ -156,6 +157,8 @@ class File(Resource):
             clients that accept gzip or br (precompressed files are served
             either way).
         compress_max: The largest file compressed on the fly, in bytes.
+        max_listing: The most entries a listing shows (the page is built in
+            memory; the rest of a larger directory is left out).
         chunk_size: Bytes read from a file at a time.
         threads: Where to run file-system calls (the reactor); None runs
             them on the loop's thread.
@@ -176,6 +179,7 @@ class File(Resource):
         content_types: Mapping[str, str] | None = None,
         compress: bool = True,
         compress_max: int = 512 * 1024,
+        max_listing: int = 10_000,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         threads: ThreadRunner | None = None,
     ) -> None:
@@ -193,6 +197,7 @@ class File(Resource):
         self.content_types = {**_EXTRA_TYPES, **(content_types or {})}
         self.compress = compress
         self.compress_max = compress_max
+        self.max_listing = max_listing
         self.chunk_size = chunk_size
         self._threads = threads
 
@@ -308,6 +313,8 @@ class File(Resource):
         entries: list[DirectoryEntry] = []
         with os.scandir(directory) as scan:
             for entry in scan:
+                if len(entries) >= self.max_listing:
+                    break
                 name = entry.name
                 if not self.hidden and name.startswith("."):
                     continue
@@ -357,7 +364,7 @@ class File(Resource):
             for name, suffix in _VARIANTS:
                 if name not in accepted:
                     continue
-                opened = await self._open_variant(resolved + suffix)
+                opened = await self._open_variant(resolved + suffix, info.st_mtime)
                 if opened is not None:
                     variant, coding = opened, name
                     break
@@ -414,14 +421,20 @@ class File(Resource):
             if variant is not None:
                 variant.close()
 
-    async def _open_variant(self, path: str) -> BinaryIO | None:
+    async def _open_variant(self, path: str, modified: float) -> BinaryIO | None:
         try:
             real = await self._call(os.path.realpath, path)
             if not self._inside(real):
                 return None
-            return await self._call(_open_regular, real)
+            variant = await self._call(_open_regular, real)
         except OSError:
             return None
+        if os.fstat(variant.fileno()).st_mtime < modified:
+            # Older than the file it compresses: left over from a previous
+            # version, so it would serve stale content.
+            variant.close()
+            return None
+        return variant
 
     async def _ranges(
         self, request: Request, file: BinaryIO, size: int, ranges: tuple[ByteRange, ...]
