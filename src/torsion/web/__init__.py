@@ -11,6 +11,7 @@ the helpers share.
 from __future__ import annotations
 
 from torsion.web._auth import BasicAuth, parse_basic_credentials
+from torsion.web._cgi import CGIDirectory, CGIError, CGIScript, ReactorForCGI, cgi_environment
 from torsion.web._channel import HTTPChannel
 from torsion.web._client import CookieStore, HTTPClient, ReactorForHTTP
 from torsion.web._client_errors import (
@@ -69,6 +70,7 @@ from torsion.web._html import (
     render_error_page,
 )
 from torsion.web._http11 import HTTPProtocolError, RequestParser, ServerLimits
+from torsion.web._proxy import ReverseProxyResource, hop_by_hop_fields
 from torsion.web._ranges import (
     ByteRange,
     MultipartByteRanges,
@@ -85,6 +87,14 @@ from torsion.web._sessions import Session, SessionStore
 from torsion.web._site import Site, combined_log_line
 from torsion.web._static import File
 from torsion.web._vhost import VirtualHosts, request_host, walk
+from torsion.web._websocket import (
+    SwitchingRequest,
+    WebSocket,
+    WebSocketClosedError,
+    WebSocketHandler,
+    WebSocketResource,
+    websocket_accept,
+)
 from torsion.web._wsgi import AppLoadError, WSGIResource, load_app
 
 __all__ = [
@@ -92,6 +102,9 @@ __all__ = [
     "BadResponseError",
     "BasicAuth",
     "ByteRange",
+    "CGIDirectory",
+    "CGIError",
+    "CGIScript",
     "ClientClosedError",
     "Cookie",
     "CookieError",
@@ -119,6 +132,7 @@ __all__ = [
     "ProxyConnectError",
     "RangeOutcome",
     "RangeRequest",
+    "ReactorForCGI",
     "ReactorForHTTP",
     "RedirectError",
     "RedirectRefusedError",
@@ -130,14 +144,21 @@ __all__ = [
     "ResponseNeverReceivedError",
     "ResponseStateError",
     "ResponseTooLargeError",
+    "ReverseProxyResource",
     "ServerLimits",
     "Session",
     "SessionStore",
     "Site",
+    "SwitchingRequest",
     "TooManyRedirectsError",
     "UploadedFile",
     "VirtualHosts",
     "WSGIResource",
+    "WebSocket",
+    "WebSocketClosedError",
+    "WebSocketHandler",
+    "WebSocketResource",
+    "cgi_environment",
     "check_preconditions",
     "combined_log_line",
     "encode_urlencoded",
@@ -147,6 +168,7 @@ __all__ = [
     "format_http_date",
     "format_set_cookie",
     "handles",
+    "hop_by_hop_fields",
     "if_range_allows",
     "load_app",
     "make_etag",
@@ -166,4 +188,5 @@ __all__ = [
     "validate_header_name",
     "validate_header_value",
     "walk",
+    "websocket_accept",
 ]
