@@ -454,3 +454,71 @@ async def test_dig_asks_a_server_that_forwards_over_doh(
         finally:
             await ports.stop_listening()
             await client.close()
+
+
+# -- DoHResolver against unbound ------------------------------------------------------
+
+_UNBOUND_DOH_CONF = """\
+server:
+    interface: 127.0.0.1@{port}
+    https-port: {port}
+    tls-service-key: "{key}"
+    tls-service-pem: "{cert}"
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{dir}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    do-ip6: no
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    local-zone: "example.test." static
+    local-data: "www.example.test. 300 IN A 127.0.0.1"
+remote-control:
+    control-enable: no
+"""
+
+
+@pytest.mark.xfail(
+    reason="unbound serves DoH over HTTP/2 only (it answers HTTP/1.1 with a close); "
+    "HTTPClient speaks HTTP/1.1",
+    strict=True,
+)
+@pytest.mark.torsion_loop("asyncio")
+async def test_the_resolver_asks_unbound(
+    reactor: Reactor, certificates: Certificates, tmp_path: Path
+) -> None:
+    program = require_peer("unbound", package="unbound")
+    port = free_port()
+    conf = tmp_path / "unbound.conf"
+    conf.write_text(
+        _UNBOUND_DOH_CONF.format(
+            port=port, key=certificates.key, cert=certificates.cert, dir=tmp_path
+        )
+    )
+    process = await asyncio.create_subprocess_exec(
+        program,
+        "-d",
+        "-c",
+        str(conf),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    client = trusting(certificates, reactor)
+    try:
+        assert process.stderr is not None
+        log = b""
+        while b"start of service" not in log:  # unbound's own word that it serves
+            line = await asyncio.wait_for(process.stderr.readline(), 15)
+            assert line, f"unbound exited: {log.decode(errors='replace')}"
+            log += line
+        resolver = DoHResolver(f"https://127.0.0.1:{port}/dns-query", client=client)
+        answer = await resolver.query(question("www.example.test."))
+        assert texts(answer.answer) == ["www.example.test. 300 IN A 127.0.0.1"]
+    finally:
+        await client.close()
+        process.terminate()
+        await asyncio.wait_for(process.communicate(), 10)
