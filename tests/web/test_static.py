@@ -174,6 +174,15 @@ def test_listing_off_is_forbidden(site: Path) -> None:
     assert b"a.txt" not in response.body
 
 
+def test_well_known_is_public(site: Path) -> None:
+    (site / ".well-known").mkdir()
+    (site / ".well-known" / "security.txt").write_text("Contact: mailto:security@example.test")
+    (site / ".well-known" / ".private").write_text("no")
+    assert fetch(File(site), "/.well-known/security.txt").body.startswith(b"Contact:")
+    assert fetch(File(site), "/.well-known/.private").status == 404
+    assert ".well-known/" in fetch(File(site, index_names=()), "/").body.decode()
+
+
 def test_hidden_files_are_served_when_asked(site: Path) -> None:
     assert fetch(File(site, hidden=True), "/.secret").body == b"password"
     assert ".hidden" in fetch(File(site, hidden=True), "/sub/").body.decode()

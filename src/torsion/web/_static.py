@@ -7,7 +7,9 @@ What a client may reach is decided before anything is opened:
   refused ``..``). Each segment is checked again here: an empty segment
   inside the path, ``.``, ``..``, a ``/`` or a NUL is not found.
 * Hidden names (a segment starting with ``.``: ``.git``, ``.htpasswd``) are
-  not found, and are left out of listings, unless ``hidden=True``.
+  not found, and are left out of listings, unless ``hidden=True``. The one
+  exception is ``.well-known``, the directory RFC 8615 reserves for
+  metadata meant to be public (ACME challenges, security.txt).
 * The path is resolved (``os.path.realpath``) and must stay inside the root:
   a symbolic link pointing outside the tree is not found, unless
   ``follow_symlinks=True`` (for trees whose links the operator placed on
@@ -218,7 +220,7 @@ class File(Resource):
     def _allowed_name(self, segment: str) -> bool:
         if not segment or segment in (".", "..") or "/" in segment or "\x00" in segment:
             return False
-        return self.hidden or not segment.startswith(".")
+        return self.hidden or not _is_hidden(segment)
 
     def _inside(self, resolved: str) -> bool:
         """Whether a resolved path may be served (inside the tree, not hidden)."""
@@ -231,7 +233,7 @@ class File(Resource):
             return True
         # A link inside the tree may still lead to a hidden name.
         relative = resolved[len(root.rstrip(os.sep)) + 1 :]
-        return not any(part.startswith(".") for part in relative.split(os.sep))
+        return not any(_is_hidden(part) for part in relative.split(os.sep))
 
     def content_type(self, name: str) -> str:
         """The ``Content-Type`` of a file called ``name``.
@@ -316,7 +318,7 @@ class File(Resource):
                 if len(entries) >= self.max_listing:
                     break
                 name = entry.name
-                if not self.hidden and name.startswith("."):
+                if not self.hidden and _is_hidden(name):
                     continue
                 try:
                     if entry.is_symlink() and not self._inside(os.path.realpath(entry.path)):
@@ -596,6 +598,10 @@ def _accepted_codings(values: list[bytes]) -> dict[str, float]:
     if "x-gzip" in found:
         found.setdefault("gzip", found["x-gzip"])
     return found
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") and name != ".well-known"
 
 
 def _is_text(content_type: str) -> bool:
