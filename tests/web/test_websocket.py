@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from _http_server_helpers import Connection, connect, read_responses
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from torsion.defer import Deferred
 from torsion.internet import Reactor
@@ -289,6 +291,59 @@ def test_a_message_too_big_closes_with_1009() -> None:
     assert harness.connection.transport.closed
     harness.lose()
     assert harness.errors[0].code == 1009  # type: ignore[attr-defined]
+
+
+def test_a_deflate_bomb_is_refused_with_1009() -> None:
+    harness = Harness(max_message_size=1000)
+    harness.open("Sec-WebSocket-Extensions: permessage-deflate")
+    deflate = PerMessageDeflate()
+    deflate.finalize("permessage-deflate")
+    harness.client = WSConnection(ConnectionType.CLIENT, extensions=[deflate])
+    frame = harness.client.send(BytesMessage(data=bytes(50_000_000)))
+    assert len(frame) < 100_000
+    tracemalloc.start()
+    try:
+        harness.protocol.data_received(frame)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Inflating stopped at the bound: the 50 MB were never made.
+    assert peak < 5_000_000
+    (close,) = harness.events()
+    assert close.code == 1009  # type: ignore[attr-defined]
+    assert harness.received == []
+
+
+def test_compressed_messages_within_the_bound_arrive() -> None:
+    harness = Harness(max_message_size=100_000)
+    harness.open("Sec-WebSocket-Extensions: permessage-deflate")
+    deflate = PerMessageDeflate()
+    deflate.finalize("permessage-deflate")
+    harness.client = WSConnection(ConnectionType.CLIENT, extensions=[deflate])
+    harness.send(TextMessage(data="a" * 100_000))
+    harness.send(TextMessage(data="b" * 10, message_finished=False))
+    harness.send(TextMessage(data="c" * 10))
+    assert harness.received == ["a" * 100_000, "b" * 10 + "c" * 10]
+    assert [e.data for e in harness.events()] == harness.received  # type: ignore[attr-defined]
+
+
+def test_send_waits_while_the_write_buffer_is_full() -> None:
+    sent: list[bool] = []
+
+    async def big(ws: WebSocket) -> None:
+        await ws.receive()
+        await ws.send(b"x" * 1000)
+        sent.append(True)
+
+    harness = Harness(big)
+    harness.open()
+    transport = harness.connection.transport
+    transport.set_write_buffer_limits(high=100, low=10)
+    harness.send(TextMessage(data="go"))
+    assert transport.get_write_buffer_size() > 1000
+    assert sent == []
+    harness.connection.take()  # the network took it
+    assert sent == [True]
 
 
 def test_a_client_close_is_echoed_and_the_server_closes_tcp() -> None:

@@ -36,6 +36,7 @@ import binascii
 import hashlib
 import logging
 import typing
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -50,6 +51,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
 from wsproto.utilities import LocalProtocolError
 
 from torsion.defer import Deferred, ensure_deferred, fail, succeed
@@ -547,7 +549,9 @@ class WebSocketResource(Resource):
             answer.add(b"Sec-WebSocket-Protocol", subprotocol)
         extensions: list[PerMessageDeflate] = []
         if self.compression:
-            deflate, accepted = _accept_deflate(headers.get_all(b"sec-websocket-extensions"))
+            deflate, accepted = _accept_deflate(
+                headers.get_all(b"sec-websocket-extensions"), self.max_message_size
+            )
             if deflate is not None:
                 extensions.append(deflate)
                 answer.add(b"Sec-WebSocket-Extensions", accepted)
@@ -628,14 +632,44 @@ def _valid_key(key: bytes) -> bool:
         return False
 
 
-def _accept_deflate(values: list[bytes]) -> tuple[PerMessageDeflate | None, bytes]:
+class _BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate whose inflating stops past the message size bound.
+
+    wsproto inflates each received piece whole, so a few kilobytes of
+    compressed zeros could become many megabytes before the bound on
+    messages is checked: here no piece inflates to more than the bound.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__()
+        self.max_size = max_size
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        """Inflate ``data``, refusing (1009) what would pass the bound."""
+        decompressor = self._decompressor
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        if decompressor is None:  # pragma: no cover - set up by the frame's header
+            return CloseReason.INTERNAL_ERROR
+        try:
+            inflated = decompressor.decompress(bytes(data), self.max_size + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if len(inflated) > self.max_size or decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return inflated
+
+
+def _accept_deflate(values: list[bytes], max_size: int) -> tuple[PerMessageDeflate | None, bytes]:
     # The first permessage-deflate offer wsproto accepts, and the answer to it.
     for value in values:
         for offer in value.decode("latin-1").split(","):
             name = offer.split(";", 1)[0].strip()
             if name != PerMessageDeflate.name:
                 continue
-            deflate = PerMessageDeflate()
+            deflate = _BoundedDeflate(max_size)
             accepted = deflate.accept(offer.strip())
             if accepted is None or accepted is False:
                 continue
