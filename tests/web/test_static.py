@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import brotli  # type: ignore[import-untyped]
 import pytest
 from _http_server_helpers import Connection, connect, get
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from torsion.defer import Deferred, succeed
 from torsion.web import File, Resource, format_http_date
@@ -246,6 +248,42 @@ def test_symlinks_out_of_the_tree_are_refused_unless_followed(tmp_path: Path) ->
     followed = File(root, follow_symlinks=True)
     assert fetch(followed, "/link.txt").body == b"outside"
     assert fetch(followed, "/linkdir/f.txt").body == b"in outdir"
+
+
+SECRET = b"outside-the-root-secret"
+# Pieces of paths that have been used to climb out of served trees.
+PIECES = st.sampled_from(
+    [
+        "..", ".", "", "%2e%2e", "%2E%2E", ".%2e", "%2e.", "%2f", "%2F", "%5c", "..%2f",
+        "%00", "%2500", "outside.txt", "root", "inside.txt", "link", "dir", ".secret",
+        "%252e%252e", "\\..", "..;", "%c0%ae%c0%ae", "~", "//",
+    ]
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fenced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root next to a secret, with a link inside the root that points at it."""
+    base = tmp_path_factory.mktemp("fenced")
+    (base / "outside.txt").write_bytes(SECRET)
+    root = base / "root"
+    root.mkdir()
+    (root / "inside.txt").write_text("inside")
+    (root / ".secret").write_bytes(SECRET)
+    (root / "link").symlink_to(base / "outside.txt")
+    (root / "dir").mkdir()
+    (root / "dir" / "link").symlink_to(base)
+    return root
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(PIECES, min_size=1, max_size=6))
+def test_no_path_reaches_outside_the_root(fenced: Path, pieces: list[str]) -> None:
+    response = fetch(File(fenced), "/" + "/".join(pieces))
+    assert SECRET not in response.body
+    assert response.status in (200, 206, 301, 400, 404)
 
 
 def test_a_link_to_a_hidden_name_is_refused(site: Path) -> None:
