@@ -71,11 +71,11 @@ from torsion.web import (
     ReactorForHTTP,
     Request,
     Resource,
+    Response,
     ServerLimits,
     Site,
     handles,
 )
-from torsion.web._client_response import Response
 
 __all__ = [
     "DNS_MESSAGE",
