@@ -159,10 +159,13 @@ def test_a_local_redirect_with_a_site_serves_the_new_path() -> None:
     connection = connect(root, clock=reactor.clock)
     connection.send(get("/cgi"))
     child = reactor.processes[0].transport
-    child.child_writes(1, b"Location: /other?q=1\n\n")
+    child.child_writes(1, b"Location: /other?q=1\nX-From-Script: 1\n\n")
     (response,) = connection.responses()
     assert response.status == 200
     assert response.body == b"other q=1"
+    assert response.header(b"x-from-script") is None
+    assert response.header(b"location") is None
+    assert child.signals == [9]
 
 
 @pytest.mark.parametrize(

@@ -395,7 +395,8 @@ class _CGIProcess(ProcessProtocol):
         request = self.request
         self.transport.kill()
         site = self.script.site
-        request.response_headers.remove(b"location")
+        # The new response is the new path's own: nothing of the script's.
+        _clear(request)
         if site is None:
             request.redirect(path)
             self.done.callback(None)
@@ -438,9 +439,7 @@ class _CGIProcess(ProcessProtocol):
             request._channel._abort()
             self.done.callback(None)
             return
-        headers = request.response_headers
-        for name in {name.lower() for name, _ in headers.raw}:
-            headers.remove(name)
+        _clear(request)
         self.done.callback(render_error(request, code))
 
     def _timed_out(self) -> None:
@@ -462,6 +461,13 @@ class _CGIProcess(ProcessProtocol):
         _log.debug("CGI %s: the request body was not delivered: %r", self.script.program, exc)
         if not self.request.finished and not self._head_done:
             self.transport.kill()
+
+
+def _clear(request: Request) -> None:
+    # Forget the response fields set so far.
+    headers = request.response_headers
+    for name in {name.lower() for name, _ in headers.raw}:
+        headers.remove(name)
 
 
 def _head_end(data: bytearray) -> tuple[int, int]:

@@ -103,9 +103,9 @@ class ReverseProxyResource(Resource):
             made with ``decode_content=False``, ``max_body_size=None`` and no
             cookie jar, so the bytes pass through as they are; it is not
             closed by ``close()``.
-        timeout: Seconds the upstream may take to answer with a head, and
-            its body may go without data (for the client this resource
-            makes).
+        timeout: Seconds until the upstream's answer starts (counted from
+            the start of the request, the upload included), and seconds its
+            body may go without data (for the client this resource makes).
         forwarded: How the client is told upstream: ``"x-forwarded"``
             (``X-Forwarded-For``/``-Proto``/``-Host``), ``"forwarded"``
             (RFC 7239), or ``"none"``.
