@@ -62,7 +62,7 @@ def build(**given: Any) -> Any:
 def test_parse_vhost() -> None:
     assert parse_vhost("example.com=/srv/www") == ("example.com", "/srv/www")
     assert parse_vhost("*.example.com=/srv/a=b") == ("*.example.com", "/srv/a=b")
-    for wrong in ("example.com", "=/srv", "example.com=", "a b=/srv"):
+    for wrong in ("example.com", "=/srv", "example.com=", "a b=/srv", "*.=/srv", "x.*.com=/s"):
         with pytest.raises(ValueError, match="--vhost"):
             parse_vhost(wrong)
 

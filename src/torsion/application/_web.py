@@ -76,12 +76,11 @@ def parse_vhost(text: str) -> tuple[str, str]:
     name = name.strip()
     if not equals or not name or not directory:
         raise ValueError(f"--vhost: {text!r} is not NAME=DIR (example.com=/srv/example)")
-    from torsion.web._vhost import VirtualHosts
-
-    try:
-        VirtualHosts().add_host(name, VirtualHosts())
-    except ValueError as exc:
-        raise ValueError(f"--vhost: {exc}") from None
+    # The rule VirtualHosts.add_host applies, checked here without
+    # importing torsion.web (options are parsed before anything is built).
+    bare = name.removeprefix("*.")
+    if not bare.strip(".") or any(c in bare for c in "/ *\t@"):
+        raise ValueError(f"--vhost: not a host name: {name!r}")
     return name, directory
 
 
