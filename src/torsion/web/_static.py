@@ -396,7 +396,10 @@ class File(Resource):
             if on_the_fly is None:
                 headers.set(b"Accept-Ranges", b"bytes")
             outcome = check_preconditions(
-                request._method, request.headers, etag=etag, last_modified=info.st_mtime
+                request.method.encode("ascii"),
+                request.headers,
+                etag=etag,
+                last_modified=info.st_mtime,
             )
             if outcome is Precondition.NOT_MODIFIED:
                 request.set_response_code(304)
