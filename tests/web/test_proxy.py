@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 from _client_peers import running_twisted_site
-from _http_server_helpers import connect, get
+from _http_server_helpers import Connection, connect, get, read_responses
 
+from torsion.defer import Deferred, succeed
 from torsion.internet import Reactor
 from torsion.testing import Clock, require_peer
-from torsion.web import Headers, Request, Resource, Site
+from torsion.web import BadResponseError, Headers, Request, Resource, Site
 from torsion.web._proxy import ReverseProxyResource, hop_by_hop_fields
 
 BOTH_LOOPS = pytest.mark.parametrize(
@@ -149,6 +150,95 @@ def test_preserve_host_sends_the_clients_host() -> None:
 def test_bad_construction_is_refused(url: str, options: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=r"upstream|reactor"):
         ReverseProxyResource(url, **options)  # type: ignore[arg-type]
+
+
+# -- unit: streaming, on a fake upstream ------------------------------------------
+
+
+class _FakeResponse:
+    """An upstream response whose body pieces are counted as the proxy takes them."""
+
+    def __init__(self, pieces: list[bytes], *, fail_after: int | None = None) -> None:
+        self.code = 200
+        self.phrase = "OK"
+        self.version = "HTTP/1.1"
+        self.headers = Headers([("Content-Type", "text/plain"), ("Connection", "close")])
+        self.pieces = pieces
+        self.pulled = 0
+        self.fail_after = fail_after
+        self.closed = False
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            if self.fail_after is not None and self.pulled >= self.fail_after:
+                raise BadResponseError("the upstream broke off")
+            self.pulled += 1
+            yield piece
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _FakeClient:
+    def __init__(self, response: _FakeResponse) -> None:
+        self.response = response
+        self.asked: list[tuple[str, str]] = []
+
+    def request(self, method: str, url: str, **options: object) -> Deferred[_FakeResponse]:
+        self.asked.append((method, url))
+        return succeed(self.response)
+
+
+def _streaming(response: _FakeResponse) -> Connection:
+    proxy = ReverseProxyResource(
+        "http://upstream.test/",
+        client=_FakeClient(response),  # type: ignore[arg-type]
+    )
+    root = Resource()
+    root.put_child("p", proxy)
+    connection = connect(root)
+    connection.transport.set_write_buffer_limits(high=100, low=10)
+    return connection
+
+
+def test_the_upstream_is_read_only_as_fast_as_the_client_takes_it() -> None:
+    response = _FakeResponse([b"a" * 1000, b"b" * 1000, b"c" * 1000])
+    connection = _streaming(response)
+    connection.send(get("/p/x"))
+    assert response.pulled == 1
+    read = connection.take()
+    assert read.endswith(b"a" * 1000 + b"\r\n")
+    assert response.pulled == 2
+    read += connection.take()
+    assert response.pulled == 3
+    read += connection.take()  # the last piece: the end of the body follows
+    read += connection.take()
+    assert response.closed
+    # The whole response, as the client read it in three parts.
+    (whole,) = read_responses(read)
+    assert whole.complete
+    assert whole.body == b"a" * 1000 + b"b" * 1000 + b"c" * 1000
+    assert whole.header(b"connection") is None
+
+
+def test_a_client_that_goes_away_stops_the_upstream_read() -> None:
+    response = _FakeResponse([b"a" * 1000, b"b" * 1000])
+    connection = _streaming(response)
+    connection.send(get("/p/x"))
+    assert response.pulled == 1
+    connection.lose()
+    assert response.pulled == 1
+    assert response.closed
+
+
+def test_an_upstream_failing_midway_aborts_the_client_connection() -> None:
+    response = _FakeResponse([b"a" * 10, b"b" * 10], fail_after=1)
+    connection = _streaming(response)
+    connection.transport.set_write_buffer_limits(high=10_000, low=10)
+    connection.send(get("/p/x"))
+    assert connection.transport.aborted
+    assert b"a" * 10 in connection.take()
+    assert response.closed
 
 
 # -- integration: a real upstream -----------------------------------------------------
