@@ -2,9 +2,9 @@
 
 The server connection's ``switch_protocols`` hook is stood in for by
 ``_switch_protocols`` below (the request's side of the contract written in
-``SwitchingRequest``), installed on ``Request`` for these tests. Unit tests
-drive a site on a ``StringTransport`` with wsproto as the client; the
-integration tests use the ``websockets`` library on 127.0.0.1, on both loops.
+``SwitchingRequest``), installed on ``Request`` for these tests (and for
+test_websocket_peers.py). Unit tests drive a site on a ``StringTransport``
+with wsproto as the client.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import tracemalloc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -24,9 +22,8 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.extensions import PerMessageDeflate
 
 from torsion.defer import Deferred
-from torsion.internet import Reactor
 from torsion.testing import Clock
-from torsion.web import Headers, Request, Resource, Site
+from torsion.web import Headers, Request, Resource
 from torsion.web._http11 import status_line
 from torsion.web._websocket import (
     WebSocket,
@@ -466,123 +463,3 @@ def test_connection_lost_fails_a_waiting_receive_and_send() -> None:
     assert sockets[0].close_code == 1006
     assert not sockets[0].open
     assert harness.clock.get_delayed_calls() == []
-
-
-# -- integration: the websockets library as the client ----------------------------------
-
-websockets = pytest.importorskip("websockets")
-from websockets.asyncio.client import connect as ws_connect  # noqa: E402
-from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
-
-
-@asynccontextmanager
-async def serving(reactor: Reactor, **options: object) -> AsyncIterator[int]:
-    async def echo(ws: WebSocket) -> None:
-        async for message in ws:
-            if message == "close-4000":
-                await ws.close(4000, "asked to")
-                return
-            if message == "subprotocol":
-                await ws.send(str(ws.subprotocol))
-                continue
-            await ws.send(message)
-
-    root = Resource()
-    root.put_child("ws", WebSocketResource(echo, reactor=reactor, **options))  # type: ignore[arg-type]
-    listener = reactor.listen_tcp(0, Site(root, reactor=reactor), interface="127.0.0.1")
-    try:
-        yield listener.port
-    finally:
-        await listener.stop_listening()
-
-
-@BOTH_LOOPS
-async def test_websockets_echo_large_and_fragmented(reactor: Reactor, loop: str) -> None:
-    async with serving(reactor, max_message_size=4 << 20) as port:
-        async with ws_connect(f"ws://127.0.0.1:{port}/ws", proxy=None, max_size=8 << 20) as client:
-            await client.send("hello")
-            assert await client.recv() == "hello"
-            await client.send(b"\x00\xff")
-            assert await client.recv() == b"\x00\xff"
-            big = bytes(range(256)) * 8192  # 2 MiB
-            await client.send(big)
-            assert await client.recv() == big
-            await client.send(["frag", "ment", "ed"])
-            assert await client.recv() == "fragmented"
-            pong = await client.ping(b"p1")
-            await asyncio.wait_for(pong, 10)
-            assert client.response is not None
-            assert client.response.headers["Sec-WebSocket-Extensions"].startswith(
-                "permessage-deflate"
-            )
-        assert client.close_code == 1000
-
-
-@BOTH_LOOPS
-async def test_websockets_server_close_code(reactor: Reactor, loop: str) -> None:
-    async with (
-        serving(reactor) as port,
-        ws_connect(f"ws://127.0.0.1:{port}/ws", proxy=None) as client,
-    ):
-        await client.send("close-4000")
-        with pytest.raises(ConnectionClosed) as caught:
-            await client.recv()
-    assert caught.value.rcvd is not None
-    assert (caught.value.rcvd.code, caught.value.rcvd.reason) == (4000, "asked to")
-
-
-@BOTH_LOOPS
-async def test_websockets_too_big_is_1009(reactor: Reactor, loop: str) -> None:
-    async with (
-        serving(reactor, max_message_size=1000) as port,
-        ws_connect(f"ws://127.0.0.1:{port}/ws", proxy=None) as client,
-    ):
-        await client.send("x" * 1001)
-        with pytest.raises(ConnectionClosed) as caught:
-            await client.recv()
-    assert caught.value.rcvd is not None
-    assert caught.value.rcvd.code == 1009
-
-
-@BOTH_LOOPS
-async def test_websockets_subprotocol(reactor: Reactor, loop: str) -> None:
-    async with (
-        serving(reactor, subprotocols=["b", "a"]) as port,
-        ws_connect(
-            f"ws://127.0.0.1:{port}/ws",
-            proxy=None,
-            subprotocols=["a", "b"],  # type: ignore[list-item]
-        ) as client,
-    ):
-        assert client.subprotocol == "b"
-        await client.send("subprotocol")
-        assert await client.recv() == "b"
-
-
-@BOTH_LOOPS
-async def test_websockets_bad_handshakes(reactor: Reactor, loop: str) -> None:
-    def refuse(origin: str | None, request: Request) -> bool:
-        return origin != "https://evil.test"
-
-    async with serving(reactor, check_origin=refuse) as port:
-        with pytest.raises(InvalidStatus) as caught:
-            await ws_connect(
-                f"ws://127.0.0.1:{port}/ws",
-                proxy=None,
-                origin="https://evil.test",  # type: ignore[arg-type]
-            )
-        assert caught.value.response.status_code == 403
-        with pytest.raises(InvalidStatus) as caught:
-            await ws_connect(
-                f"ws://127.0.0.1:{port}/ws",
-                proxy=None,
-                additional_headers={"Sec-WebSocket-Version": "8"},
-            )
-        assert caught.value.response.status_code in (400, 426)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        answer = await reader.read()
-        writer.close()
-        await writer.wait_closed()
-        assert answer.startswith(b"HTTP/1.1 426 ")
-        assert b"\r\nUpgrade: websocket\r\n" in answer
