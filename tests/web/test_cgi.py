@@ -23,11 +23,13 @@ from torsion.testing._memory_process import MemoryProcessTransport
 from torsion.web import Request, Resource, Site, handles
 from torsion.web._cgi import CGIDirectory, CGIScript
 
+# Real sockets and real peers.
+INTEGRATION = pytest.mark.integration
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
     [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
+        pytest.param("asyncio", marks=[pytest.mark.torsion_loop("asyncio"), INTEGRATION]),
+        pytest.param("uvloop", marks=[pytest.mark.torsion_loop("uvloop"), INTEGRATION]),
     ],
 )
 

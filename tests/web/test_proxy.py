@@ -26,11 +26,13 @@ from torsion.testing import Clock, require_peer
 from torsion.web import BadResponseError, Headers, Request, Resource, Site
 from torsion.web._proxy import ReverseProxyResource, hop_by_hop_fields
 
+# Real sockets and real peers.
+INTEGRATION = pytest.mark.integration
 BOTH_LOOPS = pytest.mark.parametrize(
     "loop",
     [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
+        pytest.param("asyncio", marks=[pytest.mark.torsion_loop("asyncio"), INTEGRATION]),
+        pytest.param("uvloop", marks=[pytest.mark.torsion_loop("uvloop"), INTEGRATION]),
     ],
 )
 
