@@ -19,11 +19,12 @@ import dns.name
 import dns.rdatatype
 import pytest
 from _dns_peers import dig, kdig, records
+from test_recursive import REAL, serving_hierarchy
 
 from torsion.application._cli import main
 from torsion.application._dns import _others
 from torsion.defer import Deferred
-from torsion.internet import Reactor
+from torsion.internet import Reactor, server_from_string
 from torsion.names._answer import Answer, Question
 from torsion.names._cache import CacheResolver
 from torsion.names._chain import ResolverChain
@@ -180,6 +181,8 @@ def test_resolv_conf_names_the_upstream_servers(tmp_path: Path) -> None:
         "qname_minimisation": False,
         "forward_tls": [],
         "forward_tls_ca": None,
+        "forward_https": None,
+        "forward_https_ca": None,
     }
     others, recursive, closers = _others(Clock(), options, "127.0.0.1", 53)  # type: ignore[arg-type]
     assert recursive
@@ -255,6 +258,8 @@ def test_recursive_resolves_from_the_root_hints_and_closes_on_stop(tmp_path: Pat
         "qname_minimisation": True,
         "forward_tls": [],
         "forward_tls_ca": None,
+        "forward_https": None,
+        "forward_https_ca": None,
     }
     clock = Clock()
     others, recursive, [close] = _others(clock, options, "127.0.0.1", 53)  # type: ignore[arg-type]
@@ -447,8 +452,6 @@ async def test_recursive_command_resolves_a_local_hierarchy(
     reactor: Reactor, loop: str, tmp_path: Path
 ) -> None:
     # The servers of a hierarchy are reached on port 53 (glue has no port).
-    from test_recursive import REAL, serving_hierarchy
-
     if os.geteuid() != 0:
         pytest.skip("needs root to serve a hierarchy on port 53")
     try:
@@ -485,7 +488,7 @@ def dot_certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
     directory = tmp_path_factory.mktemp("dot")
     ca = trustme.CA()
-    leaf = ca.issue_cert(DOT_NAME)
+    leaf = ca.issue_cert(DOT_NAME, "127.0.0.1")
     paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
     ca.cert_pem.write_to_path(str(paths[0]))
     leaf.cert_chain_pems[0].write_to_path(str(paths[1]))
@@ -554,7 +557,16 @@ def test_bad_tls_options_are_usage_errors(
     assert "--tls: " in capsys.readouterr().err
     both = ["--forward", "192.0.2.1", "--forward-tls", "192.0.2.2"]
     assert main(["dns", "--port", port, *both]) == 2
-    assert "--forward-tls asks upstream servers over TLS only" in capsys.readouterr().err
+    assert "give one way to ask upstream servers" in capsys.readouterr().err
+    https = ["--forward-tls", "192.0.2.2", "--forward-https", "https://192.0.2.3/dns-query"]
+    assert main(["dns", "--port", port, *https]) == 2
+    assert "give one way to ask upstream servers" in capsys.readouterr().err
+    assert main([*serve, "--forward-https", "http://192.0.2.3/dns-query"]) == 2
+    assert "--forward-https: " in capsys.readouterr().err
+    assert main([*serve, "--forward-https-ca", str(dot_certificates[0])]) == 2
+    assert "--forward-https-ca checks the --forward-https servers" in capsys.readouterr().err
+    assert main([*serve, "--doh", "tcp:8443"]) == 2
+    assert "--doh: 'tcp:8443' is not a TLS endpoint such as tls:443:" in capsys.readouterr().err
     assert main([*serve, "--forward-tls-ca", str(dot_certificates[0])]) == 2
     assert "--forward-tls-ca checks the --forward-tls servers" in capsys.readouterr().err
     missing = str(tmp_path / "missing.pem")
@@ -575,3 +587,83 @@ def test_forward_tls_servers_default_to_port_853() -> None:
     assert _tls_server("[2001:db8::1]#x.test") == ("2001:db8::1", 853, "x.test")
     assert _tls_server("[2001:db8::1]:54") == ("2001:db8::1", 54, None)
     assert _tls_server("2001:db8::1") == ("2001:db8::1", 853, None)
+
+
+WEB_ZONE = """\
+$ORIGIN web.test.
+$TTL 300
+@       IN SOA ns hostmaster 1 7200 900 1209600 300
+        IN NS  ns
+ns      IN A   127.0.0.1
+www     IN A   127.0.0.1
+"""
+
+
+@BOTH_LOOPS
+async def test_dns_over_https_served_and_forwarded_to(
+    reactor: Reactor, loop: str, tmp_path: Path, dot_certificates: tuple[Path, Path, Path]
+) -> None:
+    from torsion.names import doh_site
+    from torsion.testing import require_peer
+    from torsion.web import Request, Resource, Site, handles
+
+    curl = require_peer("curl", package="curl")
+    ca, cert, key = dot_certificates
+    tls = f"tls:0:interface=127.0.0.1:certKey={cert}:privateKey={key}"
+    # Upstream: DNS over HTTPS only, in the test's process.
+    counting = Counting(Authority.from_text(UPSTREAM))
+    upstream = await server_from_string(reactor, tls).listen(
+        doh_site(DNSServer([counting]), reactor=reactor)
+    )
+
+    class Hello(Resource):
+        is_leaf = True
+
+        @handles("GET")
+        def get(self, request: Request) -> bytes:
+            return b"hello " + request.headers.get(b"host", b"")
+
+    web = await server_from_string(reactor, "tcp:0:interface=127.0.0.1").listen(
+        Site(Hello(), reactor=reactor)
+    )
+    zone = tmp_path / "web.zone"
+    zone.write_text(WEB_ZONE)
+    program = await Program.start(
+        loop,
+        "--bindzone",
+        str(zone),
+        "--doh",
+        tls,
+        "--forward-https",
+        f"https://127.0.0.1:{upstream.port}/dns-query",
+        "--forward-https-ca",
+        str(ca),
+    )
+    try:
+        line = await program.wait_for(r"over HTTPS listening on 127\.0\.0\.1:\d+; try: curl")
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert match is not None
+        # curl resolves the web server's name through the command's DoH.
+        process = await asyncio.create_subprocess_exec(
+            curl,
+            "-sS",
+            "--doh-url",
+            f"https://127.0.0.1:{match.group(1)}/dns-query",
+            "--cacert",
+            str(ca),
+            f"http://www.web.test:{web.port}/",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err
+        assert out == f"hello www.web.test:{web.port}".encode()
+        # Names outside the zone: forwarded over DoH.
+        www = await dig(program.port, "www.upstream.test.", "A")
+        assert re.search(r"flags: qr rd ra;", www)
+        assert records(www) == ["www.upstream.test. 600 IN A 192.0.2.80"]
+        assert [str(q.name) for q in counting.asked] == ["www.upstream.test."]
+    finally:
+        assert await program.stop() == 0
+        await upstream.stop_listening()
+        await web.stop_listening()

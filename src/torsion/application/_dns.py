@@ -24,6 +24,8 @@ keeps what upstream answered, for its TTLs.
 
 ``--tls ENDPOINT`` serves DNS over TLS (RFC 7858) as well, on a ``tls:``
 endpoint string; it shares the TCP port's connection limits.
+``--doh ENDPOINT`` serves DNS over HTTPS (RFC 8484) at ``/dns-query`` on a
+``tls:`` endpoint, and ``--forward-https URL`` forwards over it.
 ``--forward-tls IP[:PORT][#NAME]`` forwards over TLS only (port 853 and the
 certificate checked against NAME by default), never falling back to clear
 text.
@@ -47,6 +49,7 @@ from torsion.application._app import Application
 from torsion.application._endpoint_service import DatagramService, StreamServerEndpointService
 from torsion.application._plugins import Option, Plugin
 from torsion.application._service import BaseService
+from torsion.defer import Deferred
 from torsion.internet import Address, IPv4Address, IPv6Address, Reactor, TCPServerEndpoint
 
 if TYPE_CHECKING:
@@ -245,10 +248,23 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
             hint=lambda address: f"dig @{interface} -p {port} {example}",
         )
     )
+    if options["doh"]:
+        from torsion.names._doh import doh_site
+
+        site = doh_site(server, reactor=reactor)
+        for endpoint in options["doh"]:
+            app.add_service(
+                StreamServerEndpointService(
+                    _tls_endpoint(reactor, endpoint, "--doh"),
+                    site,
+                    description=f"{description} over HTTPS",
+                    hint=_curl_hint,
+                )
+            )
     for endpoint in options["tls"]:
         app.add_service(
             StreamServerEndpointService(
-                _tls_endpoint(reactor, endpoint),
+                _tls_endpoint(reactor, endpoint, "--tls"),
                 streams,
                 description=f"{description} over TLS",
                 hint=lambda address: _kdig_hint(address, example),
@@ -263,32 +279,46 @@ def _kdig_hint(address: Address, example: str) -> str:
     return f"kdig +tls {example}"
 
 
-def _tls_endpoint(reactor: Reactor, text: str) -> Any:
-    """The server endpoint ``--tls`` names: a ``tls:`` endpoint string."""
+def _curl_hint(address: Address) -> str:
+    if isinstance(address, IPv4Address | IPv6Address):
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        return f"curl --doh-url https://{host}:{address.port}/dns-query http://NAME/"
+    return "curl --doh-url https://HOST/dns-query http://NAME/"
+
+
+def _tls_endpoint(reactor: Reactor, text: str, option: str) -> Any:
+    """The server endpoint ``--tls`` or ``--doh`` names: a ``tls:`` endpoint string."""
     from torsion.errors import EndpointStringError
     from torsion.internet import server_from_string
 
     if not text.startswith("tls:"):
+        example = "853" if option == "--tls" else "443"
         raise ValueError(
-            f"--tls: {text!r} is not a TLS endpoint such as "
-            "tls:853:certKey=cert.pem:privateKey=key.pem"
+            f"{option}: {text!r} is not a TLS endpoint such as "
+            f"tls:{example}:certKey=cert.pem:privateKey=key.pem"
         )
     try:
         return server_from_string(reactor, text)
     except EndpointStringError as exc:
-        raise ValueError(f"--tls: {exc}") from exc
+        raise ValueError(f"{option}: {exc}") from exc
 
 
 class _ClosedOnStop(BaseService):
-    """Calls ``close`` when the service stops (a resolver's timers and queries)."""
+    """Calls ``close`` when the service stops (a resolver's timers, a client's connections).
+
+    Stopping waits for what ``close`` returns, if it is a Deferred.
+    """
 
     def __init__(self, close: Callable[[], object]) -> None:
         super().__init__()
         self.close = close
 
-    def stop_service(self) -> None:
-        self.close()
+    def stop_service(self) -> Deferred[None] | None:
         super().stop_service()
+        closed = self.close()
+        if isinstance(closed, Deferred):
+            return closed.add_callback(lambda _: None)
+        return None
 
 
 def _others(
@@ -327,14 +357,19 @@ def _others(
         timeout, attempts = conf.timeout, conf.attempts
         # A forwarder passes questions on exactly: the search list is not used.
         rotate, use_tcp = conf.rotate, conf.use_vc
-    if servers and tls_servers:
+    https_urls: list[str] = [options["forward_https"]] if options["forward_https"] else []
+    if sum(map(bool, (servers, tls_servers, https_urls))) > 1:
         raise ValueError(
-            "--forward-tls asks upstream servers over TLS only: give it or "
-            "--forward/--resolv-conf, not both"
+            "give one way to ask upstream servers: --forward/--resolv-conf, "
+            "--forward-tls or --forward-https"
+        )
+    if options["forward_https_ca"] is not None and not https_urls:
+        raise ValueError(
+            "--forward-https-ca checks the --forward-https servers: give --forward-https"
         )
     if options["forward_tls_ca"] is not None and not tls_servers:
         raise ValueError("--forward-tls-ca checks the --forward-tls servers: give --forward-tls")
-    if options["recursive"] and (servers or tls_servers):
+    if options["recursive"] and (servers or tls_servers or https_urls):
         raise ValueError(
             "--recursive resolves from the root servers: give it or --forward/--resolv-conf, "
             "not both"
@@ -387,9 +422,36 @@ def _others(
         client = DNSClient(reactor, tls=_dot_servers(tls_servers, options["forward_tls_ca"]))
         chain.append(ForwardingResolver(client))
         return [ResolverChain(chain)], True, [client.close]
+    if https_urls:
+        if options["cache"]:
+            chain.append(CacheResolver(reactor))
+        http, resolver = _doh_resolver(reactor, https_urls[0], options["forward_https_ca"])
+        chain.append(ForwardingResolver(resolver))
+        return [ResolverChain(chain)], True, [http.close]
     if options["cache"]:
         raise ValueError("--cache keeps what upstream servers answer: give --forward too")
     return chain, False, []
+
+
+def _doh_resolver(reactor: Reactor, url: str, ca_file: str | None) -> tuple[Any, Any]:
+    """The HTTP client and the ``DoHResolver`` of ``--forward-https``."""
+    import ssl
+
+    from torsion.internet import client_context
+    from torsion.names._doh import DoHResolver
+    from torsion.web import HTTPClient
+
+    context = None
+    if ca_file is not None:
+        try:
+            context = client_context(ca_file=ca_file, alpn=("http/1.1",))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"--forward-https-ca: cannot read {ca_file!r}: {exc}") from exc
+    http = HTTPClient(reactor, tls_context=context)
+    try:
+        return http, DoHResolver(url, client=http)
+    except ValueError as exc:
+        raise ValueError(f"--forward-https: {exc}") from exc
 
 
 def _dot_servers(servers: Sequence[tuple[str, int, str | None]], ca_file: str | None) -> list[Any]:
@@ -470,6 +532,16 @@ DNS = Plugin(
             metavar="FILE",
         ),
         Option(
+            "forward-https",
+            "ask this DNS over HTTPS server (RFC 8484), as https://HOST[:PORT]/dns-query",
+            metavar="URL",
+        ),
+        Option(
+            "forward-https-ca",
+            "check the --forward-https servers' certificates against this CA file",
+            metavar="FILE",
+        ),
+        Option(
             "resolv-conf",
             "ask the name servers this resolv.conf lists, as --forward does",
             metavar="FILE",
@@ -509,6 +581,13 @@ DNS = Plugin(
             "tls",
             "serve DNS over TLS (RFC 7858) on this endpoint too, as "
             "tls:853:certKey=cert.pem:privateKey=key.pem",
+            repeatable=True,
+            metavar="ENDPOINT",
+        ),
+        Option(
+            "doh",
+            "serve DNS over HTTPS (RFC 8484) at /dns-query on this endpoint too, as "
+            "tls:443:certKey=cert.pem:privateKey=key.pem",
             repeatable=True,
             metavar="ENDPOINT",
         ),
