@@ -375,6 +375,22 @@ def test_handler_returning_closes_with_1000_and_waits_for_the_reply() -> None:
     assert harness.clock.get_delayed_calls() == []
 
 
+def test_pings_and_messages_after_our_close_are_taken_quietly() -> None:
+    async def leave(ws: WebSocket) -> None:
+        await ws.close(1000)
+
+    harness = Harness(leave)
+    harness.open()
+    # The client has not read our close yet when it sends these.
+    harness.send(Ping(payload=b"late"))
+    harness.send(TextMessage(data="late too"))
+    # No pong may follow our close frame.
+    events = harness.events()
+    assert [type(e) for e in events] == [CloseConnection]
+    harness.send(events[0].response())  # type: ignore[attr-defined]
+    assert harness.connection.transport.is_closing()
+
+
 def test_handler_failing_closes_with_1011(caplog: pytest.LogCaptureFixture) -> None:
     async def broken(ws: WebSocket) -> None:
         raise RuntimeError("boom")

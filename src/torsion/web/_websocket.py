@@ -375,8 +375,10 @@ class WebSocket(Protocol):
         if isinstance(event, Message):
             self._message_part(event)
         elif isinstance(event, Ping):
-            # RFC 6455 section 5.5.2: answer as soon as is practical.
-            self.transport.write(self._ws.send(event.response()))
+            # RFC 6455 section 5.5.2: answer as soon as is practical; once
+            # our close is sent, nothing more may follow it (section 5.5.1).
+            if self._ws.state is ConnectionState.OPEN:
+                self.transport.write(self._ws.send(event.response()))
         elif isinstance(event, Pong):
             d = self._pings.pop(bytes(event.payload), None)
             if d is not None:
