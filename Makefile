@@ -25,7 +25,7 @@ $(BENCH_INSTALLED): $(INSTALLED)
 	@touch $@
 
 run: $(INSTALLED)
-	$(BIN)/torsion echo --listen tcp:8000:interface=127.0.0.1
+	$(BIN)/torsion web --path examples/site --listen tcp:8080:interface=127.0.0.1
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check $(LINT_PATHS)

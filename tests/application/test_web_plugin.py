@@ -12,8 +12,7 @@ import pytest
 import trustme
 from _runner_helpers import ENV, Torsion, one_line, run_torsion, wait_for_log
 
-from torsion.application._builtin_plugins import BUILTIN_PLUGINS
-from torsion.application._plugins import find_plugins, option_values
+from torsion.application._plugins import option_values
 from torsion.application._web import WEB, JSONAccessFormatter, parse_vhost
 from torsion.testing import MemoryReactor, require_peer
 
@@ -22,24 +21,9 @@ SITE = Path(__file__).resolve().parents[2] / "examples" / "site"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The environment for ``torsion``: it finds the web plugin.
-
-    Until the plugin is among the built-in ones, it is made known the way a
-    third-party package makes its plugin known: an entry point of the
-    ``torsion.plugins`` group, here in a distribution's metadata on the path.
-    """
-    if "web" in find_plugins(BUILTIN_PLUGINS):
-        return ENV
-    where = tmp_path_factory.mktemp("plugin")
-    info = where / "torsion_web_plugin-0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torsion-web-plugin\nVersion: 0\n")
-    (info / "entry_points.txt").write_text(
-        "[torsion.plugins]\nweb = torsion.application._web:WEB\n"
-    )
-    path = ENV.get("PYTHONPATH")
-    return {**ENV, "PYTHONPATH": str(where) + (":" + path if path else "")}
+def env() -> dict[str, str]:
+    """The environment for ``torsion``."""
+    return ENV
 
 
 def curl(*argv: str) -> str:

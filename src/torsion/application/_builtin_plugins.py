@@ -1,4 +1,5 @@
-"""The plugins that come with torsion: the classic services, portforward, inetd, procmon, socks.
+"""The plugins that come with torsion: the classic services, portforward, inetd, procmon, socks,
+dns and web.
 
 Every serving plugin takes ``--listen ENDPOINT`` (repeatable; any server
 endpoint string) and the connection limits an operator expects on a port
@@ -20,6 +21,7 @@ from torsion.application._plugins import Option, Plugin
 from torsion.application._procmon import PROCMON
 from torsion.application._socks import SOCKS
 from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve, try_it
+from torsion.application._web import WEB
 from torsion.internet import (
     DatagramProtocol,
     ProtocolFactory,
@@ -207,4 +209,5 @@ BUILTIN_PLUGINS: tuple[Plugin, ...] = (
     PROCMON,
     SOCKS,
     DNS,
+    WEB,
 )
