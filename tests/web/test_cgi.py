@@ -15,7 +15,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from _http_server_helpers import Connection, connect, get
+from _http_server_helpers import Connection, connect, get, read_responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torsion.internet import Reactor
 from torsion.testing import MemoryReactor, require_peer
@@ -460,3 +462,29 @@ async def test_a_client_hanging_up_kills_the_program(
         writer.close()
         await writer.wait_closed()
         await _exited(pid)
+
+
+# -- properties -------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=6))
+def test_any_program_output_gives_one_response_or_a_cut(pieces: list[bytes]) -> None:
+    played = Played(max_header_size=500)
+    child = played.ask(get("/cgi"))
+    for piece in pieces:
+        if child.status is not None:
+            break
+        child.child_writes(1, piece)
+    if child.status is None:
+        child.child_exits(0)
+    written = played.connection.take()
+    if played.connection.transport.aborted:
+        return
+    (response,) = read_responses(written)
+    assert response.complete
+    assert 200 <= response.status <= 599
+    assert ["_CGIProcess" in repr(c) for c in played.reactor.clock.get_delayed_calls()] in (
+        [],
+        [False],
+    )

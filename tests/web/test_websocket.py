@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from _http_server_helpers import Connection, connect, read_responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
@@ -478,4 +480,20 @@ def test_connection_lost_fails_a_waiting_receive_and_send() -> None:
     assert outcomes == [1006, "send refused"]
     assert sockets[0].close_code == 1006
     assert not sockets[0].open
+    assert harness.clock.get_delayed_calls() == []
+
+
+# -- properties -------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_any_bytes_after_the_handshake_never_raise_nor_leave_timers(pieces: list[bytes]) -> None:
+    harness = Harness(max_message_size=300)
+    harness.open()
+    for piece in pieces:
+        harness.protocol.data_received(piece)
+    harness.lose()
+    ws = harness.sockets[0]
+    assert ws.close_code is not None
     assert harness.clock.get_delayed_calls() == []
