@@ -1,15 +1,12 @@
 """WebSocketResource: the handshake, the connection's frames and bounds, and a real client.
 
-The server connection's ``switch_protocols`` hook is stood in for by
-``_switch_protocols`` below (the request's side of the contract written in
-``SwitchingRequest``), installed on ``Request`` for these tests (and for
-test_websocket_peers.py). Unit tests drive a site on a ``StringTransport``
-with wsproto as the client.
+The connection is taken over through the request's ``switch_protocols``
+(the contract written in ``SwitchingRequest``). Unit tests drive a site on a
+``StringTransport`` with wsproto as the client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tracemalloc
 from typing import Any
@@ -25,8 +22,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from torsion.defer import Deferred
 from torsion.testing import Clock
-from torsion.web import Headers, Request, Resource
-from torsion.web._http11 import status_line
+from torsion.web import Request, Resource
 from torsion.web._websocket import (
     WebSocket,
     WebSocketClosedError,
@@ -43,29 +39,6 @@ BOTH_LOOPS = pytest.mark.parametrize(
 )
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-
-
-def _switch_protocols(self: Request, protocol: asyncio.Protocol, headers: Headers) -> None:
-    # A stand-in for the server connection's hook (see SwitchingRequest).
-    channel = self._channel
-    lines = [status_line(101)]
-    lines += [name + b": " + value + b"\r\n" for name, value in headers.raw]
-    channel._write(b"".join(lines) + b"\r\n")
-    channel._parser.stop()
-    channel._closing = True
-    channel._waiting_for = 0
-    timer, channel._timer = channel._timer, None
-    if timer is not None and timer.active():
-        timer.cancel()
-    self._started = self._finished = True
-    transport = channel.transport
-    transport.set_protocol(protocol)
-    protocol.connection_made(transport)
-
-
-@pytest.fixture(autouse=True)
-def switching(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Request, "switch_protocols", _switch_protocols, raising=False)
 
 
 def handshake(*extra: str, path: str = "/ws", version: str = "13", key: str = KEY) -> bytes:
@@ -240,6 +213,7 @@ def test_permessage_deflate_is_accepted_unless_turned_off() -> None:
 
 
 def test_without_the_switch_hook_the_server_answers_501(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request that cannot switch (another server's, say) gets 501.
     monkeypatch.delattr(Request, "switch_protocols")
     status, _ = _refusal(handshake())
     assert status == 501

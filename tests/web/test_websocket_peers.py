@@ -1,8 +1,4 @@
-"""WebSocketResource on 127.0.0.1, on both loops, with the ``websockets`` library as the client.
-
-The server connection's ``switch_protocols`` hook is the stand-in of
-test_websocket.py.
-"""
+"""WebSocketResource on 127.0.0.1, on both loops, with the ``websockets`` library as the client."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from test_websocket import switching  # noqa: F401 - the hook's stand-in, for every test
 
 from torsion.internet import Reactor
 from torsion.web import Request, Resource, Site
