@@ -1,0 +1,61 @@
+"""ESMTP (RFC 5321) server: a sans-IO core, its protocol glue and a delivery interface.
+
+- ``SMTPFactory`` serves ESMTP on any stream listener: PIPELINING (RFC
+  2920), SIZE (RFC 1870, enforced), 8BITMIME (RFC 6152), SMTPUTF8 (RFC
+  6531), ENHANCEDSTATUSCODES (RFC 2034/3463), STARTTLS (RFC 3207) and
+  AUTH PLAIN, LOGIN and CRAM-MD5 (RFC 4954) through a cred ``Portal``;
+  limits on lines, recipients, message size, errors, commands and idle
+  time, on by default.
+- ``Delivery`` is what the server hands mail to: it validates the sender
+  and each recipient and stores each message before the server says 250.
+- ``SMTPServerConnection`` is the state machine itself, bytes in, replies
+  and events out, for tests and other I/O worlds.
+- ``parse_path`` and ``EmailAddress``: RFC 5321 paths.
+
+A server that accepts everything into a directory::
+
+    factory = SMTPFactory(MyDelivery(), clock=reactor, hostname="mx.example.test")
+    reactor.listen_tcp(2525, factory)
+"""
+
+from torsion.mail.smtp._address import EmailAddress, parse_mailbox, parse_parameters, parse_path
+from torsion.mail.smtp._core import AUTH_MECHANISMS, SMTPServerConnection, State
+from torsion.mail.smtp._delivery import Delivery, Session
+from torsion.mail.smtp._errors import AddressError, SMTPError, SMTPReplyError
+from torsion.mail.smtp._events import (
+    AuthReceived,
+    Envelope,
+    Event,
+    MessageReceived,
+    RecipientReceived,
+    SenderReceived,
+    SMTPLimits,
+    StartTLSRequested,
+)
+from torsion.mail.smtp._server import SMTPFactory, SMTPServer, received_header
+
+__all__ = [
+    "AUTH_MECHANISMS",
+    "AddressError",
+    "AuthReceived",
+    "Delivery",
+    "EmailAddress",
+    "Envelope",
+    "Event",
+    "MessageReceived",
+    "RecipientReceived",
+    "SMTPError",
+    "SMTPFactory",
+    "SMTPLimits",
+    "SMTPReplyError",
+    "SMTPServer",
+    "SMTPServerConnection",
+    "SenderReceived",
+    "Session",
+    "StartTLSRequested",
+    "State",
+    "parse_mailbox",
+    "parse_parameters",
+    "parse_path",
+    "received_header",
+]

@@ -1,0 +1,370 @@
+"""The ESMTP server on a connection: the core's glue to transport, clock, cred and delivery.
+
+``SMTPFactory`` builds one ``SMTPServer`` per connection. The protocol feeds
+the bytes it reads to ``SMTPServerConnection`` (the sans-IO core), writes
+its replies, and answers its events: senders, recipients and messages
+through the ``Delivery``, AUTH through a cred ``Portal``, STARTTLS through
+``Protocol.start_tls``. While an answer is awaited, reading is paused, so
+that a pipelining client's commands wait in the socket, not in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import secrets
+import socket
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from torsion.cred import CramMD5, Portal, UnauthorizedLogin, UnhandledCredentials, UsernamePassword
+from torsion.cred import Login as CredLogin
+from torsion.defer import Deferred, maybe_deferred
+from torsion.internet import Address, Clock, DelayedCall, IPv4Address, IPv6Address, ServerTLS
+from torsion.internet import Protocol as BaseProtocol
+from torsion.mail.smtp._core import AUTH_MECHANISMS, SMTPServerConnection
+from torsion.mail.smtp._delivery import Delivery, Session
+from torsion.mail.smtp._errors import SMTPReplyError
+from torsion.mail.smtp._events import (
+    AuthReceived,
+    Envelope,
+    Event,
+    MessageReceived,
+    RecipientReceived,
+    SenderReceived,
+    SMTPLimits,
+    StartTLSRequested,
+)
+
+__all__ = ["SMTPFactory", "SMTPServer", "received_header"]
+
+log = logging.getLogger("torsion.mail.smtp")
+
+_LOCAL_ERROR = SMTPReplyError(451, "4.3.0", "Local error in processing; try again later")
+_AUTH_FAILED = SMTPReplyError(535, "5.7.8", "Authentication credentials invalid")
+_AUTH_UNAVAILABLE = SMTPReplyError(454, "4.7.0", "Temporary authentication failure")
+
+
+class SMTPFactory:
+    """Builds the ESMTP server protocol for each connection.
+
+    Pass it as the factory of any stream listener (``listen_tcp``,
+    ``listen_tls`` for implicit TLS on port 465, an endpoint).
+
+    Args:
+        delivery: Validates senders and recipients and stores messages.
+        clock: Tells the time (the reactor), for the timeouts.
+        hostname: The server's name in the greeting, replies and
+            ``Received:`` headers (the machine's FQDN if None).
+        portal: Logs AUTH credentials in; the avatar is asked for as a
+            ``Delivery``, which then serves the rest of the session (so a
+            realm can let authenticated users relay). None: no AUTH.
+        tls: Certificates for STARTTLS (RFC 3207); None: no STARTTLS.
+        limits: Bounds and timeouts.
+        auth_without_tls: Offer AUTH before TLS (otherwise refused with 538
+            5.7.11: passwords are not sent in clear text).
+        require_auth: Refuse MAIL until the client logged in (submission).
+    """
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        *,
+        clock: Clock,
+        hostname: str | None = None,
+        portal: Portal | None = None,
+        tls: ssl.SSLContext | ServerTLS | None = None,
+        limits: SMTPLimits | None = None,
+        auth_without_tls: bool = False,
+        require_auth: bool = False,
+    ) -> None:
+        self.delivery = delivery
+        self.clock = clock
+        self.hostname = hostname if hostname is not None else socket.getfqdn()
+        self.portal = portal
+        self.tls_context = tls.context if isinstance(tls, ServerTLS) else tls
+        self.limits = limits if limits is not None else SMTPLimits()
+        self.auth_without_tls = auth_without_tls
+        self.require_auth = require_auth
+        self.auth_mechanisms = _mechanisms(portal)
+        if require_auth and not self.auth_mechanisms:
+            raise ValueError("require_auth needs a portal taking passwords")
+
+    def __call__(self, address: Address) -> SMTPServer:
+        """Return a new server protocol for a connection from ``address``."""
+        return SMTPServer(self)
+
+
+def _mechanisms(portal: Portal | None) -> tuple[str, ...]:
+    if portal is None:
+        return ()
+    types = portal.credential_types
+    offered: list[str] = []
+    if any(issubclass(UsernamePassword, t) for t in types):
+        offered += ["PLAIN", "LOGIN"]
+    if any(issubclass(CramMD5, t) for t in types):
+        # Only checkers that hold the secrets can take CRAM-MD5.
+        offered.append("CRAM-MD5")
+    return tuple(m for m in AUTH_MECHANISMS if m in offered)
+
+
+class SMTPServer(BaseProtocol):
+    """One ESMTP server connection (RFC 5321 with its usual extensions).
+
+    Build it through ``SMTPFactory``. A delivery in progress when the client
+    goes away still finishes (a stored message cannot be taken back, and
+    the client, not having seen 250, sends it again); a message whose data
+    did not end when the client went is never delivered.
+
+    Attributes:
+        core: The session's state machine.
+    """
+
+    def __init__(self, factory: SMTPFactory) -> None:
+        self.factory = factory
+        self.delivery: Delivery = factory.delivery
+        self.core: SMTPServerConnection
+        self._timer: DelayedCall | None = None
+        self._last = 0.0
+        self._waiting: Deferred[Any] | None = None
+        self._logout: Callable[[], object] | None = None
+        self._reading_paused = False
+        self._gone = False
+
+    # -- connection events -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Greet the client and start the command timer."""
+        super().connection_made(transport)
+        factory = self.factory
+        self.core = SMTPServerConnection(
+            hostname=factory.hostname,
+            limits=factory.limits,
+            tls_available=factory.tls_context is not None,
+            tls_active=transport.get_extra_info("ssl_object") is not None,
+            auth_mechanisms=factory.auth_mechanisms,
+            auth_without_tls=factory.auth_without_tls,
+            require_auth=factory.require_auth,
+        )
+        self._pump()
+
+    def data_received(self, data: bytes) -> None:
+        """Hand the bytes to the core and act on what it says."""
+        self.core.receive_data(data)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        """The client stopped sending: close (an unfinished message is dropped)."""
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop what was under way, stop the timer and log out."""
+        self._gone = True
+        self.core.connection_lost()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.cancel()
+        if self._logout is not None:
+            logout, self._logout = self._logout, None
+            logout()
+        super().connection_lost(exc)
+
+    # -- driving the core ----------------------------------------------------------
+
+    def _pump(self) -> None:
+        core = self.core
+        while not self._gone:
+            out = core.data_to_send()
+            if out:
+                self.transport.write(out)
+            event = core.next_event()
+            if event is None:
+                break
+            self._handle(event)
+        if self._gone:
+            return
+        if core.closing:
+            self.transport.close()
+            return
+        if core.waiting != self._reading_paused:
+            self._reading_paused = core.waiting
+            if core.waiting:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+        self._arm()
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, StartTLSRequested):
+            self._start_tls()
+            return
+        if isinstance(event, AuthReceived):
+            self._authenticate(event)
+            return
+        session = self._session()
+        if isinstance(event, SenderReceived):
+            d = maybe_deferred(self.delivery.validate_sender, session, event.envelope.sender)
+        elif isinstance(event, RecipientReceived):
+            d = maybe_deferred(self.delivery.validate_recipient, session, event.recipient)
+        else:
+            d = self._deliver(session, event)
+        self._wait(d, self.core.accept, "delivery")
+
+    def _deliver(self, session: Session, event: MessageReceived) -> Deferred[Any]:
+        header = received_header(session, event.envelope, id=secrets.token_hex(8))
+        return maybe_deferred(self.delivery.deliver, session, event.envelope, header + event.data)
+
+    def _wait(self, d: Deferred[Any], on_success: Callable[[], None], what: str) -> None:
+        # The answer may come at once (then the pump loop goes on) or later.
+        self._waiting = d
+
+        def succeeded(_: object) -> None:
+            self._waiting = None
+            if not self._gone:
+                on_success()
+                self._pump()
+
+        def failed(exc: BaseException) -> None:
+            self._waiting = None
+            if self._gone:
+                if not isinstance(exc, asyncio.CancelledError | SMTPReplyError):
+                    log.error("SMTP %s failed after the client left", what, exc_info=exc)
+                return
+            if isinstance(exc, SMTPReplyError):
+                self.core.refuse(exc)
+            else:
+                log.error("SMTP %s failed; answered 451", what, exc_info=exc)
+                self.core.refuse(_LOCAL_ERROR)
+            self._pump()
+
+        d.add_callbacks(succeeded, failed)
+
+    def _authenticate(self, event: AuthReceived) -> None:
+        portal = self.factory.portal
+        assert portal is not None  # AUTH is offered only with a portal
+        credentials = event.credentials
+
+        def logged_in(login: CredLogin) -> None:
+            self._waiting = None
+            if self._gone:
+                login.logout()
+                return
+            self._logout = login.logout
+            if login.interface is Delivery:
+                self.delivery = login.avatar
+            self.core.accept_auth(credentials.username)
+            self._pump()
+
+        def refused(exc: BaseException) -> None:
+            self._waiting = None
+            if self._gone:
+                return
+            if isinstance(exc, UnauthorizedLogin | UnhandledCredentials):
+                self.core.refuse(_AUTH_FAILED)
+            else:
+                log.error("SMTP AUTH failed in the realm; answered 454", exc_info=exc)
+                self.core.refuse(_AUTH_UNAVAILABLE)
+            self._pump()
+
+        d = portal.login(credentials, None, Delivery, client=self.peer)
+        self._waiting = d
+        d.add_callbacks(logged_in, refused)
+
+    def _start_tls(self) -> None:
+        context = self.factory.tls_context
+        assert context is not None  # STARTTLS is offered only with a context
+        d = self.start_tls(context, server_side=True)
+        self._waiting = d
+
+        def done(_: object) -> None:
+            self._waiting = None
+            if not self._gone:
+                self.core.tls_started()
+                self._pump()
+
+        def failed(exc: BaseException) -> None:
+            # The connection is closed by start_tls; a failed handshake is
+            # the client's affair and is not logged as an error.
+            self._waiting = None
+            log.debug("STARTTLS handshake failed: %s", exc)
+
+        d.add_callbacks(done, failed)
+
+    def _session(self) -> Session:
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        return Session(
+            hostname=self.factory.hostname,
+            helo=self.core.helo or "",
+            peer=self.peer,
+            tls=ssl_object.version() if ssl_object is not None else None,
+            authenticated_as=self.core.authenticated_as,
+        )
+
+    # -- timeouts ------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        # The timer is not moved on every read: it fires when the period
+        # could first have ended and re-arms for what remains.
+        clock = self.factory.clock
+        self._last = clock.seconds()
+        timeout = self.core.timeout
+        if timeout is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        elif self._timer is None or not self._timer.active():
+            self._timer = clock.call_later(timeout, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        timeout = self.core.timeout
+        if timeout is None or self._gone:
+            return
+        left = self._last + timeout - self.factory.clock.seconds()
+        if left > 0:
+            self._timer = self.factory.clock.call_later(left, self._check_timeout)
+            return
+        self.core.timed_out()
+        self._pump()
+
+
+def received_header(session: Session, envelope: Envelope, *, id: str) -> bytes:
+    """Return the ``Received:`` trace header for a message (RFC 5321 section 4.4).
+
+    The protocol name is RFC 3848's (``ESMTP``, ``ESMTPS``, ``ESMTPA``,
+    ``ESMTPSA``; ``UTF8SMTP...`` after SMTPUTF8, RFC 6531), the date is in
+    UTC, and the recipient is named only when there is one (naming them all
+    would tell each who else got a copy).
+
+    Args:
+        session: Who sent the message.
+        envelope: Its envelope.
+        id: The server's identifier for the message.
+    """
+    peer = session.peer
+    if isinstance(peer, IPv6Address):
+        literal = f"[IPv6:{peer.host}]"
+    elif isinstance(peer, IPv4Address):
+        literal = f"[{peer.host}]"
+    else:
+        literal = "[UNIX]"
+    protocol = "UTF8SMTP" if envelope.smtputf8 else "ESMTP"
+    if session.tls:
+        protocol += "S"
+    if session.authenticated_as is not None:
+        protocol += "A"
+    tls = f" ({session.tls})" if session.tls else ""
+    recipient = f"\r\n\tfor <{envelope.recipients[0]}>" if len(envelope.recipients) == 1 else ""
+    date = email.utils.format_datetime(datetime.now(UTC))
+    header = (
+        f"Received: from {session.helo} ({literal})\r\n"
+        f"\tby {session.hostname} with {protocol}{tls} id {id}{recipient};\r\n"
+        f"\t{date}\r\n"
+    )
+    return header.encode("utf-8")
