@@ -1,7 +1,77 @@
 """torsion.mail: SMTP, POP3 and IMAP4 on one mailbox interface.
 
-- Storage: the ``MailStore`` and ``Mailbox`` interfaces every mail protocol
-  uses, with Maildir and in-memory implementations.
+- Storage: ``MailStore`` (a user's mailboxes by name, ``.`` the hierarchy
+  delimiter, subscriptions, ``deliver`` into the INBOX) and ``Mailbox``
+  (messages by UID with sizes, flags and internal dates; read, append,
+  set flags, expunge, copy, move; UIDVALIDITY and UIDNEXT; listeners told
+  of every change; the POP3 maildrop lock), with two implementations:
+  ``MaildirStore`` (maildir(5) with Maildir++ folders, UIDs persisted,
+  safe against crashes and concurrent processes) and ``MemoryMailStore``.
+  ``MessageSink`` is what SMTP delivers to.
 """
 
-__all__: list[str] = []
+from torsion.mail._mailbox import (
+    ANSWERED,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DELETED,
+    DRAFT,
+    FLAGGED,
+    SEEN,
+    SYSTEM_FLAGS,
+    FlagMode,
+    FlagsChanged,
+    InvalidMailboxNameError,
+    Mailbox,
+    MailboxChange,
+    MailboxError,
+    MailboxExistsError,
+    MailboxListener,
+    MailboxStatus,
+    MaildropLock,
+    MaildropLockedError,
+    MailStore,
+    MessageInfo,
+    MessagesAdded,
+    MessagesExpunged,
+    MessageSink,
+    MessageTooLargeError,
+    NoSuchMailboxError,
+    NoSuchMessageError,
+    check_mailbox_name,
+)
+from torsion.mail._maildir import MaildirMailbox, MaildirStore
+from torsion.mail._memory import MemoryMailbox, MemoryMailStore
+
+__all__ = [
+    "ANSWERED",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DELETED",
+    "DRAFT",
+    "FLAGGED",
+    "SEEN",
+    "SYSTEM_FLAGS",
+    "FlagMode",
+    "FlagsChanged",
+    "InvalidMailboxNameError",
+    "MailStore",
+    "Mailbox",
+    "MailboxChange",
+    "MailboxError",
+    "MailboxExistsError",
+    "MailboxListener",
+    "MailboxStatus",
+    "MaildirMailbox",
+    "MaildirStore",
+    "MaildropLock",
+    "MaildropLockedError",
+    "MemoryMailStore",
+    "MemoryMailbox",
+    "MessageInfo",
+    "MessageSink",
+    "MessageTooLargeError",
+    "MessagesAdded",
+    "MessagesExpunged",
+    "NoSuchMailboxError",
+    "NoSuchMessageError",
+    "check_mailbox_name",
+]

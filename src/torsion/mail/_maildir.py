@@ -1,0 +1,911 @@
+r"""Maildir mail stores (maildir(5), with Maildir++ folders): the mailbox interface on disk.
+
+A store is a Maildir directory (``tmp/``, ``new/``, ``cur/``) holding the
+INBOX; each other mailbox is a Maildir in a subdirectory named ``.`` plus
+its name (``.Sent``, ``.Archive.2024``), holding an empty ``maildirfolder``
+file, as Courier and Dovecot lay them out. Folder names are UTF-8 on disk
+(Dovecot writes modified UTF-7 there unless told ``UTF-8``; names in plain
+ASCII are the same either way).
+
+How it stays safe:
+
+- A message is written under ``tmp/`` (and ``fsync``'d when the store is
+  made with ``fsync=True``), then renamed into ``new/`` or ``cur/``: a reader
+  sees it whole or not at all, and a file left in ``tmp/`` by a crash is
+  never taken for a message. Files are stored with LF line endings, as
+  other Maildir readers expect; ``read`` gives CRLF.
+- UIDs are given under a ``flock(2)`` lock and kept in ``torsion-uidlist``,
+  replaced atomically (see ``_maildir_files``): they survive restarts, and
+  processes delivering at once neither lose nor share one. A lost UID list
+  means a new, larger UIDVALIDITY.
+- Messages put in ``new/`` or ``cur/`` by another program (an MDA, mutt,
+  Dovecot) get UIDs at the next ``refresh``. A file that disappears (another
+  client expunged it, or renamed it to change its flags) is looked for once
+  more by its unique name, then counted as expunged: never an error out of
+  ``refresh``.
+
+Message bodies move in ``threads`` (the reactor, or any ``ThreadRunner``)
+when one is given; without, they are read and written on the caller's
+thread and the Deferreds have fired on return. The rest is synchronous and
+bounded by the message count (a directory listing, a small file).
+
+``\Recent`` is a process's view: messages found in ``new/`` and those this
+process appended are recent until a session claims them, which moves the
+files from ``new/`` to ``cur/`` (as Dovecot does), so that another process
+does not count them recent again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from torsion.defer import Deferred, ensure_deferred, fail, succeed
+from torsion.internet import ThreadRunner
+from torsion.mail._mailbox import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DELETED,
+    DELIMITER,
+    INBOX,
+    SEEN,
+    SYSTEM_FLAGS,
+    FlagMode,
+    FlagsChanged,
+    Listeners,
+    Mailbox,
+    MailboxError,
+    MailboxExistsError,
+    MailboxListener,
+    MailboxStatus,
+    MaildropLock,
+    MaildropLockedError,
+    MessageInfo,
+    MessagesAdded,
+    MessagesExpunged,
+    MessageTooLargeError,
+    NoSuchMailboxError,
+    NoSuchMessageError,
+    apply_flags,
+    check_mailbox_name,
+    crlf_size,
+    normalize_flags,
+    to_crlf,
+)
+from torsion.mail._maildir_files import (
+    KEYWORD_LETTERS,
+    KEYWORDS_FILE,
+    POP3_LOCK,
+    UIDLIST_FILE,
+    UIDLIST_LOCK,
+    UidList,
+    fields_of,
+    flags_from_info,
+    flock,
+    info_from_flags,
+    new_uidvalidity,
+    read_keywords,
+    read_uidlist,
+    size_fields,
+    split_name,
+    try_flock,
+    unique_base,
+    wire_size_of,
+    write_atomically,
+    write_keywords,
+    write_uidlist,
+)
+from torsion.mail._memory import copy_messages
+
+__all__ = ["MaildirMailbox", "MaildirStore"]
+
+T = TypeVar("T")
+
+_SUBSCRIPTIONS = "subscriptions"
+_CHUNK = 1 << 16
+
+
+@dataclass(slots=True)
+class _Entry:
+    sub: str  # "new" or "cur"
+    filename: str
+    base: str
+    letters: str | None
+    size: int
+    date: datetime
+
+
+class _FileLock:
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _make_maildir(path: str, *, folder: bool) -> None:
+    for sub in ("", "tmp", "new", "cur"):
+        os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
+    if folder:
+        # Maildir++: a folder says it is one, so that no MDA delivers into
+        # it thinking it is a user's top Maildir.
+        with open(os.path.join(path, "maildirfolder"), "ab"):
+            pass
+
+
+def _wire_size_of_file(path: str) -> int:
+    # The size with CRLF line endings, counted in chunks so that a large
+    # file put here by another program is not read whole.
+    size = 0
+    bare = 0
+    previous = b""
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            size += len(chunk)
+            bare += chunk.count(b"\n") - chunk.count(b"\r\n")
+            if previous == b"\r" and chunk[:1] == b"\n":
+                bare -= 1
+            previous = chunk[-1:]
+    return size + bare
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_message(
+    folder: str, sub: str, filename: str, data: bytes, mtime: float | None, sync: bool
+) -> None:
+    # maildir(5) delivery: tmp/ first, then a rename into new/ or cur/.
+    temporary = os.path.join(folder, "tmp", split_name(filename)[0])
+    try:
+        with open(temporary, "xb") as file:
+            file.write(data)
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
+        if mtime is not None:
+            os.utime(temporary, (mtime, mtime))
+        os.rename(temporary, os.path.join(folder, sub, filename))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    if sync:
+        _fsync_directory(os.path.join(folder, sub))
+
+
+def _read_message(path: str, limit: int) -> bytes:
+    with open(path, "rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise MessageTooLargeError(f"message file over the read limit of {limit} octets")
+    return to_crlf(data)
+
+
+def _copy_files(jobs: list[tuple[str, str, str]], *, move: bool, sync: bool) -> list[bool]:
+    # Each job: source path, a temporary path in the destination's tmp/, the
+    # destination path. A copy is a hard link when it can be (the same file
+    # for both, as Dovecot does), else a copy keeping the modification time
+    # (the INTERNALDATE). A move is a rename.
+    done: list[bool] = []
+    for source, temporary, destination in jobs:
+        try:
+            if move:
+                try:
+                    os.rename(source, destination)
+                except FileNotFoundError:
+                    raise
+                except OSError:
+                    shutil.copy2(source, temporary)
+                    os.rename(temporary, destination)
+                    os.unlink(source)
+            else:
+                try:
+                    os.link(source, temporary)
+                except FileNotFoundError:
+                    raise
+                except OSError:
+                    shutil.copy2(source, temporary)
+                os.rename(temporary, destination)
+        except FileNotFoundError:
+            done.append(False)
+            continue
+        done.append(True)
+    if sync and jobs:
+        _fsync_directory(os.path.dirname(jobs[0][2]))
+    return done
+
+
+class MaildirMailbox:
+    """One Maildir folder as a mailbox; made by ``MaildirStore``."""
+
+    def __init__(self, store: MaildirStore, name: str, path: str) -> None:
+        """Open a folder and give its messages UIDs.
+
+        Args:
+            store: The store it belongs to.
+            name: Its name.
+            path: Its directory.
+        """
+        self._store = store
+        self._name = name
+        self._path = path
+        self._uidvalidity = 0
+        self._uidnext = 1
+        self._entries: dict[int, _Entry] = {}
+        self._by_base: dict[str, int] = {}
+        self._recent: set[int] = set()
+        self._recent_bases: set[str] = set()
+        self._keywords: list[str] = []
+        self._listeners = Listeners()
+        self.deleted = False
+        self._sync(notify=False)
+
+    @property
+    def name(self) -> str:
+        """The mailbox's name."""
+        return self._name
+
+    @property
+    def path(self) -> str:
+        """The folder's directory."""
+        return self._path
+
+    @property
+    def uidvalidity(self) -> int:
+        """The UIDVALIDITY."""
+        return self._uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        """The UID the next message gets at least."""
+        return self._uidnext
+
+    # -- reading the folder ------------------------------------------------------------
+
+    def _scan(self) -> dict[str, tuple[str, str]]:
+        # new/ before cur/: a file another client moves from new/ to cur/
+        # while we list is then seen in one or the other.
+        found: dict[str, tuple[str, str]] = {}
+        for sub in ("new", "cur"):
+            with os.scandir(os.path.join(self._path, sub)) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue  # maildir(5): names starting with a dot are not messages
+                    base = split_name(entry.name)[0]
+                    found[base] = (sub, entry.name)
+        return found
+
+    def _sync(self, *, notify: bool = True) -> None:
+        try:
+            self._keywords = read_keywords(os.path.join(self._path, KEYWORDS_FILE))
+            with flock(os.path.join(self._path, UIDLIST_LOCK)):
+                listing = self._scan()
+                uidlist = self._merge(listing)
+        except FileNotFoundError:
+            self._vanished(notify=notify)
+            return
+        self._apply(uidlist, listing, notify=notify)
+
+    def _merge(self, listing: dict[str, tuple[str, str]]) -> UidList:
+        # Called with the UID lock held: the file's UIDs, less the files that
+        # are gone, plus new UIDs for files it does not know.
+        path = os.path.join(self._path, UIDLIST_FILE)
+        uidlist = read_uidlist(path)
+        changed = False
+        if uidlist is None:
+            uidlist = UidList(new_uidvalidity(self._store.path), 1, {})
+            changed = True
+        missing = [base for base in uidlist.uids if base not in listing]
+        if missing:
+            # A second look before calling them gone: a rename may have
+            # been under way during the first.
+            listing.update(self._scan())
+            for base in missing:
+                if base not in listing:
+                    del uidlist.uids[base]
+                    changed = True
+        for base in sorted(base for base in listing if base not in uidlist.uids):
+            uidlist.uids[base] = uidlist.uidnext
+            uidlist.uidnext += 1
+            changed = True
+        if changed:
+            write_uidlist(path, uidlist)
+        return uidlist
+
+    def _vanished(self, *, notify: bool) -> None:
+        # The folder itself is gone (deleted by another process).
+        self.deleted = True
+        gone = list(self._entries)
+        self._entries.clear()
+        self._by_base.clear()
+        self._recent.clear()
+        if gone and notify:
+            self._listeners.notify(MessagesExpunged(uids=tuple(gone)))
+
+    def _apply(
+        self, uidlist: UidList, listing: dict[str, tuple[str, str]], *, notify: bool
+    ) -> None:
+        changes: list[FlagsChanged] = []
+        if uidlist.uidvalidity != self._uidvalidity:
+            gone = list(self._entries)
+            self._entries.clear()
+            self._by_base.clear()
+            self._recent.clear()
+            self._uidvalidity = uidlist.uidvalidity
+            if gone and notify:
+                self._listeners.notify(MessagesExpunged(uids=tuple(gone)))
+        expunged = [
+            uid for uid, entry in self._entries.items() if uidlist.uids.get(entry.base) != uid
+        ]
+        self._forget(expunged, notify=notify)
+        added: list[int] = []
+        highest = max(self._entries, default=0)
+        for base, uid in uidlist.uids.items():
+            sub, filename = listing[base]
+            entry = self._entries.get(uid)
+            if entry is None:
+                new = self._discover(base, sub, filename)
+                if new is None:
+                    continue
+                self._entries[uid] = new
+                self._by_base[base] = uid
+                if sub == "new" or base in self._recent_bases:
+                    self._recent.add(uid)
+                    self._recent_bases.discard(base)
+                added.append(uid)
+            elif entry.filename != filename or entry.sub != sub:
+                old = self._flags(entry)
+                entry.sub = sub
+                entry.filename = filename
+                entry.letters = split_name(filename)[1]
+                flags = self._flags(entry)
+                if flags != old:
+                    changes.append(FlagsChanged(uid=uid, flags=flags))
+        if added and min(added) < highest:
+            # Only when a file was missed in one listing and found in a later
+            # one: keep the messages in UID order all the same.
+            self._entries = dict(sorted(self._entries.items()))
+        self._uidnext = uidlist.uidnext
+        if notify:
+            for change in changes:
+                self._listeners.notify(change)
+            if added:
+                self._listeners.notify(MessagesAdded(uids=tuple(sorted(added))))
+
+    def _discover(self, base: str, sub: str, filename: str) -> _Entry | None:
+        path = os.path.join(self._path, sub, filename)
+        try:
+            mtime = os.stat(path).st_mtime
+            size = wire_size_of(base)
+            if size is None:
+                size = _wire_size_of_file(path)
+        except FileNotFoundError:
+            return None  # gone since the listing: the next refresh drops it
+        date = datetime.fromtimestamp(int(mtime), UTC)
+        return _Entry(sub, filename, base, split_name(filename)[1], size, date)
+
+    def _forget(self, uids: list[int], *, notify: bool) -> None:
+        for uid in uids:
+            entry = self._entries.pop(uid)
+            self._by_base.pop(entry.base, None)
+            self._recent.discard(uid)
+        if uids and notify:
+            self._listeners.notify(MessagesExpunged(uids=tuple(sorted(uids))))
+
+    def _flags(self, entry: _Entry) -> frozenset[str]:
+        return flags_from_info(entry.letters, self._keywords)
+
+    def _info(self, uid: int, entry: _Entry) -> MessageInfo:
+        return MessageInfo(
+            uid=uid, size=entry.size, flags=self._flags(entry), internal_date=entry.date
+        )
+
+    def _entry_path(self, entry: _Entry) -> str:
+        return os.path.join(self._path, entry.sub, entry.filename)
+
+    def _relocate(self, entry: _Entry) -> bool:
+        # Another client renamed the file (flags, or new/ to cur/): find it
+        # again by its unique base.
+        try:
+            listing = self._scan()
+        except FileNotFoundError:
+            return False
+        found = listing.get(entry.base)
+        if found is None:
+            return False
+        entry.sub, entry.filename = found
+        entry.letters = split_name(entry.filename)[1]
+        return True
+
+    # -- the interface -----------------------------------------------------------------
+
+    def messages(self) -> Sequence[MessageInfo]:
+        """Return every message by ascending UID, as of the last refresh or change."""
+        return [self._info(uid, entry) for uid, entry in self._entries.items()]
+
+    def message(self, uid: int) -> MessageInfo:
+        """Return one message's information."""
+        entry = self._entries.get(uid)
+        if entry is None:
+            raise NoSuchMessageError(f"no message with UID {uid}")
+        return self._info(uid, entry)
+
+    def status(self) -> MailboxStatus:
+        """Return the mailbox's counts."""
+        unseen = sum(1 for entry in self._entries.values() if SEEN not in self._flags(entry))
+        return MailboxStatus(
+            messages=len(self._entries),
+            recent=len(self._recent),
+            unseen=unseen,
+            uidnext=self._uidnext,
+            uidvalidity=self._uidvalidity,
+        )
+
+    def refresh(self) -> None:
+        """Take in the folder's changes made by other processes; listeners are told."""
+        if not self.deleted:
+            self._sync()
+
+    def read(self, uid: int) -> Deferred[bytes]:
+        """Read a message, CRLF line endings; see ``Mailbox.read``."""
+        entry = self._entries.get(uid)
+        if entry is None:
+            return fail(NoSuchMessageError(f"no message with UID {uid}"))
+        limit = self._store.max_read_size
+
+        def retry(exc: BaseException) -> Deferred[bytes]:
+            if isinstance(exc, FileNotFoundError):
+                if self._entries.get(uid) is entry and self._relocate(entry):
+                    return self._store.run(_read_message, self._entry_path(entry), limit)
+                return fail(NoSuchMessageError(f"message {uid} is gone"))
+            return fail(exc)
+
+        def gone(exc: BaseException) -> Deferred[bytes]:
+            if isinstance(exc, FileNotFoundError):
+                return fail(NoSuchMessageError(f"message {uid} is gone"))
+            return fail(exc)
+
+        d = self._store.run(_read_message, self._entry_path(entry), limit)
+        return d.add_errback(retry).add_errback(gone)
+
+    def _letters(self, flags: frozenset[str], kept: str = "") -> str:
+        keywords = flags - SYSTEM_FLAGS
+        if not keywords.issubset(self._keywords):
+            path = os.path.join(self._path, KEYWORDS_FILE)
+            with flock(os.path.join(self._path, UIDLIST_LOCK)):
+                known = read_keywords(path)
+                for keyword in sorted(keywords - set(known)):
+                    if "" in known:
+                        known[known.index("")] = keyword
+                    elif len(known) < len(KEYWORD_LETTERS):
+                        known.append(keyword)
+                    else:
+                        raise MailboxError(
+                            f"a Maildir folder holds {len(KEYWORD_LETTERS)} keywords at most"
+                        )
+                write_keywords(path, known)
+            self._keywords = known
+        return info_from_flags(flags, self._keywords, kept)
+
+    def append(
+        self,
+        message: bytes,
+        *,
+        flags: Iterable[str] = (),
+        internal_date: datetime | None = None,
+    ) -> Deferred[int]:
+        """Store a message; see ``Mailbox.append``."""
+        try:
+            if self.deleted:
+                raise NoSuchMailboxError(f"mailbox {self._name!r} was deleted")
+            self._store.check_size(message)
+            canonical = normalize_flags(flags)
+            letters = self._letters(canonical)
+        except (MailboxError, ValueError) as exc:
+            return fail(exc)
+        data = message.replace(b"\r\n", b"\n")
+        base = unique_base(size_fields(len(data), crlf_size(data)))
+        sub, filename = ("cur", f"{base}:2,{letters}") if canonical else ("new", base)
+        mtime = None if internal_date is None else internal_date.timestamp()
+        # Recent for this process even when written to cur/ with flags.
+        self._recent_bases.add(base)
+
+        def stored(_: None) -> int:
+            self._sync()
+            uid = self._by_base.get(base)
+            if uid is None:
+                raise NoSuchMessageError("the message was expunged by another client at once")
+            return uid
+
+        def failed(exc: BaseException) -> Deferred[int]:
+            self._recent_bases.discard(base)
+            return fail(exc)
+
+        d = self._store.run(
+            _write_message, self._path, sub, filename, data, mtime, self._store.fsync
+        )
+        return d.add_callbacks(stored, failed)
+
+    def set_flags(
+        self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode = FlagMode.REPLACE
+    ) -> dict[int, frozenset[str]]:
+        """Change messages' flags by renaming their files; see ``Mailbox.set_flags``."""
+        canonical = normalize_flags(flags)
+        self._letters(canonical)  # the folder learns any new keyword first
+        result: dict[int, frozenset[str]] = {}
+        for uid in sorted(set(uids)):
+            entry = self._entries.get(uid)
+            if entry is None:
+                continue
+            old = self._flags(entry)
+            new = apply_flags(old, canonical, mode)
+            letters = self._letters(new, entry.letters or "")
+            if entry.sub != "cur" or letters != entry.letters:
+                filename = f"{entry.base}:2,{letters}"
+                target = os.path.join(self._path, "cur", filename)
+                try:
+                    try:
+                        os.rename(self._entry_path(entry), target)
+                    except FileNotFoundError:
+                        if not self._relocate(entry):
+                            raise
+                        os.rename(self._entry_path(entry), target)
+                except FileNotFoundError:
+                    continue  # expunged by another client: the next refresh says so
+                entry.sub = "cur"
+                entry.filename = filename
+                entry.letters = letters
+            result[uid] = new
+            if new != old:
+                self._listeners.notify(FlagsChanged(uid=uid, flags=new))
+        return result
+
+    def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
+        r"""Remove the messages flagged ``\Deleted`` (among ``uids`` if given)."""
+        candidates = list(self._entries) if uids is None else sorted(set(uids))
+        doomed = [
+            uid
+            for uid in candidates
+            if uid in self._entries and DELETED in self._flags(self._entries[uid])
+        ]
+        self._remove(doomed)
+        return doomed
+
+    def _remove(self, uids: list[int]) -> None:
+        for uid in uids:
+            entry = self._entries[uid]
+            try:
+                os.unlink(self._entry_path(entry))
+            except FileNotFoundError:
+                if self._relocate(entry):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._entry_path(entry))
+        self._forget(uids, notify=True)
+
+    def _transfer(
+        self, uids: Iterable[int], destination: MaildirMailbox, *, move: bool
+    ) -> Deferred[dict[int, int]]:
+        if destination.deleted:
+            return fail(NoSuchMailboxError(f"mailbox {destination.name!r} was deleted"))
+        jobs: list[tuple[str, str, str]] = []
+        plan: list[tuple[int, str]] = []
+        try:
+            for uid in sorted(set(uids)):
+                entry = self._entries.get(uid)
+                if entry is None:
+                    continue
+                letters = destination._letters(self._flags(entry), entry.letters or "")
+                base = unique_base(fields_of(entry.base) or size_fields(0, entry.size))
+                jobs.append(
+                    (
+                        self._entry_path(entry),
+                        os.path.join(destination.path, "tmp", base),
+                        os.path.join(destination.path, "cur", f"{base}:2,{letters}"),
+                    )
+                )
+                plan.append((uid, base))
+        except MailboxError as exc:
+            return fail(exc)
+
+        def done(results: list[bool]) -> dict[int, int]:
+            if move:
+                moved = [uid for (uid, _), ok in zip(plan, results, strict=True) if ok]
+                self._forget([uid for uid in moved if uid in self._entries], notify=True)
+            destination._sync()
+            mapping: dict[int, int] = {}
+            for (uid, base), ok in zip(plan, results, strict=True):
+                new = destination._by_base.get(base)
+                if ok and new is not None:
+                    mapping[uid] = new
+            return mapping
+
+        d = self._store.run(_copy_files, jobs, move=move, sync=self._store.fsync)
+        return d.add_callback(done)
+
+    def copy(self, uids: Iterable[int], destination: Mailbox) -> Deferred[dict[int, int]]:
+        """Copy messages into another mailbox (hard links within a store)."""
+        if isinstance(destination, MaildirMailbox):
+            return self._transfer(uids, destination, move=False)
+        return ensure_deferred(copy_messages(self, uids, destination))
+
+    def move(self, uids: Iterable[int], destination: Mailbox) -> Deferred[dict[int, int]]:
+        """Move messages into another mailbox (a rename within a store)."""
+        if isinstance(destination, MaildirMailbox):
+            return self._transfer(uids, destination, move=True)
+
+        def moved(mapping: dict[int, int]) -> dict[int, int]:
+            self._remove([uid for uid in sorted(mapping) if uid in self._entries])
+            return mapping
+
+        return ensure_deferred(copy_messages(self, uids, destination)).add_callback(moved)
+
+    def claim_recent(self) -> frozenset[int]:
+        """Return the recent messages and move their files from ``new/`` to ``cur/``."""
+        claimed = frozenset(self._recent)
+        self._recent.clear()
+        for uid in sorted(claimed):
+            entry = self._entries.get(uid)
+            if entry is None or entry.sub != "new":
+                continue
+            filename = f"{entry.base}:2,"
+            try:
+                os.rename(self._entry_path(entry), os.path.join(self._path, "cur", filename))
+            except FileNotFoundError:
+                continue  # moved or expunged by another client: the next refresh says
+            entry.sub = "cur"
+            entry.filename = filename
+            entry.letters = ""
+        return claimed
+
+    def lock_maildrop(self) -> MaildropLock:
+        """Take the POP3 lock: an ``flock(2)`` that other processes and sessions respect."""
+        fd = try_flock(os.path.join(self._path, POP3_LOCK))
+        if fd is None:
+            raise MaildropLockedError(f"mailbox {self._name!r} is locked by another session")
+        return _FileLock(fd)
+
+    def add_listener(self, listener: MailboxListener) -> None:
+        """Call ``listener`` after each change."""
+        self._listeners.add(listener)
+
+    def remove_listener(self, listener: MailboxListener) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
+
+    @property
+    def has_listeners(self) -> bool:
+        """Whether any listener is added."""
+        return bool(self._listeners._listeners)
+
+    def __repr__(self) -> str:
+        return f"<MaildirMailbox {self._name!r} at {self._path!r}>"
+
+
+class MaildirStore:
+    """A user's Maildir: the INBOX at its top, Maildir++ folders beside.
+
+    Args:
+        path: The Maildir's directory.
+        create: Make the directory (and its ``tmp``, ``new``, ``cur``) if
+            missing; otherwise a missing one is ``NoSuchMailboxError``.
+        threads: Where file reads and writes of message bodies run (the
+            reactor); on the caller's thread if omitted.
+        fsync: ``fsync`` each message and its directory before a delivery
+            or an append is reported done, so that an acknowledged message
+            survives a power loss; slower.
+        max_message_size: The largest message ``deliver`` and ``append``
+            take (octets with CRLF line endings).
+        max_read_size: The largest message file ``read`` reads (whole, into
+            memory); files other programs put here may be larger.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        threads: ThreadRunner | None = None,
+        fsync: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_read_size: int | None = None,
+    ) -> None:
+        """Open (or make) a Maildir."""
+        self._path = os.path.abspath(os.fspath(path))
+        if create:
+            _make_maildir(self._path, folder=False)
+        elif not os.path.isdir(os.path.join(self._path, "cur")):
+            raise NoSuchMailboxError(f"no Maildir at {self._path!r}")
+        self._threads = threads
+        self.fsync = fsync
+        self.max_message_size = max_message_size
+        self.max_read_size = 4 * max_message_size if max_read_size is None else max_read_size
+        self._boxes: dict[str, MaildirMailbox] = {}
+
+    @property
+    def path(self) -> str:
+        """The Maildir's directory."""
+        return self._path
+
+    @property
+    def delimiter(self) -> str:
+        """The hierarchy delimiter: ``.``."""
+        return DELIMITER
+
+    def run(self, f: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Run file work in the store's threads, or here when it has none."""
+        if self._threads is not None:
+            return self._threads.defer_to_thread(lambda: f(*args, **kwargs))
+        try:
+            return succeed(f(*args, **kwargs))
+        except Exception as exc:
+            return fail(exc)
+
+    def check_size(self, message: bytes) -> None:
+        """Refuse a message over the size limit.
+
+        Raises:
+            MessageTooLargeError: It is over.
+        """
+        if crlf_size(message) > self.max_message_size:
+            raise MessageTooLargeError(f"message over the limit of {self.max_message_size} octets")
+
+    def _folder(self, name: str) -> str:
+        return self._path if name == INBOX else os.path.join(self._path, "." + name)
+
+    def _exists(self, name: str) -> bool:
+        return os.path.isdir(os.path.join(self._folder(name), "cur"))
+
+    def list_mailboxes(self) -> list[str]:
+        """Return every mailbox's name, sorted; folders with invalid names are left out."""
+        names = [INBOX]
+        with os.scandir(self._path) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") or entry.name in (".", ".."):
+                    continue
+                try:
+                    name = check_mailbox_name(entry.name[1:])
+                except MailboxError:
+                    continue
+                if name != INBOX and os.path.isdir(os.path.join(entry.path, "cur")):
+                    names.append(name)
+        return sorted(names)
+
+    def mailbox(self, name: str) -> MaildirMailbox:
+        """Return a mailbox (the same object each time); see ``MailStore.mailbox``."""
+        name = check_mailbox_name(name)
+        box = self._boxes.get(name)
+        if box is not None and not box.deleted:
+            return box
+        if not self._exists(name):
+            raise NoSuchMailboxError(f"no mailbox {name!r}")
+        box = self._boxes[name] = MaildirMailbox(self, name, self._folder(name))
+        return box
+
+    def create(self, name: str) -> MaildirMailbox:
+        """Create a mailbox and its missing parents."""
+        name = check_mailbox_name(name)
+        if self._exists(name):
+            raise MailboxExistsError(f"mailbox {name!r} exists")
+        parts = name.split(DELIMITER)
+        for end in range(1, len(parts) + 1):
+            _make_maildir(self._folder(DELIMITER.join(parts[:end])), folder=True)
+        return self.mailbox(name)
+
+    def _children(self, name: str) -> list[str]:
+        prefix = name + DELIMITER
+        return [other for other in self.list_mailboxes() if other.startswith(prefix)]
+
+    def delete(self, name: str) -> None:
+        """Delete a mailbox and its messages; see ``MailStore.delete``."""
+        name = check_mailbox_name(name)
+        if name == INBOX:
+            raise MailboxError("the INBOX cannot be deleted")
+        if not self._exists(name):
+            raise NoSuchMailboxError(f"no mailbox {name!r}")
+        if self._children(name):
+            raise MailboxError(f"mailbox {name!r} has child mailboxes")
+        # Out of sight first (a name without the leading dot is no folder),
+        # then removed: a crash half-way leaves no half a mailbox.
+        trash = os.path.join(self._path, f"torsion-deleted-{os.urandom(8).hex()}")
+        os.rename(self._folder(name), trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        box = self._boxes.pop(name, None)
+        if box is not None:
+            box._vanished(notify=True)
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a mailbox and its children; see ``MailStore.rename``."""
+        old = check_mailbox_name(old)
+        new = check_mailbox_name(new)
+        if old == INBOX:
+            raise MailboxError("the INBOX cannot be renamed")
+        if not self._exists(old):
+            raise NoSuchMailboxError(f"no mailbox {old!r}")
+        if new == INBOX or self._exists(new):
+            raise MailboxExistsError(f"mailbox {new!r} exists")
+        if new.startswith(old + DELIMITER):
+            raise MailboxError(f"cannot rename {old!r} into itself")
+        parts = new.split(DELIMITER)
+        for end in range(1, len(parts)):
+            _make_maildir(self._folder(DELIMITER.join(parts[:end])), folder=True)
+        for name in [old, *self._children(old)]:
+            renamed = new + name[len(old) :]
+            os.rename(self._folder(name), self._folder(renamed))
+            box = self._boxes.pop(name, None)
+            if box is not None:
+                box._name = renamed
+                box._path = self._folder(renamed)
+                self._boxes[renamed] = box
+
+    def _subscriptions_path(self) -> str:
+        return os.path.join(self._path, _SUBSCRIPTIONS)
+
+    def subscriptions(self) -> list[str]:
+        """Return the subscribed names, sorted (the ``subscriptions`` file, a name a line)."""
+        try:
+            with open(self._subscriptions_path(), "rb") as file:
+                lines = file.read().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            return []
+        names: set[str] = set()
+        for line in lines:
+            with contextlib.suppress(MailboxError):
+                names.add(check_mailbox_name(line))
+        return sorted(names)
+
+    def _write_subscriptions(self, names: set[str]) -> None:
+        text = "".join(f"{name}\n" for name in sorted(names))
+        write_atomically(self._subscriptions_path(), text.encode("utf-8"))
+
+    def subscribe(self, name: str) -> None:
+        """Subscribe to a name."""
+        name = check_mailbox_name(name)
+        names = set(self.subscriptions())
+        if name not in names:
+            self._write_subscriptions(names | {name})
+
+    def unsubscribe(self, name: str) -> None:
+        """Unsubscribe from a name."""
+        name = check_mailbox_name(name)
+        names = set(self.subscriptions())
+        if name in names:
+            self._write_subscriptions(names - {name})
+
+    def deliver(self, message: bytes) -> Deferred[None]:
+        """Deliver a message into ``new/``, as any MDA would.
+
+        Sessions listening on this store's INBOX are told at once; others
+        see it at their next ``refresh``. No UID is given here, so that a
+        delivery costs one file, not a listing of the INBOX.
+        """
+        try:
+            self.check_size(message)
+        except MailboxError as exc:
+            return fail(exc)
+        data = message.replace(b"\r\n", b"\n")
+        base = unique_base(size_fields(len(data), crlf_size(data)))
+
+        def delivered(_: None) -> None:
+            inbox = self._boxes.get(INBOX)
+            if inbox is not None and inbox.has_listeners:
+                inbox.refresh()
+
+        d = self.run(_write_message, self._path, "new", base, data, None, self.fsync)
+        return d.add_callback(delivered)
+
+    def __repr__(self) -> str:
+        return f"<MaildirStore at {self._path!r}>"
