@@ -130,6 +130,7 @@ class SMTPServer(BaseProtocol):
         self._timer: DelayedCall | None = None
         self._last = 0.0
         self._waiting: Deferred[Any] | None = None
+        self._delivering = False
         self._logout: Callable[[], object] | None = None
         self._reading_paused = False
         self._gone = False
@@ -167,7 +168,9 @@ class SMTPServer(BaseProtocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self._waiting is not None:
+        if self._waiting is not None and not self._delivering:
+            # A login or a validation is of no use any more; a delivery is
+            # let finish (a message half stored is worse than a duplicate).
             waiting, self._waiting = self._waiting, None
             waiting.cancel()
         if self._logout is not None:
@@ -214,7 +217,9 @@ class SMTPServer(BaseProtocol):
             d = maybe_deferred(self.delivery.validate_recipient, session, event.recipient)
         else:
             d = self._deliver(session, event)
-        self._wait(d, self.core.accept, "delivery")
+        self._wait(
+            d, self.core.accept, "delivery" if isinstance(event, MessageReceived) else "check"
+        )
 
     def _deliver(self, session: Session, event: MessageReceived) -> Deferred[Any]:
         header = received_header(session, event.envelope, id=secrets.token_hex(8))
@@ -223,15 +228,18 @@ class SMTPServer(BaseProtocol):
     def _wait(self, d: Deferred[Any], on_success: Callable[[], None], what: str) -> None:
         # The answer may come at once (then the pump loop goes on) or later.
         self._waiting = d
+        self._delivering = what == "delivery"
 
         def succeeded(_: object) -> None:
             self._waiting = None
+            self._delivering = False
             if not self._gone:
                 on_success()
                 self._pump()
 
         def failed(exc: BaseException) -> None:
             self._waiting = None
+            self._delivering = False
             if self._gone:
                 if not isinstance(exc, asyncio.CancelledError | SMTPReplyError):
                     log.error("SMTP %s failed after the client left", what, exc_info=exc)
