@@ -419,7 +419,7 @@ class MaildirMailbox:
 
     def _relocate(self, entry: _Entry) -> bool:
         # Another client renamed the file (flags, or new/ to cur/): find it
-        # again by its unique base.
+        # again by its unique base, and tell listeners if its flags changed.
         try:
             listing = self._scan()
         except FileNotFoundError:
@@ -427,8 +427,13 @@ class MaildirMailbox:
         found = listing.get(entry.base)
         if found is None:
             return False
+        old = self._flags(entry)
         entry.sub, entry.filename = found
         entry.letters = split_name(entry.filename)[1]
+        uid = self._by_base.get(entry.base)
+        new = self._flags(entry)
+        if uid is not None and new != old:
+            self._listeners.notify(FlagsChanged(uid=uid, flags=new))
         return True
 
     # -- the interface -----------------------------------------------------------------
@@ -551,28 +556,36 @@ class MaildirMailbox:
             entry = self._entries.get(uid)
             if entry is None:
                 continue
+            new = self._set_flags(uid, entry, canonical, mode)
+            if new is not None:
+                result[uid] = new
+        return result
+
+    def _set_flags(
+        self, uid: int, entry: _Entry, flags: frozenset[str], mode: FlagMode
+    ) -> frozenset[str] | None:
+        # Two tries: when the file was renamed by another client, its flags
+        # are read again from its new name before ours are applied to them.
+        for _ in range(2):
             old = self._flags(entry)
-            new = apply_flags(old, canonical, mode)
+            new = apply_flags(old, flags, mode)
             letters = self._letters(new, entry.letters or "")
-            if entry.sub != "cur" or letters != entry.letters:
-                filename = f"{entry.base}:2,{letters}"
-                target = os.path.join(self._path, "cur", filename)
-                try:
-                    try:
-                        os.rename(self._entry_path(entry), target)
-                    except FileNotFoundError:
-                        if not self._relocate(entry):
-                            raise
-                        os.rename(self._entry_path(entry), target)
-                except FileNotFoundError:
-                    continue  # expunged by another client: the next refresh says so
-                entry.sub = "cur"
-                entry.filename = filename
-                entry.letters = letters
-            result[uid] = new
+            if entry.sub == "cur" and letters == entry.letters:
+                return new
+            filename = f"{entry.base}:2,{letters}"
+            try:
+                os.rename(self._entry_path(entry), os.path.join(self._path, "cur", filename))
+            except FileNotFoundError:
+                if self._relocate(entry):
+                    continue
+                return None  # expunged by another client: the next refresh says so
+            entry.sub = "cur"
+            entry.filename = filename
+            entry.letters = letters
             if new != old:
                 self._listeners.notify(FlagsChanged(uid=uid, flags=new))
-        return result
+            return new
+        return None
 
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
         r"""Remove the messages flagged ``\Deleted`` (among ``uids`` if given)."""
