@@ -7,7 +7,9 @@
   of every change; the POP3 maildrop lock), with two implementations:
   ``MaildirStore`` (maildir(5) with Maildir++ folders, UIDs persisted,
   safe against crashes and concurrent processes) and ``MemoryMailStore``.
-  ``MessageSink`` is what SMTP delivers to.
+  ``MessageSink`` is what SMTP delivers to; ``MailUsers`` (``MaildirUsers``,
+  ``MemoryUsers``) finds a user's store by name, one object per user so
+  that every session in a process shares it.
 """
 
 from torsion.mail._mailbox import (
@@ -41,6 +43,7 @@ from torsion.mail._mailbox import (
 )
 from torsion.mail._maildir import MaildirMailbox, MaildirStore
 from torsion.mail._memory import MemoryMailbox, MemoryMailStore
+from torsion.mail._users import MaildirUsers, MailUsers, MemoryUsers, NoSuchUserError
 
 __all__ = [
     "ANSWERED",
@@ -54,6 +57,7 @@ __all__ = [
     "FlagsChanged",
     "InvalidMailboxNameError",
     "MailStore",
+    "MailUsers",
     "Mailbox",
     "MailboxChange",
     "MailboxError",
@@ -62,10 +66,12 @@ __all__ = [
     "MailboxStatus",
     "MaildirMailbox",
     "MaildirStore",
+    "MaildirUsers",
     "MaildropLock",
     "MaildropLockedError",
     "MemoryMailStore",
     "MemoryMailbox",
+    "MemoryUsers",
     "MessageInfo",
     "MessageSink",
     "MessageTooLargeError",
@@ -73,5 +79,6 @@ __all__ = [
     "MessagesExpunged",
     "NoSuchMailboxError",
     "NoSuchMessageError",
+    "NoSuchUserError",
     "check_mailbox_name",
 ]
