@@ -10,6 +10,8 @@
   ``MessageSink`` is what SMTP delivers to; ``MailUsers`` (``MaildirUsers``,
   ``MemoryUsers``) finds a user's store by name, one object per user so
   that every session in a process shares it.
+- ``encode_modified_utf7``/``decode_modified_utf7``: IMAP's spelling of
+  mailbox names (RFC 3501 section 5.1.3); names are ``str`` everywhere else.
 """
 
 from torsion.mail._mailbox import (
@@ -41,8 +43,10 @@ from torsion.mail._mailbox import (
     NoSuchMessageError,
     check_mailbox_name,
 )
-from torsion.mail._maildir import MaildirMailbox, MaildirStore
+from torsion.mail._maildir import MaildirMailbox
+from torsion.mail._maildir_store import MaildirStore
 from torsion.mail._memory import MemoryMailbox, MemoryMailStore
+from torsion.mail._mutf7 import decode_modified_utf7, encode_modified_utf7
 from torsion.mail._users import MaildirUsers, MailUsers, MemoryUsers, NoSuchUserError
 
 __all__ = [
@@ -81,4 +85,6 @@ __all__ = [
     "NoSuchMessageError",
     "NoSuchUserError",
     "check_mailbox_name",
+    "decode_modified_utf7",
+    "encode_modified_utf7",
 ]

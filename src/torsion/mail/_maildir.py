@@ -3,9 +3,10 @@ r"""Maildir mail stores (maildir(5), with Maildir++ folders): the mailbox interf
 A store is a Maildir directory (``tmp/``, ``new/``, ``cur/``) holding the
 INBOX; each other mailbox is a Maildir in a subdirectory named ``.`` plus
 its name (``.Sent``, ``.Archive.2024``), holding an empty ``maildirfolder``
-file, as Courier and Dovecot lay them out. Folder names are UTF-8 on disk
-(Dovecot writes modified UTF-7 there unless told ``UTF-8``; names in plain
-ASCII are the same either way).
+file, as Courier and Dovecot lay them out. Folder names are written in
+IMAP's modified UTF-7 on disk (``.Entw&APw-rfe`` for ``Entwürfe``), as
+Courier and Dovecot write them by default, so that their folders keep their
+names here.
 
 How it stays safe:
 
@@ -39,19 +40,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
-from torsion.defer import Deferred, ensure_deferred, fail, succeed
-from torsion.internet import ThreadRunner
+from torsion.defer import Deferred, ensure_deferred, fail
 from torsion.mail._mailbox import (
-    DEFAULT_MAX_MESSAGE_SIZE,
     DELETED,
-    DELIMITER,
-    INBOX,
     SEEN,
     SYSTEM_FLAGS,
     FlagMode,
@@ -59,7 +55,6 @@ from torsion.mail._mailbox import (
     Listeners,
     Mailbox,
     MailboxError,
-    MailboxExistsError,
     MailboxListener,
     MailboxStatus,
     MaildropLock,
@@ -67,14 +62,11 @@ from torsion.mail._mailbox import (
     MessageInfo,
     MessagesAdded,
     MessagesExpunged,
-    MessageTooLargeError,
     NoSuchMailboxError,
     NoSuchMessageError,
     apply_flags,
-    check_mailbox_name,
     crlf_size,
     normalize_flags,
-    to_crlf,
 )
 from torsion.mail._maildir_files import (
     KEYWORD_LETTERS,
@@ -95,18 +87,21 @@ from torsion.mail._maildir_files import (
     try_flock,
     unique_base,
     wire_size_of,
-    write_atomically,
     write_keywords,
     write_uidlist,
 )
+from torsion.mail._maildir_io import (
+    copy_files,
+    read_message,
+    wire_size_of_file,
+    write_message,
+)
 from torsion.mail._memory import copy_messages
 
-__all__ = ["MaildirMailbox", "MaildirStore"]
+if TYPE_CHECKING:
+    from torsion.mail._maildir_store import MaildirStore
 
-T = TypeVar("T")
-
-_SUBSCRIPTIONS = "subscriptions"
-_CHUNK = 1 << 16
+__all__ = ["MaildirMailbox"]
 
 
 @dataclass(slots=True)
@@ -129,104 +124,6 @@ class _FileLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _make_maildir(path: str, *, folder: bool) -> None:
-    for sub in ("", "tmp", "new", "cur"):
-        os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
-    if folder:
-        # Maildir++: a folder says it is one, so that no MDA delivers into
-        # it thinking it is a user's top Maildir.
-        with open(os.path.join(path, "maildirfolder"), "ab"):
-            pass
-
-
-def _wire_size_of_file(path: str) -> int:
-    # The size with CRLF line endings, counted in chunks so that a large
-    # file put here by another program is not read whole.
-    size = 0
-    bare = 0
-    previous = b""
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            size += len(chunk)
-            bare += chunk.count(b"\n") - chunk.count(b"\r\n")
-            if previous == b"\r" and chunk[:1] == b"\n":
-                bare -= 1
-            previous = chunk[-1:]
-    return size + bare
-
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_message(
-    folder: str, sub: str, filename: str, data: bytes, mtime: float | None, sync: bool
-) -> None:
-    # maildir(5) delivery: tmp/ first, then a rename into new/ or cur/.
-    temporary = os.path.join(folder, "tmp", split_name(filename)[0])
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-            if sync:
-                file.flush()
-                os.fsync(file.fileno())
-        if mtime is not None:
-            os.utime(temporary, (mtime, mtime))
-        os.rename(temporary, os.path.join(folder, sub, filename))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    if sync:
-        _fsync_directory(os.path.join(folder, sub))
-
-
-def _read_message(path: str, limit: int) -> bytes:
-    with open(path, "rb") as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise MessageTooLargeError(f"message file over the read limit of {limit} octets")
-    return to_crlf(data)
-
-
-def _copy_files(jobs: list[tuple[str, str, str]], *, move: bool, sync: bool) -> list[bool]:
-    # Each job: source path, a temporary path in the destination's tmp/, the
-    # destination path. A copy is a hard link when it can be (the same file
-    # for both, as Dovecot does), else a copy keeping the modification time
-    # (the INTERNALDATE). A move is a rename.
-    done: list[bool] = []
-    for source, temporary, destination in jobs:
-        try:
-            if move:
-                try:
-                    os.rename(source, destination)
-                except FileNotFoundError:
-                    raise
-                except OSError:
-                    shutil.copy2(source, temporary)
-                    os.rename(temporary, destination)
-                    os.unlink(source)
-            else:
-                try:
-                    os.link(source, temporary)
-                except FileNotFoundError:
-                    raise
-                except OSError:
-                    shutil.copy2(source, temporary)
-                os.rename(temporary, destination)
-        except FileNotFoundError:
-            done.append(False)
-            continue
-        done.append(True)
-    if sync and jobs:
-        _fsync_directory(os.path.dirname(jobs[0][2]))
-    return done
 
 
 class MaildirMailbox:
@@ -392,7 +289,7 @@ class MaildirMailbox:
             mtime = os.stat(path).st_mtime
             size = wire_size_of(base)
             if size is None:
-                size = _wire_size_of_file(path)
+                size = wire_size_of_file(path)
         except FileNotFoundError:
             return None  # gone since the listing: the next refresh drops it
         date = datetime.fromtimestamp(int(mtime), UTC)
@@ -475,7 +372,7 @@ class MaildirMailbox:
         def retry(exc: BaseException) -> Deferred[bytes]:
             if isinstance(exc, FileNotFoundError):
                 if self._entries.get(uid) is entry and self._relocate(entry):
-                    return self._store.run(_read_message, self._entry_path(entry), limit)
+                    return self._store.run(read_message, self._entry_path(entry), limit)
                 return fail(NoSuchMessageError(f"message {uid} is gone"))
             return fail(exc)
 
@@ -484,7 +381,7 @@ class MaildirMailbox:
                 return fail(NoSuchMessageError(f"message {uid} is gone"))
             return fail(exc)
 
-        d = self._store.run(_read_message, self._entry_path(entry), limit)
+        d = self._store.run(read_message, self._entry_path(entry), limit)
         return d.add_errback(retry).add_errback(gone)
 
     def _letters(self, flags: frozenset[str], kept: str = "") -> str:
@@ -541,7 +438,7 @@ class MaildirMailbox:
             return fail(exc)
 
         d = self._store.run(
-            _write_message, self._path, sub, filename, data, mtime, self._store.fsync
+            write_message, self._path, sub, filename, data, mtime, self._store.fsync
         )
         return d.add_callbacks(stored, failed)
 
@@ -646,7 +543,7 @@ class MaildirMailbox:
                     mapping[uid] = new
             return mapping
 
-        d = self._store.run(_copy_files, jobs, move=move, sync=self._store.fsync)
+        d = self._store.run(copy_files, jobs, move=move, sync=self._store.fsync)
         return d.add_callback(done)
 
     def copy(self, uids: Iterable[int], destination: Mailbox) -> Deferred[dict[int, int]]:
@@ -706,219 +603,3 @@ class MaildirMailbox:
 
     def __repr__(self) -> str:
         return f"<MaildirMailbox {self._name!r} at {self._path!r}>"
-
-
-class MaildirStore:
-    """A user's Maildir: the INBOX at its top, Maildir++ folders beside.
-
-    Args:
-        path: The Maildir's directory.
-        create: Make the directory (and its ``tmp``, ``new``, ``cur``) if
-            missing; otherwise a missing one is ``NoSuchMailboxError``.
-        threads: Where file reads and writes of message bodies run (the
-            reactor); on the caller's thread if omitted.
-        fsync: ``fsync`` each message and its directory before a delivery
-            or an append is reported done, so that an acknowledged message
-            survives a power loss; slower.
-        max_message_size: The largest message ``deliver`` and ``append``
-            take (octets with CRLF line endings).
-        max_read_size: The largest message file ``read`` reads (whole, into
-            memory); files other programs put here may be larger.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        create: bool = True,
-        threads: ThreadRunner | None = None,
-        fsync: bool = False,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        max_read_size: int | None = None,
-    ) -> None:
-        """Open (or make) a Maildir."""
-        self._path = os.path.abspath(os.fspath(path))
-        if create:
-            _make_maildir(self._path, folder=False)
-        elif not os.path.isdir(os.path.join(self._path, "cur")):
-            raise NoSuchMailboxError(f"no Maildir at {self._path!r}")
-        self._threads = threads
-        self.fsync = fsync
-        self.max_message_size = max_message_size
-        self.max_read_size = 4 * max_message_size if max_read_size is None else max_read_size
-        self._boxes: dict[str, MaildirMailbox] = {}
-
-    @property
-    def path(self) -> str:
-        """The Maildir's directory."""
-        return self._path
-
-    @property
-    def delimiter(self) -> str:
-        """The hierarchy delimiter: ``.``."""
-        return DELIMITER
-
-    def run(self, f: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Run file work in the store's threads, or here when it has none."""
-        if self._threads is not None:
-            return self._threads.defer_to_thread(lambda: f(*args, **kwargs))
-        try:
-            return succeed(f(*args, **kwargs))
-        except Exception as exc:
-            return fail(exc)
-
-    def check_size(self, message: bytes) -> None:
-        """Refuse a message over the size limit.
-
-        Raises:
-            MessageTooLargeError: It is over.
-        """
-        if crlf_size(message) > self.max_message_size:
-            raise MessageTooLargeError(f"message over the limit of {self.max_message_size} octets")
-
-    def _folder(self, name: str) -> str:
-        return self._path if name == INBOX else os.path.join(self._path, "." + name)
-
-    def _exists(self, name: str) -> bool:
-        return os.path.isdir(os.path.join(self._folder(name), "cur"))
-
-    def list_mailboxes(self) -> list[str]:
-        """Return every mailbox's name, sorted; folders with invalid names are left out."""
-        names = [INBOX]
-        with os.scandir(self._path) as entries:
-            for entry in entries:
-                if not entry.name.startswith(".") or entry.name in (".", ".."):
-                    continue
-                try:
-                    name = check_mailbox_name(entry.name[1:])
-                except MailboxError:
-                    continue
-                if name != INBOX and os.path.isdir(os.path.join(entry.path, "cur")):
-                    names.append(name)
-        return sorted(names)
-
-    def mailbox(self, name: str) -> MaildirMailbox:
-        """Return a mailbox (the same object each time); see ``MailStore.mailbox``."""
-        name = check_mailbox_name(name)
-        box = self._boxes.get(name)
-        if box is not None and not box.deleted:
-            return box
-        if not self._exists(name):
-            raise NoSuchMailboxError(f"no mailbox {name!r}")
-        box = self._boxes[name] = MaildirMailbox(self, name, self._folder(name))
-        return box
-
-    def create(self, name: str) -> MaildirMailbox:
-        """Create a mailbox and its missing parents."""
-        name = check_mailbox_name(name)
-        if self._exists(name):
-            raise MailboxExistsError(f"mailbox {name!r} exists")
-        parts = name.split(DELIMITER)
-        for end in range(1, len(parts) + 1):
-            _make_maildir(self._folder(DELIMITER.join(parts[:end])), folder=True)
-        return self.mailbox(name)
-
-    def _children(self, name: str) -> list[str]:
-        prefix = name + DELIMITER
-        return [other for other in self.list_mailboxes() if other.startswith(prefix)]
-
-    def delete(self, name: str) -> None:
-        """Delete a mailbox and its messages; see ``MailStore.delete``."""
-        name = check_mailbox_name(name)
-        if name == INBOX:
-            raise MailboxError("the INBOX cannot be deleted")
-        if not self._exists(name):
-            raise NoSuchMailboxError(f"no mailbox {name!r}")
-        if self._children(name):
-            raise MailboxError(f"mailbox {name!r} has child mailboxes")
-        # Out of sight first (a name without the leading dot is no folder),
-        # then removed: a crash half-way leaves no half a mailbox.
-        trash = os.path.join(self._path, f"torsion-deleted-{os.urandom(8).hex()}")
-        os.rename(self._folder(name), trash)
-        shutil.rmtree(trash, ignore_errors=True)
-        box = self._boxes.pop(name, None)
-        if box is not None:
-            box._vanished(notify=True)
-
-    def rename(self, old: str, new: str) -> None:
-        """Rename a mailbox and its children; see ``MailStore.rename``."""
-        old = check_mailbox_name(old)
-        new = check_mailbox_name(new)
-        if old == INBOX:
-            raise MailboxError("the INBOX cannot be renamed")
-        if not self._exists(old):
-            raise NoSuchMailboxError(f"no mailbox {old!r}")
-        if new == INBOX or self._exists(new):
-            raise MailboxExistsError(f"mailbox {new!r} exists")
-        if new.startswith(old + DELIMITER):
-            raise MailboxError(f"cannot rename {old!r} into itself")
-        parts = new.split(DELIMITER)
-        for end in range(1, len(parts)):
-            _make_maildir(self._folder(DELIMITER.join(parts[:end])), folder=True)
-        for name in [old, *self._children(old)]:
-            renamed = new + name[len(old) :]
-            os.rename(self._folder(name), self._folder(renamed))
-            box = self._boxes.pop(name, None)
-            if box is not None:
-                box._name = renamed
-                box._path = self._folder(renamed)
-                self._boxes[renamed] = box
-
-    def _subscriptions_path(self) -> str:
-        return os.path.join(self._path, _SUBSCRIPTIONS)
-
-    def subscriptions(self) -> list[str]:
-        """Return the subscribed names, sorted (the ``subscriptions`` file, a name a line)."""
-        try:
-            with open(self._subscriptions_path(), "rb") as file:
-                lines = file.read().decode("utf-8", "replace").splitlines()
-        except FileNotFoundError:
-            return []
-        names: set[str] = set()
-        for line in lines:
-            with contextlib.suppress(MailboxError):
-                names.add(check_mailbox_name(line))
-        return sorted(names)
-
-    def _write_subscriptions(self, names: set[str]) -> None:
-        text = "".join(f"{name}\n" for name in sorted(names))
-        write_atomically(self._subscriptions_path(), text.encode("utf-8"))
-
-    def subscribe(self, name: str) -> None:
-        """Subscribe to a name."""
-        name = check_mailbox_name(name)
-        names = set(self.subscriptions())
-        if name not in names:
-            self._write_subscriptions(names | {name})
-
-    def unsubscribe(self, name: str) -> None:
-        """Unsubscribe from a name."""
-        name = check_mailbox_name(name)
-        names = set(self.subscriptions())
-        if name in names:
-            self._write_subscriptions(names - {name})
-
-    def deliver(self, message: bytes) -> Deferred[None]:
-        """Deliver a message into ``new/``, as any MDA would.
-
-        Sessions listening on this store's INBOX are told at once; others
-        see it at their next ``refresh``. No UID is given here, so that a
-        delivery costs one file, not a listing of the INBOX.
-        """
-        try:
-            self.check_size(message)
-        except MailboxError as exc:
-            return fail(exc)
-        data = message.replace(b"\r\n", b"\n")
-        base = unique_base(size_fields(len(data), crlf_size(data)))
-
-        def delivered(_: None) -> None:
-            inbox = self._boxes.get(INBOX)
-            if inbox is not None and inbox.has_listeners:
-                inbox.refresh()
-
-        d = self.run(_write_message, self._path, "new", base, data, None, self.fsync)
-        return d.add_callback(delivered)
-
-    def __repr__(self) -> str:
-        return f"<MaildirStore at {self._path!r}>"

@@ -14,7 +14,7 @@ from typing import Protocol
 from torsion.defer import Deferred, fail
 from torsion.internet import ThreadRunner
 from torsion.mail._mailbox import DEFAULT_MAX_MESSAGE_SIZE, MailboxError, MailStore
-from torsion.mail._maildir import MaildirStore
+from torsion.mail._maildir_store import MaildirStore
 from torsion.mail._memory import MemoryMailStore
 
 __all__ = ["MailUsers", "MaildirUsers", "MemoryUsers", "NoSuchUserError", "check_user_name"]
