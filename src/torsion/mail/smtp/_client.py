@@ -12,19 +12,18 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Protocol as TypingProtocol
-from typing import TypeVar
 
 from torsion.defer import Deferred
 from torsion.internet import (
     Address,
     ClientEndpoint,
     Clock,
-    Connector,
     DelayedCall,
     HostnameEndpoint,
     Protocol,
+    ReactorTCP,
     client_context,
 )
 from torsion.mail.smtp._client_core import (
@@ -40,25 +39,12 @@ __all__ = ["SMTPClientProtocol", "send_message"]
 
 log = logging.getLogger(__name__)
 
-P = TypeVar("P", bound=asyncio.BaseProtocol)
 
-
-class SMTPReactor(Clock, TypingProtocol):
+class SMTPReactor(Clock, ReactorTCP, TypingProtocol):
     """What the SMTP client needs from a reactor: time, names, TCP."""
 
     def resolve_all(self, host: str) -> Awaitable[list[str]]:
         """Every address of ``host``, best first."""
-        ...
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        factory: Callable[[Address], P],
-        *,
-        timeout: float | None = 30.0,
-    ) -> Connector[P]:
-        """Connect to an IP address."""
         ...
 
 
