@@ -10,6 +10,7 @@ the helpers share.
 
 from __future__ import annotations
 
+from torsion.web._asgi import ASGIApp, ASGIResource, LifespanError, ReactorForASGI
 from torsion.web._auth import BasicAuth, parse_basic_credentials
 from torsion.web._cgi import CGIDirectory, CGIError, CGIScript, ReactorForCGI, cgi_environment
 from torsion.web._channel import HTTPChannel
@@ -98,6 +99,8 @@ from torsion.web._websocket import (
 from torsion.web._wsgi import AppLoadError, WSGIResource, load_app
 
 __all__ = [
+    "ASGIApp",
+    "ASGIResource",
     "AppLoadError",
     "BadResponseError",
     "BasicAuth",
@@ -124,6 +127,7 @@ __all__ = [
     "Headers",
     "InvalidHeaderError",
     "InvalidRequestError",
+    "LifespanError",
     "MultipartByteRanges",
     "MultipartForm",
     "MultipartParser",
@@ -132,6 +136,7 @@ __all__ = [
     "ProxyConnectError",
     "RangeOutcome",
     "RangeRequest",
+    "ReactorForASGI",
     "ReactorForCGI",
     "ReactorForHTTP",
     "RedirectError",
