@@ -22,6 +22,7 @@ from torsion.web import (
     LifespanError,
     Request,
     Resource,
+    ServerLimits,
     Site,
 )
 
@@ -162,6 +163,28 @@ async def test_receive_gives_the_body_as_it_arrives_then_disconnect(reactor: Rea
         {"type": "http.request", "body": b"", "more_body": False},
         {"type": "http.disconnect"},
     ]
+    conn.lose()
+
+
+async def test_body_over_the_limit_is_413_and_receive_says_disconnect(reactor: Reactor) -> None:
+    messages: list[Message] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            messages.append(message)
+            if not message.get("more_body"):
+                break
+
+    resource = mount(app, reactor)
+    conn = connect(resource.root, limits=ServerLimits(max_body=1000))
+    conn.send(b"PUT /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.send(b"400\r\n" + b"y" * 1024 + b"\r\n")
+    await resource.settled[0]
+    [response] = conn.responses()
+    assert response.status == 413
+    assert messages[-1] == {"type": "http.disconnect"}
+    assert sum(len(m.get("body", b"")) for m in messages) <= 1000
     conn.lose()
 
 

@@ -21,7 +21,16 @@ from _http_server_helpers import Connection, Response, connect, read_responses
 from torsion.defer import Deferred, gather
 from torsion.internet import Address, Reactor, ThreadPool
 from torsion.testing import require_peer
-from torsion.web import AppLoadError, HTTPChannel, Request, Resource, Site, WSGIResource, load_app
+from torsion.web import (
+    AppLoadError,
+    HTTPChannel,
+    Request,
+    Resource,
+    ServerLimits,
+    Site,
+    WSGIResource,
+    load_app,
+)
 
 # -- a WSGI resource on a fake connection ------------------------------------------
 
@@ -196,6 +205,29 @@ async def test_input_read_to_the_end_then_empty(reactor: Reactor) -> None:
     )
     assert response.body == body
     assert response.header(b"content-length") == b"100000"
+
+
+async def test_input_over_the_body_limit_is_refused_413(reactor: Reactor) -> None:
+    failures: list[BaseException] = []
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        try:
+            environ["wsgi.input"].read()
+        except Exception as exc:
+            failures.append(exc)
+            raise
+        start_response("200 OK", [])
+        return [b"read it all"]
+
+    resource = mount(app, reactor)
+    conn = connect(getattr(resource, "root", resource), limits=ServerLimits(max_body=1000))
+    conn.send(b"PUT /app HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.send(b"400\r\n" + b"y" * 1024 + b"\r\n")
+    await resource.settled[0]
+    [response] = conn.responses()
+    assert response.status == 413
+    assert [type(e).__name__ for e in failures] == ["HTTPProtocolError"]
+    conn.lose()
 
 
 async def test_list_response_goes_in_one_write_with_its_length(reactor: Reactor) -> None:

@@ -144,7 +144,7 @@ class WSGIResource(Resource):
     async def _serve(self, request: Request) -> bytes | None:
         response = _Response(self.app, request, self._reactor)
         request.notify_finish().add_errback(response.connection_lost)
-        environ = self.environ(request, response)
+        environ = self._environ(request, response)
         body = await self._in_thread(response.run, environ)
         # Back on the loop's thread.
         if response.lost is not None:
@@ -176,18 +176,8 @@ class WSGIResource(Resource):
         pool.call_in_thread_with_callback(on_result, f, *args)
         return d
 
-    def environ(self, request: Request, response: _Response | None = None) -> WSGIEnvironment:
-        """The WSGI environment of ``request``.
-
-        Args:
-            request: The request being served; its ``prepath`` and
-                ``postpath`` are set (the site walked the tree).
-            response: Where ``wsgi.input`` reads from; None for an input
-                that reads nothing (to look at the other variables).
-
-        Returns:
-            The environ dictionary (PEP 3333).
-        """
+    def _environ(self, request: Request, response: _Response) -> WSGIEnvironment:
+        # The PEP 3333 environ of a request whose tree walk is done.
         server_name, server_port = _host_and_port(request.host, request.is_secure)
         remote_addr, remote_port = _host_and_port(request.client, request.is_secure)
         environ: dict[str, Any] = {
@@ -332,15 +322,15 @@ class _InputStream:
     reading from the client past the server's body buffer.
     """
 
-    def __init__(self, response: _Response | None) -> None:
+    def __init__(self, response: _Response) -> None:
         self._response = response
         self._buffer = bytearray()
-        self._ended = response is None
+        self._ended = False
 
     def _fill(self) -> bool:
         # One more chunk into the buffer; False at the end of the body.
         response = self._response
-        if self._ended or response is None:
+        if self._ended:
             return False
         chunk: bytes = _blocking_call(response._reactor, response._request.read)
         if not chunk:
