@@ -530,11 +530,17 @@ class MaildirMailbox:
                 plan.append((uid, base))
         except MailboxError as exc:
             return fail(exc)
+        # The copies are new to the destination: \Recent there (RFC 3501
+        # section 6.4.7), though written to cur/ to keep their flags.
+        destination._recent_bases.update(base for _, base in plan)
 
         def done(results: list[bool]) -> dict[int, int]:
             if move:
                 moved = [uid for (uid, _), ok in zip(plan, results, strict=True) if ok]
                 self._forget([uid for uid in moved if uid in self._entries], notify=True)
+            destination._recent_bases.difference_update(
+                base for (_, base), ok in zip(plan, results, strict=True) if not ok
+            )
             destination._sync()
             mapping: dict[int, int] = {}
             for (uid, base), ok in zip(plan, results, strict=True):
