@@ -61,7 +61,7 @@ class Handler:
         login = session.auth_data
         self.messages.append(
             Received(
-                sender=envelope.mail_from or "",
+                sender="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
                 recipients=list(envelope.rcpt_tos),
                 data=envelope.original_content,
                 tls=session.ssl is not None,
