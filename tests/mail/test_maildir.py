@@ -204,6 +204,48 @@ def test_concurrent_deliveries_from_two_processes_lose_and_share_no_uid(tmp_path
     assert sorted(every) == list(range(1, 2 * count + 1))
 
 
+def _deliver_and_refresh(path: str, tag: int, count: int, start: object, results: object) -> None:
+    # Runs in another process: deliver as an MDA would, and give UIDs by
+    # refreshing after each, racing the other process doing the same.
+    start.wait()  # type: ignore[attr-defined]
+    store = MaildirStore(path)
+    inbox = store.mailbox("INBOX")
+    for n in range(count):
+        success_result_of(store.deliver(b"Subject: %d-%d\n\n" % (tag, n)))
+        inbox.refresh()
+    view = {info.uid: success_result_of(inbox.read(info.uid)) for info in inbox.messages()}
+    results.put(view)  # type: ignore[attr-defined]
+
+
+def test_two_processes_giving_uids_at_once_agree(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    MaildirStore(root)
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    results = context.Queue()
+    count = 40
+    workers = [
+        context.Process(target=_deliver_and_refresh, args=(str(root), tag, count, start, results))
+        for tag in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    views = [results.get(timeout=60), results.get(timeout=60)]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    results.close()
+    results.join_thread()
+    inbox = MaildirStore(root).mailbox("INBOX")
+    final = {info.uid: success_result_of(inbox.read(info.uid)) for info in inbox.messages()}
+    assert sorted(final) == list(range(1, 2 * count + 1))
+    assert len(set(final.values())) == 2 * count
+    for view in views:
+        # Whatever a process saw, it saw under the UID every process sees.
+        assert {uid: final[uid] for uid in view} == view
+
+
 def test_flags_round_trip_through_file_names(tmp_path: Path) -> None:
     root = tmp_path / "Maildir"
     inbox = MaildirStore(root).mailbox("INBOX")
