@@ -4,8 +4,12 @@ Three users shape it:
 
 - POP3 (RFC 1939) reads one maildrop: a locked snapshot of messages with
   stable numbers, sizes and unique ids, deletions applied only at QUIT.
-  ``Mailbox.lock_maildrop`` takes the lock; ``Mailbox.messages`` is the
-  snapshot (the UID is the UIDL); ``Mailbox.expunge`` applies deletions.
+  ``Mailbox.lock_maildrop`` takes the lock (released at QUIT or when the
+  connection is lost); ``Mailbox.messages`` taken once is the snapshot,
+  its sizes are LIST's, its UIDs (with the UIDVALIDITY, for uniqueness
+  across a lost UID list) make UIDL; DELE is the session's own business
+  until QUIT, where ``set_flags(uids, [DELETED], FlagMode.ADD)`` then
+  ``expunge(uids)`` remove exactly the messages deleted.
 - IMAP4rev1 (RFC 3501, with UIDPLUS RFC 4315 and MOVE RFC 6851) works on
   named mailboxes in a hierarchy (``MailStore``), each with a
   UIDVALIDITY, strictly ascending UIDs and a UIDNEXT, flags and an internal
