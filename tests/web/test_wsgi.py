@@ -10,6 +10,7 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import demo_app
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -548,6 +549,22 @@ def test_load_app_finds_dotted_attributes(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, module.__name__, module)
     assert load_app("torsion_test_wsgi_module:holder.app") is hello_wsgi
     assert load_app("wsgiref.simple_server:demo_app") is demo_app
+
+
+def test_load_app_from_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "torsion_test_app_dir_module.py").write_text("app = 'found'\n")
+    (tmp_path / "torsion_test_broken_module.py").write_text("raise KeyError('broken')\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "torsion_test_app_dir_module", raising=False)
+    with pytest.raises(AppLoadError, match="cannot import"):
+        load_app("torsion_test_app_dir_module:app")
+    assert load_app("torsion_test_app_dir_module:app", app_dir=str(tmp_path)) == "found"
+    assert sys.path[0] == str(tmp_path)
+    with pytest.raises(AppLoadError, match="raised KeyError") as caught:
+        load_app("torsion_test_broken_module:app")
+    assert isinstance(caught.value.__cause__, KeyError)
+    monkeypatch.delitem(sys.modules, "torsion_test_app_dir_module", raising=False)
+    monkeypatch.delitem(sys.modules, "torsion_test_broken_module", raising=False)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
@@ -53,7 +54,7 @@ class AppLoadError(TorsionError, ValueError):
     """
 
 
-def load_app(spec: str) -> Any:
+def load_app(spec: str, *, app_dir: str | None = None) -> Any:
     """Import the object that ``spec`` names, as ``package.module:attribute``.
 
     The attribute may be dotted (``app:factory.wsgi``). Nothing is called:
@@ -61,21 +62,31 @@ def load_app(spec: str) -> Any:
 
     Args:
         spec: ``package.module:attribute``.
+        app_dir: A directory to import from first (put at the front of
+            ``sys.path`` if it is not there), such as the directory the
+            command was run in; None to use ``sys.path`` as it is.
 
     Returns:
         The object found.
 
     Raises:
         AppLoadError: ``spec`` is not of that form, the module cannot be
-            imported, or it has no such attribute.
+            imported (or raised while it was), or it has no such attribute.
     """
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
         raise AppLoadError(f"{spec!r} is not of the form package.module:attribute")
+    if app_dir is not None and app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+        # Finders remember what directories held: let them look again.
+        importlib.invalidate_caches()
     try:
         found: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise AppLoadError(f"cannot import {module_name!r} (for {spec!r}): {exc}") from exc
+    except Exception as exc:
+        # The module itself failed: its error is the cause, traceback and all.
+        raise AppLoadError(f"importing {module_name!r} (for {spec!r}) raised {exc!r}") from exc
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
