@@ -24,6 +24,7 @@ from torsion.mail import (
     FlagMode,
     FlagsChanged,
     MailboxChange,
+    MailboxIOError,
     MaildirStore,
     MaildropLockedError,
     MessagesAdded,
@@ -96,7 +97,8 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     store = MaildirStore(root)
     inbox = store.mailbox("INBOX")
     os.rmdir(root / "new")  # the rename into new/ will fail
-    failure_result_of(store.deliver(MESSAGE), FileNotFoundError)
+    error = failure_result_of(store.deliver(MESSAGE), MailboxIOError)
+    assert isinstance(error.__cause__, FileNotFoundError)
     assert _files(root, "tmp") == []
     os.mkdir(root / "new")
     inbox.refresh()
@@ -443,6 +445,25 @@ def test_files_over_the_read_limit_are_refused(tmp_path: Path) -> None:
     inbox.refresh()
     (info,) = inbox.messages()
     failure_result_of(inbox.read(info.uid), MessageTooLargeError)
+
+
+def test_the_file_systems_refusals_are_mailbox_errors(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    store = MaildirStore(root)
+    inbox = store.mailbox("INBOX")
+    (root / ".Blocked").write_bytes(b"a file where a folder would go")
+    with pytest.raises(MailboxIOError) as raised:
+        store.create("Blocked")
+    assert isinstance(raised.value.__cause__, OSError)
+    assert isinstance(raised.value, OSError)  # still caught as one
+    uid = success_result_of(inbox.append(MESSAGE))
+    os.rename(root / "cur", root / "cur-away")
+    (root / "cur").write_bytes(b"")
+    with pytest.raises(MailboxIOError):
+        inbox.set_flags([uid], [SEEN])
+    failure_result_of(inbox.append(MESSAGE, flags=[SEEN]), MailboxIOError)
+    with pytest.raises(MailboxIOError):
+        MaildirStore(root / "cur" / "x")  # under a file
 
 
 def test_fsync_on(tmp_path: Path) -> None:

@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
-from torsion.defer import Deferred
+from torsion.defer import Deferred, fail
 from torsion.errors import TorsionError
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "MailboxChange",
     "MailboxError",
     "MailboxExistsError",
+    "MailboxIOError",
     "MailboxListener",
     "MailboxStatus",
     "MaildropLock",
@@ -139,6 +141,43 @@ class MessageTooLargeError(MailboxError):
 
 class MaildropLockedError(MailboxError):
     """Another session (in this process or another) holds the maildrop's lock."""
+
+
+class MailboxIOError(MailboxError, OSError):
+    """The file system refused (no space, no permission...); the ``OSError`` is the cause."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate_os_error(exc: OSError) -> MailboxIOError:
+    """Return ``exc`` as a ``MailboxIOError`` caused by it."""
+    error = MailboxIOError(exc.errno, exc.strerror or str(exc), exc.filename)
+    error.__cause__ = exc
+    return error
+
+
+def os_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Make a store's method raise ``MailboxIOError`` for the ``OSError``s under it."""
+
+    @functools.wraps(method)
+    def translating(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except MailboxError:
+            raise
+        except OSError as exc:
+            raise translate_os_error(exc) from exc
+
+    return translating
+
+
+def os_errors_failed(exc: BaseException) -> Deferred[Any]:
+    """An errback failing with ``MailboxIOError`` for an ``OSError``, else with ``exc``."""
+    if isinstance(exc, OSError) and not isinstance(exc, MailboxError):
+        return fail(translate_os_error(exc))
+    return fail(exc)
 
 
 class FlagMode(enum.Enum):

@@ -67,6 +67,8 @@ from torsion.mail._mailbox import (
     apply_flags,
     crlf_size,
     normalize_flags,
+    os_errors,
+    os_errors_failed,
 )
 from torsion.mail._maildir_files import (
     KEYWORD_LETTERS,
@@ -357,6 +359,7 @@ class MaildirMailbox:
             uidvalidity=self._uidvalidity,
         )
 
+    @os_errors
     def refresh(self) -> None:
         """Take in the folder's changes made by other processes; listeners are told."""
         if not self.deleted:
@@ -382,7 +385,7 @@ class MaildirMailbox:
             return fail(exc)
 
         d = self._store.run(read_message, self._entry_path(entry), limit)
-        return d.add_errback(retry).add_errback(gone)
+        return d.add_errback(retry).add_errback(gone).add_errback(os_errors_failed)
 
     def _letters(self, flags: frozenset[str], kept: str = "") -> str:
         keywords = flags - SYSTEM_FLAGS
@@ -440,8 +443,9 @@ class MaildirMailbox:
         d = self._store.run(
             write_message, self._path, sub, filename, data, mtime, self._store.fsync
         )
-        return d.add_callbacks(stored, failed)
+        return d.add_callbacks(stored, failed).add_errback(os_errors_failed)
 
+    @os_errors
     def set_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode = FlagMode.REPLACE
     ) -> dict[int, frozenset[str]]:
@@ -484,6 +488,7 @@ class MaildirMailbox:
             return new
         return None
 
+    @os_errors
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
         r"""Remove the messages flagged ``\Deleted`` (among ``uids`` if given)."""
         candidates = list(self._entries) if uids is None else sorted(set(uids))
@@ -550,7 +555,7 @@ class MaildirMailbox:
             return mapping
 
         d = self._store.run(copy_files, jobs, move=move, sync=self._store.fsync)
-        return d.add_callback(done)
+        return d.add_callback(done).add_errback(os_errors_failed)
 
     def copy(self, uids: Iterable[int], destination: Mailbox) -> Deferred[dict[int, int]]:
         """Copy messages into another mailbox (hard links within a store)."""
@@ -569,6 +574,7 @@ class MaildirMailbox:
 
         return ensure_deferred(copy_messages(self, uids, destination)).add_callback(moved)
 
+    @os_errors
     def claim_recent(self) -> frozenset[int]:
         """Return the recent messages and move their files from ``new/`` to ``cur/``."""
         claimed = frozenset(self._recent)
@@ -587,6 +593,7 @@ class MaildirMailbox:
             entry.letters = ""
         return claimed
 
+    @os_errors
     def lock_maildrop(self) -> MaildropLock:
         """Take the POP3 lock: an ``flock(2)`` that other processes and sessions respect."""
         fd = try_flock(os.path.join(self._path, POP3_LOCK))

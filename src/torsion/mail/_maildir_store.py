@@ -24,6 +24,8 @@ from torsion.mail._mailbox import (
     NoSuchMailboxError,
     check_mailbox_name,
     crlf_size,
+    os_errors,
+    os_errors_failed,
 )
 from torsion.mail._maildir import MaildirMailbox
 from torsion.mail._maildir_files import size_fields, unique_base, write_atomically
@@ -56,6 +58,7 @@ class MaildirStore:
             memory); files other programs put here may be larger.
     """
 
+    @os_errors
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -117,6 +120,7 @@ class MaildirStore:
     def _exists(self, name: str) -> bool:
         return os.path.isdir(os.path.join(self._folder(name), "cur"))
 
+    @os_errors
     def list_mailboxes(self) -> list[str]:
         """Return every mailbox's name, sorted; folders with invalid names are left out."""
         names = [INBOX]
@@ -132,6 +136,7 @@ class MaildirStore:
                     names.append(name)
         return sorted(names)
 
+    @os_errors
     def mailbox(self, name: str) -> MaildirMailbox:
         """Return a mailbox (the same object each time); see ``MailStore.mailbox``."""
         name = check_mailbox_name(name)
@@ -143,6 +148,7 @@ class MaildirStore:
         box = self._boxes[name] = MaildirMailbox(self, name, self._folder(name))
         return box
 
+    @os_errors
     def create(self, name: str) -> MaildirMailbox:
         """Create a mailbox and its missing parents."""
         name = check_mailbox_name(name)
@@ -157,6 +163,7 @@ class MaildirStore:
         prefix = name + DELIMITER
         return [other for other in self.list_mailboxes() if other.startswith(prefix)]
 
+    @os_errors
     def delete(self, name: str) -> None:
         """Delete a mailbox and its messages; see ``MailStore.delete``."""
         name = check_mailbox_name(name)
@@ -175,6 +182,7 @@ class MaildirStore:
         if box is not None:
             box._vanished(notify=True)
 
+    @os_errors
     def rename(self, old: str, new: str) -> None:
         """Rename a mailbox and its children; see ``MailStore.rename``."""
         old = check_mailbox_name(old)
@@ -202,6 +210,7 @@ class MaildirStore:
     def _subscriptions_path(self) -> str:
         return os.path.join(self._path, _SUBSCRIPTIONS)
 
+    @os_errors
     def subscriptions(self) -> list[str]:
         """Return the subscribed names, sorted (the ``subscriptions`` file, a name a line)."""
         try:
@@ -219,6 +228,7 @@ class MaildirStore:
         text = "".join(f"{name}\n" for name in sorted(names))
         write_atomically(self._subscriptions_path(), text.encode("utf-8"))
 
+    @os_errors
     def subscribe(self, name: str) -> None:
         """Subscribe to a name."""
         name = check_mailbox_name(name)
@@ -226,6 +236,7 @@ class MaildirStore:
         if name not in names:
             self._write_subscriptions(names | {name})
 
+    @os_errors
     def unsubscribe(self, name: str) -> None:
         """Unsubscribe from a name."""
         name = check_mailbox_name(name)
@@ -253,7 +264,7 @@ class MaildirStore:
                 inbox.refresh()
 
         d = self.run(write_message, self._path, "new", base, data, None, self.fsync)
-        return d.add_callback(delivered)
+        return d.add_callback(delivered).add_errback(os_errors_failed)
 
     def __repr__(self) -> str:
         return f"<MaildirStore at {self._path!r}>"
