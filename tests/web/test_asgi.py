@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -500,7 +501,7 @@ class TrackedChannel(HTTPChannel):
 class Serving:
     """A site on 127.0.0.1 port 0 for one test; stop() waits for its connections."""
 
-    def __init__(self, reactor: Reactor, root: Resource) -> None:
+    def __init__(self, reactor: Reactor, root: Resource, unix: str | None = None) -> None:
         self.channels: list[TrackedChannel] = []
         site = Site(root, reactor=reactor)
 
@@ -509,8 +510,12 @@ class Serving:
             self.channels.append(channel)
             return channel
 
-        self.listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
-        self.port = self.listener.port
+        if unix is not None:
+            self.listener = reactor.listen_unix(unix, factory)
+            self.port = 0
+        else:
+            self.listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
+            self.port = self.listener.port
 
     async def stop(self) -> None:
         await self.listener.stop_listening()
@@ -621,3 +626,20 @@ async def test_starlette_with_curl(
     assert echoed == b'200000 "uuuuuuuuuu"'
     assert failed == b"500"
     assert any("the endpoint failed" in repr(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+@BOTH_LOOPS
+async def test_over_a_unix_socket(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    curl = require_peer("curl", package="curl")
+    root = Resource()
+    root.put_child("app", ASGIResource(scope_app, reactor=reactor))
+    path = str(tmp_path / "web.sock")
+    server = Serving(reactor, root, unix=path)
+    try:
+        out = await run_peer(curl, "-s", "--unix-socket", path, "http://localhost/app/x")
+    finally:
+        await server.stop()
+    scope = json.loads(out)
+    assert (scope["client"], scope["server"]) == (None, None)
+    assert (scope["root_path"], scope["path"]) == ("/app", "/app/x")
+    assert ["host", "localhost"] in scope["headers"]

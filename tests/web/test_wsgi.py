@@ -609,7 +609,7 @@ class TrackedChannel(HTTPChannel):
 class Serving:
     """A site on 127.0.0.1 port 0 for one test; stop() waits for its connections."""
 
-    def __init__(self, reactor: Reactor, root: Resource) -> None:
+    def __init__(self, reactor: Reactor, root: Resource, unix: str | None = None) -> None:
         self.channels: list[TrackedChannel] = []
         site = Site(root, reactor=reactor)
 
@@ -618,8 +618,12 @@ class Serving:
             self.channels.append(channel)
             return channel
 
-        self.listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
-        self.port = self.listener.port
+        if unix is not None:
+            self.listener = reactor.listen_unix(unix, factory)
+            self.port = 0
+        else:
+            self.listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
+            self.port = self.listener.port
 
     async def stop(self) -> None:
         await self.listener.stop_listening()
@@ -738,3 +742,21 @@ async def test_flask_with_curl(
     assert any(
         "the view failed" in repr(r.exc_info) for r in caplog.records if r.levelno >= logging.ERROR
     )
+
+
+@BOTH_LOOPS
+async def test_over_a_unix_socket(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    curl = require_peer("curl", package="curl")
+    root = Resource()
+    root.put_child("app", WSGIResource(environ_app, reactor=reactor))
+    path = str(tmp_path / "web.sock")
+    server = Serving(reactor, root, unix=path)
+    try:
+        out = await run_peer(curl, "-s", "--unix-socket", path, "http://localhost/app/x")
+    finally:
+        await server.stop()
+    environ = json.loads(out)
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("localhost", "80")
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("", "")
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/x")
+    assert environ["HTTP_HOST"] == "localhost"

@@ -190,7 +190,12 @@ class WSGIResource(Resource):
     def _environ(self, request: Request, response: _Response) -> WSGIEnvironment:
         # The PEP 3333 environ of a request whose tree walk is done.
         server_name, server_port = _host_and_port(request.host, request.is_secure)
-        remote_addr, remote_port = _host_and_port(request.client, request.is_secure)
+        client = request.client
+        if isinstance(client, IPv4Address | IPv6Address):
+            remote_addr, remote_port = client.host, str(client.port)
+        else:
+            # A Unix socket's client has no address to give.
+            remote_addr = remote_port = ""
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": "".join("/" + _wsgi_str(s) for s in request.prepath),
@@ -432,7 +437,8 @@ def _wsgi_str(segment: str) -> str:
 def _host_and_port(address: object, secure: bool) -> tuple[str, str]:
     if isinstance(address, IPv4Address | IPv6Address):
         return address.host, str(address.port)
-    # A Unix socket (or another transport) has no host or port.
+    # A Unix socket (or another transport) has no host or port, and PEP 3333
+    # requires both: the scheme's defaults.
     return "localhost", "443" if secure else "80"
 
 
