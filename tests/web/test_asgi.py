@@ -6,10 +6,12 @@ import asyncio
 import http.client
 import json
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from _apps import hello_asgi, make_starlette_app
 from _http_server_helpers import Response, connect, read_responses
 
@@ -501,7 +503,13 @@ class TrackedChannel(HTTPChannel):
 class Serving:
     """A site on 127.0.0.1 port 0 for one test; stop() waits for its connections."""
 
-    def __init__(self, reactor: Reactor, root: Resource, unix: str | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Reactor,
+        root: Resource,
+        unix: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.channels: list[TrackedChannel] = []
         site = Site(root, reactor=reactor)
 
@@ -513,6 +521,9 @@ class Serving:
         if unix is not None:
             self.listener = reactor.listen_unix(unix, factory)
             self.port = 0
+        elif tls is not None:
+            self.listener = reactor.listen_tls(0, factory, tls, interface="127.0.0.1")
+            self.port = self.listener.port
         else:
             self.listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
             self.port = self.listener.port
@@ -643,3 +654,22 @@ async def test_over_a_unix_socket(reactor: Reactor, loop: str, tmp_path: Path) -
     assert (scope["client"], scope["server"]) == (None, None)
     assert (scope["root_path"], scope["path"]) == ("/app", "/app/x")
     assert ["host", "localhost"] in scope["headers"]
+
+
+@BOTH_LOOPS
+async def test_over_tls_the_scheme_is_https(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    curl = require_peer("curl", package="curl")
+    _, _, root = starlette_resource(reactor)
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = Serving(reactor, root, tls=context)
+    try:
+        out = await run_peer(
+            curl, "-s", "--cacert", str(ca_file), f"https://127.0.0.1:{server.port}/star/items/7"
+        )
+    finally:
+        await server.stop()
+    assert json.loads(out)["url"] == f"https://127.0.0.1:{server.port}/star/items/7"

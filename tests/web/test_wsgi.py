@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import logging
+import ssl
 import sys
 import threading
 import types
@@ -16,6 +17,7 @@ from wsgiref.simple_server import demo_app
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import pytest
+import trustme
 from _apps import hello_wsgi, make_flask_app
 from _http_server_helpers import Connection, Response, connect, read_responses
 
@@ -609,7 +611,13 @@ class TrackedChannel(HTTPChannel):
 class Serving:
     """A site on 127.0.0.1 port 0 for one test; stop() waits for its connections."""
 
-    def __init__(self, reactor: Reactor, root: Resource, unix: str | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Reactor,
+        root: Resource,
+        unix: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.channels: list[TrackedChannel] = []
         site = Site(root, reactor=reactor)
 
@@ -621,6 +629,9 @@ class Serving:
         if unix is not None:
             self.listener = reactor.listen_unix(unix, factory)
             self.port = 0
+        elif tls is not None:
+            self.listener = reactor.listen_tls(0, factory, tls, interface="127.0.0.1")
+            self.port = self.listener.port
         else:
             self.listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
             self.port = self.listener.port
@@ -760,3 +771,28 @@ async def test_over_a_unix_socket(reactor: Reactor, loop: str, tmp_path: Path) -
     assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("", "")
     assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/x")
     assert environ["HTTP_HOST"] == "localhost"
+
+
+@BOTH_LOOPS
+async def test_over_tls_the_scheme_is_https(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    curl = require_peer("curl", package="curl")
+    pytest.importorskip("flask")
+    root = Resource()
+    root.put_child("flask", WSGIResource(make_flask_app(), reactor=reactor))
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = Serving(reactor, root, tls=context)
+    try:
+        out = await run_peer(
+            curl,
+            "-s",
+            "--cacert",
+            str(ca_file),
+            f"https://127.0.0.1:{server.port}/flask/where?x=1",
+        )
+    finally:
+        await server.stop()
+    assert json.loads(out)["url"] == f"https://127.0.0.1:{server.port}/flask/where?x=1"
