@@ -109,6 +109,11 @@ def test_append_gives_ascending_uids_and_keeps_flags_and_dates(inbox: Mailbox) -
     assert inbox.message(second) == infos[1]
 
 
+def test_a_naive_internal_date_is_utc_and_dates_keep_whole_seconds(inbox: Mailbox) -> None:
+    uid = _append(inbox, internal_date=datetime(2020, 2, 3, 4, 5, 6, 789))
+    assert inbox.message(uid).internal_date == datetime(2020, 2, 3, 4, 5, 6, tzinfo=UTC)
+
+
 def test_sizes_and_reads_use_crlf_whatever_was_given(inbox: Mailbox) -> None:
     lf = b"Subject: x\n\nline one\nline two\n"
     uid = _append(inbox, lf)

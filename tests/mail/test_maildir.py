@@ -24,6 +24,7 @@ from torsion.mail import (
     FlagMode,
     FlagsChanged,
     MailboxChange,
+    MailboxError,
     MailboxIOError,
     MaildirStore,
     MaildropLockedError,
@@ -270,6 +271,17 @@ def test_flags_round_trip_through_file_names(tmp_path: Path) -> None:
     }
     inbox.set_flags([uid], [SEEN])
     assert _files(root, "cur") == [name.split(":")[0] + ":2,S"]
+
+
+def test_a_folder_holds_26_keywords(tmp_path: Path) -> None:
+    inbox = MaildirStore(tmp_path / "Maildir").mailbox("INBOX")
+    uid = success_result_of(inbox.append(MESSAGE))
+    many = [f"k{n}" for n in range(26)]
+    inbox.set_flags([uid], many)
+    assert inbox.message(uid).flags == set(many)
+    with pytest.raises(MailboxError, match="26 keywords"):
+        inbox.set_flags([uid], ["one-too-many"], FlagMode.ADD)
+    assert inbox.message(uid).flags == set(many)
 
 
 def test_letters_without_an_imap_meaning_are_kept(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from torsion.defer import Deferred, fail
@@ -323,7 +323,8 @@ class Mailbox(Protocol):
         Args:
             message: The message; LF or CRLF line endings.
             flags: Its flags (system flags and keywords).
-            internal_date: Its INTERNALDATE; now if omitted.
+            internal_date: Its INTERNALDATE, to the second; now if
+                omitted; a naive one is taken as UTC.
 
         Returns:
             A Deferred firing with the new message's UID, or failing with
@@ -566,3 +567,10 @@ class Listeners:
             except Exception:
                 # One session's bug must not undo another's delivery.
                 _log.exception("A mailbox listener failed on %r", change)
+
+
+def aware(date: datetime) -> datetime:
+    """Return ``date`` to the second, in UTC if it was naive."""
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=UTC)
+    return date.replace(microsecond=0)

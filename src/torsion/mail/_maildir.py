@@ -65,6 +65,7 @@ from torsion.mail._mailbox import (
     NoSuchMailboxError,
     NoSuchMessageError,
     apply_flags,
+    aware,
     crlf_size,
     normalize_flags,
     os_errors,
@@ -425,7 +426,7 @@ class MaildirMailbox:
         data = message.replace(b"\r\n", b"\n")
         base = unique_base(size_fields(len(data), crlf_size(data)))
         sub, filename = ("cur", f"{base}:2,{letters}") if canonical else ("new", base)
-        mtime = None if internal_date is None else internal_date.timestamp()
+        mtime = None if internal_date is None else aware(internal_date).timestamp()
         # Recent for this process even when written to cur/ with flags.
         self._recent_bases.add(base)
 

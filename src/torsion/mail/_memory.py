@@ -37,6 +37,7 @@ from torsion.mail._mailbox import (
     NoSuchMailboxError,
     NoSuchMessageError,
     apply_flags,
+    aware,
     check_mailbox_name,
     crlf_size,
     normalize_flags,
@@ -191,7 +192,7 @@ class MemoryMailbox:
                 f"message over the limit of {self._max_message_size} octets"
             )
         canonical = normalize_flags(flags)
-        date = _now() if internal_date is None else internal_date.replace(microsecond=0)
+        date = _now() if internal_date is None else aware(internal_date)
         uid = self._uidnext
         self._uidnext += 1
         self._messages[uid] = _Message(to_crlf(message), canonical, date)
