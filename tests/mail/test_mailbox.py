@@ -302,6 +302,13 @@ def test_the_maildrop_lock_is_taken_once(inbox: Mailbox) -> None:
     again.release()
 
 
+def test_a_lock_never_released_is_a_resource_warning_and_freed(inbox: Mailbox) -> None:
+    lock = inbox.lock_maildrop()
+    with pytest.warns(ResourceWarning, match="never released"):
+        del lock  # the last reference: collected at once
+    inbox.lock_maildrop().release()
+
+
 def test_oversized_messages_are_refused_whole(kind: str, tmp_path: Path) -> None:
     store = _make(kind, tmp_path, max_message_size=100)
     inbox = store.mailbox("INBOX")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,6 +128,13 @@ class _FileLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def __del__(self) -> None:
+        # A session that forgot its lock would leak a descriptor and keep
+        # the maildrop locked for the life of the process.
+        if self._fd is not None:
+            warnings.warn("maildrop lock never released", ResourceWarning, stacklevel=1)
+            self.release()
 
 
 class MaildirMailbox:

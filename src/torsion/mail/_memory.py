@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,6 +70,16 @@ class _MemoryLock:
         if self._mailbox is not None:
             self._mailbox._locked = False
             self._mailbox = None
+
+    def __del__(self) -> None:
+        # A session that forgot its lock would keep the maildrop locked.
+        if self._mailbox is not None:
+            warnings.warn(
+                f"maildrop lock of {self._mailbox.name!r} never released",
+                ResourceWarning,
+                stacklevel=1,
+            )
+            self.release()
 
 
 def _now() -> datetime:
