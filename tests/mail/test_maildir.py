@@ -34,6 +34,8 @@ from torsion.mail import (
     NoSuchMailboxError,
     NoSuchMessageError,
 )
+from torsion.mail import _maildir_io as maildir_io
+from torsion.mail._mailbox import to_crlf
 from torsion.mail._maildir_files import read_uidlist
 from torsion.testing import failure_result_of, success_result_of
 
@@ -347,6 +349,17 @@ def test_a_mutt_maildir_is_read(tmp_path: Path) -> None:
     assert inbox.claim_recent() == {infos[2].uid}
     assert _files(root, "new") == []
     assert "1700000002.4242_5.laptop:2," in _files(root, "cur")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 5, 64])
+def test_sizes_of_other_programs_files_are_counted_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(maildir_io, "_CHUNK", chunk)
+    data = b"a\r\nb\nc\r\r\n\n\rd\n"
+    path = tmp_path / "message"
+    path.write_bytes(data)
+    assert maildir_io.wire_size_of_file(str(path)) == len(to_crlf(data))
 
 
 def test_a_file_expunged_by_another_client(tmp_path: Path) -> None:
