@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,6 +94,15 @@ def test_a_file_left_in_tmp_is_never_a_message(tmp_path: Path) -> None:
     inbox = store.mailbox("INBOX")
     inbox.refresh()
     assert inbox.messages() == []
+
+
+def test_crashed_deliveries_in_tmp_are_removed_after_36_hours(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    MaildirStore(root)
+    _drop(root, "tmp", "old", b"x", int(time.time()) - 37 * 3600)
+    _drop(root, "tmp", "recent", b"x", int(time.time()) - 35 * 3600)
+    MaildirStore(root).mailbox("INBOX")
+    assert _files(root, "tmp") == ["recent"]
 
 
 def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MaildirMailbox"]
 
+_TMP_LIFETIME = 36 * 3600
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -161,6 +164,21 @@ class MaildirMailbox:
         self._listeners = Listeners()
         self.deleted = False
         self._sync(notify=False)
+        if not self.deleted:
+            self._clean_tmp()
+
+    def _clean_tmp(self) -> None:
+        # maildir(5): a file in tmp/ untouched for 36 hours is a crashed
+        # delivery's; remove it. A live delivery's file is seconds old.
+        horizon = time.time() - _TMP_LIFETIME
+        with (
+            contextlib.suppress(FileNotFoundError),
+            os.scandir(os.path.join(self._path, "tmp")) as entries,
+        ):
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < horizon:
+                        os.unlink(entry.path)
 
     @property
     def name(self) -> str:
