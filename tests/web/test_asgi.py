@@ -511,6 +511,7 @@ class Serving:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.channels: list[TrackedChannel] = []
+        self.watched: list[Watched] = getattr(root, "watched", [])
         site = Site(root, reactor=reactor)
 
         def factory(address: Address) -> TrackedChannel:
@@ -531,6 +532,9 @@ class Serving:
     async def stop(self) -> None:
         await self.listener.stop_listening()
         await asyncio.wait_for(gather([c.closed for c in self.channels]), 10)
+        # A client may have its whole response while the app still runs
+        # (a background task, say): wait for every request's end.
+        await asyncio.wait_for(gather([d for w in self.watched for d in w.settled]), 10)
 
 
 async def run_peer(*argv: str, stdin: bytes | None = None) -> bytes:
@@ -549,9 +553,10 @@ def starlette_resource(reactor: Reactor) -> tuple[Any, ASGIResource, Resource]:
     pytest.importorskip("starlette")
     pytest.importorskip("multipart")
     app = make_starlette_app()
-    resource = ASGIResource(app, reactor=reactor)
+    resource = Watched(app, reactor=reactor)
     root = Resource()
     root.put_child("star", resource)
+    root.watched = [resource]  # type: ignore[attr-defined]
     return app, resource, root
 
 
@@ -643,7 +648,8 @@ async def test_starlette_with_curl(
 async def test_over_a_unix_socket(reactor: Reactor, loop: str, tmp_path: Path) -> None:
     curl = require_peer("curl", package="curl")
     root = Resource()
-    root.put_child("app", ASGIResource(scope_app, reactor=reactor))
+    root.put_child("app", Watched(scope_app, reactor=reactor))
+    root.watched = [root.get_child("app", None)]  # type: ignore[arg-type, attr-defined]
     path = str(tmp_path / "web.sock")
     server = Serving(reactor, root, unix=path)
     try:

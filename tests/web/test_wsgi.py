@@ -619,6 +619,7 @@ class Serving:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.channels: list[TrackedChannel] = []
+        self.watched: list[Watched] = getattr(root, "watched", [])
         site = Site(root, reactor=reactor)
 
         def factory(address: Address) -> TrackedChannel:
@@ -639,6 +640,9 @@ class Serving:
     async def stop(self) -> None:
         await self.listener.stop_listening()
         await asyncio.wait_for(gather([c.closed for c in self.channels]), 10)
+        # A client may have its whole response (its length was known) while
+        # the app's thread still finishes (close(), teardown): wait for it.
+        await asyncio.wait_for(gather([d for w in self.watched for d in w.settled]), 10)
 
 
 async def run_peer(*argv: str, stdin: bytes | None = None) -> bytes:
@@ -656,8 +660,10 @@ async def run_peer(*argv: str, stdin: bytes | None = None) -> bytes:
 def flask_root(reactor: Reactor) -> Resource:
     pytest.importorskip("flask")
     root = Resource()
-    root.put_child("flask", WSGIResource(make_flask_app(), reactor=reactor))
-    root.put_child("demo", WSGIResource(demo_app, reactor=reactor))
+    watched = [Watched(make_flask_app(), reactor=reactor), Watched(demo_app, reactor=reactor)]
+    root.put_child("flask", watched[0])
+    root.put_child("demo", watched[1])
+    root.watched = watched  # type: ignore[attr-defined]
     return root
 
 
@@ -759,7 +765,8 @@ async def test_flask_with_curl(
 async def test_over_a_unix_socket(reactor: Reactor, loop: str, tmp_path: Path) -> None:
     curl = require_peer("curl", package="curl")
     root = Resource()
-    root.put_child("app", WSGIResource(environ_app, reactor=reactor))
+    root.put_child("app", Watched(environ_app, reactor=reactor))
+    root.watched = [root.get_child("app", None)]  # type: ignore[arg-type, attr-defined]
     path = str(tmp_path / "web.sock")
     server = Serving(reactor, root, unix=path)
     try:
@@ -778,7 +785,8 @@ async def test_over_tls_the_scheme_is_https(reactor: Reactor, loop: str, tmp_pat
     curl = require_peer("curl", package="curl")
     pytest.importorskip("flask")
     root = Resource()
-    root.put_child("flask", WSGIResource(make_flask_app(), reactor=reactor))
+    root.put_child("flask", Watched(make_flask_app(), reactor=reactor))
+    root.watched = [root.get_child("flask", None)]  # type: ignore[arg-type, attr-defined]
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
