@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import logging
 import ssl
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import demo_app
@@ -20,8 +21,10 @@ import pytest
 import trustme
 from _apps import hello_wsgi, make_flask_app
 from _http_server_helpers import Connection, Response, connect, read_responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from torsion.defer import Deferred, gather
+from torsion.defer import Deferred, gather, succeed
 from torsion.internet import Address, Reactor, ThreadPool
 from torsion.testing import require_peer
 from torsion.web import (
@@ -34,6 +37,7 @@ from torsion.web import (
     WSGIResource,
     load_app,
 )
+from torsion.web._wsgi import _InputStream
 
 # -- a WSGI resource on a fake connection ------------------------------------------
 
@@ -804,3 +808,57 @@ async def test_over_tls_the_scheme_is_https(reactor: Reactor, loop: str, tmp_pat
     finally:
         await server.stop()
     assert json.loads(out)["url"] == f"https://127.0.0.1:{server.port}/flask/where?x=1"
+
+
+# -- wsgi.input against io.BytesIO (property) -------------------------------------------
+
+
+class _SameThread:
+    """A ThreadRunner whose calls "from another thread" run at once, here."""
+
+    def in_reactor_thread(self) -> bool:
+        return False
+
+    def call_from_thread(self, f: Callable[..., object], /, *args: Any) -> None:
+        f(*args)
+
+
+class _ChunkedBody:
+    """A request body served by read() in the chunks given."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = [c for c in chunks if c]
+
+    def read(self) -> Deferred[bytes]:
+        return succeed(self.chunks.pop(0) if self.chunks else b"")
+
+
+# Zero bytes become line ends, so that lines are short and many.
+_CHUNKS = st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\0", b"\n")))
+_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("read"), st.integers(-1, 40)),
+        st.tuples(st.just("readline"), st.integers(-1, 40)),
+        st.tuples(st.just("readlines"), st.integers(-1, 40)),
+        st.tuples(st.just("iter"), st.just(0)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\0", b"\n"))), ops=_OPERATIONS
+)
+def test_input_reads_as_bytes_io_whatever_the_chunks(
+    chunks: list[bytes], ops: list[tuple[str, int]]
+) -> None:
+    response = types.SimpleNamespace(_reactor=_SameThread(), _request=_ChunkedBody(chunks))
+    stream = _InputStream(response)  # type: ignore[arg-type]
+    expected = io.BytesIO(b"".join(chunks))
+    for name, size in ops:
+        if name == "iter":
+            assert list(stream) == list(expected)
+        else:
+            assert getattr(stream, name)(size) == getattr(expected, name)(size)
+    assert stream.read() == expected.read()
