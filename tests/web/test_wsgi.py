@@ -847,9 +847,7 @@ _OPERATIONS = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    chunks=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\0", b"\n"))), ops=_OPERATIONS
-)
+@given(chunks=_CHUNKS, ops=_OPERATIONS)
 def test_input_reads_as_bytes_io_whatever_the_chunks(
     chunks: list[bytes], ops: list[tuple[str, int]]
 ) -> None:
