@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import dns.name
 import dns.rdatatype
@@ -22,7 +23,8 @@ from _dns_peers import dig, kdig, records
 from test_recursive import REAL, serving_hierarchy
 
 from torsion.application._cli import main
-from torsion.application._dns import _others
+from torsion.application._dns import DNS, _limits, _others
+from torsion.application._plugins import option_values
 from torsion.defer import Deferred
 from torsion.internet import Reactor, server_from_string
 from torsion.names._answer import Answer, Question
@@ -30,6 +32,7 @@ from torsion.names._cache import CacheResolver
 from torsion.names._chain import ResolverChain
 from torsion.names._client import DNSClient
 from torsion.names._forward import ForwardingResolver
+from torsion.names._limits import QueryLimits
 from torsion.names._pyzone import PythonZoneAuthority, load_python_zone
 from torsion.names._recursive import RecursiveResolver
 from torsion.names._server import DNSServer
@@ -667,3 +670,51 @@ async def test_dns_over_https_served_and_forwarded_to(
         assert await program.stop() == 0
         await upstream.stop_listening()
         await web.stop_listening()
+
+
+def test_flood_limits_from_the_command_line(tmp_path: Path) -> None:
+    zone = tmp_path / "local.zone"
+    zone.write_text(LOCAL)
+
+    def limits_of(**given: Any) -> QueryLimits:
+        limits: QueryLimits = _limits(
+            option_values(DNS.options, {"bindzone": [str(zone)], **given})
+        )
+        return limits
+
+    defaults = limits_of()
+    assert defaults == QueryLimits()
+    assert defaults.udp_rate == 1000.0
+    chosen = limits_of(
+        udp_rate=50.0,
+        udp_burst=10,
+        max_connections=5,
+        max_connections_per_client=0,
+        exempt=["192.0.2.0/24"],
+    )
+    assert chosen.udp_rate == 50.0
+    assert chosen.udp_burst == 10
+    assert chosen.max_connections == 5
+    assert chosen.max_connections_per_client is None
+    assert chosen.exempt == (*QueryLimits().exempt, "192.0.2.0/24")
+    assert limits_of(udp_rate=0.0).udp_rate is None
+    assert DNS.build(Clock(), option_values(DNS.options, {"bindzone": [str(zone)]}))  # type: ignore[arg-type]
+
+
+def test_bad_limit_options_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zone = tmp_path / "local.zone"
+    zone.write_text(LOCAL)
+    serve = ["dns", "--port", str(free_port()), "--bindzone", str(zone)]
+    for option, value, message in [
+        ("--udp-rate", "-1", "--udp-rate: must be at least 0"),
+        ("--udp-burst", "0", "--udp-burst: must be at least 1"),
+        ("--max-connections", "0", "--max-connections: must be at least 1"),
+        ("--exempt", "nowhere", "--exempt: 'nowhere' is not a network"),
+        ("--allow-axfr", "nowhere", "--allow-axfr: 'nowhere' is not a network"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*serve, option, value])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

@@ -103,13 +103,13 @@ def test_drops_are_logged_at_most_once_per_interval(caplog: pytest.LogCaptureFix
         clock.advance(30)
         allowed(limit, "192.0.2.1", 400)
         assert len(caplog.records) == 1
-        assert "dropped 1 UDP queries" in caplog.records[0].getMessage()
+        assert "refused 1 queries" in caplog.records[0].getMessage()
         clock.advance(31)
         allowed(limit, "192.0.2.1", 6)
     assert len(caplog.records) == 2
     # Every drop is counted, and the next line says how many were not logged.
     assert limit.dropped == 95 + 395 + 1
-    assert "dropped 490 UDP queries" in caplog.records[1].getMessage()
+    assert "refused 490 queries" in caplog.records[1].getMessage()
     assert "491 in all" in caplog.records[1].getMessage()
 
 

@@ -64,12 +64,15 @@ __all__ = ["DNS", "ZoneFiles"]
 _log = logging.getLogger("torsion.names")
 
 
-def _network(text: str) -> str:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError(f"--allow-axfr: {text!r} is not a network such as 192.0.2.0/24") from None
-    return text
+def _network(option: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{option}: {text!r} is not a network such as 192.0.2.0/24") from None
+        return text
+
+    return check
 
 
 def _server_address(text: str, option: str = "--forward") -> tuple[str, int]:
@@ -213,6 +216,7 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
         [*authorities, *secondaries, *others],
         recursive=recursive,
         allow_axfr=options["allow_axfr"],
+        limits=_limits(options),
     )
     zones: list[dns.name.Name] = [authority.origin for authority in authorities]
     zones += [secondary.origin for secondary in secondaries]
@@ -233,7 +237,7 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
         DatagramService(
             reactor,
             port,
-            server.datagram_protocol(),
+            server.datagram_protocol(reactor),
             interface=interface,
             description=description,
         )
@@ -301,6 +305,31 @@ def _tls_endpoint(reactor: Reactor, text: str, option: str) -> Any:
         return server_from_string(reactor, text)
     except EndpointStringError as exc:
         raise ValueError(f"{option}: {exc}") from exc
+
+
+def _limits(options: Mapping[str, Any]) -> Any:
+    """The server's ``QueryLimits`` from the limit options."""
+    from torsion.names._limits import QueryLimits
+
+    defaults = QueryLimits()
+    rate: float = options["udp_rate"]
+    per_client: int = options["max_connections_per_client"]
+    return QueryLimits(
+        udp_rate=rate or None,
+        udp_burst=options["udp_burst"],
+        max_connections=options["max_connections"],
+        max_connections_per_client=per_client or None,
+        exempt=(*defaults.exempt, *options["exempt"]),
+    )
+
+
+def _at_least(least: int, option: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value < least:
+            raise ValueError(f"{option}: must be at least {least}, not {value}")
+        return value
+
+    return check
 
 
 class _ClosedOnStop(BaseService):
@@ -592,10 +621,46 @@ DNS = Plugin(
             metavar="ENDPOINT",
         ),
         Option(
+            "udp-rate",
+            "UDP queries a second each client network (IPv4 /24, IPv6 /56) may ask; "
+            "more are dropped (0: no limit; loopback and --exempt are never limited)",
+            type=float,
+            default=1000.0,
+            check=_at_least(0, "--udp-rate"),
+        ),
+        Option(
+            "udp-burst",
+            "UDP queries a client network may ask at once after a quiet spell",
+            type=int,
+            default=2000,
+            check=_at_least(1, "--udp-burst"),
+        ),
+        Option(
+            "max-connections",
+            "TCP and TLS connections open at once, in all",
+            type=int,
+            default=100,
+            check=_at_least(1, "--max-connections"),
+        ),
+        Option(
+            "max-connections-per-client",
+            "TCP and TLS connections open at once from one client (0: no limit)",
+            type=int,
+            default=16,
+            check=_at_least(0, "--max-connections-per-client"),
+        ),
+        Option(
+            "exempt",
+            "never limit this network's clients (rate and connections per client)",
+            repeatable=True,
+            check=_network("--exempt"),
+            metavar="NETWORK",
+        ),
+        Option(
             "allow-axfr",
             "let this network transfer the zones (AXFR over TCP); nobody may by default",
             repeatable=True,
-            check=_network,
+            check=_network("--allow-axfr"),
             metavar="NETWORK",
         ),
     ),

@@ -73,8 +73,9 @@ class QueryLimits:
     benchmark on the same host measures the server, not the limit.
 
     Attributes:
-        udp_rate: Queries per second a client may send over UDP, on
-            average (1,000); None for no limit.
+        udp_rate: Queries per second a client may send over UDP (and
+            over HTTPS, where the excess is answered 429), on average
+            (1,000); None for no limit.
         udp_burst: Queries a client may send at once after a quiet spell
             (2,000).
         max_clients: How many clients' buckets to remember at most (100,000).
@@ -92,7 +93,8 @@ class QueryLimits:
         max_in_flight: Queries of one stream connection answered at once;
             reading it pauses beyond (16; RFC 7766 section 6.2.1.1).
         max_udp_in_flight: Queries of a UDP port answered at once (those
-            waiting for an upstream server); more are dropped (1,000).
+            waiting for an upstream server); more are dropped (1,000). DNS
+            over HTTPS answers 503 beyond as many.
     """
 
     udp_rate: float | None = 1000.0
@@ -281,8 +283,8 @@ class QueryRateLimiter:
         self._unlogged += 1
         if now >= self._next_log:
             _log.warning(
-                "dropped %d UDP queries from clients over %g a second (%d in all; "
-                "the latest from %s)",
+                "refused %d queries from clients over %g a second (UDP ones dropped, "
+                "DNS over HTTPS ones answered 429; %d in all; the latest from %s)",
                 self._unlogged,
                 self.rate,
                 self.dropped,
