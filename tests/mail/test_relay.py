@@ -14,13 +14,14 @@ import dns.rrset
 import pytest
 
 from torsion.defer import Deferred, fail, succeed
-from torsion.mail._relay import Relay, domain_of
+from torsion.mail._relay import Relay
 from torsion.mail.smtp._client_core import (
     DeliveryStatus,
     RecipientOutcome,
     Reply,
     SendResult,
     SMTPClientError,
+    domain_of,
 )
 from torsion.names import Answer, Question
 from torsion.testing import MemoryReactor

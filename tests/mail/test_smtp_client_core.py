@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from torsion.mail.smtp._client_core import (
     Capabilities,
     ClientSession,
+    ClientStartTLS,
+    ClientWrite,
     DeliveryStatus,
     Reply,
     ReplyParser,
     SMTPClientError,
-    StartTLS,
     TLSMode,
-    Write,
     dot_stuff,
 )
 
@@ -27,8 +27,8 @@ EHLO_PIPE = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n
 EHLO_PLAIN = b"250-mx.test\r\n250 SIZE\r\n"
 
 
-def written(events: list[Write | StartTLS]) -> bytes:
-    return b"".join(e.data for e in events if isinstance(e, Write))
+def written(events: list[ClientWrite | ClientStartTLS]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, ClientWrite))
 
 
 def session(**kwargs: object) -> ClientSession:
@@ -282,7 +282,7 @@ def test_starttls_then_ehlo_again() -> None:
     s = session(tls=TLSMode.REQUIRED)
     s.receive_data(b"220 hi\r\n")
     assert written(s.receive_data(b"250-mx\r\n250 STARTTLS\r\n")) == b"STARTTLS\r\n"
-    assert s.receive_data(b"220 go ahead\r\n") == [StartTLS()]
+    assert s.receive_data(b"220 go ahead\r\n") == [ClientStartTLS()]
     assert written(s.tls_started()) == b"EHLO client.test\r\n"
     assert s.tls_active
     out = written(s.receive_data(b"250-mx\r\n250 STARTTLS\r\n"))

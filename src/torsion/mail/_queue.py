@@ -51,8 +51,7 @@ from typing import Any, Final
 
 from torsion.defer import Deferred, maybe_deferred
 from torsion.internet import Clock, DelayedCall
-from torsion.mail._relay import domain_of
-from torsion.mail.smtp._client_core import DeliveryStatus, RecipientOutcome, Reply
+from torsion.mail.smtp._client_core import DeliveryStatus, RecipientOutcome, Reply, domain_of
 from torsion.mail.smtp._errors import SMTPError
 
 __all__ = ["Deliverer", "MailQueue", "QueueError", "QueuedMessage", "build_dsn"]

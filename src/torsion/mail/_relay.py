@@ -41,10 +41,11 @@ from torsion.mail.smtp._client_core import (
     Reply,
     SendResult,
     SMTPClientError,
+    domain_of,
 )
 from torsion.names import DNSResolver, Question
 
-__all__ = ["MessageSender", "Relay", "RelayError", "domain_of"]
+__all__ = ["MessageSender", "Relay", "RelayError"]
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,6 @@ class MessageSender(Protocol):
             OSError: The connection could not be made.
         """
         ...
-
-
-def domain_of(address: str) -> str:
-    """Return the domain of an address, lower-cased (what MX records are asked for)."""
-    return address.rpartition("@")[2].lower()
 
 
 def _made_up(code: int, enhanced: str, text: str) -> Reply:

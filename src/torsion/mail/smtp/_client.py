@@ -28,11 +28,11 @@ from torsion.internet import (
 )
 from torsion.mail.smtp._client_core import (
     ClientSession,
+    ClientStartTLS,
+    ClientWrite,
     SendResult,
     SMTPClientError,
-    StartTLS,
     TLSMode,
-    Write,
 )
 
 __all__ = ["SMTPClientProtocol", "send_message"]
@@ -100,9 +100,9 @@ class SMTPClientProtocol(Protocol):
             self._report()
         self.closed.callback(None)
 
-    def _run(self, events: Sequence[Write | StartTLS]) -> None:
+    def _run(self, events: Sequence[ClientWrite | ClientStartTLS]) -> None:
         for event in events:
-            if isinstance(event, Write):
+            if isinstance(event, ClientWrite):
                 self.transport.write(event.data)
             else:
                 self._start_tls()

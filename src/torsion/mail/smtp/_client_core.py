@@ -31,16 +31,18 @@ from torsion.mail.smtp._errors import SMTPError
 __all__ = [
     "AuthMechanism",
     "Capabilities",
+    "ClientEvent",
     "ClientSession",
+    "ClientStartTLS",
+    "ClientWrite",
     "DeliveryStatus",
     "RecipientOutcome",
     "Reply",
     "ReplyParser",
     "SMTPClientError",
     "SendResult",
-    "StartTLS",
     "TLSMode",
-    "Write",
+    "domain_of",
     "dot_stuff",
 ]
 
@@ -291,18 +293,18 @@ class SendResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Write:
+class ClientWrite:
     """Event: write these bytes to the server."""
 
     data: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StartTLS:
+class ClientStartTLS:
     """Event: upgrade the connection to TLS now, then call ``tls_started``."""
 
 
-Event = Write | StartTLS
+ClientEvent = ClientWrite | ClientStartTLS
 
 
 class _Phase(enum.Enum):
@@ -316,6 +318,11 @@ class _Phase(enum.Enum):
     DATA = enum.auto()
     QUIT = enum.auto()
     DONE = enum.auto()
+
+
+def domain_of(address: str) -> str:
+    """Return the domain of an address, lower-cased (what MX records are asked for)."""
+    return address.rpartition("@")[2].lower()
 
 
 def dot_stuff(message: bytes) -> bytes:
@@ -418,12 +425,12 @@ class ClientSession:
 
     # -- what the glue calls ----------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes) -> list[ClientEvent]:
         """Feed the server's bytes; return what to do, in order.
 
         Raises nothing: a protocol violation sets ``error`` and ends the session.
         """
-        events: list[Event] = []
+        events: list[ClientEvent] = []
         try:
             for reply in self._parser.receive_data(data):
                 if self.done:
@@ -433,7 +440,7 @@ class ClientSession:
             self._fail(exc)
         return events
 
-    def tls_started(self) -> list[Event]:
+    def tls_started(self) -> list[ClientEvent]:
         """The TLS handshake is done: say EHLO again (RFC 3207 section 4.2)."""
         self.tls_active = True
         self.capabilities = Capabilities()
@@ -463,7 +470,7 @@ class ClientSession:
             self.error = error
         self._phase = _Phase.DONE
 
-    def _handle(self, reply: Reply) -> list[Event]:
+    def _handle(self, reply: Reply) -> list[ClientEvent]:
         phase = self._phase
         if phase is _Phase.GREETING:
             if reply.code != 220:
@@ -477,7 +484,7 @@ class ClientSession:
                 # RFC 5321 section 3.2: fall back to HELO.
                 self._esmtp = False
                 self._phase = _Phase.HELO
-                return [Write(data=f"HELO {self.helo}\r\n".encode())]
+                return [ClientWrite(data=f"HELO {self.helo}\r\n".encode())]
             raise SMTPClientError("EHLO refused", reply)
         if phase is _Phase.HELO:
             if reply.code != 250:
@@ -486,7 +493,7 @@ class ClientSession:
         if phase is _Phase.STARTTLS:
             if reply.code == 220:
                 self._phase = _Phase.TLS
-                return [StartTLS()]
+                return [ClientStartTLS()]
             if self.tls is TLSMode.REQUIRED:
                 raise SMTPClientError("STARTTLS refused", reply)
             return self._after_tls()
@@ -501,28 +508,28 @@ class ClientSession:
             return []
         raise SMTPClientError(f"unexpected reply: {reply}")
 
-    def _send_ehlo(self) -> list[Event]:
+    def _send_ehlo(self) -> list[ClientEvent]:
         self._phase = _Phase.EHLO
         self._timeout = TIMEOUT_OTHER
-        return [Write(data=f"EHLO {self.helo}\r\n".encode())]
+        return [ClientWrite(data=f"EHLO {self.helo}\r\n".encode())]
 
-    def _after_hello(self) -> list[Event]:
+    def _after_hello(self) -> list[ClientEvent]:
         if not self.tls_active and self.tls is not TLSMode.NONE:
             if "STARTTLS" in self.capabilities:
                 self._phase = _Phase.STARTTLS
-                return [Write(data=b"STARTTLS\r\n")]
+                return [ClientWrite(data=b"STARTTLS\r\n")]
             if self.tls is TLSMode.REQUIRED:
                 raise SMTPClientError("the server does not offer STARTTLS")
         return self._after_tls()
 
-    def _after_tls(self) -> list[Event]:
+    def _after_tls(self) -> list[ClientEvent]:
         if self.auth is not None:
             return self._start_auth()
         return self._start_envelope()
 
     # -- AUTH (RFC 4954) ----------------------------------------------------------
 
-    def _start_auth(self) -> list[Event]:
+    def _start_auth(self) -> list[ClientEvent]:
         assert self.auth is not None
         offered = self.capabilities.auth_mechanisms
         secure = self.tls_active or self.allow_plaintext_auth
@@ -543,10 +550,10 @@ class ClientSession:
         if mechanism is AuthMechanism.PLAIN:
             # RFC 4616: authzid NUL authcid NUL passwd, as the initial response.
             token = _b64(b"\0" + user.encode() + b"\0" + password.encode())
-            return [Write(data=b"AUTH PLAIN " + token + b"\r\n")]
-        return [Write(data=f"AUTH {mechanism.value}\r\n".encode())]
+            return [ClientWrite(data=b"AUTH PLAIN " + token + b"\r\n")]
+        return [ClientWrite(data=f"AUTH {mechanism.value}\r\n".encode())]
 
-    def _auth_reply(self, reply: Reply) -> list[Event]:
+    def _auth_reply(self, reply: Reply) -> list[ClientEvent]:
         assert self.auth is not None
         if reply.code == 235:
             return self._start_envelope()
@@ -558,16 +565,16 @@ class ClientSession:
             # RFC 2195: user SP hex(HMAC-MD5(password, challenge)).
             challenge = _unb64(reply.lines[0])
             digest = hmac.new(password.encode(), challenge, hashlib.md5).hexdigest()
-            return [Write(data=_b64(f"{user} {digest}".encode()) + b"\r\n")]
+            return [ClientWrite(data=_b64(f"{user} {digest}".encode()) + b"\r\n")]
         if self._auth_mechanism is AuthMechanism.LOGIN and self._auth_step <= 2:
             answer = user if self._auth_step == 1 else password
-            return [Write(data=_b64(answer.encode()) + b"\r\n")]
+            return [ClientWrite(data=_b64(answer.encode()) + b"\r\n")]
         # A challenge we have no answer for: cancel the exchange (RFC 4954 section 4).
         raise SMTPClientError("unexpected AUTH challenge", reply)
 
     # -- the transaction ----------------------------------------------------------
 
-    def _refuse_all(self, reply: Reply, status: DeliveryStatus) -> list[Event]:
+    def _refuse_all(self, reply: Reply, status: DeliveryStatus) -> list[ClientEvent]:
         self.result = SendResult(
             outcomes=tuple(
                 RecipientOutcome(recipient=r, status=status, reply=reply) for r in self.recipients
@@ -575,13 +582,13 @@ class ClientSession:
         )
         return self._quit()
 
-    def _quit(self) -> list[Event]:
+    def _quit(self) -> list[ClientEvent]:
         self._phase = _Phase.QUIT
         # The outcome is known: QUIT's reply is a courtesy, not worth minutes.
         self._timeout = TIMEOUT_QUIT
-        return [Write(data=b"QUIT\r\n")]
+        return [ClientWrite(data=b"QUIT\r\n")]
 
-    def _start_envelope(self) -> list[Event]:
+    def _start_envelope(self) -> list[ClientEvent]:
         caps = self.capabilities
         params: list[str] = []
         limit = caps.size_limit if self._esmtp else None
@@ -626,9 +633,9 @@ class ClientSession:
                 self._expected.append("RCPT")
             commands.append(b"DATA\r\n")
             self._expected.append("DATA")
-        return [Write(data=b"".join(commands))]
+        return [ClientWrite(data=b"".join(commands))]
 
-    def _envelope_reply(self, reply: Reply) -> list[Event]:
+    def _envelope_reply(self, reply: Reply) -> list[ClientEvent]:
         expected = self._expected.pop(0)
         pipelined = bool(self._expected) or expected == "DATA"
         if expected == "MAIL":
@@ -638,7 +645,7 @@ class ClientSession:
             if not pipelined:
                 self._timeout = TIMEOUT_RCPT
                 self._expected = ["RCPT"]
-                return [Write(data=f"RCPT TO:<{self.recipients[0]}>\r\n".encode())]
+                return [ClientWrite(data=f"RCPT TO:<{self.recipients[0]}>\r\n".encode())]
             return []
         if expected == "RCPT":
             self._rcpt_replies.append(reply)
@@ -647,12 +654,12 @@ class ClientSession:
             if len(self._rcpt_replies) < len(self.recipients):
                 self._expected = ["RCPT"]
                 recipient = self.recipients[len(self._rcpt_replies)]
-                return [Write(data=f"RCPT TO:<{recipient}>\r\n".encode())]
+                return [ClientWrite(data=f"RCPT TO:<{recipient}>\r\n".encode())]
             if not any(r.code in (250, 251) for r in self._rcpt_replies):
                 return self._finish(None)
             self._expected = ["DATA"]
             self._timeout = TIMEOUT_DATA_INIT
-            return [Write(data=b"DATA\r\n")]
+            return [ClientWrite(data=b"DATA\r\n")]
         # The reply to DATA.
         mail_reply = self._mail_reply
         assert mail_reply is not None
@@ -664,11 +671,11 @@ class ClientSession:
                 self._phase = _Phase.DATA
                 self._data_sent = False
                 self._timeout = TIMEOUT_DATA_TERM
-                return [Write(data=b".\r\n")]
+                return [ClientWrite(data=b".\r\n")]
             self._phase = _Phase.DATA
             self._data_sent = True
             self._timeout = TIMEOUT_DATA_TERM
-            return [Write(data=dot_stuff(self.message))]
+            return [ClientWrite(data=dot_stuff(self.message))]
         if mail_reply.code != 250:
             return self._mail_refused(mail_reply)
         if not accepted:
@@ -676,11 +683,11 @@ class ClientSession:
         # DATA itself refused: every accepted recipient gets its reply.
         return self._finish(reply)
 
-    def _mail_refused(self, reply: Reply) -> list[Event]:
+    def _mail_refused(self, reply: Reply) -> list[ClientEvent]:
         status = DeliveryStatus.REFUSED if reply.code >= 500 else DeliveryStatus.TEMPORARY
         return self._refuse_all(reply, status)
 
-    def _data_reply(self, reply: Reply) -> list[Event]:
+    def _data_reply(self, reply: Reply) -> list[ClientEvent]:
         mail_reply = self._mail_reply
         assert mail_reply is not None
         if not self._data_sent:
@@ -689,7 +696,7 @@ class ClientSession:
             return self._finish(None)
         return self._finish(reply)
 
-    def _finish(self, final: Reply | None) -> list[Event]:
+    def _finish(self, final: Reply | None) -> list[ClientEvent]:
         outcomes = []
         for recipient, rcpt in zip(self.recipients, self._rcpt_replies, strict=True):
             decided = rcpt
