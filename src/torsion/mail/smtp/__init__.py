@@ -11,6 +11,12 @@
 - ``SMTPServerConnection`` is the state machine itself, bytes in, replies
   and events out, for tests and other I/O worlds.
 - ``parse_path`` and ``EmailAddress``: RFC 5321 paths.
+- Client: ``send_message`` sends one message (STARTTLS, verified by
+  default; AUTH CRAM-MD5/PLAIN/LOGIN; PIPELINING; SIZE, 8BITMIME and
+  SMTPUTF8 when needed) and returns a ``SendResult`` with one
+  ``RecipientOutcome`` per recipient; ``SMTPClientError`` when the session
+  fails as a whole. ``ClientSession`` and ``ReplyParser`` are its sans-IO
+  core, ``SMTPClientProtocol`` the glue.
 
 A server that accepts everything into a directory::
 
@@ -19,6 +25,24 @@ A server that accepts everything into a directory::
 """
 
 from torsion.mail.smtp._address import EmailAddress, parse_mailbox, parse_parameters, parse_path
+from torsion.mail.smtp._client import SMTPClientProtocol, SMTPReactor, send_message
+from torsion.mail.smtp._client_core import (
+    AuthMechanism,
+    Capabilities,
+    ClientEvent,
+    ClientSession,
+    ClientStartTLS,
+    ClientWrite,
+    DeliveryStatus,
+    RecipientOutcome,
+    Reply,
+    ReplyParser,
+    SendResult,
+    SMTPClientError,
+    TLSMode,
+    domain_of,
+    dot_stuff,
+)
 from torsion.mail.smtp._core import AUTH_MECHANISMS, SMTPServerConnection, State
 from torsion.mail.smtp._delivery import Delivery, Session
 from torsion.mail.smtp._errors import AddressError, SMTPError, SMTPReplyError
@@ -37,25 +61,43 @@ from torsion.mail.smtp._server import SMTPFactory, SMTPServer, received_header
 __all__ = [
     "AUTH_MECHANISMS",
     "AddressError",
+    "AuthMechanism",
     "AuthReceived",
+    "Capabilities",
+    "ClientEvent",
+    "ClientSession",
+    "ClientStartTLS",
+    "ClientWrite",
     "Delivery",
+    "DeliveryStatus",
     "EmailAddress",
     "Envelope",
     "Event",
     "MessageReceived",
+    "RecipientOutcome",
     "RecipientReceived",
+    "Reply",
+    "ReplyParser",
+    "SMTPClientError",
+    "SMTPClientProtocol",
     "SMTPError",
     "SMTPFactory",
     "SMTPLimits",
+    "SMTPReactor",
     "SMTPReplyError",
     "SMTPServer",
     "SMTPServerConnection",
+    "SendResult",
     "SenderReceived",
     "Session",
     "StartTLSRequested",
     "State",
+    "TLSMode",
+    "domain_of",
+    "dot_stuff",
     "parse_mailbox",
     "parse_parameters",
     "parse_path",
     "received_header",
+    "send_message",
 ]
