@@ -1181,3 +1181,22 @@ def test_switch_protocols_needs_a_request_that_asked() -> None:
     assert response.body == b"plain"
     assert len(Eager.errors) == 1
     conn.lose()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_target": 0},
+        {"max_headers": 0},
+        {"max_head_bytes": -1},
+        {"body_buffer": 0},
+        {"max_pipelined": 0},
+        {"max_body": -1},
+        {"header_timeout": 0.0},
+        {"idle_timeout": -1.0},
+        {"body_timeout": float("nan")},
+    ],
+)
+def test_limits_refuse_bounds_that_make_no_sense(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ServerLimits(**bad)  # type: ignore[arg-type]

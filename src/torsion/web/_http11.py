@@ -74,6 +74,10 @@ class ServerLimits:
             handler); then 408 and close.
         idle_timeout: Seconds a kept-alive connection may wait for its next
             request; then it is closed.
+
+    Raises:
+        ValueError: A bound is below 1 (``max_body`` below 0) or a timeout is
+            not positive.
     """
 
     max_target: int = 8192
@@ -85,6 +89,23 @@ class ServerLimits:
     header_timeout: float = 20.0
     body_timeout: float = 60.0
     idle_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        """Refuse bounds that would let nothing through, or everything."""
+        for name in (
+            "max_target",
+            "max_headers",
+            "max_head_bytes",
+            "body_buffer",
+            "max_pipelined",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_body < 0:
+            raise ValueError("max_body cannot be negative")
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0 seconds")
 
 
 class HTTPProtocolError(TorsionError):
