@@ -12,7 +12,13 @@
   that every session in a process shares it.
 - ``encode_modified_utf7``/``decode_modified_utf7``: IMAP's spelling of
   mailbox names (RFC 3501 section 5.1.3); names are ``str`` everywhere else.
+- Outbound mail: ``MailQueue`` (messages on disk until delivered, retried
+  with backoff, bounced as RFC 3464 reports) delivering through a
+  ``Relay`` (MX lookups with torsion.names, then SMTP to the exchangers;
+  it needs the ``names`` extra and is imported on first use).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from torsion.mail._mailbox import (
     ANSWERED,
@@ -48,7 +54,11 @@ from torsion.mail._maildir import MaildirMailbox
 from torsion.mail._maildir_store import MaildirStore
 from torsion.mail._memory import MemoryMailbox, MemoryMailStore
 from torsion.mail._mutf7 import decode_modified_utf7, encode_modified_utf7
+from torsion.mail._queue import Deliverer, MailQueue, QueuedMessage, QueueError, build_dsn
 from torsion.mail._users import MaildirUsers, MailUsers, MemoryUsers, NoSuchUserError
+
+if TYPE_CHECKING:
+    from torsion.mail._relay import MessageSender, Relay, RelayError
 
 __all__ = [
     "ANSWERED",
@@ -58,9 +68,11 @@ __all__ = [
     "FLAGGED",
     "SEEN",
     "SYSTEM_FLAGS",
+    "Deliverer",
     "FlagMode",
     "FlagsChanged",
     "InvalidMailboxNameError",
+    "MailQueue",
     "MailStore",
     "MailUsers",
     "Mailbox",
@@ -79,6 +91,7 @@ __all__ = [
     "MemoryMailbox",
     "MemoryUsers",
     "MessageInfo",
+    "MessageSender",
     "MessageSink",
     "MessageTooLargeError",
     "MessagesAdded",
@@ -86,7 +99,23 @@ __all__ = [
     "NoSuchMailboxError",
     "NoSuchMessageError",
     "NoSuchUserError",
+    "QueueError",
+    "QueuedMessage",
+    "Relay",
+    "RelayError",
+    "build_dsn",
     "check_mailbox_name",
     "decode_modified_utf7",
     "encode_modified_utf7",
 ]
+
+# The relay asks DNS through torsion.names (dnspython): imported on first use.
+_RELAY = frozenset({"MessageSender", "Relay", "RelayError"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RELAY:
+        from torsion.mail import _relay
+
+        return getattr(_relay, name)
+    raise AttributeError(f"module 'torsion.mail' has no attribute {name!r}")
