@@ -104,8 +104,12 @@ def test_enqueue_writes_both_files_and_delivers_by_domain(tmp_path: Path) -> Non
     calls = deliverer.take()
     assert sorted(c.recipients for c in calls) == [["x@one.test", "z@ONE.test"], ["y@two.test"]]
     assert all(c.message == MESSAGE and c.sender == "a@here.test" for c in calls)
-    for call in calls:
-        call.answer()
+    empty = queue.wait_empty()
+    calls[0].answer()
+    assert not empty.called
+    calls[1].answer()
+    assert [empty.called] == [True]
+    assert queue.wait_empty().called
     assert list(tmp_path.iterdir()) == []
     assert queue.messages == {}
     assert clock.get_delayed_calls() == []

@@ -208,6 +208,7 @@ class MailQueue:
         self._running = 0
         self._per_domain: dict[str, int] = {}
         self._in_flight: set[Deferred[Any]] = set()
+        self._empty_waiters: list[Deferred[None]] = []
         self._started = False
 
     # -- life cycle -----------------------------------------------------------
@@ -250,6 +251,28 @@ class MailQueue:
         in_flight, self._in_flight = self._in_flight, set()
         for d in in_flight:
             d.cancel()
+
+    def start_service(self) -> None:
+        """``start``, as a service in an application's tree."""
+        self.start()
+
+    def stop_service(self) -> None:
+        """``stop``, as a service in an application's tree."""
+        self.stop()
+
+    def wait_empty(self) -> Deferred[None]:
+        """Wait until no message is left in the queue (delivered, bounced or dropped).
+
+        Returns:
+            A Deferred that fires with None at once if the queue is empty,
+            else when its last message leaves it.
+        """
+        d: Deferred[None] = Deferred()
+        if not self.messages:
+            d.callback(None)
+        else:
+            self._empty_waiters.append(d)
+        return d
 
     # -- taking messages --------------------------------------------------------
 
@@ -318,6 +341,10 @@ class MailQueue:
         (self.directory / (message.id + ".json")).unlink(missing_ok=True)
         (self.directory / (message.id + ".eml")).unlink(missing_ok=True)
         self.messages.pop(message.id, None)
+        if not self.messages:
+            waiters, self._empty_waiters = self._empty_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     def message_bytes(self, queue_id: str) -> bytes:
         """Return a queued message's bytes."""
