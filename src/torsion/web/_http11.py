@@ -163,7 +163,7 @@ _HEAD = 1
 _BODY = 2
 
 _TE_CHUNKED = b"chunked"
-_LOOKED_AT = frozenset(b"ceht")
+_LOOKED_AT = frozenset(b"cehtu")
 # Bytes of earlier reads kept to check a request line split across reads:
 # enough for the longest method and two spaces.
 _TAIL = 24
@@ -205,6 +205,7 @@ class RequestParser:
         self.upgrade_data = b""
 
     def _reset(self) -> None:
+        # The state of one request (also set, inline, by on_message_begin).
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
@@ -215,12 +216,10 @@ class RequestParser:
         self._chunked = False
         self._content_length = -1
         self._expect_continue = False
-        self._begun_in_chunk = True
-
-    @property
-    def upgrading(self) -> bool:
-        """Whether the request whose head was just read asks to switch protocols."""
-        return bool(self._parser.should_upgrade())
+        self._upgrade_field = False
+        #: Whether the request whose head was just read asks to switch
+        #: protocols (Upgrade with Connection: upgrade, or CONNECT).
+        self.upgrading = False
 
     @property
     def reading_head(self) -> bool:
@@ -304,7 +303,12 @@ class RequestParser:
 
     def on_message_begin(self) -> None:
         """httptools: a request starts."""
-        self._reset()
+        self._target = b""
+        self._headers = []
+        self._head_bytes = self._body_bytes = self._body_wire_bytes = 0
+        self._trailers = self._hosts = 0
+        self._chunked = self._expect_continue = self._upgrade_field = self.upgrading = False
+        self._content_length = -1
         self._phase = _HEAD
         self._owner.message_begun()
         if self._stopped:
@@ -348,8 +352,9 @@ class RequestParser:
         headers.append((name, value))
         if len(headers) > self._limits.max_headers:
             self._fail(431, "too many header fields")
-        # Only names starting with c, e, h or t need a look (Content-Length,
-        # Expect, Host, Transfer-Encoding): most fields skip the lowering.
+        # Only names starting with c, e, h, t or u need a look
+        # (Content-Length, Expect, Host, Transfer-Encoding, Upgrade): most
+        # fields skip the lowering.
         if name[0] | 0x20 not in _LOOKED_AT:
             return
         lowered = name.lower()
@@ -367,6 +372,8 @@ class RequestParser:
             if value.strip(b" \t").lower() != _TE_CHUNKED:
                 self._fail(400, "unsupported Transfer-Encoding")
             self._chunked = True
+        elif lowered == b"upgrade":
+            self._upgrade_field = True
         elif lowered == b"expect":
             if value.strip(b" \t").lower() != b"100-continue":
                 self._fail(417, "unsupported expectation")
@@ -393,8 +400,12 @@ class RequestParser:
         if not self._target:
             self._fail(400, "empty request target")
         self._phase = _BODY
+        method = parser.get_method()
+        if self._upgrade_field or method == b"CONNECT":
+            # llhttp's own verdict: it is what stops the parser at the switch.
+            self.upgrading = bool(parser.should_upgrade())
         self._owner.head_received(
-            parser.get_method(),
+            method,
             self._target,
             version,
             self._headers,

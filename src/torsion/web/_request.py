@@ -466,8 +466,32 @@ class Request:
             self.write(body)
             self.finish()
             return
-        head = self._head(len(body))
-        self._sent = len(body)
+        length = len(body)
+        channel = self._channel
+        if (
+            self.code == 200
+            and self._response_headers is None
+            and self.keep_alive
+            and self._body_complete
+            and not channel._closing
+            and self.version == "HTTP/1.1"
+        ):
+            # The common case, in one formatting and one write.
+            self._started = True
+            self._sent = length
+            if self._head_only:
+                channel._write(
+                    b"%b%bContent-Length: %d\r\n\r\n" % (_OK, channel._date_lines(), length)
+                )
+            else:
+                channel._write(
+                    b"%b%bContent-Length: %d\r\n\r\n%b"
+                    % (_OK, channel._date_lines(), length, body)
+                )
+            self._done()
+            return
+        head = self._head(length)
+        self._sent = length
         if self._head_only or self.code in _NO_BODY_CODES or not body:
             self._channel._write(head)
         else:
@@ -495,17 +519,6 @@ class Request:
         code = self.code
         channel = self._channel
         headers = self._response_headers
-        if (
-            code == 200
-            and length >= 0
-            and headers is None
-            and self.keep_alive
-            and not channel._closing
-            and self.version == "HTTP/1.1"
-            and self._body_complete
-        ):
-            # The common case, in one formatting.
-            return b"%b%bContent-Length: %d\r\n\r\n" % (_OK, channel._date_lines(), length)
         parts = [status_line(code, self._phrase), channel._date_lines()]
         if headers is not None:
             for name, value in headers.raw:
