@@ -275,3 +275,24 @@ def test_quit_reply_closes(clock: Clock) -> None:
     assert clock.get_delayed_calls() == []
     protocol.connection_lost(None)
     assert protocol.closed.called
+
+
+def test_a_full_write_buffer_gets_the_data_block_timeout(clock: Clock) -> None:
+    ((protocol, transport),) = connected(clock)
+    failures: list[BaseException] = []
+    protocol.finished.add_errback(failures.append)
+    protocol.data_received(b"220 hi\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    (timer,) = clock.get_delayed_calls()
+    assert timer.get_time() == 600
+    protocol.pause_writing()
+    (timer,) = clock.get_delayed_calls()
+    assert timer.get_time() == 180
+    clock.advance(170)
+    protocol.resume_writing()
+    (timer,) = clock.get_delayed_calls()
+    # DATA's reply may take 10 minutes from the end of the message.
+    assert timer.get_time() == 170 + 600
+    clock.advance(600)
+    assert transport.aborted
+    assert isinstance(failures[0], SMTPClientError)
+    protocol.connection_lost(None)

@@ -390,3 +390,20 @@ def test_lost_after_the_outcome_keeps_it() -> None:
 def test_bad_arguments(field: str, value: object) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies
         session(**{field: value})
+
+
+def test_utf8_header_says_smtputf8_where_offered() -> None:
+    message = "Subject: é\n\nbody\n".encode()
+    s = session(message=message, recipients=["b@mx.test"])
+    s.receive_data(b"220 hi\r\n")
+    out = written(s.receive_data(b"250-mx\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"))
+    assert out == b"MAIL FROM:<a@client.test> BODY=8BITMIME SMTPUTF8\r\n"
+    s = session(message=message, recipients=["b@mx.test"])
+    s.receive_data(b"220 hi\r\n")
+    out = written(s.receive_data(b"250-mx\r\n250 8BITMIME\r\n"))
+    assert out == b"MAIL FROM:<a@client.test> BODY=8BITMIME\r\n"
+    # 8-bit data in the body alone needs no SMTPUTF8.
+    s = session(message="Subject: e\n\nbödy\n".encode(), recipients=["b@mx.test"])
+    s.receive_data(b"220 hi\r\n")
+    out = written(s.receive_data(b"250-mx\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"))
+    assert out == b"MAIL FROM:<a@client.test> BODY=8BITMIME\r\n"

@@ -27,6 +27,7 @@ from torsion.internet import (
     client_context,
 )
 from torsion.mail.smtp._client_core import (
+    TIMEOUT_DATA_BLOCK,
     ClientSession,
     ClientStartTLS,
     ClientWrite,
@@ -100,6 +101,18 @@ class SMTPClientProtocol(Protocol):
             self._report()
         self.closed.callback(None)
 
+    def pause_writing(self) -> None:
+        """The message is still being sent: RFC 5321's data block timeout applies."""
+        super().pause_writing()
+        if self._timer is not None:
+            self._arm(TIMEOUT_DATA_BLOCK)
+
+    def resume_writing(self) -> None:
+        """Sent: the timeout is the reply's again, counted from now."""
+        super().resume_writing()
+        if self._timer is not None:
+            self._arm()
+
     def _run(self, events: Sequence[ClientWrite | ClientStartTLS]) -> None:
         for event in events:
             if isinstance(event, ClientWrite):
@@ -139,9 +152,12 @@ class SMTPClientProtocol(Protocol):
         elif self.session.error is not None:
             self.finished.errback(self.session.error)
 
-    def _arm(self) -> None:
+    def _arm(self, timeout: float | None = None) -> None:
+        # RFC 5321 section 4.5.3.2.5: each piece of the message may take 3
+        # minutes to be sent; the 10 for DATA's reply count from its end.
         self._disarm()
-        self._timer = self._clock.call_later(self.session.timeout, self._timed_out)
+        seconds = self.session.timeout if timeout is None else timeout
+        self._timer = self._clock.call_later(seconds, self._timed_out)
 
     def _disarm(self) -> None:
         if self._timer is not None:

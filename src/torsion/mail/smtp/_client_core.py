@@ -56,6 +56,7 @@ TIMEOUT_GREETING: Final = 300.0
 TIMEOUT_MAIL: Final = 300.0
 TIMEOUT_RCPT: Final = 300.0
 TIMEOUT_DATA_INIT: Final = 120.0
+TIMEOUT_DATA_BLOCK: Final = 180.0
 TIMEOUT_DATA_TERM: Final = 600.0
 TIMEOUT_OTHER: Final = 300.0
 TIMEOUT_QUIT: Final = 30.0
@@ -318,6 +319,13 @@ class _Phase(enum.Enum):
     DATA = enum.auto()
     QUIT = enum.auto()
     DONE = enum.auto()
+
+
+def _header_of(message: bytes) -> bytes:
+    end = message.find(b"\n\n")
+    end_crlf = message.find(b"\r\n\r\n")
+    ends = [e for e in (end, end_crlf) if e >= 0]
+    return message[: min(ends)] if ends else message
 
 
 def domain_of(address: str) -> str:
@@ -619,6 +627,10 @@ class ClientSession:
                     _made_up(553, "5.6.7", "non-ASCII address and no SMTPUTF8 at the server"),
                     DeliveryStatus.REFUSED,
                 )
+        elif self._esmtp and "SMTPUTF8" in caps and not _header_of(self.message).isascii():
+            # RFC 6532 header fields in UTF-8: said so where the server can
+            # take it; elsewhere they go as 8-bit data (8BITMIME, above).
+            params.append("SMTPUTF8")
         mail = " ".join([f"MAIL FROM:<{self.sender}>", *params]) + "\r\n"
         commands = [mail.encode()]
         self._expected = ["MAIL"]
