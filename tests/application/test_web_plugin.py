@@ -206,3 +206,73 @@ def test_nothing_to_serve_is_a_usage_error(env: dict[str, str]) -> None:
     result = run_torsion("web", "--listen", LOCAL, env=env)
     assert result.returncode == 2
     assert "give something to serve" in one_line(result.stderr)
+
+
+WSGI_APP = """\
+def application(environ, start_response):
+    body = f"wsgi {environ['PATH_INFO']} {environ['QUERY_STRING']}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+ASGI_APP = """\
+import contextlib
+import pathlib
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+LOG = pathlib.Path(__file__).with_name("lifespan.log")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    LOG.write_text("started\\n")
+    yield
+    with LOG.open("a") as log:
+        log.write("stopped\\n")
+
+
+async def hello(request):
+    return PlainTextResponse(f"asgi {request.path_params['name']}")
+
+
+app = Starlette(routes=[Route("/hello/{name}", hello)], lifespan=lifespan)
+"""
+
+
+def test_a_wsgi_application(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "wsgiapp.py").write_text(WSGI_APP)
+    args = ["web", "--wsgi", "wsgiapp:application", "--listen", LOCAL]
+    with Torsion(*args, env=env, cwd=str(tmp_path)) as torsion:
+        base = f"http://127.0.0.1:{torsion.port()}"
+        assert curl(f"{base}/some/where?x=1") == "wsgi /some/where x=1"
+        assert torsion.stop() == 0
+
+
+def test_an_asgi_application_with_its_lifespan(env: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("starlette")
+    (tmp_path / "asgiapp.py").write_text(ASGI_APP)
+    args = ["web", "--asgi", "asgiapp:app", "--listen", LOCAL]
+    with Torsion(*args, env=env, cwd=str(tmp_path)) as torsion:
+        port = torsion.port()
+        # The ports open once startup has run.
+        assert (tmp_path / "lifespan.log").read_text() == "started\n"
+        assert curl(f"http://127.0.0.1:{port}/hello/you") == "asgi you"
+        assert torsion.stop() == 0
+    assert (tmp_path / "lifespan.log").read_text() == "started\nstopped\n"
+
+
+def test_bad_applications_are_usage_errors(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no')\n")
+    cases = [
+        (["--wsgi", "nosuchmodule:app"], "--wsgi: "),
+        (["--asgi", "broken:app"], "--asgi: "),
+        (["--wsgi", "no-colon"], "--wsgi: "),
+        (["--path", str(SITE), "--wsgi", "x:y"], "give one of --path, --wsgi, not several"),
+    ]
+    for extra, message in cases:
+        result = run_torsion("web", *extra, "--listen", LOCAL, env=env, cwd=str(tmp_path))
+        assert result.returncode == 2, result.stderr
+        assert message in one_line(result.stderr)

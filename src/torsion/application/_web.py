@@ -8,9 +8,14 @@ What it serves (at least one of):
 * ``--resource-script FILE.py``: a Python file that defines ``resource``, a
   ``torsion.web.Resource`` (the root of its tree); it is run with
   ``reactor`` among its globals, for resources that need time or threads.
+* ``--wsgi MODULE:APP``: a WSGI application (PEP 3333), run in the
+  reactor's thread pool; ``--asgi MODULE:APP``: an ASGI application
+  (Starlette, FastAPI...), run on the event loop, its lifespan startup
+  finished before the ports open and its shutdown run after they close.
+  ``MODULE`` is imported with the current directory first on the path.
 * ``--vhost NAME=DIR`` (repeatable): the tree at ``DIR`` for requests to host
-  ``NAME`` (``*.example.com`` for every name under it). The tree of
-  ``--path`` or ``--resource-script``, if given, serves every other host;
+  ``NAME`` (``*.example.com`` for every name under it). What the other
+  options give, if any, serves every other host;
   without one, other hosts get 404.
 
 ``--auth CHECKER`` (repeatable, a ``torsion.cred`` checker string such as
@@ -37,6 +42,7 @@ import codecs
 import json
 import logging
 import logging.handlers
+import os
 import re
 import runpy
 import sys
@@ -51,9 +57,11 @@ from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve
 from torsion.internet import Address, IPv4Address, IPv6Address, Reactor
 
 if TYPE_CHECKING:
-    from torsion.web import Resource
+    from torsion.web import ASGIResource, Resource
 
 __all__ = ["WEB", "JSONAccessFormatter", "parse_vhost"]
+
+_log = logging.getLogger("torsion.web")
 
 _DEFAULT_LISTEN = "tcp:8080"
 _ACCESS_LOGGER = "torsion.web.access"
@@ -214,19 +222,64 @@ def _directory(option: str, path: str, options: Mapping[str, Any]) -> Resource:
     )
 
 
+def _application(option: str, spec: str) -> Any:
+    from torsion.web import AppLoadError, load_app
+
+    try:
+        return load_app(spec, app_dir=os.getcwd())
+    except AppLoadError as exc:
+        raise ValueError(f"{option}: {exc}") from exc
+
+
+class _Lifespan(BaseService):
+    """Runs an ASGI application's lifespan: startup before the ports, shutdown after."""
+
+    def __init__(self, resource: ASGIResource) -> None:
+        super().__init__()
+        self.resource = resource
+
+    async def start_service(self) -> None:
+        from torsion.application._errors import RunnerError
+        from torsion.web import LifespanError
+
+        super().start_service()
+        try:
+            await self.resource.start()
+        except LifespanError as exc:
+            raise RunnerError(f"the ASGI application's startup failed: {exc}") from exc
+
+    async def stop_service(self) -> None:
+        from torsion.web import LifespanError
+
+        super().stop_service()
+        try:
+            await self.resource.stop()
+        except LifespanError as exc:
+            _log.error("The ASGI application's shutdown failed: %s", exc)
+
+
 def _root(reactor: Reactor, options: Mapping[str, Any]) -> Resource:
-    from torsion.web import VirtualHosts
+    from torsion.web import ASGIResource, VirtualHosts, WSGIResource
 
     path, script, vhosts = options["path"], options["resource_script"], options["vhost"]
-    if path and script:
-        raise ValueError("give --path or --resource-script, not both")
-    if not (path or script or vhosts):
-        raise ValueError("give something to serve: --path DIR, --resource-script FILE or --vhost")
+    wsgi, asgi = options["wsgi"], options["asgi"]
+    given = [name for name, value in _sources(options) if value]
+    if len(given) > 1:
+        raise ValueError(f"give one of {', '.join(given)}, not several")
+    if not (given or vhosts):
+        raise ValueError(
+            "give something to serve: --path DIR, --resource-script FILE, "
+            "--wsgi MODULE:APP, --asgi MODULE:APP or --vhost"
+        )
     root: Resource | None = None
     if script:
         root = _script_resource(script, reactor)
     elif path:
         root = _directory("--path", path, options)
+    elif wsgi:
+        root = WSGIResource(_application("--wsgi", wsgi), reactor=reactor)
+    elif asgi:
+        root = ASGIResource(_application("--asgi", asgi), reactor=reactor)
     if vhosts:
         hosts = VirtualHosts(default=root)
         for text in vhosts:
@@ -235,6 +288,16 @@ def _root(reactor: Reactor, options: Mapping[str, Any]) -> Resource:
         root = hosts
     assert root is not None
     return root
+
+
+def _sources(options: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """What may be served at the root, by option (one at most)."""
+    return [
+        ("--path", options["path"]),
+        ("--resource-script", options["resource_script"]),
+        ("--wsgi", options["wsgi"]),
+        ("--asgi", options["asgi"]),
+    ]
 
 
 def _guarded(root: Resource, reactor: Reactor, options: Mapping[str, Any]) -> Resource:
@@ -249,6 +312,16 @@ def _guarded(root: Resource, reactor: Reactor, options: Mapping[str, Any]) -> Re
     checkers = [checker_from_string(text, threads=reactor) for text in options["auth"]]
     portal = Portal(_Everyone(), checkers, clock=reactor)
     return BasicAuth(portal, realm=options["auth_realm"])
+
+
+def _lifespans(root: Resource) -> list[_Lifespan]:
+    from torsion.web import ASGIResource, VirtualHosts
+
+    if isinstance(root, ASGIResource):
+        return [_Lifespan(root)]
+    if isinstance(root, VirtualHosts) and isinstance(root.default, ASGIResource):
+        return [_Lifespan(root.default)]
+    return []
 
 
 def _hint(secure: bool) -> Any:
@@ -275,6 +348,7 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
             f"torsion web needs the web extra (pip install 'torsion[web]'): {exc}"
         ) from exc
     root = _root(reactor, options)
+    lifespans = _lifespans(root)
     if options["auth"]:
         root = _guarded(root, reactor, options)
     defaults = ServerLimits()
@@ -285,6 +359,9 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
         idle_timeout=options["idle_timeout"] or defaults.idle_timeout,
     )
     app = Application("web service")
+    # Added before the ports: started first, stopped after them.
+    for lifespan in lifespans:
+        app.add_service(lifespan)
     access_log = None
     if options["access_log"]:
         access_log, service = _access_log(options["access_log"], options["access_log_format"])
@@ -293,7 +370,7 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
     # The idle timeout is the server's own (between requests), not the
     # connection-level one of the other plugins.
     connection_limits = {k: v for k, v in options.items() if k != "idle_timeout"}
-    what = options["path"] or options["resource_script"] or "virtual hosts"
+    what = next((value for _, value in _sources(options) if value), "virtual hosts")
     for text in options["listen"] or [_DEFAULT_LISTEN]:
         serve(
             app,
@@ -379,7 +456,18 @@ WEB = Plugin(
             check=_positive("body-timeout"),
             metavar="SECONDS",
         ),
-        # --wsgi module:app and --asgi module:app go here.
+        Option(
+            "wsgi",
+            "serve this WSGI application (PEP 3333), run in the thread pool; "
+            "MODULE is imported from the current directory first",
+            metavar="MODULE:APP",
+        ),
+        Option(
+            "asgi",
+            "serve this ASGI application (Starlette, FastAPI...) on the event loop, "
+            "with its lifespan startup before the ports open",
+            metavar="MODULE:APP",
+        ),
         *(
             option
             if option.name != "idle-timeout"
