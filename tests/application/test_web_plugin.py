@@ -54,7 +54,7 @@ def test_parse_vhost() -> None:
 def test_something_to_serve_is_needed(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="give something to serve"):
         build()
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="not several"):
         build(path=str(SITE), resource_script=str(tmp_path / "x.py"))
     with pytest.raises(ValueError, match="does not exist"):
         build(path=str(tmp_path / "missing"))
@@ -257,9 +257,9 @@ def test_an_asgi_application_with_its_lifespan(env: dict[str, str], tmp_path: Pa
     args = ["web", "--asgi", "asgiapp:app", "--listen", LOCAL]
     with Torsion(*args, env=env, cwd=str(tmp_path)) as torsion:
         port = torsion.port()
-        # The ports open once startup has run.
-        assert (tmp_path / "lifespan.log").read_text() == "started\n"
+        # Served once the startup has run (a request may wait for it).
         assert curl(f"http://127.0.0.1:{port}/hello/you") == "asgi you"
+        assert (tmp_path / "lifespan.log").read_text() == "started\n"
         assert torsion.stop() == 0
     assert (tmp_path / "lifespan.log").read_text() == "started\nstopped\n"
 

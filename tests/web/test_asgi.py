@@ -425,6 +425,49 @@ async def test_lifespan_runs_once_and_shares_its_state(reactor: Reactor) -> None
     assert log == ["startup", "shutdown"]
 
 
+def gated_lifespan_app(gate: asyncio.Future[str]) -> Any:
+    """An app whose startup completes (or fails) when the test resolves ``gate``."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            outcome = await gate
+            if outcome == "fail":
+                await send({"type": "lifespan.startup.failed", "message": "no database"})
+                return
+            scope["state"]["db"] = "connected"
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await respond(send, scope["state"]["db"].encode())
+
+    return app
+
+
+@pytest.mark.parametrize("outcome", ["ok", "fail"])
+async def test_requests_during_startup_wait_for_it(reactor: Reactor, outcome: str) -> None:
+    gate: asyncio.Future[str] = reactor.loop.create_future()
+    resource = mount(gated_lifespan_app(gate), reactor)
+    starting = asyncio.ensure_future(resource.start())
+    await asyncio.sleep(0)  # one turn: the startup has begun
+    conn = connect(resource.root)
+    conn.send(request_bytes("/api"))
+    assert conn.responses() == []  # the request waits for the startup
+    gate.set_result(outcome)
+    await resource.settled[0]
+    [response] = conn.responses()
+    if outcome == "ok":
+        await starting
+        assert (response.status, response.body) == (200, b"connected")
+    else:
+        with pytest.raises(LifespanError):
+            await starting
+        assert response.status == 503
+    conn.lose()
+    await resource.stop()
+
+
 async def test_lifespan_startup_failure_raises(reactor: Reactor) -> None:
     resource = mount(lifespan_app([], fail="startup"), reactor)
     with pytest.raises(LifespanError, match="no database"):

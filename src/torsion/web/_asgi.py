@@ -190,7 +190,15 @@ class ASGIResource(Resource):
             "extensions": {},
         }
 
-    async def _serve(self, request: Request) -> None:
+    async def _serve(self, request: Request) -> bytes | None:
+        lifespan = self._lifespan
+        if lifespan is not None and not lifespan.ready:
+            # The port may open before startup ends (it is bound first, as
+            # root may have to): requests meanwhile wait for the startup.
+            try:
+                await lifespan.started()
+            except LifespanError:
+                return render_error(request, 503, "The application failed to start.")
         exchange = _Exchange(request, self._reactor.loop)
         task = self._reactor.loop.create_task(
             _call(self.app, self.scope(request), exchange.receive, exchange.send)
@@ -202,20 +210,21 @@ class ASGIResource(Resource):
         except Exception as exc:
             if exchange.lost is not None:
                 _log.debug("%s: ended after the client left: %r", request.request_line, exc)
-                return
+                return None
             if exchange.complete:
                 _log.error(
                     "Error in %s after its response was sent", request.request_line, exc_info=exc
                 )
-                return
+                return None
             # The site answers 500, or aborts a response already started.
             raise
         except asyncio.CancelledError:
             if exchange.lost is not None or exchange.complete:
-                return
+                return None
             raise RuntimeError("the application was cancelled before its response ended") from None
         if not exchange.complete and exchange.lost is None:
             raise RuntimeError("the application returned before its response ended")
+        return None
 
 
 class _Exchange:
@@ -310,6 +319,15 @@ class _Lifespan:
         self._stopped: asyncio.Future[None] = loop.create_future()
         self._told_startup = False
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether startup has ended (well or not)."""
+        return self._started.done()
+
+    async def started(self) -> None:
+        """Wait for startup to end (raising ``LifespanError`` if it failed)."""
+        await asyncio.shield(self._started)
 
     async def start(self) -> None:
         scope = {"type": "lifespan", "asgi": _LIFESPAN_ASGI, "state": self._state}
