@@ -152,3 +152,19 @@ async def test_relay_uses_starttls_when_offered(reactor: Reactor, loop: str) -> 
     assert received.tls
     assert received.sender == ""
     assert received.data == MESSAGE
+
+
+@BOTH_LOOPS
+async def test_failed_handshake_is_tried_again_in_clear(reactor: Reactor, loop: str) -> None:
+    server_ca, other_ca = trustme.CA(), trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ca.issue_cert("mx2.example.test").configure_cert(context)
+    untrusting = ssl.create_default_context()
+    other_ca.configure_trust(untrusting)
+    handler = Handler()
+    async with dns_server(reactor) as resolver, serving(handler, tls_context=context) as port:
+        relay = Relay(reactor, resolver, helo="relay.test", port=port, tls_context=untrusting)
+        (outcome,) = await relay.deliver("a@sender.test", ["x@example.test"], MESSAGE)
+    assert outcome.status.value == "accepted"
+    (received,) = handler.messages
+    assert not received.tls

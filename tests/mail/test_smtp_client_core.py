@@ -407,3 +407,42 @@ def test_utf8_header_says_smtputf8_where_offered() -> None:
     s.receive_data(b"220 hi\r\n")
     out = written(s.receive_data(b"250-mx\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"))
     assert out == b"MAIL FROM:<a@client.test> BODY=8BITMIME\r\n"
+
+
+REPLY_LINES = st.sampled_from(
+    [
+        b"220 hi\r\n",
+        b"250 ok\r\n",
+        b"250-mx\r\n",
+        b"250-PIPELINING\r\n",
+        b"250-STARTTLS\r\n",
+        b"250-AUTH PLAIN LOGIN CRAM-MD5\r\n",
+        b"250 SIZE 10\r\n",
+        b"235 ok\r\n",
+        b"334 dGVzdA==\r\n",
+        b"334 !!\r\n",
+        b"354 go\r\n",
+        b"421 bye\r\n",
+        b"450 later\r\n",
+        b"550 5.1.1 no\r\n",
+        b"garbage\r\n",
+        b"\r\n",
+    ]
+)
+
+
+@given(st.lists(REPLY_LINES, max_size=30), st.sampled_from(list(TLSMode)), st.booleans())
+def test_any_server_replies_end_in_a_result_an_error_or_a_wait(
+    lines: list[bytes], tls: TLSMode, auth: bool
+) -> None:
+    s = session(tls=tls, auth=("u", "p") if auth else None, tls_active=tls is TLSMode.NONE)
+    for line in lines:
+        for event in s.receive_data(line):
+            if isinstance(event, ClientStartTLS):
+                s.tls_started()
+    # Never both; and a session that is over has one of them.
+    assert s.result is None or s.error is None
+    if s.done:
+        assert s.result_known
+    s.connection_lost()
+    assert s.result_known

@@ -41,6 +41,7 @@ from torsion.mail.smtp._client_core import (
     Reply,
     SendResult,
     SMTPClientError,
+    STARTTLSError,
     domain_of,
 )
 from torsion.names import DNSResolver, Question
@@ -135,17 +136,26 @@ class Relay:
         *,
         server_hostname: str,
     ) -> SendResult:
-        return await send_message(
-            self._reactor,
-            TCPClientEndpoint(self._reactor, address, port),
-            sender,
-            recipients,
-            message,
-            helo=self.helo,
-            tls="opportunistic",
-            tls_context=self.tls_context or _unverified_context(),
-            server_hostname=server_hostname,
-        )
+        for tls in ("opportunistic", "none"):
+            try:
+                return await send_message(
+                    self._reactor,
+                    TCPClientEndpoint(self._reactor, address, port),
+                    sender,
+                    recipients,
+                    message,
+                    helo=self.helo,
+                    tls=tls,
+                    tls_context=self.tls_context or _unverified_context(),
+                    server_hostname=server_hostname,
+                )
+            except STARTTLSError as exc:
+                # Opportunistic: a failed handshake is tried again in clear,
+                # as it would have gone had STARTTLS not been offered.
+                if tls == "none":  # pragma: no cover - no STARTTLS then
+                    raise
+                log.info("relay via %s (%s): %s; again without TLS", server_hostname, address, exc)
+        raise AssertionError("unreachable")
 
     async def deliver(
         self, sender: str, recipients: Sequence[str], message: bytes

@@ -32,7 +32,7 @@ from torsion.mail.smtp._client_core import (
     ClientStartTLS,
     ClientWrite,
     SendResult,
-    SMTPClientError,
+    STARTTLSError,
     TLSMode,
 )
 
@@ -139,7 +139,7 @@ class SMTPClientProtocol(Protocol):
         def failed(exc: BaseException) -> None:
             self._upgrading = False
             reason = str(exc) or type(exc).__name__
-            self.session.fail(SMTPClientError(f"STARTTLS handshake failed: {reason}"))
+            self.session.fail(STARTTLSError(f"STARTTLS handshake failed: {reason}"))
             self._report()
 
         upgrade.add_callbacks(done, failed)

@@ -40,6 +40,7 @@ __all__ = [
     "Reply",
     "ReplyParser",
     "SMTPClientError",
+    "STARTTLSError",
     "SendResult",
     "TLSMode",
     "domain_of",
@@ -84,6 +85,13 @@ class SMTPClientError(SMTPError):
     def permanent(self) -> bool:
         """Whether the server said it will never work (a 5xx reply)."""
         return self.reply is not None and self.reply.code >= 500
+
+
+class STARTTLSError(SMTPClientError):
+    """The TLS handshake after STARTTLS failed (an untrusted certificate, say).
+
+    A relay doing opportunistic TLS may try the same server again in clear.
+    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
