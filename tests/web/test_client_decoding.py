@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 
+import brotli
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,7 +25,35 @@ def headers(coding: str) -> Headers:
 
 
 def test_accept_encoding_offers_what_can_be_decoded() -> None:
-    assert ACCEPT_ENCODING.startswith(b"gzip, deflate")
+    assert ACCEPT_ENCODING == b"gzip, deflate, br"  # brotli is in the web extra
+
+
+@given(st.binary(max_size=5000), st.integers(min_value=1, max_value=600))
+def test_brotli_in_any_pieces(body: bytes, size: int) -> None:
+    decoder = decoder_for(headers("br"), 10_000)
+    assert decoder is not None
+    assert decode_in_pieces(decoder, brotli.compress(body), size) == body
+
+
+def test_brotli_bombs_stop_at_the_bound() -> None:
+    bomb = brotli.compress(b"\0" * 50_000_000)  # a few kilobytes
+    decoder = decoder_for(headers("br"), 100_000)
+    assert decoder is not None
+    with pytest.raises(ResponseTooLargeError):
+        decoder.decode(bomb)
+
+
+def test_brotli_cut_short_or_garbled_is_refused() -> None:
+    data = brotli.compress(b"some text " * 1000)
+    decoder = decoder_for(headers("br"), 100_000)
+    assert decoder is not None
+    decoder.decode(data[: len(data) // 2])
+    with pytest.raises(BadResponseError, match="ended early"):
+        decoder.flush()
+    garbled = decoder_for(headers("br"), 100_000)
+    assert garbled is not None
+    with pytest.raises(BadResponseError, match="does not decode"):
+        garbled.decode(b"\xff" * 64)
 
 
 @pytest.mark.parametrize("coding", ["", "identity", "zstd", "gzip, zstd"])

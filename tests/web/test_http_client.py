@@ -74,7 +74,7 @@ def test_a_get_request_on_the_wire() -> None:
     connection, transport = connect(reactor)
     assert transport.value() == (
         b"GET /a/b?c=d HTTP/1.1\r\nHost: example.test\r\nX-Test: 1\r\n"
-        b"Accept-Encoding: gzip, deflate\r\n\r\n"
+        b"Accept-Encoding: gzip, deflate, br\r\n\r\n"  # br: brotli is in the web extra
     )
     assert_no_result(d)
     respond(

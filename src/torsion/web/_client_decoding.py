@@ -88,13 +88,17 @@ class _Zlib:
         return b""
 
 
-class _Brotli:  # pragma: no cover - only where brotli is installed
+class _Brotli:
     def __init__(self) -> None:
         self._decompress = _brotli.Decompressor()
+        self._started = False
 
     def decode(self, data: bytes, budget: int) -> bytes:
+        self._started = self._started or bool(data)
         try:
-            out: bytes = self._decompress.process(data)
+            # The output buffer stops growing past the budget: a bomb is
+            # found out after budget + 1 bytes, not after it went off.
+            out: bytes = self._decompress.process(data, output_buffer_limit=budget + 1)
         except _brotli.error as exc:
             raise BadResponseError(f"the body does not decode: {exc}") from exc
         if len(out) > budget:
@@ -102,6 +106,8 @@ class _Brotli:  # pragma: no cover - only where brotli is installed
         return out
 
     def flush(self, budget: int) -> bytes:
+        if self._started and not self._decompress.is_finished():
+            raise BadResponseError("the compressed body ended early")
         return b""
 
 
@@ -114,7 +120,7 @@ _CODINGS: dict[bytes, Callable[[], _Zlib | _Brotli]] = {
     b"x-gzip": lambda: _Zlib(31),
     b"deflate": lambda: _Zlib(zlib.MAX_WBITS),
 }
-if _brotli is not None:  # pragma: no cover - depends on what is installed
+if _brotli is not None:
     _CODINGS[b"br"] = _Brotli
 
 
