@@ -474,14 +474,36 @@ def test_streamed_response_is_never_interleaved_with_the_next() -> None:
     conn.lose()
 
 
-def test_pipelined_flood_in_one_read_is_cut_off_at_the_bound() -> None:
+def test_pipelined_flood_in_one_read_is_held_unparsed_beyond_the_bound() -> None:
     # A flood of pipelined requests must not be held without bound
-    # (CVE-2023-46137): the server reads max_pipelined + 1, answers them,
-    # and closes; the client retries the rest.
+    # (CVE-2023-46137): past max_pipelined parsed requests, the rest stays
+    # as bytes, reading pauses, and parsing resumes as answers go out.
     pending = Pending()
     conn = connect(pending, limits=ServerLimits(max_pipelined=4))
-    conn.send(b"".join(get(f"/{i}") for i in range(1000)))
+    conn.send(b"".join(get(f"/{i}") for i in range(300)) + get("/last", "Connection: close"))
     assert not conn.transport.is_reading()
+    assert len(conn.protocol._queue) == 4
+    bodies = []
+    answered = 0
+    while pending.answers[answered:]:
+        assert len(conn.protocol._queue) <= 4
+        pending.answers[answered].callback(b"%d" % answered)
+        answered += 1
+        bodies += [r.body for r in conn.responses()]
+    assert answered == 301
+    assert bodies == [b"%d" % i for i in range(301)]
+    assert [r.path for r in pending.requests[-2:]] == [b"/299", b"/last"]
+    assert conn.transport.closed
+
+
+def test_pipelined_flood_that_cannot_be_held_is_cut_off_at_the_bound() -> None:
+    # Chunked bodies leave no exact place to hold from: the server answers
+    # what it read up to the bound, then closes (RFC 9112 section 9.3.2:
+    # the client retries the rest).
+    pending = Pending()
+    conn = connect(pending, limits=ServerLimits(max_pipelined=4))
+    post = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    conn.send(post * 100)
     answered = 0
     while pending.answers[answered:]:
         pending.answers[answered].callback(b"ok")
@@ -1200,3 +1222,68 @@ def test_switch_protocols_needs_a_request_that_asked() -> None:
 def test_limits_refuse_bounds_that_make_no_sense(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         ServerLimits(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 700, 100_000])
+def test_held_pipeline_resumes_exactly_where_it_stopped(piece: int) -> None:
+    # Identical targets, targets repeated in fields, bodies, and empty
+    # lines between requests: the bytes kept while the pipeline is full
+    # start exactly at the next request, every time.
+    class Log(Resource):
+        is_leaf = True
+        seen: ClassVar[list[bytes]] = []
+        answers: ClassVar[list[Deferred[bytes]]] = []
+
+        @handles("GET", "POST")
+        async def handle(self, request: Request) -> bytes:
+            body = await request.body()
+            self.seen.append(request.uri + b" " + body)
+            d: Deferred[bytes] = Deferred()
+            self.answers.append(d)
+            return await d
+
+    stream = b""
+    expected = []
+    for i in range(60):
+        if i % 3 == 0:
+            stream += b"GET / HTTP/1.1\r\nHost: a\r\nReferer: / HTTP/1.1\r\n\r\n"
+            expected.append(b"/ ")
+        elif i % 3 == 1:
+            body = b"GET / HTTP/1.1\r\n\r\n%d" % i
+            stream += b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b" % (
+                len(body),
+                body,
+            )
+            expected.append(b"/p " + body)
+        else:
+            stream += b"\r\nGET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i
+            expected.append(b"/%d " % i)
+    Log.seen = []
+    Log.answers = []
+    conn = connect(Log(), limits=ServerLimits(max_pipelined=3))
+    sent = 0
+
+    def feed() -> None:
+        # The client sends as fast as the server reads, a piece at a time.
+        nonlocal sent
+        while sent < len(stream) and conn.transport.is_reading():
+            conn.send(stream[sent : sent + piece])
+            sent += piece
+
+    feed()
+    answered = 0
+    held = 0
+    while Log.answers[answered:]:
+        assert len(conn.protocol._queue) <= 3
+        held += conn.protocol._held is not None
+        Log.answers[answered].callback(b"%d" % answered)
+        answered += 1
+        conn.take()
+        feed()
+    assert sent >= len(stream)
+    if piece >= 64:
+        # Reads of several requests found the pipeline full mid-read.
+        assert held > 0
+    assert Log.seen == expected
+    assert not conn.transport.closed
+    conn.lose()

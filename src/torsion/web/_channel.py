@@ -68,6 +68,8 @@ class HTTPChannel(Protocol):
         self._waiting_for = _NOTHING
         self._in_receive = False
         self._switched: asyncio.Protocol | None = None
+        self._held: bytes | None = None
+        self._eof_while_held = False
 
     # -- asyncio protocol ----------------------------------------------------
 
@@ -78,6 +80,11 @@ class HTTPChannel(Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse what arrived; requests are rendered as their turn comes."""
+        if self._held is not None:
+            # The pipeline is full and reading paused; a read already on its
+            # way joins the bytes held.
+            self._held += data
+            return
         parser = self._parser
         self._in_receive = True
         try:
@@ -87,6 +94,11 @@ class HTTPChannel(Protocol):
             self._refuse(exc.status, exc.reason)
             return
         self._in_receive = False
+        if parser.held is not None:
+            self._held = parser.held
+            parser.held = None
+            self._update_reading()
+            return
         if parser.upgraded:
             # The request asked to switch protocols: nothing after its head
             # is HTTP/1.1. Either its handler switched (the new protocol
@@ -111,6 +123,10 @@ class HTTPChannel(Protocol):
 
     def eof_received(self) -> bool | None:
         """The client will send no more: answer what was asked, then close."""
+        if self._held is not None:
+            # Requests are still held unparsed: answer them first.
+            self._eof_while_held = True
+            return True
         self._parser.stop()
         if self._queue and self._receiving is None:
             self._close_after_queue()
@@ -128,6 +144,7 @@ class HTTPChannel(Protocol):
         error = exc if exc is not None else ConnectionResetError("connection closed")
         receiving = self._receiving
         self._receiving = None
+        self._held = None
         queue = list(self._queue)
         self._queue.clear()
         self._rendering = None
@@ -170,6 +187,9 @@ class HTTPChannel(Protocol):
             self._wait(_BODY, self._limits.body_timeout)
         queue = self._queue
         queue.append(request)
+        if len(queue) >= self._limits.max_pipelined:
+            # Full: the next request is kept unparsed until there is room.
+            self._parser.hold_next = True
         if len(queue) > self._limits.max_pipelined:
             # More requests in one read than may wait: answer these, drop
             # the rest, close (RFC 9112 section 9.3.2: the client retries).
@@ -233,12 +253,35 @@ class HTTPChannel(Protocol):
         if not request.keep_alive:
             self._parser.stop()
             self._closing = True
+            self._held = None
             for later in queue:
                 later._connection_lost(ConnectionResetError("connection closed"))
             queue.clear()
             self._close()
             return
+        if self._held is not None:
+            # Held bytes are parsed again once half the pipeline is free, so
+            # that each resumption reads several requests, not one.
+            if len(queue) <= self._limits.max_pipelined // 2:
+                self._next()
+                self._parse_held()
+                return
+        elif len(queue) < self._limits.max_pipelined:
+            self._parser.hold_next = False
         self._next()
+
+    def _parse_held(self) -> None:
+        # Room in the pipeline again: parse what was held, then read on.
+        held, self._held = self._held, None
+        if held is None or self._lost:
+            return
+        self._parser.restart()
+        self.data_received(held)
+        if self._held is None:
+            if self._eof_while_held:
+                self.eof_received()
+            else:
+                self._update_reading()
 
     def _switch(self, request: Request, protocol: asyncio.Protocol) -> None:
         # The request's handler answered 101: the connection leaves HTTP/1.1.
@@ -306,7 +349,7 @@ class HTTPChannel(Protocol):
 
     def _update_reading(self) -> None:
         request = self._receiving
-        pause = len(self._queue) >= self._limits.max_pipelined or (
+        pause = (len(self._queue) >= self._limits.max_pipelined or self._held is not None) or (
             request is not None
             and request._body_buffered > self._limits.body_buffer
             and request._collecting is None

@@ -170,6 +170,10 @@ _TAIL = 24
 # Bytes of chunk framing (sizes, extensions, trailers) a body may always
 # have; past it, framing may not exceed eight times the body.
 _MIN_FRAMING_ALLOWANCE = 65536
+# _next_start when the next request starts where the one read ends.
+_AFTER_THIS_REQUEST = -2
+# _this_start when the request's head began in an earlier read.
+_BEGAN_EARLIER = -3
 
 
 class _StopParsingError(Exception):
@@ -199,6 +203,15 @@ class RequestParser:
         self._data = b""
         self._data_start = 0
         self._tail = b""
+        # Exact offsets in the bytes being parsed: where the request being
+        # read starts, and where the next one will (-1: not known).
+        self._this_start = -1
+        self._next_start = -1
+        #: Set by the owner while its pipeline is full: the next request is
+        #: then not parsed but kept, with what follows it, in ``held``.
+        self.hold_next = False
+        #: The bytes kept by ``hold_next`` (None when nothing is held).
+        self.held: bytes | None = None
         #: Set when an Upgrade or CONNECT request ended the HTTP/1.1 stream.
         self.upgraded = False
         #: The bytes read past that request's head.
@@ -225,6 +238,18 @@ class RequestParser:
     def reading_head(self) -> bool:
         """Whether a request has begun and its head is not complete yet."""
         return self._phase == _HEAD
+
+    def restart(self) -> None:
+        """Parse again from a request's start, after bytes were held.
+
+        Feed it the ``held`` bytes next (the caller takes them first).
+        """
+        self._parser = httptools.HttpRequestParser(self)
+        self._phase = _IDLE
+        self._stopped = False
+        self.hold_next = False
+        self.held = None
+        self._reset()
 
     def stop(self) -> None:
         """Read nothing more: every byte fed from now on is dropped.
@@ -255,6 +280,16 @@ class RequestParser:
             self._body_wire_bytes += len(data)
         self._data = data
         self._data_start = 0
+        # A head still arriving began in an earlier read.
+        self._this_start = _BEGAN_EARLIER if phase == _HEAD else -1
+        # Where the next request starts in these bytes, if known: here
+        # between requests, or after the rest of a Content-Length body.
+        if phase == _IDLE:
+            self._next_start = 0
+        elif phase == _BODY and not self._chunked and self._content_length >= 0:
+            self._next_start = self._content_length - self._body_bytes
+        else:
+            self._next_start = -1
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -295,6 +330,34 @@ class RequestParser:
             if overhead > _MIN_FRAMING_ALLOWANCE and overhead > 8 * self._body_bytes:
                 raise HTTPProtocolError(400, "chunk framing out of proportion to the body")
 
+    def _request_end(self) -> int:
+        # Where the request just read (its start known) ends in these bytes:
+        # after its head (the first empty line: no field holds one) and its
+        # Content-Length body; -1 for a chunked body. Known exactly, the
+        # next request's start lets a full pipeline keep the rest as bytes,
+        # and the next target be looked for from there.
+        if self._chunked:
+            return -1
+        data = self._data
+        start = self._this_start
+        if start == _BEGAN_EARLIER:
+            # The head's end may straddle the reads: look with the last
+            # bytes of the earlier one (no CR or LF of the bytes before a
+            # head can join its end: a head starts with its method).
+            before = self._tail[-3:]
+            end = (before + data[: self._limits.max_head_bytes]).find(b"\r\n\r\n")
+            if end < 0:
+                return -1
+            end -= len(before)
+        else:
+            if data[start] < 14:
+                # Empty lines before a request are ignored (RFC 9112 2.2).
+                start = len(data) - len(data[start:].lstrip(b"\r\n"))
+            end = data.find(b"\r\n\r\n", start)
+            if end < 0:
+                return -1
+        return end + 4 + max(self._content_length, 0)
+
     def _fail(self, status: int, reason: str) -> typing.NoReturn:
         self._error = HTTPProtocolError(status, reason)
         raise _StopParsingError
@@ -303,6 +366,17 @@ class RequestParser:
 
     def on_message_begin(self) -> None:
         """httptools: a request starts."""
+        start = self._next_start
+        if start == _AFTER_THIS_REQUEST:
+            start = self._request_end()
+        if self.hold_next and start >= 0:
+            # The pipeline is full: keep this request and what follows as
+            # bytes, for a new parser once there is room (restart()).
+            self.held = self._data[start:]
+            self._stopped = True
+            raise _StopParsingError
+        self._this_start = start
+        self._next_start = -1
         self._target = b""
         self._headers = []
         self._head_bytes = self._body_bytes = self._body_wire_bytes = 0
@@ -326,7 +400,8 @@ class RequestParser:
             # request's target (a pipelined request is checked too, unless a
             # field of the request before it holds the same target).
             data = self._data
-            at = data.find(url, self._data_start)
+            start = self._this_start
+            at = data.find(url, start if start >= 0 else self._data_start)
             if at >= 0:
                 self._data_start = at + len(url)
                 if at < 2:
@@ -400,6 +475,10 @@ class RequestParser:
         if not self._target:
             self._fail(400, "empty request target")
         self._phase = _BODY
+        if self._this_start != -1:
+            # The next request starts where this one ends: found only when
+            # needed (see _request_end).
+            self._next_start = _AFTER_THIS_REQUEST
         method = parser.get_method()
         if self._upgrade_field or method == b"CONNECT":
             # llhttp's own verdict: it is what stops the parser at the switch.
