@@ -7,8 +7,11 @@ connection's order and bounds:
   are parsed ahead and held (at most ``max_pipelined``; reading pauses
   past it); each is rendered only when every response before it is
   finished, so responses can never interleave (CVE-2023-46137,
-  CVE-2024-41671). A flood of requests in one read is cut off at the bound:
-  those read so far are answered and the connection closes.
+  CVE-2024-41671). Requests past the bound in one read stay unparsed
+  bytes, from the exact start of the next request, until half the
+  pipeline is free; where that start cannot be known exactly (after a
+  chunked body), the requests read so far are answered and the connection
+  closes (the client retries the rest, RFC 9112 section 9.3.2).
 * A request body the handler does not read is held up to ``body_buffer``
   bytes, then reading pauses until the handler reads.
 * The next request is not rendered while the transport's write buffer is

@@ -64,9 +64,8 @@ class ServerLimits:
         max_body: Largest request body in bytes; larger gets 413.
         body_buffer: Request body bytes held for a handler that is not
             reading; past it, reading from the connection pauses.
-        max_pipelined: Requests read ahead of their responses; past it,
-            reading pauses (and a flood of requests in one packet is cut
-            off: the connection closes after answering these).
+        max_pipelined: Requests parsed ahead of their responses; past it,
+            reading pauses and the rest of a read is kept unparsed.
         header_timeout: Seconds a request's head may take to arrive; then
             408 and close (slowloris).
         body_timeout: Seconds a request body may go without a byte while
