@@ -127,3 +127,26 @@ def test_protocol_error_pages_do_not_echo_the_request() -> None:
     assert response.status == 400
     assert b"script" not in response.body
     assert b"<b>" not in response.body
+
+
+def test_access_log_may_be_a_function(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    def hook(request: Request) -> None:
+        seen.append((request.request_line, request.code, request._sent))
+        if request.path == b"/boom":
+            raise RuntimeError("hook bug")
+
+    conn = connect(Hello(), access_log=hook)
+    with caplog.at_level(logging.ERROR, logger="torsion.web"):
+        conn.send(get("/a") + get("/boom") + get("/b"))
+    assert seen == [
+        ("GET /a HTTP/1.1", 200, 13),
+        ("GET /boom HTTP/1.1", 200, 13),
+        ("GET /b HTTP/1.1", 200, 13),
+    ]
+    assert len(conn.responses()) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "The access log hook failed for GET /boom HTTP/1.1"
+    ]
+    conn.lose()

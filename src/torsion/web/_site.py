@@ -41,7 +41,8 @@ class Site:
         limits: The bounds and timeouts of each connection.
         server: The ``Server`` field sent with each response ("" for none).
         access_log: A logger told one line per request, in the combined log
-            format, at INFO (None for no access log).
+            format, at INFO; or a function called with each finished request
+            (for another format); None for no access log.
         wall_clock: The time of day, for ``Date`` and the access log.
 
     Attributes:
@@ -57,7 +58,7 @@ class Site:
         reactor: Clock,
         limits: ServerLimits | None = None,
         server: str = "torsion",
-        access_log: logging.Logger | None = None,
+        access_log: logging.Logger | Callable[[Request], object] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """Make a site serving ``root``."""
@@ -191,8 +192,14 @@ class Site:
 
     def _log_access(self, request: Request) -> None:
         log = self.access_log
-        if log is not None and log.isEnabledFor(logging.INFO):
-            log.info("%s", combined_log_line(request, self._wall_clock()))
+        if isinstance(log, logging.Logger):
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s", combined_log_line(request, self._wall_clock()))
+        elif log is not None:
+            try:
+                log(request)
+            except Exception:
+                _log.exception("The access log hook failed for %s", request.request_line)
 
     def _error_response(self, status: int, reason: str) -> bytes:
         # A whole response for a request the parser refused; it ends the
