@@ -47,7 +47,11 @@ Errors that belong to one protocol live with it and derive from
 ``torsion.protocols``, ``AmpError`` (and its kinds) in
 ``torsion.protocols.amp``; the ``torsion`` command's ``UsageError``,
 ``RunnerError``, ``DeploymentFileError`` and ``PidfileError`` in
-``torsion.application``.
+``torsion.application``; DNS errors (``ZoneError``, ``DoHError``...) in
+``torsion.names``; the HTTP server's ``HTTPProtocolError``,
+``InvalidHeaderError`` and ``ResponseStateError``, the client's
+``HTTPClientError`` family, ``FormError`` and the others in
+``torsion.web``; mail errors in ``torsion.mail``.
 
 Make a group with ``BaseFailureGroup(message, errors)``: as with the builtin
 ``BaseExceptionGroup``, the result is a ``FailureGroup`` (an ``Exception``, so a
