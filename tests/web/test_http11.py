@@ -873,6 +873,35 @@ def test_lost_connection_fails_notify_finish_and_the_body_reader() -> None:
     assert conn.clock.get_delayed_calls() == []
 
 
+def test_handler_waiting_for_drain_when_the_client_leaves_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stopped: list[BaseException] = []
+
+    class Streaming(Resource):
+        is_leaf = True
+
+        @handles("GET")
+        async def get(self, request: Request) -> None:
+            try:
+                while True:
+                    request.write(b"x" * 100)
+                    await request.drained()
+            except ConnectionError as exc:
+                stopped.append(exc)
+                raise
+
+    conn = connect(Streaming())
+    conn.transport.set_write_buffer_limits(high=10)
+    conn.send(get())
+    assert conn.take().startswith(b"HTTP/1.1 200 OK")
+    with caplog.at_level("DEBUG", logger="torsion.web"):
+        conn.lose()
+    assert len(stopped) == 1
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any("stopped after the connection was lost" in r.getMessage() for r in caplog.records)
+
+
 def test_eof_after_pipelined_requests_answers_them_then_closes() -> None:
     pending = Pending()
     conn = connect(pending)

@@ -138,7 +138,10 @@ class HTTPChannel(Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail what is still pending, and stop the timer."""
-        super().connection_lost(exc)
+        # The requests are marked lost before the base class fails the
+        # drained() waiters: a handler woken by that failure must find its
+        # request lost, not report the error as its own.
+        self._lost = True
         self._parser.stop()
         self._waiting_for = _NOTHING
         timer, self._timer = self._timer, None
@@ -155,6 +158,7 @@ class HTTPChannel(Protocol):
             request._connection_lost(error)
         if receiving is not None and receiving not in queue:
             receiving._fail_body(error)
+        super().connection_lost(exc)
 
     def resume_writing(self) -> None:
         """The write buffer drained: render the next request if one waits."""
