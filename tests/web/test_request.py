@@ -9,7 +9,7 @@ import pytest
 from _http_server_helpers import connect, get
 
 from torsion.internet import IPv4Address
-from torsion.testing import assert_no_result, success_result_of
+from torsion.testing import assert_no_result, failure_result_of, success_result_of
 from torsion.web import (
     HTTPProtocolError,
     InvalidHeaderError,
@@ -270,3 +270,20 @@ def test_body_of_a_request_without_one_is_empty() -> None:
     assert success_result_of(request.read()) == b""
     request.finish()
     conn.lose()
+
+
+def test_abort_closes_the_connection_mid_response() -> None:
+    conn = connect(Capture())
+    Capture.action = staticmethod(lambda request: None)
+    conn.send(get())
+    [request] = Capture.requests
+    request.response_headers.set(b"Content-Length", b"10")
+    request.write(b"abc")
+    finished = request.notify_finish()
+    request.abort()
+    assert conn.transport.aborted
+    assert conn.take().endswith(b"abc")
+    conn.lose()
+    assert isinstance(failure_result_of(finished), ConnectionResetError)
+    # Once the connection is gone, aborting again is harmless.
+    request.abort()

@@ -436,7 +436,7 @@ class _CGIProcess(ProcessProtocol):
         request = self.request
         if request.started:
             # Part of the answer is out: only closing tells the client.
-            request._channel._abort()
+            request.abort()
             self.done.callback(None)
             return
         _clear(request)

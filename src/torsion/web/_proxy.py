@@ -310,7 +310,7 @@ class ReverseProxyResource(Resource):
             # Part of the body went out: only cutting the connection tells
             # the client the response is incomplete.
             _log.info("%s: the upstream body broke off: %r", request.request_line, exc)
-            request._channel._abort()
+            request.abort()
             return None
         finally:
             await pieces.aclose()

@@ -603,6 +603,17 @@ class Request:
             for d in waiters:
                 d.callback(None)
 
+    def abort(self) -> None:
+        """Close the connection at once, without finishing the response.
+
+        For a response that cannot be completed (a proxied or CGI body cut
+        short, say): the client sees the connection end, never a short
+        response it could take as whole. Queued requests on the connection
+        are lost with it; ``notify_finish()`` fails. Does nothing once the
+        connection is gone.
+        """
+        self._channel._abort()
+
     def drained(self) -> Deferred[None]:
         """Wait until the connection takes more writes (see ``Protocol.drained``)."""
         return self._channel.drained()

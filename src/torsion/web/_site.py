@@ -182,7 +182,7 @@ class Site:
         _log.error("Error rendering %s", request.request_line, exc_info=exc)
         if request._started:
             # Half a response is out: only closing tells the client.
-            request._channel._abort()
+            request.abort()
             return
         request._response_headers = None
         body = render_error(request, 500)
