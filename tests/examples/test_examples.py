@@ -13,10 +13,10 @@ EXAMPLES = ROOT / "examples"
 
 def test_readme_shows_the_examples_verbatim() -> None:
     readme = (ROOT / "README.md").read_text()
-    for name in ("echo_server.py", "echo_client.py", "app.py", "dns_server.py"):
+    for name in ("echo_server.py", "echo_client.py", "app.py", "dns_server.py", "web_app.py"):
         source = (EXAMPLES / name).read_text()
         assert source in readme, f"README.md no longer shows examples/{name} as it is"
-        assert len(source.splitlines()) < 25, f"examples/{name} is too long for the README"
+        assert len(source.splitlines()) < 30, f"examples/{name} is too long for the README"
 
 
 def test_echo_client_against_echo_server() -> None:
@@ -67,6 +67,46 @@ def test_the_dns_server_example_answers_a_cname_chain() -> None:
             "mail.example.test. 3600 IN CNAME www.example.test.",
             "www.example.test. 3600 IN A 192.0.2.10",
         ]
+        server.terminate()
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+        server.stdout.close()
+
+
+def test_the_web_app_example_serves_its_three_resources() -> None:
+    import http.client
+
+    server = subprocess.Popen(
+        [sys.executable, "-u", str(EXAMPLES / "web_app.py"), "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"127\.0\.0\.1:(\d+);", line)
+        assert found, f"unexpected first line: {line!r}"
+        connection = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
+        asked = [
+            ("GET", "/hello?name=you", None),
+            ("POST", "/echo", b"ping"),
+            ("GET", "/static/", None),
+            ("PUT", "/echo", b"x"),
+        ]
+        answers = []
+        for method, target, body in asked:
+            connection.request(method, target, body=body)
+            response = connection.getresponse()
+            answers.append((response.status, response.read()))
+        connection.close()
+        assert answers[0] == (200, b"Hello, you!\n")
+        assert answers[1] == (200, b"ping")
+        assert answers[2][0] == 200
+        assert b"<!DOCTYPE html>" in answers[2][1]
+        assert answers[3][0] == 405
         server.terminate()
         assert server.wait(timeout=10) == 0
     finally:
