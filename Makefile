@@ -54,6 +54,7 @@ bench: $(BENCH_INSTALLED)
 	$(BIN)/python benchmarks/framing.py
 	$(BIN)/python benchmarks/amp.py
 	$(BIN)/python benchmarks/dns.py
+	$(BIN)/python benchmarks/web.py
 
 # The suite on every CPython 3.11+ found on PATH or under pyenv, each in its
 # own .venv-X.Y.
