@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
-from _http_server_helpers import connect, get
+from _http_server_helpers import connect, get, read_responses
 
 from torsion.internet import IPv4Address
 from torsion.testing import assert_no_result, failure_result_of, success_result_of
@@ -287,3 +287,89 @@ def test_abort_closes_the_connection_mid_response() -> None:
     assert isinstance(failure_result_of(finished), ConnectionResetError)
     # Once the connection is gone, aborting again is harmless.
     request.abort()
+
+
+# -- send_file ------------------------------------------------------------------
+
+
+def _sending(
+    data: bytes, *, length: int | None, method: str = "GET", **kwargs: int
+) -> tuple[list[int], bytes]:
+    import io
+
+    sent: list[int] = []
+
+    class Sender(Resource):
+        is_leaf = True
+
+        @handles("GET", "HEAD")
+        async def get(self, request: Request) -> None:
+            if length is not None:
+                request.response_headers.set(b"Content-Length", b"%d" % length)
+            sent.append(await request.send_file(io.BytesIO(data), **kwargs))
+            request.finish()
+
+    conn = connect(Sender())
+    conn.transport.set_write_buffer_limits(high=1000)
+    conn.send(b"%s / HTTP/1.1\r\nHost: a\r\n\r\n" % method.encode())
+    received = bytearray()
+    for _ in range(1000):
+        chunk = conn.take()
+        if not chunk:
+            break
+        # Never more than the high-water mark and one chunk waits.
+        assert len(chunk) <= 1000 + 300 + 400
+        received += chunk
+    conn.lose()
+    return sent, bytes(received)
+
+
+def test_send_file_writes_the_head_then_the_range_as_the_buffer_drains() -> None:
+    data = bytes(range(256)) * 40
+    sent, raw = _sending(data, length=5000, offset=100, count=5000, chunk_size=300)
+    [response] = read_responses(raw)
+    assert sent == [5000]
+    assert response.status == 200
+    assert response.header(b"content-length") == b"5000"
+    assert response.body == data[100:5100]
+
+
+def test_send_file_without_a_length_is_chunked() -> None:
+    data = b"abcdefghij" * 100
+    sent, raw = _sending(data, length=None, offset=0, count=2000, chunk_size=300)
+    [response] = read_responses(raw)
+    assert sent == [1000]  # the file ended first
+    assert response.chunked
+    assert response.body == data
+
+
+def test_send_file_for_head_sends_no_body() -> None:
+    sent, raw = _sending(b"x" * 500, length=500, method="HEAD", offset=0, count=500)
+    assert sent == [0]
+    assert raw.endswith(b"Content-Length: 500\r\n\r\n")
+
+
+def test_send_file_past_the_declared_length_is_cut() -> None:
+    sent, raw = _sending(b"y" * 500, length=100, offset=0, count=500)
+    assert sent == [100]
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert body == b"y" * 100
+    assert b"Connection: close" not in head  # the head was sent before the cut
+    # The response is complete, and the connection is not kept for another.
+    [response] = read_responses(raw)
+    assert response.complete
+
+
+def test_send_file_refuses_bad_arguments_and_a_finished_response() -> None:
+    import io
+
+    conn = connect(Capture())
+    Capture.action = staticmethod(lambda request: None)
+    conn.send(get())
+    [request] = Capture.requests
+    with pytest.raises(ValueError, match="0 or more"):
+        request.send_file(io.BytesIO(b""), offset=-1, count=1).send(None)
+    request.finish()
+    with pytest.raises(ResponseStateError):
+        request.send_file(io.BytesIO(b""), offset=0, count=1).send(None)
+    conn.lose()

@@ -38,11 +38,14 @@ that could differ by coding carry ``Vary: Accept-Encoding``. A ``Range``
 request is answered from the identity file or the precompressed one, never
 from a compression made on the fly.
 
-The body is streamed in chunks of ``chunk_size`` bytes, each written only
-once the connection's buffer has room (``request.drained()``), so a large
-file costs one chunk of memory. Reads, ``stat`` and directory scans run on
-the loop's thread, which is right for local disks; pass ``threads`` (the
-reactor) to run them in its thread pool for slow or network file systems.
+A large body is sent with ``Request.send_file``: the kernel copies it to
+the socket (``os.sendfile``) where the connection allows it, and otherwise
+it is streamed in chunks, each written only once the connection's buffer
+has room, so a large file costs one chunk of memory. Reads, ``stat`` and
+directory scans run on the loop's thread, which is right for local disks;
+pass ``threads`` (the reactor) to run them in its thread pool for slow or
+network file systems (the body is then streamed in ``chunk_size`` reads made
+there).
 """
 
 from __future__ import annotations
@@ -483,7 +486,16 @@ class File(Resource):
             for head, byte_range in pieces:
                 if head:
                     request.write(head)
-                await self._stream(request, file, byte_range)
+                if self._threads is None:
+                    # Zero-copy where the connection allows it.
+                    await request.send_file(
+                        file,
+                        offset=byte_range.first,
+                        count=max(byte_range.length, 0),
+                        chunk_size=self.chunk_size,
+                    )
+                else:
+                    await self._stream(request, file, byte_range)
         except ConnectionError:
             # The client went away: nothing more to send, nobody to tell.
             return None
