@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from torsion.mail.imap._mime import MimePart
+from torsion.mail.imap._mime import MimePart, header_fields
 from torsion.mail.imap._reader import Reader
 from torsion.mail.imap._responses import format_date_time, string
 from torsion.mail.imap._structure import body_structure, envelope
@@ -308,22 +308,7 @@ def section_octets(tree: MimePart, section: Section) -> bytes:
     keep = section.text == "HEADER.FIELDS"
     lines = [
         field_text
-        for field_name, field_text in _header_fields(message.header)
+        for field_name, field_text in header_fields(message.header)
         if (field_name.lower() in wanted) == keep
     ]
     return b"".join(lines) + b"\r\n"
-
-
-def _header_fields(header: bytes) -> list[tuple[str, bytes]]:
-    """Split a header into (name, octets with folding and CRLF) per field."""
-    fields: list[tuple[str, bytes]] = []
-    for line in header.split(b"\r\n")[:-1]:
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t") and fields:
-            name, text = fields[-1]
-            fields[-1] = (name, text + line + b"\r\n")
-            continue
-        name = line.split(b":", 1)[0].strip().decode("ascii", "replace")
-        fields.append((name, line + b"\r\n"))
-    return fields

@@ -11,43 +11,42 @@ extension data (MD5, disposition, language, location) BODYSTRUCTURE adds.
 from __future__ import annotations
 
 import email.utils
-import re
-from email.message import Message
 
-from torsion.mail.imap._mime import MimePart
+from torsion.mail.imap._mime import MimePart, parse_parameters
 from torsion.mail.imap._responses import nstring, string
 
 __all__ = ["body_structure", "envelope"]
 
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+def _field(part: MimePart, name: str) -> str | None:
+    # Latin-1 maps octets to code points one to one: what the message sent
+    # (8-bit or not) goes back out unchanged through _octets.
+    value = part.field(name)
+    return None if value is None else value.decode("latin-1")
 
 
-def _field(fields: Message, name: str) -> str | None:
-    value = fields.get(name)
-    if value is None:
-        return None
-    return _FOLD.sub("", str(value))
+def _octets(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("latin-1")
 
 
 def envelope(part: MimePart) -> bytes:
     """Return the ENVELOPE of the message ``part`` is (its header, that is)."""
-    fields = part.fields
-    sender = _field(fields, "sender")
-    reply_to = _field(fields, "reply-to")
-    from_ = _field(fields, "from")
+    sender = _field(part, "sender")
+    reply_to = _field(part, "reply-to")
+    from_ = _field(part, "from")
     items = [
-        nstring(_field(fields, "date")),
-        nstring(_field(fields, "subject")),
+        nstring(part.field("date")),
+        nstring(part.field("subject")),
         _addresses(from_),
         # RFC 3501 section 7.4.2: the server sets Sender and Reply-To to From
         # when they are absent.
         _addresses(sender if sender is not None else from_),
         _addresses(reply_to if reply_to is not None else from_),
-        _addresses(_field(fields, "to")),
-        _addresses(_field(fields, "cc")),
-        _addresses(_field(fields, "bcc")),
-        nstring(_field(fields, "in-reply-to")),
-        nstring(_field(fields, "message-id")),
+        _addresses(_field(part, "to")),
+        _addresses(_field(part, "cc")),
+        _addresses(_field(part, "bcc")),
+        nstring(part.field("in-reply-to")),
+        nstring(part.field("message-id")),
     ]
     return b"(" + b" ".join(items) + b")"
 
@@ -58,7 +57,7 @@ def _addresses(value: str | None) -> bytes:
     rendered: list[bytes] = []
     for group, members in _split_groups(value):
         if group is not None:
-            rendered.append(b"(NIL NIL " + string(group) + b" NIL)")
+            rendered.append(b"(NIL NIL " + string(group.encode("latin-1")) + b" NIL)")
         for member in members:
             name, address = email.utils.parseaddr(member)
             if not address and not name:
@@ -70,10 +69,10 @@ def _addresses(value: str | None) -> bytes:
                 b"("
                 + b" ".join(
                     [
-                        nstring(name or None),
+                        nstring(_octets(name or None)),
                         b"NIL",
-                        nstring(mailbox or None),
-                        nstring(host or None),
+                        nstring(_octets(mailbox or None)),
+                        nstring(_octets(host or None)),
                     ]
                 )
                 + b")"
@@ -139,43 +138,39 @@ def _split_groups(value: str) -> list[tuple[str | None, list[str]]]:
     return result
 
 
-def _params(fields: Message, header: str) -> bytes:
-    params = fields.get_params(header=header, unquote=True)
-    if not params:
+def _params(part: MimePart, name: str) -> bytes:
+    value = part.field(name)
+    if value is None:
         return b"NIL"
-    pairs: list[bytes] = []
-    for name, found in params[1:]:
-        # The stdlib gives RFC 2231 values as (charset, language, text) tuples.
-        raw: object = found
-        value = email.utils.collapse_rfc2231_value(raw) if isinstance(raw, tuple) else raw
-        pairs.append(string(name.upper()) + b" " + string(str(value)))
+    pairs = [string(key.upper()) + b" " + string(text) for key, text in parse_parameters(value)[1]]
     return b"(" + b" ".join(pairs) + b")" if pairs else b"NIL"
 
 
-def _disposition(fields: Message) -> bytes:
-    value = fields.get("content-disposition")
+def _disposition(part: MimePart) -> bytes:
+    value = part.field("content-disposition")
     if value is None:
         return b"NIL"
-    kind = str(value).split(";", 1)[0].strip()
+    kind = parse_parameters(value)[0]
     if not kind:
         return b"NIL"
-    return b"(" + string(kind.upper()) + b" " + _params(fields, "content-disposition") + b")"
+    return b"(" + string(kind.upper()) + b" " + _params(part, "content-disposition") + b")"
 
 
-def _language(fields: Message) -> bytes:
-    value = _field(fields, "content-language")
+def _language(part: MimePart) -> bytes:
+    value = part.field("content-language")
     if value is None:
         return b"NIL"
-    tags = [tag.strip() for tag in value.split(",") if tag.strip()]
+    tags = [tag.strip() for tag in value.split(b",") if tag.strip()]
     if not tags:
         return b"NIL"
-    if len(tags) == 1:
-        return string(tags[0])
+    # A list even for one tag, as dovecot writes it (RFC 3501 allows both).
     return b"(" + b" ".join(string(tag) for tag in tags) + b")"
 
 
 def _lines(body: bytes) -> int:
-    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+    # Lines as dovecot counts them: line ends, so a last line without one
+    # does not count (RFC 3501 leaves it open).
+    return body.count(b"\n")
 
 
 def body_structure(part: MimePart, *, extensions: bool = True) -> bytes:
@@ -184,33 +179,34 @@ def body_structure(part: MimePart, *, extensions: bool = True) -> bytes:
 
 
 def _structure(part: MimePart, extensions: bool) -> bytes:
-    fields = part.fields
     maintype, _, subtype = part.content_type.partition("/")
     if part.is_multipart and part.children:
         items = b"".join(_structure(child, extensions) for child in part.children)
         rendered = [items, string(subtype.upper())]
         if extensions:
             rendered += [
-                _params(fields, "content-type"),
-                _disposition(fields),
-                _language(fields),
-                nstring(_field(fields, "content-location")),
+                _params(part, "content-type"),
+                _disposition(part),
+                _language(part),
+                nstring(part.field("content-location")),
             ]
         return b"(" + b" ".join(rendered) + b")"
     if part.is_multipart:
         # A multipart without parts cannot be written as one; call it text.
         maintype, subtype = "text", "plain"
-    params = _params(fields, "content-type")
-    if params == b"NIL" and maintype == "text" and "content-type" not in fields:
+    params = _params(part, "content-type")
+    if params == b"NIL" and maintype == "text":
+        # RFC 2045 section 5.2: text's charset defaults to US-ASCII (dovecot
+        # says so too when a text part names no parameters).
         params = b'("CHARSET" "US-ASCII")'
-    encoding = _field(fields, "content-transfer-encoding")
+    encoding = part.field("content-transfer-encoding")
     rendered = [
         string(maintype.upper()),
         string(subtype.upper()),
         params,
-        nstring(_field(fields, "content-id")),
-        nstring(_field(fields, "content-description")),
-        string((encoding or "7BIT").strip().upper()),
+        nstring(part.field("content-id")),
+        nstring(part.field("content-description")),
+        string((encoding or b"7BIT").upper()),
         b"%d" % len(part.body),
     ]
     if part.embedded is not None:
@@ -223,9 +219,9 @@ def _structure(part: MimePart, extensions: bool) -> bytes:
         rendered.append(b"%d" % _lines(part.body))
     if extensions:
         rendered += [
-            nstring(_field(fields, "content-md5")),
-            _disposition(fields),
-            _language(fields),
-            nstring(_field(fields, "content-location")),
+            nstring(part.field("content-md5")),
+            _disposition(part),
+            _language(part),
+            nstring(part.field("content-location")),
         ]
     return b"(" + b" ".join(rendered) + b")"
