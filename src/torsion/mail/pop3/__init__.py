@@ -8,6 +8,12 @@
   commands, errors, failed logins and idle time, on by default.
 - ``POP3ServerConnection`` is the server's state machine, bytes in, replies
   and events out, for tests and other I/O worlds.
+- Client: ``connect_pop3`` returns a ``POP3Client`` whose methods are the
+  commands (``login`` by CRAM-MD5, APOP, USER/PASS or AUTH PLAIN/LOGIN,
+  ``starttls``, ``stat``, ``list``, ``uidl``, ``retrieve`` and ``top``
+  streamed to a sink, ``delete``, ``reset``, ``quit``); ``-ERR`` is
+  ``POP3ReplyError`` with its response code. ``POP3ClientConnection`` is
+  its sans-IO core.
 - ``MessageWriter`` and ``MessageUnstuffer``: the byte-stuffed multi-line
   framing, in chunks.
 
@@ -17,6 +23,20 @@ A server for the users of a ``MailUsers``::
     reactor.listen_tcp(110, factory)
 """
 
+from torsion.mail.pop3._client import LoginMethod, POP3Client, POP3Reactor, connect_pop3
+from torsion.mail.pop3._client_core import (
+    Challenge,
+    ClientEvent,
+    Greeting,
+    MessageChunk,
+    MessageEnd,
+    POP3ClientConnection,
+    POP3Error,
+    POP3ProtocolError,
+    POP3ReplyError,
+    Reply,
+    ReplyKind,
+)
 from torsion.mail.pop3._core import AUTH_MECHANISMS, POP3ServerConnection, State
 from torsion.mail.pop3._events import (
     LoginRequested,
@@ -31,16 +51,31 @@ from torsion.mail.pop3._wire import MessageUnstuffer, MessageWriter
 
 __all__ = [
     "AUTH_MECHANISMS",
+    "Challenge",
+    "ClientEvent",
+    "Greeting",
+    "LoginMethod",
     "LoginRequested",
+    "MessageChunk",
+    "MessageEnd",
     "MessageUnstuffer",
     "MessageWriter",
+    "POP3Client",
+    "POP3ClientConnection",
+    "POP3Error",
     "POP3Event",
     "POP3Factory",
     "POP3Limits",
+    "POP3ProtocolError",
+    "POP3Reactor",
+    "POP3ReplyError",
     "POP3Server",
     "POP3ServerConnection",
+    "Reply",
+    "ReplyKind",
     "RetrieveRequested",
     "STLSRequested",
     "State",
     "UpdateRequested",
+    "connect_pop3",
 ]
