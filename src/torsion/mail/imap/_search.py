@@ -302,8 +302,9 @@ def _date_matches(key: DateKey, message: SearchMessage) -> bool:
             # RFC 3501: SENT* keys use the Date: header, without regard to time
             # and timezone, so the date as written counts.
             day = parsedate_to_datetime(str(parsed.get("Date", ""))).date()
-        except (TypeError, ValueError, IndexError):
-            return False
+        except (TypeError, ValueError, IndexError, OverflowError):
+            # No usable Date: counts as the epoch's day, as dovecot has it.
+            day = date(1970, 1, 1)
     else:
         when = message.internal_date
         if when.tzinfo is None:
@@ -349,9 +350,15 @@ def _body_texts(message: Message) -> list[str]:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        charset = part.get_content_charset() or "us-ascii"
-        try:
-            texts.append(payload.decode(charset, errors="replace"))
-        except LookupError:
-            texts.append(payload.decode("latin-1"))
+        texts.append(_decode_text(payload, part.get_content_charset() or "us-ascii"))
     return texts
+
+
+def _decode_text(payload: bytes, charset: str) -> str:
+    # 8-bit text under a missing or wrong charset is most often UTF-8.
+    for candidate in (charset, "utf-8"):
+        try:
+            return payload.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return payload.decode("latin-1")
