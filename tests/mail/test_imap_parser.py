@@ -252,6 +252,20 @@ def test_literal_in_quoted_string_is_not_a_literal() -> None:
     assert command(b'a LOGIN fred "{5}"\r\n').arguments == ("fred", "{5}")
 
 
+@pytest.mark.parametrize(
+    ("line", "tag"),
+    [(b"a FROB {5}", "a"), (b"a NOOP {5}", "a"), (b"a UID FROB {5}", "a"), (b"* LOGIN {5}", None)],
+)
+def test_no_continuation_for_a_command_that_cannot_succeed(line: bytes, tag: str | None) -> None:
+    parser = CommandParser()
+    events = parser.receive_data(line + b"\r\n")
+    assert len(events) == 1
+    assert isinstance(events[0], BadCommand)
+    assert events[0].tag == tag
+    assert not parser.stopped
+    assert parser.receive_data(b"b NOOP\r\n") == [Command(tag="b", name="NOOP")]
+
+
 def test_refused_synchronizing_literal_is_never_read() -> None:
     parser = CommandParser()
     assert parser.receive_data(b"a LOGIN {4}\r\n") == [ContinuationNeeded(tag="a", size=4)]

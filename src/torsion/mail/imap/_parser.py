@@ -416,6 +416,14 @@ class CommandParser:
             return
         size, synchronizing = literal
         tag = _read_tag(bytes(self._command))
+        refusal = _check_start(bytes(self._command))
+        if refusal is not None:
+            # RFC 3501 section 7.5: BAD instead of "+" for a command that
+            # cannot succeed, whatever its literal holds.
+            self._command.clear()
+            events.append(refusal)
+            self._expect_no_literal(line, events, refusal.tag)
+            return
         append = self._append_start(size, synchronizing)
         if isinstance(append, BadCommand):
             self._command.clear()
@@ -590,6 +598,27 @@ def _trailing_literal(line: bytes) -> tuple[int, bool] | None:
     if match is None:
         return None
     return int(match.group(1)), match.group(2) != b"+"
+
+
+def _check_start(command: bytes) -> BadCommand | None:
+    """Refuse a command whose tag or name is wrong before its literal comes."""
+    reader = Reader(command)
+    try:
+        tag = _tag(reader)
+        reader.space()
+        name = reader.atom().upper()
+        if name == "UID":
+            reader.space()
+            name = reader.atom().upper()
+            if name not in _UID_COMMANDS:
+                raise reader.error(f"UID {name} is not a command")
+        elif name not in _COMMANDS:
+            raise reader.error(f"unknown command {name}")
+    except IMAPParseError as exc:
+        return BadCommand(tag=exc.tag, text=str(exc))
+    if name in _NO_ARGUMENTS:
+        return BadCommand(tag=tag, text=f"{name} takes no arguments")
+    return None
 
 
 def _read_tag(command: bytes) -> str | None:
@@ -799,6 +828,7 @@ _COMMANDS = {
     "NAMESPACE": _none,
     "ENABLE": _enable,
 }
+_NO_ARGUMENTS = frozenset(name for name, grammar in _COMMANDS.items() if grammar is _none)
 _UID_COMMANDS = {
     "FETCH": _fetch,
     "SEARCH": _search,
