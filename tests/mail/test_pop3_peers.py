@@ -9,6 +9,8 @@ what no well-behaved client sends.
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
 import poplib
 import shutil
 import socket
@@ -16,6 +18,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -369,3 +372,52 @@ async def test_idle_timeout_and_limits(reactor: Reactor, loop: str) -> None:
 
         reply = await in_thread(reactor, silent)
     assert reply.split(b"\r\n")[1] == b"-ERR [SYS/TEMP] autologout: idle for too long"
+
+
+# -- fetchmail ------------------------------------------------------------------------
+
+_FETCHMAILRC = """\
+set no bouncemail
+poll 127.0.0.1 service {port} protocol POP3 auth password uidl
+  user "alice" there with password "s3cret" is "{local}" here
+  sslproto '' no sslcertck
+  mda "/bin/sh -c 'cat >> {mbox}'"
+"""
+
+
+@BOTH_LOOPS
+async def test_fetchmail_pulls_and_deletes(reactor: Reactor, loop: str, tmp_path: Path) -> None:
+    program = require_peer("fetchmail", package="fetchmail")
+    async with serving(reactor) as server:
+        mbox = tmp_path / "mbox"
+        rc = tmp_path / "fetchmailrc"
+        rc.write_text(_FETCHMAILRC.format(port=server.port, local=getpass.getuser(), mbox=mbox))
+        rc.chmod(0o600)
+
+        def fetch() -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [
+                    program,
+                    "--fetchmailrc",
+                    str(rc),
+                    "--idfile",
+                    str(tmp_path / "ids"),
+                    "--pidfile",
+                    str(tmp_path / "pid"),
+                    "--nosyslog",
+                    "--nodetach",
+                    "-v",
+                ],
+                capture_output=True,
+                timeout=30,
+                env={**os.environ, "HOME": str(tmp_path), "FETCHMAILHOME": str(tmp_path)},
+            )
+
+        done = await in_thread(reactor, fetch)
+        await server.all_closed()
+        remaining = server.inbox_uids()
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    pulled = mbox.read_bytes().replace(b"\r\n", b"\n")
+    assert FIRST.replace(b"\r\n", b"\n") in pulled
+    assert SECOND.replace(b"\r\n", b"\n") in pulled
+    assert remaining == []
