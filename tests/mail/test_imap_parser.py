@@ -446,6 +446,8 @@ def test_sequence_sets() -> None:
     assert command(b"a FETCH $ FLAGS\r\n").arguments[0] == SequenceSet(saved=True)
     with pytest.raises(ValueError, match="saved"):
         SequenceSet(saved=True).resolve(3)
+    assert SequenceSet(((5, 2), (3, 9), (20, 30))).resolve(12) == list(range(2, 10))
+    assert SequenceSet(((1, None),) * 2000).resolve(100_000) == list(range(1, 100_001))
 
 
 # Hypothesis: commands formatted from random values parse back to those values.
@@ -491,6 +493,17 @@ numbers = st.one_of(st.none(), st.integers(1, 2**32 - 1))
 sequence_sets = st.lists(st.tuples(numbers, numbers), min_size=1, max_size=6).map(
     lambda ranges: SequenceSet(tuple(ranges))
 )
+
+
+@given(sequence_sets, st.integers(0, 60), st.integers(1, 70))
+def test_contains_agrees_with_resolve(numbers: SequenceSet, largest: int, number: int) -> None:
+    small = SequenceSet(
+        tuple(
+            (None if low is None else low % 64 + 1, None if high is None else high % 64 + 1)
+            for low, high in numbers.ranges
+        )
+    )
+    assert small.contains(number, largest) == (number in small.resolve(largest))
 
 
 @settings(max_examples=200, deadline=None)

@@ -135,7 +135,10 @@ class AppendStart:
         internal_date: The date-time to give it, if the client set one.
         size: The message's octets, as announced.
         synchronizing: True when a ``ContinuationNeeded`` follows (the
-            server may still refuse, with TRYCREATE for instance).
+            server may still refuse, with TRYCREATE for instance, and call
+            ``refuse_literal``). A non-synchronising (LITERAL+) message
+            comes whatever the server thinks: drop its ``AppendData`` and
+            answer after ``AppendEnd``.
     """
 
     tag: str
@@ -271,6 +274,10 @@ class CommandParser:
 
     Args:
         limits: The bounds; the defaults suit a public server.
+
+    Attributes:
+        utf8: Set it after ``ENABLE UTF8=ACCEPT`` (RFC 6855): quoted strings
+            and mailbox names may then hold UTF-8.
 
     Call order: ``receive_data`` any number of times; after an event that
     stops the parser (``stopped`` is True), one of ``resume``,

@@ -8,6 +8,8 @@ bytes.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -81,35 +83,25 @@ class SequenceSet:
         """Return the numbers of the set, ascending, none above ``largest``.
 
         ``*`` stands for ``largest``; ``largest`` of 0 (an empty mailbox)
-        yields nothing. The work is bounded by ``largest``, not by the set's
-        numbers, so ``1:4294967295`` is cheap on a small mailbox.
+        yields nothing. The work is bounded by ``largest`` and the number
+        of ranges, not by the ranges' sizes: ``1:4294967295`` or ``1:*``
+        written a thousand times is cheap.
 
         Raises:
             ValueError: The set is ``$``; the caller holds the saved result.
         """
         if self.saved:
             raise ValueError("$ stands for the saved search result")
-        if largest <= 0:
-            return []
-        found: set[int] = set()
-        for low, high in self.ranges:
-            first = largest if low is None else low
-            last = largest if high is None else high
-            if first > last:
-                first, last = last, first
-            found.update(range(max(first, 1), min(last, largest) + 1))
-        return sorted(found)
+        numbers: list[int] = []
+        for first, last in _merged(self.ranges, largest):
+            numbers.extend(range(first, last + 1))
+        return numbers
 
     def contains(self, number: int, largest: int) -> bool:
         """Return whether ``number`` is in the set, ``*`` being ``largest``."""
-        for low, high in self.ranges:
-            first = largest if low is None else low
-            last = largest if high is None else high
-            if first > last:
-                first, last = last, first
-            if first <= number <= last:
-                return True
-        return False
+        merged = _merged(self.ranges, largest)
+        index = bisect.bisect_right(merged, (number, _MAX_NUMBER + 1)) - 1
+        return index >= 0 and merged[index][0] <= number <= merged[index][1]
 
     def __str__(self) -> str:
         """Return the set as IMAP writes it."""
@@ -122,6 +114,30 @@ class SequenceSet:
         return ",".join(
             one(low) if low == high else f"{one(low)}:{one(high)}" for low, high in self.ranges
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _merged(
+    ranges: tuple[tuple[int | None, int | None], ...], largest: int
+) -> tuple[tuple[int, int], ...]:
+    """Return the ranges within 1..largest, sorted and merged."""
+    clamped: list[tuple[int, int]] = []
+    for low, high in ranges:
+        first = largest if low is None else low
+        last = largest if high is None else high
+        if first > last:
+            first, last = last, first
+        first, last = max(first, 1), min(last, largest)
+        if first <= last:
+            clamped.append((first, last))
+    clamped.sort()
+    merged: list[tuple[int, int]] = []
+    for first, last in clamped:
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return tuple(merged)
 
 
 def parse_sequence_set(text: bytes) -> SequenceSet:
