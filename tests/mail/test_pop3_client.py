@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import poplib
 import pwd
 import socket
 import ssl
@@ -308,3 +309,39 @@ def test_only_what_the_checkers_take_is_offered() -> None:
     )
     assert not hashes.apop
     assert hashes.auth_mechanisms == ("PLAIN", "LOGIN")
+
+
+@BOTH_LOOPS
+async def test_implicit_tls_with_poplib_and_the_client(
+    reactor: Reactor, loop: str, ca: trustme.CA
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    users = MemoryUsers(["alice"])
+    await users.deliver("alice", FIRST)
+    portal = Portal(Realm(users), [InMemoryChecker({"alice": "s3cret"})], clock=reactor)
+    factory = POP3Factory(portal, clock=reactor, hostname="pop.test")
+    listener = reactor.listen_tls(0, factory, server_context, interface="127.0.0.1")
+    try:
+        client = await connect_pop3(reactor, "127.0.0.1", listener.port, tls=client_context)
+        capabilities = await client.capabilities()
+        # Already TLS: USER offered, STLS not.
+        assert "USER" in capabilities
+        assert "STLS" not in capabilities
+        await client.login("alice", "s3cret", method="user")
+        assert await client.retrieve(1) == FIRST
+        await client.quit()
+
+        def with_poplib() -> tuple[int, int]:
+            pop = poplib.POP3_SSL("127.0.0.1", listener.port, context=client_context, timeout=10)
+            pop.user("alice")
+            pop.pass_("s3cret")
+            stat = pop.stat()
+            pop.quit()
+            return stat
+
+        assert await reactor.defer_to_thread(with_poplib) == (1, len(FIRST))
+    finally:
+        await listener.stop_listening()
