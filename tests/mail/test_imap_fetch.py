@@ -16,6 +16,7 @@ from torsion.mail.imap import (
     FetchMessage,
     MimePart,
     Reader,
+    Section,
     body_structure,
     envelope,
     fetch_response,
@@ -357,3 +358,57 @@ def test_sections_match_dovecot(dovecot: imaplib.IMAP4, number: int, section: st
     theirs = dovecot_item(dovecot, number, f"BODY.PEEK[{section}]")
     rendered = render_fetch(items(f"BODY.PEEK[{section}]".encode()), message(MESSAGES[number - 1]))
     assert normalize(rendered[0][1]) == normalize(theirs)
+
+
+_SECTIONS = st.one_of(
+    st.builds(Section),
+    st.builds(
+        Section,
+        part=st.lists(st.integers(1, 99), min_size=1, max_size=4).map(tuple),
+        text=st.sampled_from([None, "MIME", "HEADER", "TEXT"]),
+    ),
+    st.builds(
+        Section,
+        part=st.lists(st.integers(1, 99), max_size=3).map(tuple),
+        text=st.sampled_from(["HEADER", "TEXT"]),
+    ),
+    st.builds(
+        Section,
+        part=st.lists(st.integers(1, 99), max_size=3).map(tuple),
+        text=st.sampled_from(["HEADER.FIELDS", "HEADER.FIELDS.NOT"]),
+        fields=st.lists(st.sampled_from(["From", "To", "X-Y", "Subject"]), min_size=1).map(tuple),
+    ),
+)
+_ITEMS = st.one_of(
+    st.builds(
+        FetchItem,
+        name=st.sampled_from(
+            [
+                "ENVELOPE",
+                "FLAGS",
+                "INTERNALDATE",
+                "RFC822",
+                "RFC822.HEADER",
+                "RFC822.SIZE",
+                "RFC822.TEXT",
+                "BODY",
+                "BODYSTRUCTURE",
+                "UID",
+            ]
+        ),
+    ),
+    st.builds(
+        FetchItem,
+        name=st.just("BODY"),
+        section=_SECTIONS,
+        peek=st.booleans(),
+        partial=st.none() | st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 2**32 - 1)),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ITEMS, min_size=1, max_size=6))
+def test_items_format_then_parse_round_trip(fetch_items: list[FetchItem]) -> None:
+    wire = "(" + " ".join(str(item) for item in fetch_items) + ")"
+    assert parse_fetch_items(Reader(wire.encode())) == tuple(fetch_items)

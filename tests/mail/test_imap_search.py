@@ -13,15 +13,24 @@ from hypothesis import strategies as st
 
 from torsion.mail.imap import (
     AllKey,
+    AndKey,
+    Command,
+    CommandParser,
+    ContinuationNeeded,
+    DateKey,
+    FlagKey,
     IMAPParseError,
     NotKey,
     OrKey,
+    ParserLimits,
     Reader,
     SearchKey,
     SearchMessage,
     SequenceKey,
     SequenceSet,
     SizeKey,
+    TextKey,
+    format_search_key,
     matches,
     parse_search_program,
     to_crlf,
@@ -272,3 +281,65 @@ def test_keys_match_dovecot(dovecot: imaplib.IMAP4, program: str) -> None:
     assert status == "OK", data
     theirs = [int(number) for number in data[0].split()]
     assert found(program) == theirs
+
+
+# Round trip: any key tree, written as a client would, parses back to itself.
+
+_ATOMS = st.text(
+    st.characters(codec="ascii", exclude_characters='(){ %*"\\]', exclude_categories=("Cc",)),
+    min_size=1,
+    max_size=8,
+)
+_TEXTS = st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=12)
+_NUMBERS = st.one_of(st.none(), st.integers(1, 2**32 - 1))
+_LEAVES = st.one_of(
+    st.just(AllKey()),
+    st.builds(
+        FlagKey,
+        st.sampled_from(["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent"])
+        | _ATOMS.filter(lambda atom: not atom.startswith("\\")),
+        st.booleans(),
+    ),
+    st.builds(
+        DateKey,
+        st.booleans(),
+        st.sampled_from(["before", "on", "since"]),
+        st.dates(min_value=datetime(1900, 1, 1).date()),
+    ),
+    st.builds(SizeKey, st.booleans(), st.integers(0, 2**32 - 1)),
+    st.builds(TextKey, st.sampled_from(["body", "text"]), _TEXTS),
+    st.builds(
+        TextKey,
+        st.just("header"),
+        _TEXTS,
+        st.sampled_from(["From", "To", "Cc", "Bcc", "Subject", "X-Spam", "Reply-To"]),
+    ),
+    st.builds(
+        SequenceKey,
+        st.lists(st.tuples(_NUMBERS, _NUMBERS), min_size=1, max_size=4).map(
+            lambda ranges: SequenceSet(tuple(ranges))
+        ),
+        st.booleans(),
+    ),
+)
+_TREES = st.recursive(
+    _LEAVES,
+    lambda inner: st.one_of(
+        st.builds(NotKey, inner),
+        st.builds(OrKey, inner, inner),
+        st.lists(inner, min_size=2, max_size=4).map(lambda keys: AndKey(tuple(keys))),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TREES)
+def test_format_then_parse_round_trip(tree: SearchKey) -> None:
+    wire = b"a SEARCH CHARSET UTF-8 " + format_search_key(tree) + b"\r\n"
+    parser = CommandParser(ParserLimits(max_depth=64))
+    events = parser.receive_data(wire)
+    while parser.stopped:
+        events += parser.resume()
+    commands = [event for event in events if not isinstance(event, ContinuationNeeded)]
+    assert commands == [Command(tag="a", name="SEARCH", arguments=("UTF-8", tree))]

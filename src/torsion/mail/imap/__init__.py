@@ -77,6 +77,7 @@ from torsion.mail.imap._search import (
     SequenceKey,
     SizeKey,
     TextKey,
+    format_search_key,
     matches,
     parse_search_program,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "fetch_response",
     "flags",
     "format_date_time",
+    "format_search_key",
     "list_response",
     "mailbox_name",
     "matches",

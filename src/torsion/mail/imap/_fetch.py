@@ -78,6 +78,15 @@ class FetchItem:
     peek: bool = False
     partial: tuple[int, int] | None = None
 
+    def __str__(self) -> str:
+        """Return the item as a client writes it (``BODY.PEEK[1.MIME]<0.100>``)."""
+        if self.section is None:
+            return self.name
+        text = f"BODY{'.PEEK' if self.peek else ''}[{self.section}]"
+        if self.partial is not None:
+            text += f"<{self.partial[0]}.{self.partial[1]}>"
+        return text
+
     def response_name(self, *, origin: int | None = None) -> bytes:
         """Return the item's name as the response writes it (``BODY[1]<0>``)."""
         if self.section is None:

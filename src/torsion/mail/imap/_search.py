@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from typing import Literal
 
 from torsion.mail.imap._reader import Reader, SequenceSet
+from torsion.mail.imap._responses import string
 
 __all__ = [
     "AllKey",
@@ -37,6 +38,7 @@ __all__ = [
     "SequenceKey",
     "SizeKey",
     "TextKey",
+    "format_search_key",
     "matches",
     "parse_search_program",
 ]
@@ -231,6 +233,56 @@ def _key(reader: Reader) -> SearchKey:
         reader.depth -= 1
         return OrKey(left, right)
     raise reader.error(f"unknown search key {name}")
+
+
+_FLAG_NAMES = {value: name for name, value in _FLAG_KEYS.items()}
+_HEADER_NAMES = {value: name for name, value in _HEADER_KEYS.items()}
+_DATE_NAMES = {value: name for name, value in _DATE_KEYS.items()}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_search_key(key: SearchKey) -> bytes:
+    """Return ``key`` as a client writes it (strings quoted, or as literals).
+
+    The client side's inverse of ``parse_search_program``: a literal
+    (``{n}`` CRLF octets) needs the server's ``+`` before its octets.
+    """
+    if isinstance(key, AllKey):
+        return b"ALL"
+    if isinstance(key, FlagKey):
+        name = _FLAG_NAMES.get((key.flag, key.present))
+        if name is not None:
+            return name.encode("ascii")
+        if key.flag == "\\Recent":
+            return b"OLD"
+        return (b"KEYWORD " if key.present else b"UNKEYWORD ") + key.flag.encode("ascii")
+    if isinstance(key, DateKey):
+        name = _DATE_NAMES[(key.sent, key.relation)]
+        day = key.day
+        return f"{name} {day.day}-{_MONTHS[day.month - 1]}-{day.year:04d}".encode("ascii")
+    if isinstance(key, SizeKey):
+        return b"LARGER %d" % key.size if key.larger else b"SMALLER %d" % key.size
+    if isinstance(key, TextKey):
+        text = string(key.text)
+        if key.where == "body":
+            return b"BODY " + text
+        if key.where == "text":
+            return b"TEXT " + text
+        name = _HEADER_NAMES.get(key.field_name)
+        if name is not None:
+            return name.encode("ascii") + b" " + text
+        return b"HEADER " + string(key.field_name) + b" " + text
+    if isinstance(key, SequenceKey):
+        return (b"UID " if key.uid else b"") + str(key.numbers).encode("ascii")
+    if isinstance(key, NotKey):
+        return b"NOT " + format_search_key(key.key)
+    if isinstance(key, OrKey):
+        return b"OR " + format_search_key(key.left) + b" " + format_search_key(key.right)
+    if not key.keys:
+        return b"ALL"
+    if len(key.keys) == 1:
+        return format_search_key(key.keys[0])
+    return b"(" + b" ".join(format_search_key(inner) for inner in key.keys) + b")"
 
 
 @dataclass(slots=True, kw_only=True)
