@@ -58,6 +58,7 @@ from torsion.web._forms import (
     parse_multipart,
     parse_urlencoded,
 )
+from torsion.web._h2 import H2Channel, H2Request
 from torsion.web._headers import (
     Headers,
     InvalidHeaderError,
@@ -119,6 +120,8 @@ __all__ = [
     "File",
     "FormError",
     "FormTooLargeError",
+    "H2Channel",
+    "H2Request",
     "HTTPChannel",
     "HTTPClient",
     "HTTPClientError",

@@ -21,6 +21,10 @@ connection's order and bounds:
   header timeout (408) from a request's first byte to the end of its head,
   the body timeout (408) while a body the server is reading stalls, the
   idle timeout between requests.
+
+When the site serves HTTP/2, a connection for which TLS's ALPN chose
+``h2``, or a cleartext one that begins with the HTTP/2 preface (prior
+knowledge), is handed to ``H2Channel`` before any HTTP/1.1 is parsed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import typing
 from collections import deque
 
 from torsion.internet import DelayedCall, Protocol
+from torsion.web._h2 import PREFACE, H2Channel
 from torsion.web._http11 import HTTPProtocolError, RequestParser
 from torsion.web._request import Request
 
@@ -73,16 +78,46 @@ class HTTPChannel(Protocol):
         self._switched: asyncio.Protocol | None = None
         self._held: bytes | None = None
         self._eof_while_held = False
+        # Whether the first bytes are still to be checked for the preface.
+        self._sniffing = site.http2
+        self._sniffed = b""
 
     # -- asyncio protocol ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start the header timeout for the first request."""
+        """Start the header timeout for the first request (or hand over to HTTP/2)."""
         super().connection_made(transport)
+        if self._sniffing:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._to_h2(b"")
+                return
         self._wait(_HEAD, self._limits.header_timeout)
 
     def data_received(self, data: bytes) -> None:
         """Parse what arrived; requests are rendered as their turn comes."""
+        if self._sniffing:
+            # RFC 9113 section 3.3: prior knowledge starts with the preface.
+            if data[:1] == b"P" and PREFACE.startswith(data[:24]):
+                if len(data) >= 24:
+                    self._to_h2(data)
+                    return
+                if data != PREFACE[: len(data)]:  # pragma: no cover - startswith said so
+                    return
+                # Part of the preface: wait for the rest.
+                self._sniffed = data
+                self._sniffing = False
+                return
+            self._sniffing = False
+        elif self._sniffed:
+            data = self._sniffed + data
+            self._sniffed = b""
+            if PREFACE.startswith(data[:24]):
+                if len(data) >= 24:
+                    self._to_h2(data)
+                else:
+                    self._sniffed = data
+                return
         if self._held is not None:
             # The pipeline is full and reading paused; a read already on its
             # way joins the bytes held.
@@ -313,6 +348,23 @@ class HTTPChannel(Protocol):
         protocol.connection_made(transport)
         if not self._in_receive:
             self._hand_over()
+
+    def _to_h2(self, data: bytes) -> None:
+        # The connection speaks HTTP/2: the H2 channel takes it whole.
+        self._sniffing = False
+        self._parser.stop()
+        self._closing = True
+        self._waiting_for = _NOTHING
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        h2 = H2Channel(self._site)
+        self._switched = h2
+        transport = self.transport
+        transport.set_protocol(h2)
+        h2.connection_made(transport)
+        if data:
+            h2.data_received(data)
 
     def _hand_over(self) -> None:
         # The bytes read past the switching request's head go to the new

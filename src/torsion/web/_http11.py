@@ -66,6 +66,8 @@ class ServerLimits:
             reading; past it, reading from the connection pauses.
         max_pipelined: Requests parsed ahead of their responses; past it,
             reading pauses and the rest of a read is kept unparsed.
+        max_streams: HTTP/2 requests served at once on one connection
+            (``SETTINGS_MAX_CONCURRENT_STREAMS``, RFC 9113 section 6.5.2).
         header_timeout: Seconds a request's head may take to arrive; then
             408 and close (slowloris).
         body_timeout: Seconds a request body may go without a byte while
@@ -85,6 +87,7 @@ class ServerLimits:
     max_body: int = 16 * 1024 * 1024
     body_buffer: int = 65536
     max_pipelined: int = 16
+    max_streams: int = 100
     header_timeout: float = 20.0
     body_timeout: float = 60.0
     idle_timeout: float = 60.0
@@ -97,6 +100,7 @@ class ServerLimits:
             "max_head_bytes",
             "body_buffer",
             "max_pipelined",
+            "max_streams",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -553,7 +557,7 @@ class DateCache:
         wall_clock: The time of day, in seconds since the epoch (``time.time``).
     """
 
-    __slots__ = ("_lines", "_second", "_server", "_wall_clock")
+    __slots__ = ("_fields", "_fields_second", "_lines", "_second", "_server", "_wall_clock")
 
     def __init__(self, server: bytes, wall_clock: typing.Callable[[], float]) -> None:
         """Make a cache that formats on first use."""
@@ -561,6 +565,8 @@ class DateCache:
         self._wall_clock = wall_clock
         self._second = -1
         self._lines = b""
+        self._fields_second = -1
+        self._fields: list[tuple[bytes, bytes]] = []
 
     def lines(self) -> bytes:
         r"""``Server: ...\r\nDate: ...\r\n`` for the current second (RFC 9110 6.6.1)."""
@@ -570,3 +576,17 @@ class DateCache:
             date = email.utils.formatdate(second, usegmt=True).encode("ascii")
             self._lines = self._server + b"Date: " + date + b"\r\n"
         return self._lines
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """``server`` and ``date`` as HTTP/2 header fields (lower-case names).
+
+        Returns:
+            A new list each call (the caller may extend it).
+        """
+        second = int(self._wall_clock())
+        if second != self._fields_second:
+            self._fields_second = second
+            date = email.utils.formatdate(second, usegmt=True).encode("ascii")
+            server = self._server[8:-2]
+            self._fields = [(b"server", server), (b"date", date)] if server else [(b"date", date)]
+        return list(self._fields)

@@ -116,6 +116,9 @@ class Request:
     _body_error: BaseException | None = None
     _discarding = False
     _upgrade = False
+    # Whether the body goes straight onto the transport (not framed), so
+    # that a file can be sent by the kernel.
+    _zero_copy = True
 
     def __init__(
         self,
@@ -468,9 +471,8 @@ class Request:
             if self._lost is not None:
                 raise ConnectionResetError("connection closed")
             raise ResponseStateError("send_file() after finish()")
-        channel = self._channel
         if not self._started:
-            channel._write(self._head(-1))
+            self._send_head()
         if self._head_only or self.code in _NO_BODY_CODES:
             return 0
         if self._lost is not None:
@@ -482,24 +484,28 @@ class Request:
             self.keep_alive = False
         if count == 0:
             return 0
-        if not self._chunked:
+        if not self._chunked and self._zero_copy:
             # send_file itself falls back to chunks where zero-copy cannot
             # go (uvloop, TLS, in-memory transports).
             sent = await send_file(
-                channel, file, offset=offset, count=count, chunk_size=chunk_size
+                self._channel, file, offset=offset, count=count, chunk_size=chunk_size
             )
             self._sent += sent
             return sent
         sent = 0
         file.seek(offset)
         while sent < count:
-            await channel.drained()
+            await self.drained()
             data = file.read(min(chunk_size, count - sent))
             if not data:
                 break
             self.write(data)
             sent += len(data)
         return sent
+
+    def _send_head(self) -> None:
+        # The status and headers alone, for a body written afterwards.
+        self._channel._write(self._head(-1))
 
     def finish(self) -> None:
         """End the response: the connection goes on to the next request.

@@ -29,10 +29,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 class Site:
-    """An HTTP/1.1 server for a tree of resources: the protocol factory.
+    """An HTTP/1.1 and HTTP/2 server for a tree of resources: the protocol factory.
 
     Pass it where a protocol factory goes: ``reactor.listen_tcp(8080,
     site)``, ``listen_tls``, a server endpoint, or a ``MemoryReactor``.
+    HTTP/2 is spoken on a TLS connection whose ALPN chose ``h2`` (offer
+    it: ``ServerTLS(..., alpn=("h2", "http/1.1"))`` or ``alpn=h2,http/1.1``
+    in a ``tls:`` endpoint string), and on a cleartext one that opens with
+    the HTTP/2 preface (prior knowledge).
 
     Args:
         root: The resource at path ``/``.
@@ -44,11 +48,13 @@ class Site:
             format, at INFO; or a function called with each finished request
             (for another format); None for no access log.
         wall_clock: The time of day, for ``Date`` and the access log.
+        http2: Whether to speak HTTP/2 where the client asks for it.
 
     Attributes:
         root: The resource at path ``/``.
         reactor: The clock of the timeouts.
         limits: The bounds and timeouts of each connection.
+        http2: Whether HTTP/2 is spoken where the client asks for it.
     """
 
     def __init__(
@@ -60,9 +66,11 @@ class Site:
         server: str = "torsion",
         access_log: logging.Logger | Callable[[Request], object] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        http2: bool = True,
     ) -> None:
         """Make a site serving ``root``."""
         self.root = root
+        self.http2 = http2
         self.reactor = reactor
         self.limits = limits if limits is not None else ServerLimits()
         self.access_log = access_log

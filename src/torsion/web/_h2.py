@@ -1,0 +1,745 @@
+"""``H2Channel``: the HTTP/2 server connection (RFC 9113), on h2's state machine.
+
+Each stream becomes a ``Request`` (an ``H2Request``, which frames the
+response as HEADERS and DATA instead of HTTP/1.1 bytes), so every resource
+serves HTTP/2 unchanged. The site hands a connection over to this channel
+when TLS's ALPN chose ``h2``, or when a cleartext connection begins with
+the HTTP/2 preface (prior knowledge, RFC 9113 section 3.3). The HTTP/1.1
+``Upgrade: h2c`` dance is not offered (RFC 9113 section 3.1 deprecates it).
+
+Bounds and defences:
+
+* Streams served at once: ``ServerLimits.max_streams``, announced in
+  SETTINGS_MAX_CONCURRENT_STREAMS; a stream the client resets whose handler
+  is still running keeps counting, and streams past the bound are refused
+  (REFUSED_STREAM), so resetting cannot make the server do unbounded work
+  (CVE-2023-44487, "rapid reset").
+* Request bodies: each stream's receive window is ``ServerLimits.body_buffer``
+  and the connection's is a multiple of it; window updates are sent only as
+  the handler consumes the body, so buffering is bounded per stream and per
+  connection. A body over ``max_body`` gets 413 (or a reset once the
+  response has started).
+* Header blocks: SETTINGS_MAX_HEADER_LIST_SIZE is ``max_head_bytes``, and h2
+  refuses more than 64 CONTINUATION frames (CVE-2024-27316 class).
+* Floods: PINGs (CVE-2019-9512), SETTINGS (CVE-2019-9515) and stream resets
+  (CVE-2019-9514, CVE-2023-44487) are counted per second; past their bound
+  the connection ends with GOAWAY ENHANCE_YOUR_CALM. Reading also pauses
+  while the transport's write buffer is full, so the answers h2 makes by
+  itself (PING and SETTINGS acknowledgements, resets) cannot pile up.
+* Output: DATA is sent only within the peer's flow-control windows (a
+  window driven negative by a smaller SETTINGS_INITIAL_WINDOW_SIZE simply
+  waits to become positive again); ``request.drained()`` waits while a
+  stream's queued body is over its bound or the transport is full.
+
+A connection error sends GOAWAY with its code (COMPRESSION_ERROR for a
+header block HPACK cannot decode) and closes the socket; a client's GOAWAY
+is not answered with another. h2's output is flushed once per read, and at
+once for writes made outside a read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import typing
+from collections import deque
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hpack.exceptions import HPACKError, OversizedHeaderListError
+from hyperframe.frame import GoAwayFrame
+
+from torsion.defer import Deferred, fail, succeed
+from torsion.internet import DelayedCall, Protocol
+from torsion.web._http11 import HTTPProtocolError
+from torsion.web._request import Request, ResponseStateError
+from torsion.web._resource import render_error
+
+if typing.TYPE_CHECKING:
+    from torsion.web._channel import HTTPChannel
+    from torsion.web._site import Site
+
+__all__ = ["PREFACE", "H2Channel", "H2Request"]
+
+_log = logging.getLogger("torsion.web")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Per-second bounds on what a client can make the server do for nothing.
+_MAX_PINGS = 50
+_MAX_SETTINGS = 50
+# Client resets per second, as a multiple of max_streams.
+_RESETS_PER_STREAM = 2
+# The connection's receive window, as a multiple of the stream window.
+_CONNECTION_WINDOW_STREAMS = 16
+# A stream's queued response body past which drained() waits.
+_STREAM_HIGH = 65536
+# Header fields that belong to one HTTP/1.1 connection and are not sent on
+# HTTP/2 (RFC 9113 section 8.2.2).
+_CONNECTION_FIELDS = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+_NO_BODY_CODES = frozenset({204, 304})
+_ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+class _Stream:
+    """The channel's side of one stream: what waits to be sent on it."""
+
+    __slots__ = (
+        "acked",
+        "drain_waiters",
+        "end_pending",
+        "pending",
+        "pending_bytes",
+        "received",
+        "request",
+        "stream_id",
+        "working",
+    )
+
+    def __init__(self, stream_id: int, request: H2Request) -> None:
+        self.stream_id = stream_id
+        self.request = request
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.end_pending = False
+        self.drain_waiters: list[Deferred[None]] = []
+        # Body bytes received (flow-controlled) and acknowledged so far.
+        self.received = 0
+        self.acked = 0
+        # Whether the handler has yet to finish the response.
+        self.working = False
+
+
+class H2Request(Request):
+    """A request that came on an HTTP/2 stream; its response goes out as frames.
+
+    Resources use it exactly as they use a ``Request``; ``version`` is
+    ``"HTTP/2"``. ``abort()`` resets the stream (the connection carries
+    other streams); ``switch_protocols`` is refused (HTTP/2 has no 101).
+    """
+
+    _zero_copy = False
+    _stream: _Stream
+
+    def __init__(
+        self,
+        channel: H2Channel,
+        stream_id: int,
+        method: bytes,
+        uri: bytes,
+        headers: list[tuple[bytes, bytes]],
+        has_body: bool,
+    ) -> None:
+        """Made by the HTTP/2 connection for each stream it is sent."""
+        expect = has_body and any(
+            name == b"expect" and value.lower() == b"100-continue" for name, value in headers
+        )
+        # Request reaches its connection only through what H2Request
+        # overrides and the Protocol methods both channels share.
+        super().__init__(
+            typing.cast("HTTPChannel", channel),
+            method,
+            uri,
+            "2",
+            headers,
+            True,
+            expect_continue=expect,
+            has_body=has_body,
+        )
+        self._h2 = channel
+        self.stream_id = stream_id
+
+    # -- the body, as the handler consumes it -------------------------------
+
+    def _maybe_continue(self) -> None:
+        if self._expect_continue and not self._continue_sent and not self._started:
+            self._continue_sent = True
+            if not self._body_complete and self._lost is None:
+                self._h2._send_headers(self, [(b":status", b"100")], end=False)
+
+    # -- the response ----------------------------------------------------------
+
+    def _fields(self, length: int) -> list[tuple[bytes, bytes]]:
+        # The response's HEADERS: ``length`` is the body's when known.
+        self._started = True
+        code = self.code
+        fields = [(b":status", b"%d" % code)]
+        fields += self._h2._site._dates.fields()
+        headers = self._response_headers
+        if headers is not None:
+            for name, value in headers.raw:
+                lowered = name.lower()
+                if lowered in _CONNECTION_FIELDS:
+                    continue
+                if lowered == b"content-length":
+                    if length >= 0:
+                        continue
+                    value = value.strip()
+                    if not value.isdigit():
+                        continue
+                    self._declared_length = int(value)
+                fields.append((lowered, value))
+        if length >= 0 and code not in _NO_BODY_CODES:
+            fields.append((b"content-length", b"%d" % length))
+        return fields
+
+    def _send_head(self) -> None:
+        self._h2._send_headers(self, self._fields(-1), end=False)
+
+    def write(self, data: bytes) -> None:
+        """Send part of the response body as DATA (HEADERS first).
+
+        Args:
+            data: The next bytes of the body.
+
+        Raises:
+            ResponseStateError: The response was finished.
+        """
+        if self._finished:
+            if self._lost is not None:
+                return
+            raise ResponseStateError("write() after finish()")
+        if not data:
+            return
+        if not self._started:
+            self._send_head()
+        if self._head_only or self.code in _NO_BODY_CODES or self._lost is not None:
+            return
+        data = self._frame(data)
+        if data:
+            self._h2._send_data(self, data)
+
+    def finish(self) -> None:
+        """End the response (END_STREAM); the stream is then done.
+
+        Raises:
+            ResponseStateError: ``finish()`` was already called (unless the
+                stream was lost, when it does nothing).
+        """
+        if self._finished:
+            if self._lost is not None:
+                return
+            raise ResponseStateError("finish() called twice")
+        if not self._started:
+            headers = self._response_headers
+            if self._head_only and headers is not None and b"content-length" in headers:
+                self._h2._send_headers(self, self._fields(-1), end=True)
+                self._done()
+                return
+            self._finish_with(b"")
+            return
+        if (
+            0 <= self._declared_length != self._sent
+            and not self._head_only
+            and self.code not in _NO_BODY_CODES
+        ):
+            # Fewer bytes than promised: a reset tells the client it is cut.
+            self._done()
+            self._h2._reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            return
+        self._h2._end(self)
+        self._done()
+
+    def _finish_with(self, body: bytes) -> None:
+        if self._finished:
+            if self._lost is not None:
+                return
+            raise ResponseStateError("the response was already finished")
+        if self._started:
+            self.write(body)
+            self.finish()
+            return
+        fields = self._fields(len(body))
+        self._sent = len(body)
+        if self._head_only or self.code in _NO_BODY_CODES or not body:
+            self._h2._send_headers(self, fields, end=True)
+        else:
+            self._h2._send_headers(self, fields, end=False)
+            self._h2._send_data(self, body)
+            self._h2._end(self)
+        self._done()
+
+    def drained(self) -> Deferred[None]:
+        """Wait until this stream's queued body is small and the connection has room."""
+        return self._h2._drained(self)
+
+    def abort(self) -> None:
+        """Reset this stream at once (RST_STREAM INTERNAL_ERROR); other streams go on."""
+        if self._lost is None:
+            self._h2._reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+
+class H2Channel(Protocol):
+    """One HTTP/2 server connection; ``HTTPChannel`` hands connections to it.
+
+    Call order, as for every protocol::
+
+        connection_made [-> data_received*] -> connection_lost
+    """
+
+    def __init__(self, site: Site) -> None:
+        """Make the h2 state machine with the site's bounds as local settings."""
+        self._site = site
+        limits = self._limits = site.limits
+        self._clock = site.reactor
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            # Inbound headers are checked (RFC 9113 section 8.2); what the
+            # server sends is built here from validated fields.
+            validate_inbound_headers=True,
+            normalize_inbound_headers=True,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        conn = self._conn = h2.connection.H2Connection(config)
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: min(limits.body_buffer, 2**31 - 1),
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_head_bytes,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        # h2 checks incoming header blocks against the decoder's own bound.
+        conn.decoder.max_header_list_size = limits.max_head_bytes
+        self._streams: dict[int, _Stream] = {}
+        # Requests whose handlers still run, reset or not (rapid reset).
+        self._working = 0
+        self._in_receive = False
+        self._closed = False
+        self._reading_paused = False
+        self._second = -1.0
+        self._pings = 0
+        self._settings = 0
+        self._resets = 0
+        self._idle: DelayedCall | None = None
+
+    # -- asyncio protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the server's preface (its SETTINGS) and open the window."""
+        super().connection_made(transport)
+        conn = self._conn
+        conn.initiate_connection()
+        window = min(self._limits.body_buffer * _CONNECTION_WINDOW_STREAMS, 2**31 - 1)
+        if window > 65535:
+            conn.increment_flow_control_window(window - 65535)
+        self._flush()
+        self._wait_idle()
+
+    def data_received(self, data: bytes) -> None:
+        """Run what arrived through h2, act on its events, flush once."""
+        if self._closed:
+            return
+        self._in_receive = True
+        try:
+            try:
+                events = self._conn.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                self._connection_error(exc)
+                return
+            for event in events:
+                if self._event(event):
+                    # The connection is ending: the rest is not acted on.
+                    return
+        finally:
+            self._in_receive = False
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        """The client sends no more: close once everything is written."""
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail every stream still open, and stop the timer."""
+        self._closed = True
+        self._lost = True
+        self._cancel_idle()
+        error = exc if exc is not None else ConnectionResetError("connection closed")
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for stream in streams:
+            self._lose(stream, error)
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The transport is full: stop reading too, so answers cannot pile up."""
+        super().pause_writing()
+        if not self._reading_paused and not self._closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """Room again: read on, and send what the windows allow."""
+        super().resume_writing()
+        if self._reading_paused and not self._closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        for stream in list(self._streams.values()):
+            self._pump(stream)
+        self._flush()
+
+    # -- h2's events ---------------------------------------------------------
+
+    def _event(self, event: h2.events.Event) -> bool:
+        # Act on one event; True once the connection is closing.
+        if isinstance(event, h2.events.RequestReceived):
+            self._request(event)
+        elif isinstance(event, h2.events.DataReceived):
+            self._data(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._streams.get(event.stream_id or 0)
+            if stream is not None:
+                stream.request._end_body()
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    self._pump(stream)
+            else:
+                for stream in list(self._streams.values()):
+                    self._pump(stream)
+        elif isinstance(event, h2.events.StreamReset):
+            self._count("resets")
+            stream = self._streams.pop(event.stream_id or 0, None)
+            if stream is not None:
+                self._lose(stream, ConnectionResetError("the client reset the stream"))
+        elif isinstance(event, h2.events.PingReceived):
+            self._count("pings")
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._count("settings")
+            # A new initial window changes every stream's window (it may
+            # now be positive again, or negative: _pump waits for that).
+            for stream in list(self._streams.values()):
+                self._pump(stream)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            # The client said GOAWAY: no reply in kind (RFC 9113 section
+            # 6.8); what was written goes, then the connection closes.
+            self._closed = True
+            self._flush()
+            self.transport.close()
+        return self._closed
+
+    def _request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id or 0
+        method = path = authority = b""
+        fields: list[tuple[bytes, bytes]] = []
+        cookies: list[bytes] = []
+        for name, value in event.headers or ():
+            name = bytes(name)
+            value = bytes(value)
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+            elif name == b"cookie":
+                cookies.append(value)
+            else:
+                fields.append((name, value))
+        if cookies:
+            # RFC 9113 section 8.2.3: crumbs sent apart are one field again.
+            fields.append((b"cookie", b"; ".join(cookies)))
+        if authority and not any(name == b"host" for name, _ in fields):
+            fields.insert(0, (b"host", authority))
+        has_body = event.stream_ended is None
+        request = H2Request(self, stream_id, method, path or authority, fields, has_body)
+        stream = _Stream(stream_id, request)
+        request._stream = stream
+        if self._working >= self._limits.max_streams:
+            # Handlers of streams reset earlier still run: refuse more work
+            # until they end (the client may retry, RFC 9113 section 8.7).
+            self._conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        self._streams[stream_id] = stream
+        stream.working = True
+        self._working += 1
+        self._cancel_idle()
+        length = _content_length(fields)
+        if length > self._limits.max_body:
+            request._fail_body(HTTPProtocolError(413, "request body too large"))
+            request._finish_with(render_error(request, 413))
+            return
+        self._site._render(request)
+
+    def _data(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id or 0
+        flowed = event.flow_controlled_length or 0
+        data = bytes(event.data or b"")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            # A stream already answered or refused: give the window back.
+            if flowed:
+                self._conn.acknowledge_received_data(flowed, stream_id)
+            return
+        request = stream.request
+        # Padding is never the handler's to consume.
+        padding = flowed - len(data)
+        stream.received += flowed
+        stream.acked += padding
+        if padding:
+            self._conn.acknowledge_received_data(padding, stream_id)
+        if request._discarding or request._body_error is not None:
+            stream.acked += len(data)
+            if data:
+                self._conn.acknowledge_received_data(len(data), stream_id)
+            return
+        if stream.received > self._limits.max_body:
+            error = HTTPProtocolError(413, "request body too large")
+            request._fail_body(error)
+            if not request._started and not request._finished:
+                request._finish_with(render_error(request, 413))
+            else:
+                self._reset(request, h2.errors.ErrorCodes.CANCEL)
+            return
+        request._feed_body(data)
+        self._body_consumed(request)
+
+    # -- for H2Request -------------------------------------------------------
+
+    def _body_consumed(self, request: Request) -> None:
+        # Window updates for what the handler took from the buffer (all of
+        # it while the whole body is being collected: max_body bounds that).
+        stream = typing.cast(H2Request, request)._stream
+        if stream.stream_id not in self._streams:
+            return
+        held = 0 if request._collecting is not None else request._body_buffered
+        consumed = stream.received - held - stream.acked
+        if consumed > 0:
+            stream.acked += consumed
+            try:
+                self._conn.acknowledge_received_data(consumed, stream.stream_id)
+            except h2.exceptions.StreamClosedError:
+                return
+            if not self._in_receive:
+                self._flush()
+
+    def _send_headers(
+        self, request: H2Request, fields: list[tuple[bytes, bytes]], end: bool
+    ) -> None:
+        stream = request._stream
+        if self._closed or stream.stream_id not in self._streams:
+            return
+        try:
+            self._conn.send_headers(stream.stream_id, fields, end_stream=end)
+        except h2.exceptions.ProtocolError as exc:
+            # The stream closed under us (reset in the same read, say).
+            _log.debug("HTTP/2 stream %d: headers not sent: %s", stream.stream_id, exc)
+            return
+        if end:
+            self._stream_done(stream)
+        if not self._in_receive:
+            self._flush()
+
+    def _send_data(self, request: H2Request, data: bytes) -> None:
+        stream = request._stream
+        if self._closed or stream.stream_id not in self._streams:
+            return
+        stream.pending.append(data)
+        stream.pending_bytes += len(data)
+        self._pump(stream)
+        if not self._in_receive:
+            self._flush()
+
+    def _end(self, request: H2Request) -> None:
+        stream = request._stream
+        if self._closed or stream.stream_id not in self._streams:
+            return
+        stream.end_pending = True
+        self._pump(stream)
+        if not self._in_receive:
+            self._flush()
+
+    def _reset(self, request: H2Request, code: int) -> None:
+        stream = request._stream
+        if self._streams.pop(stream.stream_id, None) is None or self._closed:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.reset_stream(stream.stream_id, code)
+        self._lose(stream, ConnectionResetError("the stream was reset"))
+        if not self._in_receive:
+            self._flush()
+
+    def _drained(self, request: H2Request) -> Deferred[None]:
+        stream = request._stream
+        if request._lost is not None or self._closed:
+            return fail(ConnectionResetError("connection closed"))
+        if stream.pending_bytes <= _STREAM_HIGH and not self._writing_paused:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        stream.drain_waiters.append(d)
+        return d
+
+    def _request_done(self, request: Request) -> None:
+        # The handler finished its response (it may still be queued).
+        stream = typing.cast(H2Request, request)._stream
+        if stream.working:
+            stream.working = False
+            self._working -= 1
+        if self._site.access_log is not None:
+            self._site._log_access(request)
+        if not self._working and not self._streams:
+            self._wait_idle()
+
+    # -- output ----------------------------------------------------------------
+
+    def _pump(self, stream: _Stream) -> None:
+        # Move queued DATA into h2 as far as the peer's windows allow; a
+        # window at or below zero (RFC 9113 section 6.9.2) waits for updates.
+        conn = self._conn
+        stream_id = stream.stream_id
+        pending = stream.pending
+        if self._writing_paused or stream_id not in self._streams:
+            return
+        try:
+            while pending:
+                window = conn.local_flow_control_window(stream_id)
+                if window <= 0:
+                    break
+                size = min(window, conn.max_outbound_frame_size)
+                chunk = pending[0]
+                if len(chunk) <= size:
+                    pending.popleft()
+                else:
+                    pending[0] = chunk[size:]
+                    chunk = chunk[:size]
+                stream.pending_bytes -= len(chunk)
+                conn.send_data(stream_id, chunk)
+            if not pending and stream.end_pending:
+                stream.end_pending = False
+                conn.end_stream(stream_id)
+                self._stream_done(stream)
+        except h2.exceptions.ProtocolError as exc:
+            _log.debug("HTTP/2 stream %d: data not sent: %s", stream_id, exc)
+            self._streams.pop(stream_id, None)
+            self._lose(stream, ConnectionResetError("the stream closed"))
+            return
+        if stream.drain_waiters and stream.pending_bytes <= _STREAM_HIGH:
+            waiters, stream.drain_waiters = stream.drain_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _stream_done(self, stream: _Stream) -> None:
+        # Our side of the stream is closed: it leaves the table once the
+        # request's body is in too (or is dropped: it is not wanted).
+        request = stream.request
+        self._streams.pop(stream.stream_id, None)
+        if not request._body_complete:
+            request._discarding = True
+            request._body_chunks.clear()
+            request._body_buffered = 0
+            # RFC 9113 section 8.1: the rest of the body is not needed.
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._conn.reset_stream(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        if not self._working and not self._streams:
+            self._wait_idle()
+
+    def _lose(self, stream: _Stream, error: BaseException) -> None:
+        request = stream.request
+        if stream.working:
+            # Its handler may run on, but its work is no longer owed.
+            stream.working = False
+            self._working -= 1
+        waiters, stream.drain_waiters = stream.drain_waiters, []
+        stream.pending.clear()
+        stream.pending_bytes = 0
+        request._connection_lost(error)
+        for d in waiters:
+            d.errback(error)
+
+    def _flush(self) -> None:
+        data = self._conn.data_to_send()
+        if data and not self._lost:
+            self.transport.write(data)
+
+    # -- errors, floods and time -------------------------------------------------
+
+    def _connection_error(self, exc: h2.exceptions.ProtocolError) -> None:
+        cause = exc.__cause__
+        if isinstance(cause, OversizedHeaderListError):
+            code = int(_ENHANCE_YOUR_CALM)
+        elif isinstance(cause, HPACKError):
+            # RFC 9113 section 4.3: a header block that cannot be decoded.
+            code = int(h2.errors.ErrorCodes.COMPRESSION_ERROR)
+        else:
+            code = int(exc.error_code)
+        _log.debug("HTTP/2 connection error %d: %s", code, exc)
+        self._close_with(code)
+
+    def _close_with(self, code: int) -> None:
+        # GOAWAY with our own code (what h2 queued is dropped), then close.
+        self._conn.data_to_send()
+        frame = GoAwayFrame(stream_id=0)
+        frame.last_stream_id = self._conn.highest_inbound_stream_id
+        frame.error_code = code
+        self._closed = True
+        self._cancel_idle()
+        if not self._lost:
+            self.transport.write(frame.serialize())
+            self.transport.close()
+
+    def _count(self, what: str) -> None:
+        # Counts per second of the clock; past a bound, the connection ends.
+        now = self._clock.seconds()
+        if now - self._second >= 1.0:
+            self._second = now
+            self._pings = self._settings = self._resets = 0
+        if what == "pings":
+            self._pings += 1
+        elif what == "settings":
+            self._settings += 1
+        else:
+            self._resets += 1
+        if (
+            self._pings > _MAX_PINGS
+            or self._settings > _MAX_SETTINGS
+            or self._resets > _RESETS_PER_STREAM * self._limits.max_streams
+        ):
+            _log.info(
+                "HTTP/2 flood from %s: %d pings, %d settings, %d resets in a second",
+                _peer(self),
+                self._pings,
+                self._settings,
+                self._resets,
+            )
+            self._close_with(int(_ENHANCE_YOUR_CALM))
+
+    def _wait_idle(self) -> None:
+        if self._idle is None and not self._closed:
+            self._idle = self._clock.call_later(self._limits.idle_timeout, self._idle_out)
+
+    def _cancel_idle(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None and idle.active():
+            idle.cancel()
+
+    def _idle_out(self) -> None:
+        self._idle = None
+        if self._closed or self._streams or self._working:
+            return
+        self._close_with(int(h2.errors.ErrorCodes.NO_ERROR))
+
+
+def _content_length(fields: list[tuple[bytes, bytes]]) -> int:
+    for name, value in fields:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return -1
+
+
+def _peer(protocol: Protocol) -> str:
+    try:
+        return str(protocol.peer)
+    except Exception:
+        return "?"
