@@ -794,3 +794,40 @@ def test_imaplib_commands_parse() -> None:
     assert start.internal_date.timestamp() == 1_000_000_000
     data = b"".join(e.data for e in server.events if isinstance(e, AppendData))
     assert data == b"Subject: x\r\n\r\nbody\r\n"
+
+
+def test_bare_lf_is_not_a_line_end() -> None:
+    parser = CommandParser()
+    assert parser.receive_data(b"a NOOP\nb NOOP\n") == []
+    assert parser.receive_data(b"\r\n") == [
+        BadCommand(tag="a", text="unexpected text at end of command")
+    ]
+
+
+def test_long_continuation_line_is_untagged_bad() -> None:
+    parser = CommandParser(ParserLimits(max_line=32))
+    assert parser.receive_data(b"a AUTHENTICATE PLAIN\r\n") == [
+        Command(tag="a", name="AUTHENTICATE", arguments=("PLAIN", None))
+    ]
+    assert parser.expect_continuation_line() == []
+    events = parser.receive_data(b"x" * 40 + b"\r\nb NOOP\r\n")
+    assert events == [BadCommand(tag=None, text="line too long"), Command(tag="b", name="NOOP")]
+
+
+def test_long_line_after_append_message_abandons_it() -> None:
+    parser = CommandParser(ParserLimits(max_line=32))
+    events = run(parser, b"a APPEND INBOX {1+}\r\nx" + b" junk" * 10 + b"\r\nb NOOP\r\n")
+    assert events[-2:] == [
+        BadCommand(tag="a", text="line too long"),
+        Command(tag="b", name="NOOP"),
+    ]
+    assert not any(isinstance(event, AppendEnd) for event in events)
+
+
+def test_a_closed_parser_reads_nothing() -> None:
+    parser = CommandParser(ParserLimits(max_nonsync_literal=1))
+    assert parser.receive_data(b"a LOGIN {2+}\r\n")[-1] == BadCommand(
+        tag="a", text="non-synchronizing literal too large", fatal=True
+    )
+    assert parser.receive_data(b"b NOOP\r\n") == []
+    assert parser.resume() == []
