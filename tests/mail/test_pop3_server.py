@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from torsion.cred import InMemoryChecker, LoginLimiter, Portal
 from torsion.defer import Deferred, fail
 from torsion.mail import MaildirUsers, MailStore, MailUsers, MemoryUsers, NoSuchMessageError
-from torsion.mail.pop3 import POP3Factory, POP3Limits, POP3Server
+from torsion.mail.pop3 import MessageStreamer, POP3Factory, POP3Limits, POP3Server
 from torsion.testing import Clock, StringTransport
 
 FIRST = b"Subject: one\r\n\r\nhello\r\n.dot\r\n"
@@ -258,3 +259,80 @@ def test_maildir_end_to_end(tmp_path: Path) -> None:
     files = sorted(p.read_bytes() for p in (tmp_path / "alice").glob("*/*") if p.is_file())
     # Maildir keeps LF line endings on disk.
     assert files == [SECOND.replace(b"\r\n", b"\n")]
+
+
+class StreamingInbox:
+    """An INBOX that hands messages out in pieces, counting what was read."""
+
+    def __init__(self, inner: Any, piece: bytes, count: int) -> None:
+        self._inner = inner
+        self.piece = piece
+        self.count = count
+        self.pieces_read = 0
+        self.closed = False
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)
+
+    def read(self, uid: int) -> Deferred[bytes]:
+        raise AssertionError("a streaming mailbox is not read whole")
+
+    async def read_stream(self, uid: int) -> AsyncIterator[bytes]:
+        try:
+            yield b"Subject: s\n\n"
+            for _ in range(self.count):
+                self.pieces_read += 1
+                yield self.piece
+        finally:
+            self.closed = True
+
+
+def test_a_streaming_mailbox_is_read_as_the_client_takes_it() -> None:
+    users = MemoryUsers(["alice"])
+    users.deliver("alice", b"Subject: s\r\n\r\nbody\r\n")
+    inbox = StreamingInbox(
+        users.store("alice").mailbox("INBOX"), b"line of the body\n" * 1000, 100
+    )
+    assert isinstance(inbox, MessageStreamer)
+
+    class Store:
+        def mailbox(self, name: str) -> Any:
+            return inbox
+
+    class Users:
+        def store(self, user: str) -> Any:
+            return Store()
+
+    factory, _, _, _ = setup(Users())  # type: ignore[arg-type]
+    protocol, transport = connect(factory)
+    transport.set_write_buffer_limits(high=50_000)
+    login(protocol, transport)
+    protocol.data_received(b"RETR 1\r\n")
+    # Paused: only the pieces the buffer could take were read.
+    assert inbox.pieces_read < 10
+    wire = [transport.value()]
+    transport.clear()
+    while not transport.value().endswith(b"\r\n.\r\n"):
+        wire.append(transport.value())
+        transport.clear()
+    wire.append(transport.value())
+    transport.clear()
+    assert b"".join(wire) == (
+        b"+OK message follows\r\nSubject: s\r\n\r\n" + b"line of the body\r\n" * 100_000 + b".\r\n"
+    )
+    assert inbox.pieces_read == 100
+    assert inbox.closed
+    # TOP stops reading once its lines are out.
+    inbox.pieces_read = 0
+    inbox.closed = False
+    lines = say(protocol, transport, b"TOP 1 3\r\n")
+    assert lines == [
+        b"+OK message follows",
+        b"Subject: s",
+        b"",
+        *[b"line of the body"] * 3,
+        b".",
+    ]
+    assert inbox.pieces_read == 1
+    assert inbox.closed
+    protocol.connection_lost(None)

@@ -16,8 +16,9 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, runtime_checkable
+from typing import Protocol as TypingProtocol
 
 from torsion.cred import (
     APOP,
@@ -52,12 +53,39 @@ from torsion.mail.pop3._events import (
 )
 from torsion.mail.pop3._wire import MessageWriter
 
-__all__ = ["POP3Factory", "POP3Server"]
+__all__ = ["MessageStreamer", "POP3Factory", "POP3Server"]
 
 log = logging.getLogger("torsion.mail.pop3")
 
 #: The slice of a message written before waiting for the transport to drain.
 _SLICE = 64 * 1024
+
+
+@runtime_checkable
+class MessageStreamer(TypingProtocol):
+    """A mailbox that can hand a message out in pieces rather than whole.
+
+    ``POP3Server`` uses it when the maildrop's ``Mailbox`` has it, and
+    ``Mailbox.read`` (the whole message) otherwise.
+    """
+
+    def read_stream(self, uid: int) -> AsyncIterator[bytes]:
+        """Yield the message's bytes in pieces of any size (CRLF or LF endings).
+
+        Raises:
+            NoSuchMessageError: The message is gone (before the first piece).
+        """
+        ...
+
+
+async def _message_chunks(mailbox: Mailbox, uid: int) -> AsyncGenerator[bytes, None]:
+    if isinstance(mailbox, MessageStreamer):
+        async for chunk in mailbox.read_stream(uid):
+            yield chunk
+        return
+    data = await mailbox.read(uid)
+    for start in range(0, len(data), _SLICE):
+        yield data[start : start + _SLICE]
 
 
 class POP3Factory:
@@ -282,30 +310,37 @@ class POP3Server(BaseProtocol):
         d.add_callbacks(sent, failed)
 
     async def _send_message(self, mailbox: Mailbox, event: RetrieveRequested) -> None:
+        chunks = _message_chunks(mailbox, event.uid)
         try:
-            data = await mailbox.read(event.uid)
-        except MailboxError:
-            # Gone (another client's delete, by IMAP) or unreadable.
-            self.core.message_failed("[SYS/TEMP] message cannot be read now")
-            return
-        if self._gone or self.core.closing:
-            return
-        self.core.message_found()
-        self.transport.write(self.core.data_to_send())
-        writer = MessageWriter(event.body_lines)
-        view = memoryview(data)
-        try:
-            for start in range(0, len(view), _SLICE):
-                chunk = writer.feed(bytes(view[start : start + _SLICE]))
-                if chunk:
-                    self.transport.write(chunk)
+            try:
+                chunk = await anext(chunks, b"")
+            except MailboxError:
+                # Gone (expunged by an IMAP session) or unreadable: an answer
+                # is still possible, since nothing of the message went out.
+                self.core.message_failed("[SYS/TEMP] message cannot be read now")
+                return
+            if self._gone or self.core.closing:
+                return
+            self.core.message_found()
+            self.transport.write(self.core.data_to_send())
+            writer = MessageWriter(event.body_lines)
+            while True:
+                out = writer.feed(chunk)
+                if out:
+                    self.transport.write(out)
                 if writer.done:
                     break
+                # Backpressure: the next slice is read once the client took
+                # the last; a failure from here on can only close.
                 await self.drained()
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+            self.transport.write(writer.finish())
+            self.core.message_sent()
         finally:
-            view.release()
-        self.transport.write(writer.finish())
-        self.core.message_sent()
+            await chunks.aclose()
 
     def _update(self, event: UpdateRequested) -> None:
         mailbox = self._mailbox
