@@ -72,9 +72,10 @@ def test_transaction_commands() -> None:
         "-ERR no such message",
     ]
     assert say(core, b"RSET\r\n") == ["+OK 3 600"]
-    assert say(core, b"NOOP\r\nUSER bob\r\n") == [
+    assert say(core, b"NOOP\r\nUSER bob\r\n\x1b[2J\r\n") == [
         "+OK",
         "-ERR unknown command or not valid now: USER",
+        "-ERR unknown command or not valid now: ?",
     ]
     assert say(core, b"DELE 1\r\nDELE 3\r\nQUIT\r\n") == [
         "+OK message 1 deleted",

@@ -255,7 +255,9 @@ class POP3ServerConnection:
         else:
             handler = _TRANSACTION.get(verb)
         if handler is None:
-            self._refuse(f"unknown command or not valid now: {verb[:20]}")
+            # Echoed only when it is a plain word: no controls back to the client.
+            shown = verb[:20] if verb.isascii() and verb.isalnum() else "?"
+            self._refuse(f"unknown command or not valid now: {shown}")
             return
         handler(self, argument)
 
