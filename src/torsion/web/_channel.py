@@ -56,7 +56,12 @@ class HTTPChannel(Protocol):
     Call order, as for every protocol::
 
         connection_made [-> data_received*] [-> eof_received] -> connection_lost
+
+    Attributes:
+        h2_channel: The class of the channel an HTTP/2 connection is handed to.
     """
+
+    h2_channel: type[H2Channel] = H2Channel
 
     def __init__(self, site: Site) -> None:
         """Make the connection's parser; nothing happens until connection_made."""
@@ -358,7 +363,7 @@ class HTTPChannel(Protocol):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        h2 = H2Channel(self._site)
+        h2 = self.h2_channel(self._site)
         self._switched = h2
         transport = self.transport
         transport.set_protocol(h2)
