@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from _imap_dovecot import run_dovecot
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from torsion.mail.imap import (
@@ -343,3 +343,52 @@ def test_format_then_parse_round_trip(tree: SearchKey) -> None:
         events += parser.resume()
     commands = [event for event in events if not isinstance(event, ContinuationNeeded)]
     assert commands == [Command(tag="a", name="SEARCH", arguments=("UTF-8", tree))]
+
+
+_FRAGMENTS = [
+    b"=?",
+    b"?=",
+    b"utf-8",
+    b"?q?",
+    b"?b?",
+    b"=C3",
+    b"==",
+    b"\r\n",
+    b" ",
+    b"\xff",
+    b"Subject: ",
+    b"From: ",
+    b"Date: ",
+    b"Content-Type: multipart/mixed; boundary=",
+    b"Content-Type: text/plain; charset=",
+    b"Content-Transfer-Encoding: base64\r\n",
+    b"--",
+    b'"',
+    b"<",
+    b"@",
+    b",",
+    b":",
+    b"(",
+    b"charset=",
+    b"message/rfc822",
+    b"Mon, 1 Jan 99999 00:00:00 +9999",
+    b"\r\n\r\n",
+    b"x",
+    b"bogus",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=50).map(b"".join))
+@example(b"Subject: =?utf-8\xff?q?x?=\r\n\r\n")
+def test_mangled_headers_and_encodings_search_without_error(content: bytes) -> None:
+    message = SearchMessage(
+        sequence=1,
+        uid=1,
+        flags=frozenset(),
+        internal_date=datetime(2020, 1, 1, tzinfo=UTC),
+        size=len(content),
+        content=content,
+    )
+    for program in ("TEXT a", "SUBJECT x", "FROM y", "SENTON 1-Jan-2020", "BODY z"):
+        assert matches(key(program), message) in (True, False)

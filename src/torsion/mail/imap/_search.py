@@ -390,7 +390,7 @@ def _decode_header(value: object) -> str:
     text = str(value)
     try:
         return str(email.header.make_header(email.header.decode_header(text)))
-    except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
+    except (LookupError, ValueError, UnicodeError, email.errors.MessageError):
         return text
 
 
