@@ -336,3 +336,24 @@ def test_a_streaming_mailbox_is_read_as_the_client_takes_it() -> None:
     assert inbox.pieces_read == 1
     assert inbox.closed
     protocol.connection_lost(None)
+
+
+def test_login_delay_and_expire() -> None:
+    factory, _, clock, _ = setup(login_delay=60, expire="NEVER")
+    protocol, transport = connect(factory)
+    capabilities = say(protocol, transport, b"CAPA\r\n")
+    assert b"LOGIN-DELAY 60" in capabilities
+    assert b"EXPIRE NEVER" in capabilities
+    login(protocol, transport)
+    say(protocol, transport, b"QUIT\r\n")
+    protocol.connection_lost(None)
+    clock.advance(30)
+    protocol, transport = connect(factory)
+    assert say(protocol, transport, b"USER alice\r\nPASS pw\r\n")[-1] == (
+        b"-ERR [LOGIN-DELAY] minimum time between logins not reached"
+    )
+    clock.advance(31)
+    login(protocol, transport)
+    protocol.connection_lost(None)
+    with pytest.raises(ValueError, match="login_delay"):
+        setup(login_delay=0)

@@ -82,6 +82,11 @@ class POP3ServerConnection:
         plaintext_without_tls: Take USER/PASS and AUTH PLAIN/LOGIN before
             TLS (RFC 2595 section 2.1 asks servers to refuse them).
         implementation: The IMPLEMENTATION capability's text, or None.
+        login_delay: Seconds between one user's logins, advertised as
+            LOGIN-DELAY (RFC 2449 section 6.8; the glue enforces it), or None.
+        expire: The EXPIRE capability's argument (``NEVER`` or a number
+            of days, RFC 2449 section 6.7): a promise the deployment
+            keeps, so only advertised when given.
     """
 
     def __init__(
@@ -95,6 +100,8 @@ class POP3ServerConnection:
         auth_mechanisms: Sequence[str] = (),
         plaintext_without_tls: bool = False,
         implementation: str | None = "torsion",
+        login_delay: int | None = None,
+        expire: str | None = None,
     ) -> None:
         self.hostname = hostname
         self.limits = limits if limits is not None else POP3Limits()
@@ -104,6 +111,8 @@ class POP3ServerConnection:
         self.auth_mechanisms = tuple(m for m in AUTH_MECHANISMS if m in auth_mechanisms)
         self.plaintext_without_tls = plaintext_without_tls
         self.implementation = implementation
+        self.login_delay = login_delay
+        self.expire = expire
         self.state = State.AUTHORIZATION
         #: The user logged in, once in the TRANSACTION state.
         self.user: str | None = None
@@ -272,6 +281,10 @@ class POP3ServerConnection:
             if self.tls_available and not self.tls_active:
                 capabilities.append("STLS")
         capabilities.append("AUTH-RESP-CODE")
+        if self.login_delay is not None:
+            capabilities.append(f"LOGIN-DELAY {self.login_delay}")
+        if self.expire is not None:
+            capabilities.append(f"EXPIRE {self.expire}")
         if self.implementation:
             capabilities.append("IMPLEMENTATION " + self.implementation)
         self._multiline("Capability list follows", capabilities)

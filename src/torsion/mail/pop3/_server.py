@@ -60,6 +60,9 @@ log = logging.getLogger("torsion.mail.pop3")
 #: The slice of a message written before waiting for the transport to drain.
 _SLICE = 64 * 1024
 
+#: The most users whose last login time is kept for LOGIN-DELAY.
+_MAX_TRACKED = 100_000
+
 
 @runtime_checkable
 class MessageStreamer(TypingProtocol):
@@ -105,6 +108,9 @@ class POP3Factory:
         plaintext_without_tls: Take USER/PASS and AUTH PLAIN/LOGIN before
             TLS (otherwise refused until STLS, as RFC 2595 section 2.1 asks).
         apop: Offer APOP when a checker takes ``APOP`` credentials.
+        login_delay: Seconds a user must wait between logins (RFC 2449
+            LOGIN-DELAY; refused with ``[LOGIN-DELAY]``), or None.
+        expire: Advertise EXPIRE with this argument (``NEVER`` or days).
     """
 
     def __init__(
@@ -117,6 +123,8 @@ class POP3Factory:
         limits: POP3Limits | None = None,
         plaintext_without_tls: bool = False,
         apop: bool = True,
+        login_delay: int | None = None,
+        expire: str | None = None,
     ) -> None:
         self.portal = portal
         self.clock = clock
@@ -126,6 +134,12 @@ class POP3Factory:
         self.plaintext_without_tls = plaintext_without_tls
         types = portal.credential_types
         self.apop = apop and any(issubclass(APOP, t) for t in types)
+        if login_delay is not None and login_delay < 1:
+            raise ValueError("login_delay must be at least 1 second")
+        self.login_delay = login_delay
+        self.expire = expire
+        # When each user last logged in, oldest first, for LOGIN-DELAY.
+        self._last_logins: dict[str, float] = {}
         mechanisms = []
         if any(issubclass(CramMD5, t) for t in types):
             mechanisms.append("CRAM-MD5")
@@ -136,6 +150,27 @@ class POP3Factory:
     def __call__(self, address: Address) -> POP3Server:
         """Return a new server protocol for a connection from ``address``."""
         return POP3Server(self)
+
+    def login_allowed(self, user: str) -> bool:
+        """Record a login by ``user``; return False if it came too soon (LOGIN-DELAY)."""
+        if self.login_delay is None:
+            return True
+        now = self.clock.seconds()
+        last = self._last_logins.get(user)
+        if last is not None and now - last < self.login_delay:
+            # The refused attempt does not restart the wait.
+            return False
+        # Moved to the end: the table stays in order of time.
+        self._last_logins.pop(user, None)
+        self._last_logins[user] = now
+        # Bounded: users whose delay has passed are forgotten, oldest first.
+        while self._last_logins:
+            name = next(iter(self._last_logins))
+            recent = now - self._last_logins[name] < self.login_delay
+            if recent and len(self._last_logins) <= _MAX_TRACKED:
+                break
+            del self._last_logins[name]
+        return True
 
 
 class POP3Server(BaseProtocol):
@@ -176,6 +211,8 @@ class POP3Server(BaseProtocol):
             apop_timestamp=apop_challenge(factory.hostname) if factory.apop else None,
             auth_mechanisms=factory.auth_mechanisms,
             plaintext_without_tls=factory.plaintext_without_tls,
+            login_delay=factory.login_delay,
+            expire=factory.expire,
         )
         self._pump()
 
@@ -251,6 +288,11 @@ class POP3Server(BaseProtocol):
             self._waiting = None
             if self._gone:
                 login.logout()
+                return
+            if not self.factory.login_allowed(credentials.username):
+                login.logout()
+                self.core.login_refused("[LOGIN-DELAY] minimum time between logins not reached")
+                self._pump()
                 return
             store: MailStore = login.avatar
             try:
