@@ -9,6 +9,7 @@ large one need not be held whole. Every command has a reply timeout.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
 from collections import deque
@@ -96,7 +97,7 @@ class POP3Client(BaseProtocol):
 
     # -- connection events -------------------------------------------------------------
 
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Wait for the greeting."""
         super().connection_made(transport)
         self._arm()
