@@ -30,6 +30,7 @@ def test_react_is_reachable_from_the_top() -> None:
         ("torsion.cred", ["torsion.application", "torsion.testing"]),
         ("torsion.names", ["torsion.application", "torsion.testing"]),
         ("torsion.web", ["torsion.application", "torsion.testing"]),
+        ("torsion.mail", ["torsion.application", "torsion.testing"]),
     ],
 )
 def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
@@ -53,6 +54,9 @@ def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
         "torsion.cred",
         "torsion.names",
         "torsion.web",
+        "torsion.mail",
+        "torsion.mail.smtp",
+        "torsion.mail.pop3",
         "torsion.application",
         "torsion.errors",
     ],
