@@ -831,3 +831,49 @@ def test_a_closed_parser_reads_nothing() -> None:
     )
     assert parser.receive_data(b"b NOOP\r\n") == []
     assert parser.resume() == []
+
+
+def test_rfc3501_section8_client_side() -> None:
+    # The client's half of RFC 3501 section 8's sample session, lower case
+    # as the RFC writes it.
+    session = (
+        b"a001 login mrc secret\r\n"
+        b"a002 select inbox\r\n"
+        b"a003 fetch 12 full\r\n"
+        b"a004 fetch 12 body[header]\r\n"
+        b"a005 store 12 +flags \\deleted\r\n"
+        b"a006 logout\r\n"
+    )
+    events = CommandParser().receive_data(session)
+    assert events == [
+        Command(tag="a001", name="LOGIN", arguments=("mrc", "secret")),
+        Command(tag="a002", name="SELECT", arguments=("INBOX",)),
+        Command(
+            tag="a003",
+            name="FETCH",
+            arguments=(
+                SequenceSet(((12, 12),)),
+                tuple(
+                    FetchItem(name=name)
+                    for name in ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY")
+                ),
+            ),
+        ),
+        Command(
+            tag="a004",
+            name="FETCH",
+            arguments=(
+                SequenceSet(((12, 12),)),
+                (FetchItem(name="BODY", section=Section(text="HEADER")),),
+            ),
+        ),
+        Command(
+            tag="a005",
+            name="STORE",
+            arguments=(
+                SequenceSet(((12, 12),)),
+                StoreAction(mode="add", silent=False, flags=("\\Deleted",)),
+            ),
+        ),
+        Command(tag="a006", name="LOGOUT"),
+    ]

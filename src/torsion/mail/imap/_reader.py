@@ -42,6 +42,10 @@ _MONTHS = {
     )
 }
 _MAX_NUMBER = 2**32 - 1
+_SYSTEM_FLAGS = {
+    flag.lower(): flag
+    for flag in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
+}
 
 
 class IMAPError(TorsionError):
@@ -353,11 +357,17 @@ class Reader:
         self.depth -= 1
 
     def flag(self, *, wildcard: bool = False) -> str:
-        r"""Read a flag: ``\System``, a keyword, or ``\*`` where allowed."""
+        r"""Read a flag: ``\System``, a keyword, or ``\*`` where allowed.
+
+        System flags come back spelled as RFC 3501 spells them, keywords as
+        sent.
+        """
         if self.accept(b"\\"):
             if wildcard and self.accept(b"*"):
                 return "\\*"
-            return "\\" + self.atom()
+            name = "\\" + self.atom()
+            # RFC 3501 section 2.3.2: system flags in any case are the same flag.
+            return _SYSTEM_FLAGS.get(name.lower(), name)
         return self.atom()
 
     def flag_list(self) -> tuple[str, ...]:
