@@ -518,3 +518,92 @@ def test_delayed_answers_are_flushed_when_they_come() -> None:
     _, body, ended = client.response(stream)
     assert (body, ended) == (b"late", True)
     client.conn.lose()
+
+
+def _frames(data: bytes) -> list[Any]:
+    from hyperframe.frame import Frame
+
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+def test_streams_past_the_bound_are_refused_not_the_connection() -> None:
+    import hpack
+    from hyperframe.frame import HeadersFrame as Headers
+    from hyperframe.frame import RstStreamFrame
+
+    client = Client(Held(), limits=ServerLimits(max_streams=2))
+    client.receive()  # acknowledges the server's SETTINGS
+    encoder = hpack.Encoder()
+
+    def open_stream(stream_id: int) -> None:
+        block = encoder.encode(GET_HEADERS)
+        client.send(Headers(stream_id, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+
+    open_stream(1)
+    open_stream(3)
+    client.conn.take()
+    open_stream(5)
+    [refused] = _frames(client.conn.take())
+    assert isinstance(refused, RstStreamFrame)
+    assert (refused.stream_id, refused.error_code) == (5, h2.errors.ErrorCodes.REFUSED_STREAM)
+    assert len(Held.requests) == 2
+    # Once a stream ends, another is served (HPACK stayed in step).
+    Held.requests[0].finish()
+    open_stream(7)
+    assert len(Held.requests) == 3
+    assert Held.requests[2].path == b"/"
+    assert not client.conn.transport.closed
+    client.conn.lose()
+
+
+def test_trailers_are_ignored_and_the_body_kept() -> None:
+    client = Client(Hello())
+    stream = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(stream, [*GET_HEADERS[1:], (b":method", b"POST")])
+    client.h2.send_data(stream, b"body")
+    client.h2.send_headers(stream, [(b"x-trailer", b"1")], end_stream=True)
+    client.send()
+    _, body, _ = client.response(stream)
+    assert body == b"got body"
+    client.conn.lose()
+
+
+def test_streamed_body_over_max_body_gets_413() -> None:
+    client = Client(Hello(), limits=ServerLimits(max_body=10))
+    stream = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(stream, [*GET_HEADERS[1:], (b":method", b"POST")])
+    client.h2.send_data(stream, b"x" * 11)
+    client.send()
+    headers, _, ended = client.response(stream)
+    assert headers[b":status"] == b"413"
+    assert ended
+    client.conn.lose()
+
+
+def test_static_files_are_served_over_http_2(tmp_path: Any) -> None:
+    import os
+
+    from torsion.web import File
+
+    data = os.urandom(300_000)
+    (tmp_path / "big.bin").write_bytes(data)
+    client = Client(File(tmp_path, chunk_size=16384))
+    client.h2.increment_flow_control_window(1_000_000)
+    client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1_000_000})
+    client.send()
+    client.receive()
+    stream = client.request(b"/big.bin")
+    for _ in range(100):
+        headers, body, ended = client.response(stream)
+        if ended:
+            break
+    assert headers[b":status"] == b"200"
+    assert headers[b"content-length"] == b"300000"
+    assert body == data
+    client.conn.lose()

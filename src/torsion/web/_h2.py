@@ -258,12 +258,9 @@ class H2Request(Request):
             return
         fields = self._fields(len(body))
         self._sent = len(body)
-        if self._head_only or self.code in _NO_BODY_CODES or not body:
-            self._h2._send_headers(self, fields, end=True)
-        else:
-            self._h2._send_headers(self, fields, end=False)
-            self._h2._send_data(self, body)
-            self._h2._end(self)
+        if self._head_only or self.code in _NO_BODY_CODES:
+            body = b""
+        self._h2._respond(self, fields, body)
         self._done()
 
     def drained(self) -> Deferred[None]:
@@ -330,6 +327,13 @@ class H2Channel(Protocol):
         super().connection_made(transport)
         conn = self._conn
         conn.initiate_connection()
+        # h2 itself refuses a stream past the bound as a connection error,
+        # before decoding its header block. RFC 9113 section 5.1.2 asks for
+        # a stream error (REFUSED_STREAM here), which needs the block decoded
+        # to keep HPACK in step: h2 stops counting once the client
+        # acknowledges our SETTINGS (this value is never sent), and
+        # _request counts instead.
+        conn.local_settings.max_concurrent_streams = 2**31 - 1
         window = min(self._limits.body_buffer * _CONNECTION_WINDOW_STREAMS, 2**31 - 1)
         if window > 65535:
             conn.increment_flow_control_window(window - 65535)
@@ -457,9 +461,10 @@ class H2Channel(Protocol):
         request = H2Request(self, stream_id, method, path or authority, fields, has_body)
         stream = _Stream(stream_id, request)
         request._stream = stream
-        if self._working >= self._limits.max_streams:
-            # Handlers of streams reset earlier still run: refuse more work
-            # until they end (the client may retry, RFC 9113 section 8.7).
+        limit = self._limits.max_streams
+        if len(self._streams) >= limit or self._working >= limit:
+            # Past SETTINGS_MAX_CONCURRENT_STREAMS: refused, and the client
+            # may retry it (RFC 9113 sections 5.1.2 and 8.7).
             self._conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self._streams[stream_id] = stream
@@ -539,6 +544,36 @@ class H2Channel(Protocol):
             return
         if end:
             self._stream_done(stream)
+        if not self._in_receive:
+            self._flush()
+
+    def _respond(self, request: H2Request, fields: list[tuple[bytes, bytes]], body: bytes) -> None:
+        # A whole response: in one HEADERS and one DATA when the window and
+        # the frame size allow it (the common case), else queued.
+        stream = request._stream
+        if not body:
+            self._send_headers(request, fields, end=True)
+            return
+        conn = self._conn
+        stream_id = stream.stream_id
+        if (
+            self._closed
+            or stream_id not in self._streams
+            or len(body) > conn.max_outbound_frame_size
+            or self._writing_paused
+            or len(body) > conn.local_flow_control_window(stream_id)
+        ):
+            self._send_headers(request, fields, end=False)
+            self._send_data(request, body)
+            self._end(request)
+            return
+        try:
+            conn.send_headers(stream_id, fields)
+            conn.send_data(stream_id, body, end_stream=True)
+        except h2.exceptions.ProtocolError as exc:
+            _log.debug("HTTP/2 stream %d: response not sent: %s", stream_id, exc)
+            return
+        self._stream_done(stream)
         if not self._in_receive:
             self._flush()
 
