@@ -15,6 +15,7 @@
   ``ResponseCode`` (ALERT, PERMANENTFLAGS, APPENDUID, COPYUID...).
 """
 
+from torsion.mail.imap._commands import Argument, Command, StoreAction, parse_command
 from torsion.mail.imap._fetch import (
     FetchItem,
     FetchMessage,
@@ -30,16 +31,12 @@ from torsion.mail.imap._parser import (
     AppendData,
     AppendEnd,
     AppendStart,
-    Argument,
     BadCommand,
-    Command,
     CommandParser,
     ContinuationLine,
     ContinuationNeeded,
     ParserEvent,
     ParserLimits,
-    StoreAction,
-    parse_command,
 )
 from torsion.mail.imap._reader import IMAPError, IMAPParseError, Reader, SequenceSet
 from torsion.mail.imap._responses import (
