@@ -176,6 +176,13 @@ def test_list_status_namespace() -> None:
         b'* NAMESPACE (("" "/")) (("~" "/")) (("#shared/" "/")("#public/" "/"))\r\n'
     )
     assert namespace([("", ".")]) == b'* NAMESPACE (("" ".")) NIL NIL\r\n'
+    # RFC 6855 section 3: after ENABLE UTF8=ACCEPT names go as UTF-8.
+    assert list_response([], ".", "Entwürfe", utf8=True) == (
+        b'* LIST () "." {9}\r\nEntw\xc3\xbcrfe\r\n'
+    )
+    assert status_response("Entwürfe", [("MESSAGES", 1)], utf8=True) == (
+        b"* STATUS {9}\r\nEntw\xc3\xbcrfe (MESSAGES 1)\r\n"
+    )
 
 
 def test_quoting_and_literals() -> None:

@@ -63,6 +63,7 @@ from torsion.mail.imap._responses import (
     untagged,
 )
 from torsion.mail.imap._search import (
+    SEARCH_CHARSETS,
     AllKey,
     AndKey,
     DateKey,
@@ -81,6 +82,7 @@ from torsion.mail.imap._search import (
 from torsion.mail.imap._structure import body_structure, envelope
 
 __all__ = [
+    "SEARCH_CHARSETS",
     "AllKey",
     "AndKey",
     "AppendData",

@@ -61,8 +61,16 @@ def nstring(value: bytes | str | None) -> bytes:
     return b"NIL" if value is None else string(value)
 
 
-def mailbox_name(name: str) -> bytes:
-    """Return a mailbox name in modified UTF-7 as an IMAP string."""
+def mailbox_name(name: str, *, utf8: bool = False) -> bytes:
+    """Return a mailbox name as an IMAP string.
+
+    Args:
+        name: The name.
+        utf8: The client enabled UTF8=ACCEPT (RFC 6855 section 3): the name
+            goes as UTF-8 instead of modified UTF-7.
+    """
+    if utf8:
+        return string(name)
     return string(encode_modified_utf7(name).encode("ascii"))
 
 
@@ -202,9 +210,17 @@ def search_response(numbers: Iterable[int]) -> bytes:
 
 
 def list_response(
-    attributes: Iterable[str], delimiter: str | None, name: str, *, command: str = "LIST"
+    attributes: Iterable[str],
+    delimiter: str | None,
+    name: str,
+    *,
+    command: str = "LIST",
+    utf8: bool = False,
 ) -> bytes:
-    r"""Return ``* LIST (\HasNoChildren) "." "INBOX"`` (or LSUB)."""
+    r"""Return ``* LIST (\HasNoChildren) "." "INBOX"`` (or LSUB).
+
+    ``utf8`` is as for ``mailbox_name``.
+    """
     delimiter_part = b"NIL" if delimiter is None else string(delimiter)
     return b"".join(
         [
@@ -215,16 +231,16 @@ def list_response(
             b") ",
             delimiter_part,
             b" ",
-            mailbox_name(name),
+            mailbox_name(name, utf8=utf8),
             b"\r\n",
         ]
     )
 
 
-def status_response(name: str, items: Iterable[tuple[str, int]]) -> bytes:
+def status_response(name: str, items: Iterable[tuple[str, int]], *, utf8: bool = False) -> bytes:
     """Return ``* STATUS "name" (MESSAGES 231 UIDNEXT 44292)``."""
     inner = " ".join(f"{item} {value}" for item, value in items)
-    return b"* STATUS " + mailbox_name(name) + b" (" + _text(inner) + b")\r\n"
+    return b"* STATUS " + mailbox_name(name, utf8=utf8) + b" (" + _text(inner) + b")\r\n"
 
 
 def namespace(

@@ -27,6 +27,7 @@ from torsion.mail.imap._reader import Reader, SequenceSet
 from torsion.mail.imap._responses import string
 
 __all__ = [
+    "SEARCH_CHARSETS",
     "AllKey",
     "AndKey",
     "DateKey",
@@ -42,6 +43,11 @@ __all__ = [
     "matches",
     "parse_search_program",
 ]
+
+
+SEARCH_CHARSETS = frozenset({"US-ASCII", "UTF-8"})
+"""The CHARSETs SEARCH takes; for others the server answers
+``NO [BADCHARSET (US-ASCII UTF-8)]`` (RFC 3501 sections 6.4.4 and 7.1)."""
 
 
 @dataclass(frozen=True, slots=True)
