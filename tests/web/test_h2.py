@@ -607,3 +607,12 @@ def test_static_files_are_served_over_http_2(tmp_path: Any) -> None:
     assert headers[b"content-length"] == b"300000"
     assert body == data
     client.conn.lose()
+
+
+def test_access_log_and_request_facts() -> None:
+    seen: list[str] = []
+    client = Client(Hello(), access_log=lambda request: seen.append(request.request_line))
+    stream = client.request(b"/logged")
+    client.response(stream)
+    assert seen == ["GET /logged HTTP/2"]
+    client.conn.lose()

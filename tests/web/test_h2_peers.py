@@ -67,13 +67,15 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(reactor: Reactor, tmp_path: Path, big: bytes) -> AsyncIterator[Served]:
+async def serving(
+    reactor: Reactor, tmp_path: Path, big: bytes, root: Resource | None = None
+) -> AsyncIterator[Served]:
     ca = trustme.CA()
     cert = tmp_path / "server.pem"
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    site = Site(Root(big), reactor=reactor)
+    site = Site(root if root is not None else Root(big), reactor=reactor)
     ended: list[Deferred[None]] = []
 
     class TrackedH2(H2Channel):
@@ -202,3 +204,22 @@ async def test_openssl_s_client_sees_h2_chosen(
             "-alpn", "h2", "-CAfile", served.ca_file, stdin=b"",
         )  # fmt: skip
     assert b"ALPN protocol: h2" in out
+
+
+@BOTH_LOOPS
+async def test_wsgi_and_asgi_apps_over_http_2(
+    reactor: Reactor, loop: str, tmp_path: Path, big: bytes
+) -> None:
+    from _apps import hello_asgi, hello_wsgi
+
+    from torsion.web import ASGIResource, WSGIResource
+
+    root = Resource()
+    root.put_child("wsgi", WSGIResource(hello_wsgi, reactor=reactor))
+    root.put_child("asgi", ASGIResource(hello_asgi, reactor=reactor))
+    async with serving(reactor, tmp_path, big, root) as served:
+        w = ["-sS", "--max-time", "30", "-w", "\n%{http_version}", "--http2-prior-knowledge"]
+        wsgi = await run("curl", "curl", *w, f"{served.http}/wsgi")
+        asgi = await run("curl", "curl", *w, f"{served.http}/asgi")
+    assert wsgi == b"Hello, World!\n2"
+    assert asgi == b"Hello, World!\n2"

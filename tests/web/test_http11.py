@@ -1243,6 +1243,7 @@ def test_switch_protocols_needs_a_request_that_asked() -> None:
         {"max_head_bytes": -1},
         {"body_buffer": 0},
         {"max_pipelined": 0},
+        {"max_streams": 0},
         {"max_body": -1},
         {"header_timeout": 0.0},
         {"idle_timeout": -1.0},
