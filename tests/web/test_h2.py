@@ -497,6 +497,19 @@ def test_idle_connection_gets_goaway_no_error() -> None:
     client.conn.clock.advance(5)
     assert client.goaway() == h2.errors.ErrorCodes.NO_ERROR
     assert client.conn.transport.closed
+    client.server.connection_lost(None)
+    assert client.conn.clock.get_delayed_calls() == []
+
+
+def test_a_client_that_does_not_read_its_goaway_is_aborted() -> None:
+    client = Client(Hello())
+    client.receive()
+    client.send(PingFrame(0, opaque_data=b"12345678").serialize() * 100)
+    assert client.conn.transport.closed
+    assert not client.conn.transport.aborted
+    client.conn.clock.advance(10)
+    assert client.conn.transport.aborted
+    client.server.connection_lost(None)
     assert client.conn.clock.get_delayed_calls() == []
 
 

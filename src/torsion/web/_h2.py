@@ -77,6 +77,9 @@ _MAX_SETTINGS = 50
 _RESETS_PER_STREAM = 2
 # The connection's receive window, as a multiple of the stream window.
 _CONNECTION_WINDOW_STREAMS = 16
+# Seconds a connection ended with GOAWAY may take to flush before it is
+# aborted (a client that does not read cannot hold it open).
+_CLOSE_GRACE = 10.0
 # A stream's queued response body past which drained() waits.
 _STREAM_HIGH = 65536
 # Header fields that belong to one HTTP/1.1 connection and are not sent on
@@ -319,6 +322,7 @@ class H2Channel(Protocol):
         self._settings = 0
         self._resets = 0
         self._idle: DelayedCall | None = None
+        self._closing_timer: DelayedCall | None = None
 
     # -- asyncio protocol ----------------------------------------------------
 
@@ -368,6 +372,9 @@ class H2Channel(Protocol):
         self._closed = True
         self._lost = True
         self._cancel_idle()
+        timer, self._closing_timer = self._closing_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         error = exc if exc is not None else ConnectionResetError("connection closed")
         streams = list(self._streams.values())
         self._streams.clear()
@@ -723,6 +730,12 @@ class H2Channel(Protocol):
         if not self._lost:
             self.transport.write(frame.serialize())
             self.transport.close()
+            self._closing_timer = self._clock.call_later(_CLOSE_GRACE, self._abort_late)
+
+    def _abort_late(self) -> None:
+        self._closing_timer = None
+        if not self._lost:
+            self.transport.abort()
 
     def _count(self, what: str) -> None:
         # Counts per second of the clock; past a bound, the connection ends.
