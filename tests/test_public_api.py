@@ -57,6 +57,7 @@ def test_layers_import_downward_only(module: str, forbidden: list[str]) -> None:
         "torsion.mail",
         "torsion.mail.smtp",
         "torsion.mail.pop3",
+        "torsion.mail.imap",
         "torsion.application",
         "torsion.errors",
     ],
