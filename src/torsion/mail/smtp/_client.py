@@ -9,7 +9,6 @@ section 4.5.3.2's timeouts, which the core gives).
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Sequence
@@ -36,9 +35,7 @@ from torsion.mail.smtp._client_core import (
     TLSMode,
 )
 
-__all__ = ["SMTPClientProtocol", "send_message"]
-
-log = logging.getLogger(__name__)
+__all__ = ["SMTPClientProtocol", "SMTPReactor", "send_message"]
 
 
 class SMTPReactor(Clock, ReactorTCP, TypingProtocol):
