@@ -85,6 +85,12 @@ class Client:
         assert isinstance(protocol, HTTPChannel | H2Channel)
         protocol.data_received(data)
 
+    def lose(self) -> None:
+        """The connection goes (told to whichever protocol has it now)."""
+        protocol = self.conn.transport.get_protocol()
+        assert isinstance(protocol, HTTPChannel | H2Channel)
+        protocol.connection_lost(None)
+
     def receive(self) -> list[h2.events.Event]:
         events = self.h2.receive_data(self.conn.take())
         self.events += events
@@ -148,7 +154,7 @@ def test_prior_knowledge_serves_a_request() -> None:
     assert headers[b"server"] == b"torsion"
     assert body == b"hello /a example.com"
     assert ended
-    client.conn.lose()
+    client.lose()
 
 
 def test_preface_in_pieces_still_hands_over() -> None:
@@ -228,7 +234,7 @@ def test_request_body_and_head() -> None:
     assert headers[b"content-length"] == b"%d" % len(b"hello /x example.com")
     assert body == b""
     assert ended
-    client.conn.lose()
+    client.lose()
 
 
 def test_head_of_a_get_has_the_length_and_no_data() -> None:
@@ -245,7 +251,7 @@ def test_head_of_a_get_has_the_length_and_no_data() -> None:
     assert headers[b"content-length"] == b"12"
     assert body == b""
     assert ended
-    client.conn.lose()
+    client.lose()
 
 
 def test_cookies_are_joined_and_connection_fields_dropped() -> None:
@@ -277,7 +283,7 @@ def test_cookies_are_joined_and_connection_fields_dropped() -> None:
     assert body == b"a=1; b=2"
     assert b"connection" not in headers
     assert headers[b"x-kept"] == b"yes"
-    client.conn.lose()
+    client.lose()
 
 
 def test_unread_body_is_bounded_by_the_window_and_released_as_read() -> None:
@@ -303,7 +309,7 @@ def test_unread_body_is_bounded_by_the_window_and_released_as_read() -> None:
     # Read: the window opens again.
     assert client.h2.local_flow_control_window(stream) == 1000
     request.finish()
-    client.conn.lose()
+    client.lose()
 
 
 def test_body_over_max_body_gets_413() -> None:
@@ -311,7 +317,7 @@ def test_body_over_max_body_gets_413() -> None:
     stream = client.request(b"/", b"POST", body=b"x" * 11, content_length=b"11")
     headers, _, _ = client.response(stream)
     assert headers[b":status"] == b"413"
-    client.conn.lose()
+    client.lose()
 
 
 def test_response_waits_for_the_peers_window_even_when_it_goes_negative() -> None:
@@ -343,7 +349,7 @@ def test_response_waits_for_the_peers_window_even_when_it_goes_negative() -> Non
     assert ended
     assert drained.called
     assert client.goaway() is None
-    client.conn.lose()
+    client.lose()
 
 
 def test_a_handler_waiting_for_drain_when_the_client_leaves_logs_no_error(
@@ -390,7 +396,7 @@ def test_a_client_reset_fails_the_request_and_abort_resets() -> None:
     assert reset.stream_id == second
     assert reset.error_code == h2.errors.ErrorCodes.INTERNAL_ERROR
     assert not client.conn.transport.closed
-    client.conn.lose()
+    client.lose()
 
 
 # -- connection errors and floods --------------------------------------------------
@@ -469,7 +475,7 @@ def test_resets_spread_over_time_are_no_flood() -> None:
         client.send()
         client.conn.clock.advance(1.0)
     assert client.goaway() is None
-    client.conn.lose()
+    client.lose()
 
 
 def test_reading_pauses_while_the_output_is_full() -> None:
@@ -480,14 +486,14 @@ def test_reading_pauses_while_the_output_is_full() -> None:
     assert not client.conn.transport.is_reading()
     client.conn.take()
     assert client.conn.transport.is_reading()
-    client.conn.lose()
+    client.lose()
 
 
 def test_max_concurrent_streams_is_announced() -> None:
     client = Client(Hello(), limits=ServerLimits(max_streams=7))
     client.receive()
     assert client.h2.remote_settings.max_concurrent_streams == 7
-    client.conn.lose()
+    client.lose()
 
 
 def test_idle_connection_gets_goaway_no_error() -> None:
@@ -530,7 +536,7 @@ def test_delayed_answers_are_flushed_when_they_come() -> None:
     answer.callback(b"late")
     _, body, ended = client.response(stream)
     assert (body, ended) == (b"late", True)
-    client.conn.lose()
+    client.lose()
 
 
 def _frames(data: bytes) -> list[Any]:
@@ -572,7 +578,7 @@ def test_streams_past_the_bound_are_refused_not_the_connection() -> None:
     assert len(Held.requests) == 3
     assert Held.requests[2].path == b"/"
     assert not client.conn.transport.closed
-    client.conn.lose()
+    client.lose()
 
 
 def test_trailers_are_ignored_and_the_body_kept() -> None:
@@ -584,7 +590,7 @@ def test_trailers_are_ignored_and_the_body_kept() -> None:
     client.send()
     _, body, _ = client.response(stream)
     assert body == b"got body"
-    client.conn.lose()
+    client.lose()
 
 
 def test_streamed_body_over_max_body_gets_413() -> None:
@@ -596,7 +602,7 @@ def test_streamed_body_over_max_body_gets_413() -> None:
     headers, _, ended = client.response(stream)
     assert headers[b":status"] == b"413"
     assert ended
-    client.conn.lose()
+    client.lose()
 
 
 def test_static_files_are_served_over_http_2(tmp_path: Any) -> None:
@@ -619,7 +625,7 @@ def test_static_files_are_served_over_http_2(tmp_path: Any) -> None:
     assert headers[b":status"] == b"200"
     assert headers[b"content-length"] == b"300000"
     assert body == data
-    client.conn.lose()
+    client.lose()
 
 
 def test_access_log_and_request_facts() -> None:
@@ -628,4 +634,37 @@ def test_access_log_and_request_facts() -> None:
     stream = client.request(b"/logged")
     client.response(stream)
     assert seen == ["GET /logged HTTP/2"]
-    client.conn.lose()
+    client.lose()
+
+
+def test_a_stalled_body_gets_408_and_a_trickle_keeps_it() -> None:
+    class Reader(Resource):
+        is_leaf = True
+        failures: ClassVar[list[BaseException]] = []
+
+        @handles("POST")
+        async def post(self, request: Request) -> bytes:
+            try:
+                return await request.body()
+            except Exception as exc:
+                Reader.failures.append(exc)
+                raise
+
+    client = Client(Reader(), limits=ServerLimits(body_timeout=10))
+    stream = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(stream, [*GET_HEADERS[1:], (b":method", b"POST")])
+    client.send()
+    for _ in range(3):
+        client.conn.clock.advance(6)
+        client.h2.send_data(stream, b"x")
+        client.send()
+    headers, _, _ = client.response(stream)
+    assert headers == {}
+    client.conn.clock.advance(10)
+    headers, _, ended = client.response(stream)
+    assert headers[b":status"] == b"408"
+    assert ended
+    assert len(Reader.failures) == 1
+    assert not client.conn.transport.closed
+    client.lose()
+    assert client.conn.clock.get_delayed_calls() == []

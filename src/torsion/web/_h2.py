@@ -19,6 +19,9 @@ Bounds and defences:
   the handler consumes the body, so buffering is bounded per stream and per
   connection. A body over ``max_body`` gets 413 (or a reset once the
   response has started).
+* Time: a request body the handler waits for that sees nothing from the
+  client for ``body_timeout`` gets 408 (a reset once the response has
+  started); a connection with no stream for ``idle_timeout`` gets GOAWAY.
 * Header blocks: SETTINGS_MAX_HEADER_LIST_SIZE is ``max_head_bytes``, and h2
   refuses more than 64 CONTINUATION frames (CVE-2024-27316 class).
 * Floods: PINGs (CVE-2019-9512), SETTINGS (CVE-2019-9515) and stream resets
@@ -323,6 +326,10 @@ class H2Channel(Protocol):
         self._resets = 0
         self._idle: DelayedCall | None = None
         self._closing_timer: DelayedCall | None = None
+        # The body timeout: when the client last sent anything, and the one
+        # timer that checks streams whose bodies are awaited.
+        self._last_read = 0.0
+        self._body_timer: DelayedCall | None = None
 
     # -- asyncio protocol ----------------------------------------------------
 
@@ -349,6 +356,8 @@ class H2Channel(Protocol):
         if self._closed:
             return
         self._in_receive = True
+        if self._body_timer is not None:
+            self._last_read = self._clock.seconds()
         try:
             try:
                 events = self._conn.receive_data(data)
@@ -372,9 +381,10 @@ class H2Channel(Protocol):
         self._closed = True
         self._lost = True
         self._cancel_idle()
-        timer, self._closing_timer = self._closing_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        for timer in (self._closing_timer, self._body_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._closing_timer = self._body_timer = None
         error = exc if exc is not None else ConnectionResetError("connection closed")
         streams = list(self._streams.values())
         self._streams.clear()
@@ -483,6 +493,10 @@ class H2Channel(Protocol):
             request._fail_body(HTTPProtocolError(413, "request body too large"))
             request._finish_with(render_error(request, 413))
             return
+        if has_body and self._body_timer is None:
+            self._last_read = self._clock.seconds()
+            timeout = self._limits.body_timeout
+            self._body_timer = self._clock.call_later(timeout, self._check_bodies)
         self._site._render(request)
 
     def _data(self, event: h2.events.DataReceived) -> None:
@@ -762,6 +776,45 @@ class H2Channel(Protocol):
                 self._resets,
             )
             self._close_with(int(_ENHANCE_YOUR_CALM))
+
+    def _check_bodies(self) -> None:
+        # RFC 9113 leaves stalls to the server: a body the handler waits
+        # for (not one held because the handler does not read) that has
+        # seen nothing from the client for body_timeout gets 408, as on
+        # HTTP/1.1, or a reset once the response has started.
+        self._body_timer = None
+        if self._closed:
+            return
+        waiting = [
+            stream
+            for stream in self._streams.values()
+            if not stream.request._body_complete
+            and not stream.request._discarding
+            and stream.request._body_error is None
+        ]
+        if not waiting:
+            return
+        timeout = self._limits.body_timeout
+        left = self._last_read + timeout - self._clock.seconds()
+        if left > 0:
+            self._body_timer = self._clock.call_later(left, self._check_bodies)
+            return
+        stalled = [
+            s for s in waiting if not s.request._body_buffered or s.request._collecting is not None
+        ]
+        for stream in stalled:
+            request = stream.request
+            error = HTTPProtocolError(408, "request body stalled")
+            if request._started or request._finished:
+                self._reset(request, h2.errors.ErrorCodes.CANCEL)
+            else:
+                request._finish_with(render_error(request, 408))
+                request._connection_lost(error)
+        if len(stalled) < len(waiting):
+            # Bodies held for handlers that do not read: not the client's fault.
+            self._body_timer = self._clock.call_later(timeout, self._check_bodies)
+        if not self._in_receive:
+            self._flush()
 
     def _wait_idle(self) -> None:
         if self._idle is None and not self._closed:
