@@ -25,9 +25,11 @@ from torsion.mail import (
     MailboxChange,
     MailboxError,
     MailboxExistsError,
+    MaildirMailbox,
     MaildirStore,
     MaildropLockedError,
     MailStore,
+    MemoryMailbox,
     MemoryMailStore,
     MessagesAdded,
     MessagesExpunged,
@@ -37,6 +39,7 @@ from torsion.mail import (
     check_mailbox_name,
 )
 from torsion.mail._mailbox import Mailbox
+from torsion.mail._memory import STREAM_PIECE
 from torsion.testing import failure_result_of, success_result_of
 
 MESSAGE = b"From: a@example.test\r\nSubject: hi\r\n\r\nHello\r\n"
@@ -123,6 +126,25 @@ def test_sizes_and_reads_use_crlf_whatever_was_given(inbox: Mailbox) -> None:
     crlf = _append(inbox, MESSAGE)
     assert success_result_of(inbox.read(crlf)) == MESSAGE
     assert inbox.message(crlf).size == len(MESSAGE)
+
+
+async def _stream(box: Mailbox, uid: int) -> list[bytes]:
+    assert isinstance(box, MemoryMailbox | MaildirMailbox)
+    return [piece async for piece in box.read_stream(uid)]
+
+
+async def test_streaming_gives_what_read_gives_in_bounded_pieces(inbox: Mailbox) -> None:
+    big = b"Subject: big\n\n" + b"0123456789abcde\n" * 20000  # 320 KB, LF endings
+    uid = _append(inbox, big)
+    small = _append(inbox, MESSAGE)
+    pieces = await _stream(inbox, uid)
+    assert len(pieces) > 1
+    assert max(len(piece) for piece in pieces) <= 2 * STREAM_PIECE
+    assert b"".join(pieces) == success_result_of(inbox.read(uid))
+    assert sum(map(len, pieces)) == inbox.message(uid).size
+    assert b"".join(await _stream(inbox, small)) == MESSAGE
+    with pytest.raises(NoSuchMessageError):
+        await _stream(inbox, 999)
 
 
 def test_reading_an_unknown_uid_fails(inbox: Mailbox) -> None:

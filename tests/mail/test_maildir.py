@@ -35,6 +35,7 @@ from torsion.mail import (
     NoSuchMailboxError,
     NoSuchMessageError,
 )
+from torsion.mail import _maildir as maildir_module
 from torsion.mail import _maildir_io as maildir_io
 from torsion.mail._mailbox import to_crlf
 from torsion.mail._maildir_files import read_uidlist
@@ -370,6 +371,42 @@ def test_sizes_of_other_programs_files_are_counted_in_chunks(
     path = tmp_path / "message"
     path.write_bytes(data)
     assert maildir_io.wire_size_of_file(str(path)) == len(to_crlf(data))
+
+
+async def test_streams_of_other_programs_files_get_crlf_across_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maildir_module, "STREAM_PIECE", 3)
+    root = tmp_path / "Maildir"
+    inbox = MaildirStore(root).mailbox("INBOX")
+    data = b"ab\r\ncd\ne\r\r\n\nf\r"
+    _drop(root, "new", "1700000000.1_1.host", data)
+    inbox.refresh()
+    (info,) = inbox.messages()
+    pieces = [piece async for piece in inbox.read_stream(info.uid)]
+    assert b"".join(pieces) == to_crlf(data)
+    assert len(pieces) == 5
+
+
+async def test_a_stream_follows_a_file_renamed_and_stops_at_one_expunged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maildir_module, "STREAM_PIECE", 8)
+    root = tmp_path / "Maildir"
+    inbox = MaildirStore(root).mailbox("INBOX")
+    uid = success_result_of(inbox.append(MESSAGE))
+    other = MaildirStore(root).mailbox("INBOX")
+    stream = inbox.read_stream(uid)
+    first = await anext(stream)
+    other.set_flags([uid], [SEEN])  # the file moves to cur/ with a new name
+    rest = [piece async for piece in stream]
+    assert first + b"".join(rest) == MESSAGE
+    stream = inbox.read_stream(uid)
+    await anext(stream)
+    other.set_flags([uid], [DELETED])
+    other.expunge()
+    with pytest.raises(NoSuchMessageError):
+        await anext(stream)
 
 
 def test_a_file_expunged_by_another_client(tmp_path: Path) -> None:

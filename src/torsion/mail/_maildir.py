@@ -42,7 +42,7 @@ import contextlib
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -72,6 +72,8 @@ from torsion.mail._mailbox import (
     normalize_flags,
     os_errors,
     os_errors_failed,
+    to_crlf,
+    translate_os_error,
 )
 from torsion.mail._maildir_files import (
     KEYWORD_LETTERS,
@@ -98,10 +100,11 @@ from torsion.mail._maildir_files import (
 from torsion.mail._maildir_io import (
     copy_files,
     read_message,
+    read_piece,
     wire_size_of_file,
     write_message,
 )
-from torsion.mail._memory import copy_messages
+from torsion.mail._memory import STREAM_PIECE, copy_messages
 
 if TYPE_CHECKING:
     from torsion.mail._maildir_store import MaildirStore
@@ -413,6 +416,52 @@ class MaildirMailbox:
 
         d = self._store.run(read_message, self._entry_path(entry), limit)
         return d.add_errback(retry).add_errback(gone).add_errback(os_errors_failed)
+
+    async def read_stream(self, uid: int) -> AsyncIterator[bytes]:
+        """Yield a message in pieces, with CRLF line endings.
+
+        For large messages (POP3 RETR, IMAP partial fetches): memory stays
+        bounded by a piece (``STREAM_PIECE`` octets of the file), and no
+        read limit applies. The file is opened for each piece, so that
+        nothing is held open between them, and a file another client
+        renamed (its flags changed) meanwhile is found again by its unique
+        name.
+
+        Raises:
+            NoSuchMessageError: The message is gone (before the first
+                piece, or part-way when another client expunged it).
+        """
+        entry = self._entries.get(uid)
+        if entry is None:
+            raise NoSuchMessageError(f"no message with UID {uid}")
+        offset = 0
+        after_cr = False
+        while True:
+            try:
+                piece = await self._read_piece(uid, entry, offset)
+            except OSError as exc:
+                raise translate_os_error(exc) from exc
+            if not piece:
+                return
+            offset += len(piece)
+            if after_cr and piece.startswith(b"\n"):
+                # The CR ended the last piece: this LF is its CRLF's.
+                out = b"\n" + to_crlf(piece[1:])
+            else:
+                out = to_crlf(piece)
+            after_cr = piece.endswith(b"\r")
+            yield out
+
+    async def _read_piece(self, uid: int, entry: _Entry, offset: int) -> bytes:
+        try:
+            return await self._store.run(read_piece, self._entry_path(entry), offset, STREAM_PIECE)
+        except FileNotFoundError:
+            if self._entries.get(uid) is not entry or not self._relocate(entry):
+                raise NoSuchMessageError(f"message {uid} is gone") from None
+        try:
+            return await self._store.run(read_piece, self._entry_path(entry), offset, STREAM_PIECE)
+        except FileNotFoundError:
+            raise NoSuchMessageError(f"message {uid} is gone") from None
 
     def _letters(self, flags: frozenset[str], kept: str = "") -> str:
         keywords = flags - SYSTEM_FLAGS

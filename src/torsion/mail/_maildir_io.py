@@ -19,6 +19,7 @@ __all__ = [
     "fsync_directory",
     "make_maildir",
     "read_message",
+    "read_piece",
     "wire_size_of_file",
     "write_message",
 ]
@@ -93,6 +94,15 @@ def read_message(path: str, limit: int) -> bytes:
     if len(data) > limit:
         raise MessageTooLargeError(f"message file over the read limit of {limit} octets")
     return to_crlf(data)
+
+
+def read_piece(path: str, offset: int, size: int) -> bytes:
+    """Read up to ``size`` octets of a file from ``offset``, opening and closing it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
 
 
 def copy_files(jobs: list[tuple[str, str, str]], *, move: bool, sync: bool) -> list[bool]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,7 +45,10 @@ from torsion.mail._mailbox import (
     to_crlf,
 )
 
-__all__ = ["MemoryMailStore", "MemoryMailbox"]
+__all__ = ["STREAM_PIECE", "MemoryMailStore", "MemoryMailbox"]
+
+#: The size of the pieces ``read_stream`` yields.
+STREAM_PIECE = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -172,6 +175,19 @@ class MemoryMailbox:
             return succeed(self._messages[uid].data)
         except KeyError:
             return fail(NoSuchMessageError(f"no message with UID {uid}"))
+
+    async def read_stream(self, uid: int) -> AsyncIterator[bytes]:
+        """Yield the message's bytes (CRLF line endings) in pieces of ``STREAM_PIECE`` octets.
+
+        Raises:
+            NoSuchMessageError: No message has that UID.
+        """
+        message = self._messages.get(uid)
+        if message is None:
+            raise NoSuchMessageError(f"no message with UID {uid}")
+        data = message.data
+        for start in range(0, len(data), STREAM_PIECE):
+            yield data[start : start + STREAM_PIECE]
 
     def append(
         self,
