@@ -5,6 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torsion.defer import Deferred
 from torsion.mail._queue import DEFAULT_MAX_AGE, MailQueue, QueueError, build_dsn
@@ -356,3 +360,69 @@ def test_dsn_of_non_ascii_headers() -> None:
     assert "héllo" in headers.get_content()
     assert b"\r\n" in dsn
     assert b"\n" not in dsn.replace(b"\r\n", b"")
+
+
+RECIPIENTS = ["a@one.test", "b@one.test", "c@two.test", "d@two.test", "e@three.test"]
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("answer"),
+            st.integers(0, 5),
+            st.lists(st.sampled_from([OK, BUSY, NO]), min_size=5, max_size=5),
+        ),
+        st.tuples(st.just("restart"), st.just(0), st.just([])),
+        st.tuples(st.just("wait"), st.just(0), st.just([])),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(STEPS)
+def test_kills_and_restarts_lose_nothing_and_send_nothing_twice(
+    steps: list[tuple[str, int, list[Reply]]],
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        clock = Clock()
+        deliverer = FakeDeliverer()
+        options: dict[str, object] = {"max_age": 2000.0, "retry_initial": 100.0}
+        queue = make_queue(clock, Path(directory), deliverer, **options)
+        queue.enqueue("s@here.test", RECIPIENTS, MESSAGE)
+        clock.advance(0)
+        delivered: list[str] = []
+        bounced: list[str] = []
+
+        def answer(call: Call, replies: list[Reply]) -> None:
+            if call.sender == "":
+                for part in parts(parts(parse(call.message))[1])[1:]:
+                    bounced.append(part["Final-Recipient"].removeprefix("rfc822; "))
+                call.answer()
+                return
+            chosen = dict(zip(RECIPIENTS, replies, strict=True))
+            outcomes = {r.split("@")[0]: chosen[r] for r in call.recipients}
+            call.answer(**outcomes)
+            delivered.extend(r for r in call.recipients if chosen[r] is OK)
+
+        for action, index, replies in steps:
+            if action == "answer" and deliverer.calls:
+                answer(deliverer.calls.pop(index % len(deliverer.calls)), replies)
+            elif action == "restart":
+                # Killed: its timers die with it, its calls are never answered.
+                clock = Clock(clock.seconds())
+                deliverer = FakeDeliverer()
+                queue = make_queue(clock, Path(directory), deliverer, **options)
+                clock.advance(0)
+            elif action == "wait":
+                timers = clock.get_delayed_calls()
+                if timers:
+                    clock.advance(min(t.get_time() for t in timers) - clock.seconds())
+        # Then everything goes through, until the queue is empty.
+        for _ in range(100):
+            for call in deliverer.take():
+                answer(call, [OK] * 5)
+            timers = clock.get_delayed_calls()
+            if not timers:
+                break
+            clock.advance(min(t.get_time() for t in timers) - clock.seconds())
+        assert os.listdir(directory) == []
+        assert sorted(delivered + bounced) == sorted(RECIPIENTS)
