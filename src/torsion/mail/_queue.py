@@ -25,6 +25,10 @@ expiry, are reported to the envelope sender in one delivery status
 notification (RFC 3464) per attempt. A message with the null sender
 ``<>`` (a bounce itself) never causes one (RFC 5321 section 6.1).
 
+The files are written in the reactor's thread (a few small writes and
+fsyncs per message and per delivery attempt): simple and ordered, at the
+cost of the loop waiting for the disk meanwhile.
+
 Times on disk are wall-clock time (``now``, ``time.time`` by default), so
 that they mean the same after a restart; timers run on the reactor's
 clock. Tests give both from ``torsion.testing.Clock``.
