@@ -51,7 +51,8 @@ Errors that belong to one protocol live with it and derive from
 ``torsion.names``; the HTTP server's ``HTTPProtocolError``,
 ``InvalidHeaderError`` and ``ResponseStateError``, the client's
 ``HTTPClientError`` family, ``FormError`` and the others in
-``torsion.web``; mail errors in ``torsion.mail``.
+``torsion.web``; ``MailboxError`` (and its kinds) and the protocols' errors in
+``torsion.mail``.
 
 Make a group with ``BaseFailureGroup(message, errors)``: as with the builtin
 ``BaseExceptionGroup``, the result is a ``FailureGroup`` (an ``Exception``, so a
