@@ -668,3 +668,25 @@ def test_a_stalled_body_gets_408_and_a_trickle_keeps_it() -> None:
     assert not client.conn.transport.closed
     client.lose()
     assert client.conn.clock.get_delayed_calls() == []
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "bytewise"])
+def test_a_cleartext_preface_gone_wrong_gets_goaway_and_close(whole: bool) -> None:
+    conn = connect(Hello())
+    bad = b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"
+    if whole:
+        conn.send(bad)
+    else:
+        for index in range(len(bad)):
+            conn.transport.get_protocol().data_received(bad[index : index + 1])  # type: ignore[attr-defined]
+    server = conn.transport.get_protocol()
+    assert isinstance(server, H2Channel)
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    client.initiate_connection()
+    events = client.receive_data(conn.take())
+    assert isinstance(events[-1], h2.events.ConnectionTerminated)
+    assert events[-1].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert conn.transport.closed
+    server.connection_lost(None)

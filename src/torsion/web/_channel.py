@@ -43,6 +43,9 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["HTTPChannel"]
 
+# The HTTP/2 preface's first line.
+_PRI = PREFACE[:16]
+
 # What the connection's one timer is waiting for.
 _NOTHING = 0
 _HEAD = 1
@@ -101,26 +104,19 @@ class HTTPChannel(Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse what arrived; requests are rendered as their turn comes."""
-        if self._sniffing:
+        if self._sniffing or self._sniffed:
             # RFC 9113 section 3.3: prior knowledge starts with the preface.
-            if data[:1] == b"P" and PREFACE.startswith(data[:24]):
-                if len(data) >= 24:
-                    self._to_h2(data)
-                    return
-                if data != PREFACE[: len(data)]:  # pragma: no cover - startswith said so
-                    return
-                # Part of the preface: wait for the rest.
-                self._sniffed = data
-                self._sniffing = False
-                return
+            # Its request line (which no HTTP/1.1 request has) decides; the
+            # HTTP/2 channel checks the rest, and a wrong rest gets GOAWAY.
+            if self._sniffed:
+                data = self._sniffed + data
+                self._sniffed = b""
             self._sniffing = False
-        elif self._sniffed:
-            data = self._sniffed + data
-            self._sniffed = b""
-            if PREFACE.startswith(data[:24]):
-                if len(data) >= 24:
+            if data[:1] == b"P" and _PRI.startswith(data[:16]):
+                if len(data) >= len(PREFACE):
                     self._to_h2(data)
                 else:
+                    # Part of the preface: wait for the rest.
                     self._sniffed = data
                 return
         if self._held is not None:
