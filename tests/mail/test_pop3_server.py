@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from torsion.cred import InMemoryChecker, LoginLimiter, Portal
-from torsion.defer import Deferred, fail
+from torsion.defer import Deferred
 from torsion.mail import MaildirUsers, MailStore, MailUsers, MemoryUsers, NoSuchMessageError
-from torsion.mail.pop3 import MessageStreamer, POP3Factory, POP3Limits, POP3Server
+from torsion.mail.pop3 import POP3Factory, POP3Limits, POP3Server
 from torsion.testing import Clock, StringTransport
 
 FIRST = b"Subject: one\r\n\r\nhello\r\n.dot\r\n"
@@ -190,8 +190,9 @@ class VanishingStore:
             def __getattr__(self, attr: str) -> Any:
                 return getattr(inner, attr)
 
-            def read(self, uid: int) -> Deferred[bytes]:
-                return fail(NoSuchMessageError(uid))
+            async def read_stream(self, uid: int) -> AsyncGenerator[bytes, None]:
+                raise NoSuchMessageError(uid)
+                yield b""  # an async generator, as the interface's
 
         return Inbox()
 
@@ -277,7 +278,7 @@ class StreamingInbox:
     def read(self, uid: int) -> Deferred[bytes]:
         raise AssertionError("a streaming mailbox is not read whole")
 
-    async def read_stream(self, uid: int) -> AsyncIterator[bytes]:
+    async def read_stream(self, uid: int) -> AsyncGenerator[bytes, None]:
         try:
             yield b"Subject: s\n\n"
             for _ in range(self.count):
@@ -293,7 +294,6 @@ def test_a_streaming_mailbox_is_read_as_the_client_takes_it() -> None:
     inbox = StreamingInbox(
         users.store("alice").mailbox("INBOX"), b"line of the body\n" * 1000, 100
     )
-    assert isinstance(inbox, MessageStreamer)
 
     class Store:
         def mailbox(self, name: str) -> Any:

@@ -40,7 +40,7 @@ import enum
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -308,6 +308,17 @@ class Mailbox(Protocol):
         Returns:
             A Deferred firing with the bytes, or failing with
             ``NoSuchMessageError`` when the message is gone.
+        """
+        ...
+
+    def read_stream(self, uid: int) -> AsyncGenerator[bytes, None]:
+        """Yield a message's bytes in bounded pieces, with CRLF line endings.
+
+        For messages too large to hold whole (POP3's RETR, IMAP's FETCH of
+        a big body): the pieces are read as they are taken.
+
+        Raises:
+            NoSuchMessageError: The message is gone (before the first piece).
         """
         ...
 

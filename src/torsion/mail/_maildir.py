@@ -42,7 +42,7 @@ import contextlib
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -417,7 +417,7 @@ class MaildirMailbox:
         d = self._store.run(read_message, self._entry_path(entry), limit)
         return d.add_errback(retry).add_errback(gone).add_errback(os_errors_failed)
 
-    async def read_stream(self, uid: int) -> AsyncIterator[bytes]:
+    async def read_stream(self, uid: int) -> AsyncGenerator[bytes, None]:
         """Yield a message in pieces, with CRLF line endings.
 
         For large messages (POP3 RETR, IMAP partial fetches): memory stays

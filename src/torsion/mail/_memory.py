@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -176,7 +176,7 @@ class MemoryMailbox:
         except KeyError:
             return fail(NoSuchMessageError(f"no message with UID {uid}"))
 
-    async def read_stream(self, uid: int) -> AsyncIterator[bytes]:
+    async def read_stream(self, uid: int) -> AsyncGenerator[bytes, None]:
         """Yield the message's bytes (CRLF line endings) in pieces of ``STREAM_PIECE`` octets.
 
         Raises:

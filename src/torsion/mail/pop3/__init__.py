@@ -46,7 +46,7 @@ from torsion.mail.pop3._events import (
     STLSRequested,
     UpdateRequested,
 )
-from torsion.mail.pop3._server import MessageStreamer, POP3Factory, POP3Server
+from torsion.mail.pop3._server import POP3Factory, POP3Server
 from torsion.mail.pop3._wire import MessageUnstuffer, MessageWriter
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "LoginRequested",
     "MessageChunk",
     "MessageEnd",
-    "MessageStreamer",
     "MessageUnstuffer",
     "MessageWriter",
     "POP3Client",

@@ -16,9 +16,8 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, runtime_checkable
-from typing import Protocol as TypingProtocol
+from collections.abc import Callable
+from typing import Any
 
 from torsion.cred import (
     APOP,
@@ -53,7 +52,7 @@ from torsion.mail.pop3._events import (
 )
 from torsion.mail.pop3._wire import MessageWriter
 
-__all__ = ["MessageStreamer", "POP3Factory", "POP3Server"]
+__all__ = ["POP3Factory", "POP3Server"]
 
 log = logging.getLogger("torsion.mail.pop3")
 
@@ -62,33 +61,6 @@ _SLICE = 64 * 1024
 
 #: The most users whose last login time is kept for LOGIN-DELAY.
 _MAX_TRACKED = 100_000
-
-
-@runtime_checkable
-class MessageStreamer(TypingProtocol):
-    """A mailbox that can hand a message out in pieces rather than whole.
-
-    ``POP3Server`` uses it when the maildrop's ``Mailbox`` has it, and
-    ``Mailbox.read`` (the whole message) otherwise.
-    """
-
-    def read_stream(self, uid: int) -> AsyncIterator[bytes]:
-        """Yield the message's bytes in pieces of any size (CRLF or LF endings).
-
-        Raises:
-            NoSuchMessageError: The message is gone (before the first piece).
-        """
-        ...
-
-
-async def _message_chunks(mailbox: Mailbox, uid: int) -> AsyncGenerator[bytes, None]:
-    if isinstance(mailbox, MessageStreamer):
-        async for chunk in mailbox.read_stream(uid):
-            yield chunk
-        return
-    data = await mailbox.read(uid)
-    for start in range(0, len(data), _SLICE):
-        yield data[start : start + _SLICE]
 
 
 class POP3Factory:
@@ -352,7 +324,7 @@ class POP3Server(BaseProtocol):
         d.add_callbacks(sent, failed)
 
     async def _send_message(self, mailbox: Mailbox, event: RetrieveRequested) -> None:
-        chunks = _message_chunks(mailbox, event.uid)
+        chunks = mailbox.read_stream(event.uid)
         try:
             try:
                 chunk = await anext(chunks, b"")
