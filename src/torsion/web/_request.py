@@ -69,7 +69,10 @@ class Request:
     it calls ``write(data)`` any number of times (sent chunked on HTTP/1.1,
     or delimited by the close on HTTP/1.0, unless the handler set
     ``Content-Length`` itself) and then ``finish()``. ``await
-    request.drained()`` waits while the connection's write buffer is full.
+    request.drained()`` waits while the connection's write buffer is full;
+    ``await request.send_file(file, offset=..., count=...)`` sends part of a
+    file, zero-copy where the connection allows it. ``abort()`` ends a
+    response that cannot be completed.
     The status and headers go out with the first byte of the body, so they
     cannot change after that. For HEAD, the body is dropped and the headers
     are those of GET.
@@ -82,7 +85,8 @@ class Request:
         uri: The request target exactly as sent (``/a%20b?x=1``).
         path: The target's path, still percent-encoded (``/a%20b``).
         query: The target's query, without the ``?`` (``x=1``).
-        version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
+        version: ``"HTTP/1.1"``, ``"HTTP/1.0"`` or ``"HTTP/2"`` (an
+            ``H2Request``, which frames the same response for HTTP/2).
         prepath: Path segments (decoded) already walked through the tree.
         postpath: Path segments (decoded) left below the rendering resource.
         code: The response status code (200 until set).
