@@ -255,9 +255,9 @@ async def test_the_command_end_to_end(reactor: Reactor, loop: str) -> None:
     async with aiosmtpd_server() as (handler, port):
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-c",
-            "import sys; from torsion.application._sendmail import console_main; "
-            "sys.exit(console_main())",
+            "-m",
+            "torsion",
+            "sendmail",
             "-f",
             "me@here.test",
             "--connect",

@@ -47,7 +47,7 @@ from torsion.internet import Reactor
 
 __all__ = ["console_main", "main"]
 
-_COMMANDS = ("run", "mktap", "package", "passwd")
+_COMMANDS = ("run", "mktap", "package", "passwd", "sendmail")
 
 _USAGE = """\
 commands:
@@ -58,6 +58,8 @@ commands:
                             write a deployment file instead of running
   package deb|rpm FILE.toml build a .deb or .rpm package that runs a deployment file
   passwd FILE USER          add or change a user in an htpasswd file (hashed; -D removes)
+  sendmail [-t] [-i] [-f SENDER] [--connect ENDPOINT] [RCPT...]
+                            submit a message from standard input over SMTP
 """
 
 
@@ -220,6 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["passwd"]:
         # A tool of its own, with its own options: nothing of the runner's.
         return passwd_main(args[1:], stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
+    if args[:1] == ["sendmail"]:
+        # sendmail's own options (-t, -i, -f...); torsion.mail only when used.
+        from torsion.application._sendmail import sendmail_main
+
+        return sendmail_main(
+            args[1:], stdin=sys.stdin.buffer, stdout=sys.stdout, stderr=sys.stderr
+        )
     plugins = find_plugins(BUILTIN_PLUGINS)
     for name in _COMMANDS:
         plugins.pop(name, None)  # A command's name cannot be a plugin's.
