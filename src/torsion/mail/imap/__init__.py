@@ -79,6 +79,7 @@ from torsion.mail.imap._search import (
     matches,
     parse_search_program,
 )
+from torsion.mail.imap._server import IMAP4Factory, IMAP4Limits, IMAP4Server
 from torsion.mail.imap._structure import body_structure, envelope
 
 __all__ = [
@@ -98,6 +99,9 @@ __all__ = [
     "FetchItem",
     "FetchMessage",
     "FlagKey",
+    "IMAP4Factory",
+    "IMAP4Limits",
+    "IMAP4Server",
     "IMAPError",
     "IMAPParseError",
     "MimePart",
