@@ -690,3 +690,45 @@ def test_a_cleartext_preface_gone_wrong_gets_goaway_and_close(whole: bool) -> No
     assert events[-1].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
     assert conn.transport.closed
     server.connection_lost(None)
+
+
+def _raw_frames() -> dict[str, tuple[bytes, int]]:
+    import hpack
+    from hyperframe.frame import DataFrame, WindowUpdateFrame
+
+    codes = h2.errors.ErrorCodes
+    huge = DataFrame(1, b"x" * 20000, flags=["END_STREAM"]).serialize()
+    return {
+        "data-on-stream-0": (
+            b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x",
+            codes.PROTOCOL_ERROR,
+        ),
+        "window-overflow": (
+            WindowUpdateFrame(0, window_increment=2**31 - 1).serialize(),
+            codes.FLOW_CONTROL_ERROR,
+        ),
+        "frame-too-large": (
+            HeadersFrame(1, hpack.Encoder().encode(GET_HEADERS), flags=["END_HEADERS"]).serialize()
+            + huge,
+            codes.FRAME_SIZE_ERROR,
+        ),
+        "settings-on-a-stream": (
+            b"\x00\x00\x00\x04\x00\x00\x00\x00\x01",
+            codes.PROTOCOL_ERROR,
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_raw_frames()))
+def test_connection_errors_get_goaway_with_their_code_and_close(
+    case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw, code = _raw_frames()[case]
+    client = Client(Hello())
+    client.receive()
+    with caplog.at_level(logging.DEBUG, logger="torsion.web"):
+        client.send(raw)
+    assert client.goaway() == code
+    assert client.conn.transport.closed
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    client.lose()
