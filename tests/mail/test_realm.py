@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from torsion.cred import InMemoryChecker, Portal, UnauthorizedLogin, UsernamePassword
+from torsion.defer import maybe_deferred
 from torsion.internet import IPv4Address
-from torsion.mail import LocalDelivery, MailQueue, MailRealm, MailStore, MemoryUsers
+from torsion.mail import LocalDelivery, MailQueue, MailRealm, MailStore, MemoryUsers, local_first
 from torsion.mail.smtp import (
     Delivery,
+    DeliveryStatus,
     EmailAddress,
     Envelope,
     RecipientOutcome,
@@ -160,3 +162,28 @@ def test_a_user_the_checker_knows_but_the_stores_do_not_fails_to_log_in(
     assert login.avatar is users.store("alice")
     failed = failure_result_of(portal.login(UsernamePassword("carol", "secret"), None, MailStore))
     assert isinstance(failed, UnauthorizedLogin)
+
+
+def test_the_queue_delivers_local_mail_itself(users: MemoryUsers) -> None:
+    relayed: list[tuple[str, list[str]]] = []
+
+    async def remote(
+        sender: str, recipients: Sequence[str], message: bytes
+    ) -> list[RecipientOutcome]:
+        relayed.append((sender, list(recipients)))
+        return []
+
+    deliver = local_first(users, ["Example.test"], remote)
+    outcomes = success_result_of(
+        maybe_deferred(deliver, "", ["alice@EXAMPLE.test", "carol@example.test"], MESSAGE)
+    )
+    assert [(o.recipient, o.status, o.reply.code) for o in outcomes] == [
+        ("alice@EXAMPLE.test", DeliveryStatus.ACCEPTED, 250),
+        ("carol@example.test", DeliveryStatus.REFUSED, 550),
+    ]
+    assert inbox(users, "alice") == [MESSAGE]
+    [too_big] = success_result_of(maybe_deferred(deliver, "", ["bob@example.test"], b"x" * 2000))
+    assert (too_big.status, too_big.reply.enhanced) == (DeliveryStatus.REFUSED, "5.3.4")
+    assert relayed == []
+    success_result_of(maybe_deferred(deliver, "a@b.test", ["x@elsewhere.test"], MESSAGE))
+    assert relayed == [("a@b.test", ["x@elsewhere.test"])]

@@ -55,7 +55,7 @@ from torsion.mail._maildir_store import MaildirStore
 from torsion.mail._memory import MemoryMailbox, MemoryMailStore
 from torsion.mail._mutf7 import decode_modified_utf7, encode_modified_utf7
 from torsion.mail._queue import Deliverer, MailQueue, QueuedMessage, QueueError, build_dsn
-from torsion.mail._realm import LocalDelivery, MailRealm
+from torsion.mail._realm import LocalDelivery, MailRealm, local_first
 from torsion.mail._users import MaildirUsers, MailUsers, MemoryUsers, NoSuchUserError
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ __all__ = [
     "check_mailbox_name",
     "decode_modified_utf7",
     "encode_modified_utf7",
+    "local_first",
 ]
 
 # The relay asks DNS through torsion.names (dnspython): imported on first use.

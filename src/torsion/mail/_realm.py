@@ -12,26 +12,31 @@ section 3.6.2: an open relay is not to be run).
 ``MailRealm`` is the cred realm: it hands a logged-in user's ``MailStore``
 to POP3 and IMAP, and the delivery to SMTP's AUTH (the session knows who
 logged in, which is what lets the delivery relay for them).
+
+``local_first`` is the queue's deliverer for such a server: what the queue
+sends to a local domain (a bounce to a local sender) goes into the user's
+INBOX, the rest through the relay.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torsion.cred import Login
 from torsion.defer import Deferred, ensure_deferred
 from torsion.errors import UnauthorizedLogin
 from torsion.mail._mailbox import MailboxError, MailStore, MessageTooLargeError
-from torsion.mail._queue import MailQueue, QueueError
+from torsion.mail._queue import Deliverer, MailQueue, QueueError
 from torsion.mail._users import MailUsers, NoSuchUserError
 from torsion.mail.smtp._address import EmailAddress
+from torsion.mail.smtp._client_core import DeliveryStatus, RecipientOutcome, Reply, domain_of
 from torsion.mail.smtp._delivery import Delivery, Session
 from torsion.mail.smtp._errors import SMTPReplyError
 from torsion.mail.smtp._events import Envelope
 
-__all__ = ["LocalDelivery", "MailRealm"]
+__all__ = ["LocalDelivery", "MailRealm", "local_first"]
 
 log = logging.getLogger("torsion.mail")
 
@@ -203,3 +208,56 @@ class MailRealm:
             if interface is Delivery:
                 return Login(Delivery, self.delivery, _nothing)
         raise NotImplementedError(f"no avatar for {interfaces!r}")
+
+
+def local_first(users: MailUsers, domains: Iterable[str], remote: Deliverer) -> Deliverer:
+    """Wrap a queue's deliverer so that mail to ``domains`` goes into ``users``' INBOXes.
+
+    Args:
+        users: The local users.
+        domains: The local domains (letter case does not matter).
+        remote: Delivers to every other domain (``Relay.deliver``).
+
+    Returns:
+        A deliverer for ``MailQueue``: local recipients get ``250``, ``550
+        5.1.1`` (no such user), ``552 5.3.4`` (too large) or ``451 4.3.0``
+        (a storage failure, retried by the queue).
+    """
+    local_domains = frozenset(domain.lower().rstrip(".") for domain in domains)
+
+    async def deliver(
+        sender: str, recipients: Sequence[str], message: bytes
+    ) -> Sequence[RecipientOutcome]:
+        if domain_of(recipients[0]).lower().rstrip(".") not in local_domains:
+            return await remote(sender, recipients, message)
+        outcomes = []
+        for recipient in recipients:
+            outcomes.append(await _store(users, recipient, message))
+        return outcomes
+
+    return deliver
+
+
+async def _store(users: MailUsers, recipient: str, message: bytes) -> RecipientOutcome:
+    local_part = recipient.rpartition("@")[0]
+    user = next((name for name in (local_part, local_part.lower()) if users.exists(name)), None)
+    try:
+        if user is None:
+            raise NoSuchUserError(recipient)
+        await users.deliver(user, message)
+    except NoSuchUserError:
+        failure = _no_such_user()
+    except MessageTooLargeError:
+        failure = _too_big()
+    except MailboxError as exc:
+        log.error("Cannot deliver to %s: %s", recipient, exc)
+        failure = _try_later()
+    else:
+        return RecipientOutcome(
+            recipient=recipient,
+            status=DeliveryStatus.ACCEPTED,
+            reply=Reply(code=250, lines=("OK",), enhanced="2.0.0"),
+        )
+    status = DeliveryStatus.TEMPORARY if failure.code < 500 else DeliveryStatus.REFUSED
+    reply = Reply(code=failure.code, lines=(failure.text,), enhanced=failure.enhanced)
+    return RecipientOutcome(recipient=recipient, status=status, reply=reply)
