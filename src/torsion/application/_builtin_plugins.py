@@ -1,5 +1,5 @@
 """The plugins that come with torsion: the classic services, portforward, inetd, procmon, socks,
-dns and web.
+dns, web and mail.
 
 Every serving plugin takes ``--listen ENDPOINT`` (repeatable; any server
 endpoint string) and the connection limits an operator expects on a port
@@ -17,6 +17,7 @@ from torsion.application._app import Application
 from torsion.application._dns import DNS
 from torsion.application._endpoint_service import DatagramService
 from torsion.application._inetd import INETD
+from torsion.application._mail import MAIL
 from torsion.application._plugins import Option, Plugin
 from torsion.application._procmon import PROCMON
 from torsion.application._socks import SOCKS
@@ -210,4 +211,5 @@ BUILTIN_PLUGINS: tuple[Plugin, ...] = (
     SOCKS,
     DNS,
     WEB,
+    MAIL,
 )

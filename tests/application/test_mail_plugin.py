@@ -1,0 +1,259 @@
+"""``torsion mail``: its options, and the server run as an operator runs it, spoken to by
+smtplib, swaks and poplib."""
+
+from __future__ import annotations
+
+import poplib
+import smtplib
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from _runner_helpers import DEADLINE, ENV, Torsion, run_torsion
+
+from torsion.application._mail import MAIL, parse_user
+from torsion.application._plugins import option_values
+from torsion.testing import MemoryReactor, require_peer
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+MESSAGE = "From: bob@example.test\r\nTo: alice@example.test\r\nSubject: hello\r\n\r\nHi Alice.\r\n"
+
+
+def build(**given: Any) -> Any:
+    values = option_values(MAIL.options, {k.replace("-", "_"): v for k, v in given.items()})
+    return MAIL.build(MemoryReactor(), values)
+
+
+# -- options, without a process --------------------------------------------------------
+
+
+def test_parse_user() -> None:
+    assert parse_user("alice:secret") == ("alice", "secret")
+    assert parse_user("bob:a:b") == ("bob", "a:b")
+    for wrong in ("alice", "alice:", ":secret", "../x:secret", ".hidden:pw"):
+        with pytest.raises(ValueError, match="--user"):
+            parse_user(wrong)
+
+
+def test_what_must_be_given(tmp_path: Path) -> None:
+    base: dict[str, Any] = {"maildir": str(tmp_path), "domain": ["example.test"]}
+    with pytest.raises(ValueError, match="give something to serve"):
+        build(**base, user=["alice:pw"])
+    with pytest.raises(ValueError, match="local domains"):
+        build(maildir=str(tmp_path), user=["alice:pw"], smtp=[LOCAL])
+    with pytest.raises(ValueError, match="give the users"):
+        build(**base, smtp=[LOCAL])
+    with pytest.raises(ValueError, match="given twice"):
+        build(**base, smtp=[LOCAL], user=["alice:a", "alice:b"])
+    with pytest.raises(ValueError, match="--relay"):
+        build(**base, smtp=[LOCAL], user=["alice:pw"], queue=str(tmp_path / "q"))
+    with pytest.raises(ValueError, match="--certificate"):
+        build(**base, smtp=[LOCAL], user=["alice:pw"], private_key=str(tmp_path / "k"))
+    with pytest.raises(ValueError, match="--certificate"):
+        build(**base, smtp=[LOCAL], user=["alice:pw"], certificate=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="--domain"):
+        MAIL.option("domain").convert_text("a@b")
+    with pytest.raises(ValueError, match="no user name and password"):
+        MAIL.option("auth").convert_text("anonymous")
+
+
+def test_the_build_listens_nowhere_yet(tmp_path: Path) -> None:
+    reactor = MemoryReactor()
+    values = option_values(
+        MAIL.options,
+        {
+            "maildir": str(tmp_path),
+            "domain": ["example.test"],
+            "user": ["alice:pw"],
+            "smtp": [LOCAL, "tcp:0"],
+            "pop3": [LOCAL],
+        },
+    )
+    app = MAIL.build(reactor, values)
+    assert reactor.tcp_servers == []
+    assert len(list(app)) == 3
+    # Maildirs are made on first use, not by building.
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def ports(torsion: Torsion) -> tuple[int, int]:
+    """The SMTP and POP3 ports, from the lines announcing them."""
+    smtp = torsion.wait_for(r"SMTP server .* listening on 127\.0\.0\.1:(\d+)")
+    pop3 = torsion.wait_for(r"POP3 server .* listening on 127\.0\.0\.1:(\d+)")
+    return int(smtp.group(1)), int(pop3.group(1))
+
+
+def pop3_messages(port: int, user: str, password: str) -> list[bytes]:
+    client = poplib.POP3("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        client.user(user)
+        client.pass_(password)
+        count, _ = client.stat()
+        messages = [b"\r\n".join(client.retr(n)[1]) for n in range(1, count + 1)]
+        client.quit()
+    finally:
+        client.close()
+    return messages
+
+
+def test_smtp_in_pop3_out(loop: str, tmp_path: Path) -> None:
+    args = [
+        "mail",
+        "--maildir", str(tmp_path / "mail"),
+        "--domain", "example.test",
+        "--user", "alice:secret",
+        "--user", "bob:hunter2",
+        "--smtp", LOCAL,
+        "--pop3", LOCAL,
+        "--allow-plaintext-auth",
+        "--reactor", loop,
+    ]  # fmt: skip
+    with Torsion(*args, env=ENV) as torsion:
+        smtp_port, pop3_port = ports(torsion)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
+            refused = client.sendmail("bob@example.test", ["alice@example.test"], MESSAGE)
+            assert refused == {}
+            client.ehlo()
+            client.mail("bob@example.test")
+            code, text = client.rcpt("carol@example.test")
+            assert (code, text[:5]) == (550, b"5.1.1")
+            code, text = client.rcpt("someone@elsewhere.test")
+            assert (code, text[:5]) == (550, b"5.7.1")
+            client.rset()
+        [message] = pop3_messages(pop3_port, "alice", "secret")
+        assert b"Subject: hello" in message
+        assert b"Hi Alice." in message
+        assert message.startswith(b"Received: from ")
+        assert pop3_messages(pop3_port, "bob", "hunter2") == []
+        with pytest.raises(poplib.error_proto):
+            pop3_messages(pop3_port, "alice", "wrong")
+        # On disk, in alice's Maildir.
+        stored = list((tmp_path / "mail" / "alice").glob("*/*"))
+        assert [path.parent.name for path in stored if path.is_file()] in (["new"], ["cur"])
+        assert torsion.stop() == 0
+    assert "Traceback" not in "\n".join(torsion.seen)
+
+
+def test_swaks_and_a_relay_only_after_login(loop: str, tmp_path: Path) -> None:
+    swaks = require_peer("swaks", package="swaks")
+    queue = tmp_path / "queue"
+    args = [
+        "mail",
+        "--maildir", str(tmp_path / "mail"),
+        "--domain", "example.test",
+        "--user", "alice:secret",
+        "--smtp", LOCAL,
+        "--pop3", LOCAL,
+        "--allow-plaintext-auth",
+        "--relay",
+        "--queue", str(queue),
+        "--reactor", loop,
+    ]  # fmt: skip
+    with Torsion(*args, env=ENV) as torsion:
+        smtp_port, pop3_port = ports(torsion)
+        server = ["--server", f"127.0.0.1:{smtp_port}", "--timeout", "10"]
+        sent = subprocess.run(
+            [swaks, *server, "--from", "x@far.test", "--to", "alice@example.test"],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+        )
+        assert sent.returncode == 0, sent.stdout
+        [message] = pop3_messages(pop3_port, "alice", "secret")
+        assert b"X-Mailer: swaks" in message
+        # Not logged in: another domain is refused at RCPT.
+        denied = subprocess.run(
+            [swaks, *server, "--from", "alice@example.test", "--to", "x@elsewhere.test"],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+        )
+        assert denied.returncode != 0
+        assert "<** 550 5.7.1" in denied.stdout
+        assert not list(queue.glob("*.json"))
+        # Logged in: taken, and on disk in the queue before the 250.
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
+            client.login("alice", "secret")
+            refused = client.sendmail("alice@example.test", ["x@elsewhere.test"], MESSAGE)
+            assert refused == {}
+        assert queue.is_dir()
+        assert torsion.stop() == 0
+    assert "Traceback" not in "\n".join(torsion.seen)
+
+
+def test_starttls_and_stls(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("mail.example.test")
+    pem = tmp_path / "server.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.check_hostname = False
+    args = [
+        "mail",
+        "--maildir", str(tmp_path / "mail"),
+        "--domain", "example.test",
+        "--user", "alice:secret",
+        "--smtp", LOCAL,
+        "--pop3", LOCAL,
+        "--certificate", str(pem),
+    ]  # fmt: skip
+    with Torsion(*args, env=ENV) as torsion:
+        smtp_port, pop3_port = ports(torsion)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
+            client.ehlo()
+            # Passwords only after TLS.
+            assert not client.has_extn("auth")
+            client.starttls(context=context)
+            client.ehlo()
+            assert client.has_extn("auth")
+            client.login("alice", "secret")
+            client.sendmail("alice@example.test", ["alice@example.test"], MESSAGE)
+        pop = poplib.POP3("127.0.0.1", pop3_port, timeout=DEADLINE)
+        try:
+            pop.stls(context=context)
+            pop.user("alice")
+            pop.pass_("secret")
+            assert pop.stat()[0] == 1
+            pop.quit()
+        finally:
+            pop.close()
+        assert torsion.stop() == 0
+    assert "Traceback" not in "\n".join(torsion.seen)
+
+
+def test_mktap_then_run_the_file(tmp_path: Path) -> None:
+    deployment = tmp_path / "mail.toml"
+    made = run_torsion(
+        "mktap", "mail",
+        "--maildir", str(tmp_path / "mail"),
+        "--domain", "example.test",
+        "--user", "alice:secret",
+        "--smtp", LOCAL,
+        "--pop3", LOCAL,
+        "--allow-plaintext-auth",
+        "-o", str(deployment),
+        env=ENV,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    text = deployment.read_text()
+    assert 'plugin = "mail"' in text
+    assert "example.test" in text
+    with Torsion("-f", str(deployment), env=ENV) as torsion:
+        smtp_port, pop3_port = ports(torsion)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
+            client.sendmail("bob@far.test", ["alice@example.test"], MESSAGE)
+        [message] = pop3_messages(pop3_port, "alice", "secret")
+        assert b"Hi Alice." in message
+        assert torsion.stop() == 0
