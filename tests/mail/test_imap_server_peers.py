@@ -34,6 +34,7 @@ BOTH_LOOPS = pytest.mark.parametrize(
 )
 
 FIRST = b"From: a@x.test\r\nTo: alice@x.test\r\nSubject: one\r\n\r\nline 1\r\nline 2\r\n"
+THIRD = b"Subject: 3\r\n\r\nthree\r\n"
 SECOND = b"From: b@x.test\r\nSubject: two\r\n\r\nhello there\r\n"
 
 
@@ -121,7 +122,17 @@ async def in_thread(reactor: Reactor, f: Callable[[], Any]) -> Any:
 
 
 def client(server: Server) -> imaplib.IMAP4:
-    return imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    imap = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    return imap
+
+
+def refused(call: Callable[[], Any]) -> str:
+    """Return the error imaplib raises for a BAD reply."""
+    try:
+        call()
+    except imaplib.IMAP4.error as exc:
+        return str(exc)
+    raise AssertionError("no BAD reply")
 
 
 # -- imaplib ----------------------------------------------------------------------------
@@ -174,3 +185,174 @@ async def test_imaplib_reads_a_mailbox(reactor: Reactor, loop: str) -> None:
     ]
     assert seen["logout"][0] == "BYE"
     assert [m.flags for m in inbox.messages()] == [frozenset(), frozenset({"\\Seen"})]
+
+
+@BOTH_LOOPS
+async def test_imaplib_manages_mailboxes(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+
+        def session() -> dict[str, Any]:
+            imap = client(server)
+            imap.login("alice", "s3cret")
+            seen: dict[str, Any] = {}
+            seen["create"] = imap.create("Archive.2024")
+            seen["create_again"] = imap.create("Archive.2024")
+            seen["create_trailing"] = imap.create("Work.")
+            seen["list"] = imap.list()
+            seen["list_top"] = imap.list('""', "%")
+            seen["list_inbox_any_case"] = imap.list('""', "inbox")
+            seen["list_root"] = imap.list('""', '""')
+            seen["rename"] = imap.rename("Work", "Jobs")
+            seen["rename_missing"] = imap.rename("Nope", "Other")
+            seen["subscribe"] = imap.subscribe("Jobs")
+            seen["lsub"] = imap.lsub()
+            seen["unsubscribe"] = imap.unsubscribe("Jobs")
+            seen["lsub_after"] = imap.lsub()
+            seen["delete"] = imap.delete("Jobs")
+            seen["delete_missing"] = imap.delete("Jobs")
+            seen["delete_inbox"] = imap.delete("INBOX")
+            seen["status"] = imap.status("INBOX", "(MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN)")
+            seen["status_missing"] = imap.status("Nope", "(MESSAGES)")
+            seen["namespace"] = imap.namespace()
+            seen["enable"] = imap._simple_command("ENABLE", "CONDSTORE")
+            seen["enabled"] = imap.response("ENABLED")
+            seen["noop"] = imap.noop()
+            seen["select_missing"] = imap.select("Nope")
+            seen["state"] = imap.state
+            imap.logout()
+            return seen
+
+        seen = await in_thread(reactor, session)
+        inbox = server.inbox()
+        names = server.users.store("alice").list_mailboxes()
+    assert seen["create"] == ("OK", [b"CREATE completed"])
+    assert seen["create_again"] == ("NO", [b"[ALREADYEXISTS] mailbox exists"])
+    assert seen["create_trailing"][0] == "OK"
+    assert seen["list"] == (
+        "OK",
+        [
+            b'(\\HasChildren) "." "Archive"',
+            b'(\\HasNoChildren) "." "Archive.2024"',
+            b'(\\HasNoChildren) "." "INBOX"',
+            b'(\\HasNoChildren) "." "Work"',
+        ],
+    )
+    assert seen["list_top"][1] == [
+        b'(\\HasChildren) "." "Archive"',
+        b'(\\HasNoChildren) "." "INBOX"',
+        b'(\\HasNoChildren) "." "Work"',
+    ]
+    assert seen["list_inbox_any_case"][1] == [b'(\\HasNoChildren) "." "INBOX"']
+    assert seen["list_root"][1] == [b'(\\Noselect) "." ""']
+    assert seen["rename"][0] == "OK"
+    assert seen["rename_missing"] == ("NO", [b"[NONEXISTENT] no such mailbox"])
+    assert seen["subscribe"][0] == "OK"
+    assert seen["lsub"] == ("OK", [b'(\\HasNoChildren) "." "Jobs"'])
+    assert seen["unsubscribe"][0] == "OK"
+    assert seen["lsub_after"] == ("OK", [None])
+    assert seen["delete"][0] == "OK"
+    assert seen["delete_missing"][0] == "NO"
+    assert seen["delete_inbox"][0] == "NO"
+    assert names == ["Archive", "Archive.2024", "INBOX"]
+    assert seen["status"] == (
+        "OK",
+        [
+            b'"INBOX" (MESSAGES 2 RECENT 2 UIDNEXT %d UIDVALIDITY %d UNSEEN 2)'
+            % (inbox.uidnext, inbox.uidvalidity)
+        ],
+    )
+    assert seen["status_missing"][0] == "NO"
+    assert seen["namespace"] == ("OK", [b'(("" ".")) NIL NIL'])
+    assert seen["enable"][0] == "OK"
+    assert seen["noop"][0] == "OK"
+    assert seen["select_missing"][0] == "NO"
+    assert seen["state"] == "AUTH"
+
+
+@BOTH_LOOPS
+async def test_imaplib_changes_messages(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+        inbox = server.inbox()
+        uid1, uid2 = (m.uid for m in inbox.messages())
+
+        def session() -> dict[str, Any]:
+            imap = client(server)
+            imap.login("alice", "s3cret")
+            seen: dict[str, Any] = {}
+            imap.create("Kept")
+            seen["append"] = imap.append(
+                "INBOX",
+                "(\\Flagged)",
+                imaplib.Time2Internaldate(1_700_000_000),
+                b"Subject: 3\r\n\r\nthree\r\n",
+            )
+            seen["append_missing"] = imap.append("Nope", None, None, b"x\r\n")
+            seen["select"] = imap.select("INBOX")
+            seen["search"] = imap.search(None, "FLAGGED")
+            seen["search_text"] = imap.search(None, "BODY", "hello")
+            seen["uid_search"] = imap.uid("SEARCH", "SUBJECT", "one")
+            seen["search_charset"] = imap.search("KOI8-R", "ALL")
+            seen["store"] = imap.store("1", "+FLAGS", "(\\Deleted)")
+            seen["store_silent"] = imap.store("2", "+FLAGS.SILENT", "(\\Answered)")
+            seen["uid_store"] = imap.uid("STORE", str(uid2), "FLAGS", "(\\Seen kw)")
+            seen["store_bad"] = refused(lambda: imap.store("2", "+FLAGS", "(\\Bogus)"))
+            seen["copy"] = imap.copy("2", "Kept")
+            seen["copy_missing"] = imap.copy("2", "Nope")
+            seen["check"] = imap.check()
+            seen["expunge"] = imap.expunge()
+            seen["exists_after"] = imap.fetch("1:*", "(UID)")
+            seen["move"] = imap._simple_command("MOVE", "1", "Kept")
+            seen["move_untagged"] = imap.untagged_responses.pop("OK", None)
+            seen["after_move"] = imap.fetch("1:*", "(UID)")
+            imap.store("1", "+FLAGS", "(\\Deleted)")
+            seen["uid_expunge"] = imap.uid("EXPUNGE", "1:*")
+            seen["unselect"] = imap._simple_command("UNSELECT")
+            seen["examine"] = imap.select("Kept", readonly=True)
+            seen["store_read_only"] = imap.store("1", "+FLAGS", "(\\Deleted)")
+            seen["fetch_read_only"] = imap.fetch("1", "(BODY[TEXT])")
+            seen["close"] = imap.close()
+            seen["state"] = imap.state
+            imap.logout()
+            return seen
+
+        seen = await in_thread(reactor, session)
+        kept = server.users.store("alice").mailbox("Kept")
+        kept_messages = kept.messages()
+        inbox_messages = inbox.messages()
+    assert seen["append"][0] == "OK"
+    assert seen["append"][1][0].startswith(b"[APPENDUID %d " % inbox.uidvalidity)
+    assert seen["append_missing"][0] == "NO"
+    assert b"TRYCREATE" in seen["append_missing"][1][0]
+    assert seen["select"] == ("OK", [b"3"])
+    assert seen["search"] == ("OK", [b"3"])
+    assert seen["search_text"] == ("OK", [b"2"])
+    assert seen["uid_search"] == ("OK", [str(uid1).encode()])
+    assert seen["search_charset"][0] == "NO"
+    assert seen["store"] == ("OK", [b"1 (FLAGS (\\Deleted \\Recent))"])
+    assert seen["store_silent"] == ("OK", [None])
+    assert seen["uid_store"] == ("OK", [b"2 (FLAGS (\\Recent \\Seen kw) UID %d)" % uid2])
+    assert "not a settable system flag" in seen["store_bad"]
+    assert seen["copy"][0] == "OK"
+    assert seen["copy"][1][0].startswith(b"[COPYUID %d %d " % (kept.uidvalidity, uid2))
+    assert seen["copy_missing"][0] == "NO"
+    assert seen["check"][0] == "OK"
+    assert seen["expunge"] == ("OK", [b"1"])
+    # The APPENDed message is now 2, the kept one 1.
+    assert seen["exists_after"][1] == [b"1 (UID %d)" % uid2, b"2 (UID %d)" % (uid2 + 1)]
+    assert seen["move"][0] == "OK"
+    assert seen["move_untagged"] is not None
+    assert seen["move_untagged"][0].startswith(b"[COPYUID %d %d " % (kept.uidvalidity, uid2))
+    assert seen["after_move"][1] == [b"1 (UID %d)" % (uid2 + 1)]
+    assert seen["uid_expunge"][0] == "OK"  # imaplib returns FETCH data for UID commands
+    assert seen["unselect"][0] == "OK"
+    assert seen["examine"] == ("OK", [b"2"])
+    assert seen["store_read_only"][0] == "NO"
+    assert seen["fetch_read_only"][0] == "OK"
+    assert seen["close"][0] == "OK"
+    assert seen["state"] == "AUTH"
+    # EXPUNGE, MOVE and UID EXPUNGE emptied it.
+    assert list(inbox_messages) == []
+    assert [m.flags for m in kept_messages] == [
+        frozenset({"\\Seen", "kw"}),
+        frozenset({"\\Seen", "kw"}),
+    ]

@@ -934,23 +934,19 @@ class IMAP4Server(BaseProtocol):
                 append.mailbox = self._mailbox(event.mailbox)
             except _RefusedError as refused:
                 append.refusal = refused
-        if event.synchronizing:
-            if append.refusal is not None:
-                self.transport.write(
-                    tagged(
-                        event.tag,
-                        append.refusal.condition,
-                        append.refusal.text,
-                        append.refusal.code,
-                    )
-                )
-                self._events.extend(self.parser.refuse_literal())
-                return
-            self.transport.write(continuation())
-            self._append = append
-            self._events.extend(self.parser.resume())
+        if event.synchronizing and append.refusal is not None:
+            # RFC 3501 section 7.5: the refusal instead of "+"; the client
+            # sends no message. The parser's ContinuationNeeded is answered here.
+            refusal = append.refusal
+            self.transport.write(tagged(event.tag, refusal.condition, refusal.text, refusal.code))
+            if self._events and isinstance(self._events[0], ContinuationNeeded):
+                self._events.popleft()
+            self._events.extend(self.parser.refuse_literal())
+            if refusal.condition == "BAD":
+                self._count_error()
             return
-        # LITERAL+: the message comes whatever; it is dropped if refused.
+        # A LITERAL+ message comes whatever we say; it is dropped if refused.
+        # A synchronising one comes after the "+" the ContinuationNeeded sends.
         self._append = append
 
     async def _execute_append(self, append: _Append) -> None:
