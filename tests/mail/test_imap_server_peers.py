@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -356,3 +357,191 @@ async def test_imaplib_changes_messages(reactor: Reactor, loop: str) -> None:
         frozenset({"\\Seen", "kw"}),
         frozenset({"\\Seen", "kw"}),
     ]
+
+
+class LineReader:
+    """A blocking client socket read line by line (for what imaplib cannot do)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buffer = b""
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(self.buffer)
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def until(self, prefix: bytes) -> list[bytes]:
+        """Read lines up to and including the one starting with ``prefix``."""
+        lines = [self.line()]
+        while not lines[-1].startswith(prefix):
+            lines.append(self.line())
+        return lines
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@BOTH_LOOPS
+async def test_idle_sees_another_sessions_append_store_and_expunge(
+    reactor: Reactor, loop: str
+) -> None:
+    async with serving(reactor) as server:
+
+        def sessions() -> dict[str, Any]:
+            watcher = LineReader(server.port)
+            seen: dict[str, Any] = {}
+            try:
+                watcher.until(b"* OK")
+                watcher.send(b"a1 LOGIN alice s3cret\r\na2 SELECT INBOX\r\na3 IDLE\r\n")
+                watcher.until(b"a2 OK")
+                seen["idling"] = watcher.line()
+                other = client(server)
+                other.login("alice", "s3cret")
+                other.append("INBOX", None, None, THIRD)
+                seen["after_append"] = watcher.until(b"* 3 RECENT")
+                other.select("INBOX")
+                other.store("1", "+FLAGS.SILENT", "(\\Deleted)")
+                seen["after_store"] = watcher.line()
+                other.expunge()
+                seen["after_expunge"] = watcher.line()
+                other.logout()
+                watcher.send(b"DONE\r\n")
+                seen["done"] = watcher.line()
+                watcher.send(b"a4 FETCH 1:* (UID)\r\na5 LOGOUT\r\n")
+                seen["fetch"] = watcher.until(b"a4 ")
+                seen["logout"] = watcher.until(b"a5 ")
+            finally:
+                watcher.close()
+            return seen
+
+        seen = await in_thread(reactor, sessions)
+        uids = [m.uid for m in server.inbox().messages()]
+    assert seen["idling"] == b"+ idling"
+    # The watcher claimed the new message's \Recent: the other session
+    # selected the mailbox after the watcher was told of it.
+    assert seen["after_append"] == [b"* 3 EXISTS", b"* 3 RECENT"]
+    assert seen["after_store"] == b"* 1 FETCH (FLAGS (\\Deleted \\Recent))"
+    assert seen["after_expunge"] == b"* 1 EXPUNGE"
+    assert seen["done"] == b"a3 OK IDLE terminated"
+    assert seen["fetch"] == [b"* %d FETCH (UID %d)" % (n, uid) for n, uid in enumerate(uids, 1)] + [
+        b"a4 OK FETCH completed"
+    ]
+    assert seen["logout"] == [b"* BYE logging out", b"a5 OK LOGOUT completed"]
+
+
+@BOTH_LOOPS
+async def test_imaplib_authenticate_mechanisms(reactor: Reactor, loop: str) -> None:
+    async with serving(reactor) as server:
+
+        def sessions() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            imap = client(server)
+            seen["plain"] = imap.authenticate("PLAIN", lambda _: b"\0alice\0s3cret")
+            imap.logout()
+            imap = client(server)
+            seen["cram"] = imap.login_cram_md5("alice", "s3cret")
+            imap.logout()
+            imap = client(server)
+            answers = iter([b"alice", b"s3cret"])
+            seen["login"] = imap.authenticate("LOGIN", lambda _: next(answers))
+            imap.logout()
+            imap = client(server)
+            seen["wrong"] = refused(
+                lambda: imap.authenticate("PLAIN", lambda _: b"\0alice\0wrong")
+            )
+            seen["unknown"] = refused(lambda: imap.authenticate("XOAUTH2", lambda _: b""))
+            seen["after"] = imap.login("alice", "s3cret")
+            imap.logout()
+            return seen
+
+        seen = await in_thread(reactor, sessions)
+    assert seen["plain"][0] == "OK"
+    assert seen["cram"][0] == "OK"
+    assert seen["login"][0] == "OK"
+    assert "AUTHENTICATIONFAILED" in seen["wrong"]
+    assert "not supported" in seen["unknown"]
+    assert seen["after"][0] == "OK"
+
+
+@BOTH_LOOPS
+async def test_imaplib_starttls_before_login(
+    reactor: Reactor,
+    loop: str,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    async with serving(reactor, tls=server_context, plaintext_without_tls=False) as server:
+
+        def session() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            imap = client(server)
+            seen["caps_before"] = imap.capabilities
+            seen["starttls"] = imap.starttls(client_context)
+            seen["caps_after"] = imap.capabilities
+            seen["login"] = imap.login("alice", "s3cret")
+            seen["select"] = imap.select("INBOX")
+            seen["cipher"] = imap.sock.cipher()
+            imap.logout()
+            return seen
+
+        seen = await in_thread(reactor, session)
+    assert {"STARTTLS", "LOGINDISABLED"} <= set(seen["caps_before"])
+    assert not any(cap.startswith("AUTH=PLAIN") for cap in seen["caps_before"])
+    assert seen["starttls"][0] == "OK"
+    assert "STARTTLS" not in seen["caps_after"]
+    assert "LOGINDISABLED" not in seen["caps_after"]
+    assert "AUTH=PLAIN" in seen["caps_after"]
+    assert seen["login"][0] == "OK"
+    assert seen["select"] == ("OK", [b"2"])
+    assert seen["cipher"] is not None
+
+
+@BOTH_LOOPS
+async def test_login_refused_before_tls_and_pipelined_bytes_after_starttls_dropped(
+    reactor: Reactor,
+    loop: str,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    async with serving(reactor, tls=server_context, plaintext_without_tls=False) as server:
+
+        def session() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            raw = LineReader(server.port)
+            try:
+                raw.until(b"* OK")
+                raw.send(b"a1 LOGIN alice s3cret\r\n")
+                seen["login"] = raw.line()
+                # A command pipelined after STARTTLS, in the clear: dropped.
+                raw.send(b"a2 STARTTLS\r\na3 LOGIN alice s3cret\r\n")
+                seen["starttls"] = raw.line()
+                tls = client_context.wrap_socket(raw.sock, server_hostname="localhost")
+                tls.sendall(b"a4 CAPABILITY\r\n")
+                data = b""
+                while b"a4 " not in data:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                seen["after"] = data
+                tls.sendall(b"a5 LOGOUT\r\n")
+                while tls.recv(65536):
+                    pass
+                tls.close()
+            finally:
+                raw.close()
+            return seen
+
+        seen = await in_thread(reactor, session)
+    assert seen["login"] == b"a1 NO [PRIVACYREQUIRED] LOGIN refused before STARTTLS"
+    assert seen["starttls"] == b"a2 OK begin TLS negotiation now"
+    assert b"a3" not in seen["after"]
+    assert seen["after"].endswith(b"a4 OK CAPABILITY completed\r\n")
