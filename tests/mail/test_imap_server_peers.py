@@ -11,8 +11,11 @@ import asyncio
 import imaplib
 import socket
 import ssl
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from torsion.defer import Deferred
 from torsion.internet import Reactor
 from torsion.mail import MailStore, MemoryUsers
 from torsion.mail.imap import IMAP4Factory, IMAP4Server
+from torsion.testing import require_peer
 
 pytestmark = pytest.mark.integration
 
@@ -546,3 +550,46 @@ async def test_login_refused_before_tls_and_pipelined_bytes_after_starttls_dropp
     assert seen["starttls"] == b"a2 OK begin TLS negotiation now"
     assert b"a3" not in seen["after"]
     assert seen["after"].endswith(b"a4 OK CAPABILITY completed\r\n")
+
+
+# -- curl -------------------------------------------------------------------------------
+
+
+def _curl(*args: str) -> bytes:
+    curl = require_peer("curl", package="curl")
+    done = subprocess.run(
+        [curl, "-sS", "--max-time", "10", *args], capture_output=True, check=True, timeout=20
+    )
+    return done.stdout
+
+
+@BOTH_LOOPS
+async def test_curl_fetches_lists_and_appends(reactor: Reactor, loop: str) -> None:
+    require_peer("curl", package="curl")
+    async with serving(reactor) as server:
+        base = f"imap://127.0.0.1:{server.port}"
+        user = ("-u", "alice:s3cret")
+        fetched = await in_thread(
+            reactor, lambda: _curl(f"{base}/INBOX", *user, "-X", "FETCH 1 BODY[]")
+        )
+        by_uid = await in_thread(reactor, lambda: _curl(f"{base}/INBOX/;UID=2", *user))
+        listing = await in_thread(reactor, lambda: _curl(f"{base}/", *user))
+        searched = await in_thread(reactor, lambda: _curl(f"{base}/INBOX?SUBJECT%20two", *user))
+        upload = Path(tempfile.mkdtemp()) / "message.eml"
+        try:
+            upload.write_bytes(THIRD)
+            await in_thread(reactor, lambda: _curl(f"{base}/INBOX", *user, "-T", str(upload)))
+        finally:
+            upload.unlink()
+            upload.parent.rmdir()
+        await server.all_closed()
+        inbox = server.inbox()
+        last = inbox.messages()[-1].uid
+        stored = await inbox.read(last)
+    # curl writes the untagged lines of a custom command, not the literal.
+    assert fetched == b"* 1 FETCH (BODY[] {%d}\r\n" % len(FIRST)
+    assert by_uid == SECOND
+    assert listing == b'* LIST (\\HasNoChildren) "." "INBOX"\r\n'
+    assert searched == b"* SEARCH 2\r\n"
+    assert len(inbox.messages()) == 3
+    assert stored == THIRD
