@@ -1,8 +1,9 @@
 """``torsion mail``: its options, and the server run as an operator runs it, spoken to by
-smtplib, swaks and poplib."""
+smtplib, swaks, poplib and imaplib."""
 
 from __future__ import annotations
 
+import imaplib
 import poplib
 import smtplib
 import ssl
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import trustme
-from _runner_helpers import DEADLINE, ENV, Torsion, run_torsion
+from _runner_helpers import DEADLINE, ENV, Torsion, run_torsion, wait_until
 
 from torsion.application._mail import MAIL, parse_user
 from torsion.application._plugins import option_values
@@ -87,11 +88,10 @@ def loop(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def ports(torsion: Torsion) -> tuple[int, int]:
-    """The SMTP and POP3 ports, from the lines announcing them."""
-    smtp = torsion.wait_for(r"SMTP server .* listening on 127\.0\.0\.1:(\d+)")
-    pop3 = torsion.wait_for(r"POP3 server .* listening on 127\.0\.0\.1:(\d+)")
-    return int(smtp.group(1)), int(pop3.group(1))
+def ports(torsion: Torsion, *servers: str) -> list[int]:
+    """The ports of ``servers`` (in the order they start), from the lines announcing them."""
+    pattern = r"{} server .* listening on 127\.0\.0\.1:(\d+)"
+    return [int(torsion.wait_for(pattern.format(server)).group(1)) for server in servers]
 
 
 def pop3_messages(port: int, user: str, password: str) -> list[bytes]:
@@ -107,7 +107,7 @@ def pop3_messages(port: int, user: str, password: str) -> list[bytes]:
     return messages
 
 
-def test_smtp_in_pop3_out(loop: str, tmp_path: Path) -> None:
+def test_smtp_in_pop3_and_imap_out(loop: str, tmp_path: Path) -> None:
     args = [
         "mail",
         "--maildir", str(tmp_path / "mail"),
@@ -116,14 +116,26 @@ def test_smtp_in_pop3_out(loop: str, tmp_path: Path) -> None:
         "--user", "bob:hunter2",
         "--smtp", LOCAL,
         "--pop3", LOCAL,
+        "--imap", LOCAL,
         "--allow-plaintext-auth",
         "--reactor", loop,
     ]  # fmt: skip
     with Torsion(*args, env=ENV) as torsion:
-        smtp_port, pop3_port = ports(torsion)
+        smtp_port, pop3_port, imap_port = ports(torsion, "SMTP", "POP3", "IMAP")
+        imap = imaplib.IMAP4("127.0.0.1", imap_port, timeout=DEADLINE)
+        imap.login("alice", "secret")
+        assert imap.select("INBOX") == ("OK", [b"0"])
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
             refused = client.sendmail("bob@example.test", ["alice@example.test"], MESSAGE)
             assert refused == {}
+        # The session that was open when the mail came is told of it.
+        imap.noop()
+        assert imap.response("EXISTS")[1][-1] == b"1"
+        status, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert status == "OK"
+        assert b"Subject: hello" in data[0][1]
+        imap.logout()
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
             client.ehlo()
             client.mail("bob@example.test")
             code, text = client.rcpt("carol@example.test")
@@ -161,7 +173,7 @@ def test_swaks_and_a_relay_only_after_login(loop: str, tmp_path: Path) -> None:
         "--reactor", loop,
     ]  # fmt: skip
     with Torsion(*args, env=ENV) as torsion:
-        smtp_port, pop3_port = ports(torsion)
+        smtp_port, pop3_port = ports(torsion, "SMTP", "POP3")
         server = ["--server", f"127.0.0.1:{smtp_port}", "--timeout", "10"]
         sent = subprocess.run(
             [swaks, *server, "--from", "x@far.test", "--to", "alice@example.test"],
@@ -187,7 +199,19 @@ def test_swaks_and_a_relay_only_after_login(loop: str, tmp_path: Path) -> None:
             client.login("alice", "secret")
             refused = client.sendmail("alice@example.test", ["x@elsewhere.test"], MESSAGE)
             assert refused == {}
-        assert queue.is_dir()
+
+        # The queue has it on disk, or (where DNS says the domain does not
+        # exist) has already bounced it to alice, a local sender.
+        def handled() -> str | None:
+            if list(queue.glob("*.json")):
+                return "queued"
+            stored = [p for p in (tmp_path / "mail" / "alice").glob("*/*") if p.is_file()]
+            return "bounced" if len(stored) == 2 else None
+
+        if wait_until(handled, "the relayed message in the queue or bounced") == "bounced":
+            bounce = pop3_messages(pop3_port, "alice", "secret")[1]
+            assert b"x@elsewhere.test" in bounce
+            assert b"multipart/report" in bounce
         assert torsion.stop() == 0
     assert "Traceback" not in "\n".join(torsion.seen)
 
@@ -210,7 +234,7 @@ def test_starttls_and_stls(tmp_path: Path) -> None:
         "--certificate", str(pem),
     ]  # fmt: skip
     with Torsion(*args, env=ENV) as torsion:
-        smtp_port, pop3_port = ports(torsion)
+        smtp_port, pop3_port = ports(torsion, "SMTP", "POP3")
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
             client.ehlo()
             # Passwords only after TLS.
@@ -251,7 +275,7 @@ def test_mktap_then_run_the_file(tmp_path: Path) -> None:
     assert 'plugin = "mail"' in text
     assert "example.test" in text
     with Torsion("-f", str(deployment), env=ENV) as torsion:
-        smtp_port, pop3_port = ports(torsion)
+        smtp_port, pop3_port = ports(torsion, "SMTP", "POP3")
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
             client.sendmail("bob@far.test", ["alice@example.test"], MESSAGE)
         [message] = pop3_messages(pop3_port, "alice", "secret")

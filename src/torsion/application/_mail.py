@@ -1,12 +1,13 @@
-"""``torsion mail``: a small mail server, SMTP in and POP3 out, over users' Maildirs.
+"""``torsion mail``: a small mail server, SMTP in, POP3 and IMAP out, over users' Maildirs.
 
 ``--maildir DIR`` holds one Maildir per user (``DIR/alice``), made on
 first use. ``--domain NAME`` (repeatable) names the local domains:
 SMTP takes mail for their users and stores it in the user's INBOX before
-it answers 250, and POP3 sessions of that user see it at once. An
-unknown user of a local domain gets ``550 5.1.1`` at RCPT; a recipient
-elsewhere gets ``550 5.7.1`` unless ``--relay`` is given and the client
-logged in (AUTH), in which case the message goes to a queue on disk
+it answers 250, and POP3 and IMAP sessions of that user see it at once
+(an IMAP session in IDLE is told of it). An unknown user of a local
+domain gets ``550 5.1.1`` at RCPT; a recipient elsewhere gets ``550
+5.7.1`` unless ``--relay`` is given and the client logged in (AUTH), in
+which case the message goes to a queue on disk
 (``--queue DIR``, by default ``DIR/.queue``) and on to the recipient's
 mail exchangers (MX records, retried with backoff, bounced when it fails).
 
@@ -16,12 +17,13 @@ Users and their passwords: ``--user USER:PASSWORD`` (repeatable) and
 than ``memory:`` is given, any user with a Maildir under ``--maildir`` is
 a local user; otherwise exactly the users named are.
 
-What it serves (at least one): ``--smtp ENDPOINT`` and ``--pop3 ENDPOINT``
-(repeatable; any server endpoint string, ``tls:`` for implicit TLS as on
-ports 465 and 995). ``--certificate FILE`` (with ``--private-key FILE``
-when the key is not in it) offers STARTTLS (RFC 3207) and STLS (RFC 2595)
-on the plain ones. Passwords are taken only over TLS unless
-``--allow-plaintext-auth`` is given (for tests and local use).
+What it serves (at least one): ``--smtp ENDPOINT``, ``--pop3 ENDPOINT``
+and ``--imap ENDPOINT`` (repeatable; any server endpoint string, ``tls:``
+for implicit TLS as on ports 465, 995 and 993). ``--certificate FILE``
+(with ``--private-key FILE`` when the key is not in it) offers STARTTLS
+(RFC 3207, RFC 3501 section 6.2.1) and STLS (RFC 2595) on the plain
+ones. Passwords are taken only over TLS unless ``--allow-plaintext-auth``
+is given (for tests and local use).
 ``--max-message-size`` bounds a message (SMTP's SIZE, enforced), and
 ``--fsync`` makes each delivery durable on disk before its 250.
 """
@@ -124,6 +126,18 @@ def _pop3_hint(secure: bool) -> Callable[[Address], str | None]:
     return hint
 
 
+def _imap_hint(secure: bool) -> Callable[[Address], str | None]:
+    def hint(address: Address) -> str | None:
+        host = _host(address)
+        if host is None or not isinstance(address, IPv4Address | IPv6Address):
+            return None
+        shown = f"[{host}]" if ":" in host else host
+        scheme = "imaps" if secure else "imap"
+        return f"curl -k -u USER '{scheme}://{shown}:{address.port}/INBOX?ALL'"
+
+    return hint
+
+
 class _MakeMaildirs(BaseService):
     """Makes the named users' Maildirs at start, when the stores take any user with one."""
 
@@ -191,8 +205,11 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
 
     smtp_listens: list[str] = options["smtp"]
     pop3_listens: list[str] = options["pop3"]
-    if not smtp_listens and not pop3_listens:
-        raise ValueError("give something to serve: --smtp ENDPOINT and/or --pop3 ENDPOINT")
+    imap_listens: list[str] = options["imap"]
+    if not smtp_listens and not pop3_listens and not imap_listens:
+        raise ValueError(
+            "give something to serve: --smtp ENDPOINT, --pop3 ENDPOINT and/or --imap ENDPOINT"
+        )
     domains: list[str] = options["domain"]
     if not domains:
         raise ValueError("give the local domains: --domain NAME (repeatable)")
@@ -279,12 +296,28 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
                 description=f"POP3 server for the Maildirs in {root}",
                 hint=_pop3_hint(text.startswith(("tls:", "ssl:"))),
             )
+    if imap_listens:
+        from torsion.mail.imap import IMAP4Factory
+
+        imap = IMAP4Factory(
+            portal, clock=reactor, hostname=hostname, tls=tls, plaintext_without_tls=plaintext
+        )
+        for text in imap_listens:
+            serve(
+                app,
+                reactor,
+                [text],
+                imap,
+                options,
+                description=f"IMAP server for the Maildirs in {root}",
+                hint=_imap_hint(text.startswith(("tls:", "ssl:"))),
+            )
     return app
 
 
 MAIL = Plugin(
     name="mail",
-    description="a mail server: SMTP in, POP3 out, users' Maildirs in between",
+    description="a mail server: SMTP in, POP3 and IMAP out, users' Maildirs in between",
     options=(
         Option(
             "maildir",
@@ -324,6 +357,13 @@ MAIL = Plugin(
         Option(
             "pop3",
             "serve POP3 here: an endpoint string such as tcp:110 or tls:995:privateKey=key.pem",
+            repeatable=True,
+            metavar="ENDPOINT",
+        ),
+        Option(
+            "imap",
+            "serve IMAP4rev1 here: an endpoint string such as tcp:143 or "
+            "tls:993:privateKey=key.pem",
             repeatable=True,
             metavar="ENDPOINT",
         ),
