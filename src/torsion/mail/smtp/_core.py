@@ -190,11 +190,13 @@ class SMTPServerConnection:
     # -- what the glue tells ----------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Take bytes from the client (any split) and handle what they complete."""
-        if self.state in (State.CLOSED, State.TLS) or self.closing:
-            # After QUIT, and between STARTTLS and the handshake: bytes sent
-            # after STARTTLS in clear text are an injection (CVE-2011-0411),
-            # never commands of the TLS session.
+        """Take bytes from the client (any split) and handle what they complete.
+
+        After ``StartTLSRequested``, pass only bytes that came through TLS:
+        they are held until ``tls_started``. (Bytes that arrived with the
+        STARTTLS command, in clear text, were already dropped.)
+        """
+        if self.state is State.CLOSED or self.closing:
             return
         self._buffer += data
         self._process()
@@ -272,7 +274,7 @@ class SMTPServerConnection:
         self.esmtp = False
         self.authenticated_as = None
         self._reset_transaction()
-        self._buffer = b""
+        self._process()
 
     def timed_out(self) -> None:
         """The client took longer than ``timeout``: say 421 and close."""

@@ -287,12 +287,20 @@ class SMTPServer(BaseProtocol):
     def _start_tls(self) -> None:
         context = self.factory.tls_context
         assert context is not None  # STARTTLS is offered only with a context
+        # No more clear text is read: what came with STARTTLS was dropped by
+        # the core, and what comes from now on must come through TLS (RFC
+        # 3207 section 4.2, CVE-2011-0411). Decrypted commands can arrive
+        # before the handshake's Deferred fires; the core holds them.
+        self.transport.pause_reading()
+        self._reading_paused = True
         d = self.start_tls(context, server_side=True)
         self._waiting = d
 
         def done(_: object) -> None:
             self._waiting = None
             if not self._gone:
+                # The TLS transport is a new one, and reading.
+                self._reading_paused = False
                 self.core.tls_started()
                 self._pump()
 
