@@ -1087,6 +1087,7 @@ class IMAP4Server(BaseProtocol):
             flag_item: FetchItem | None = FetchItem(name="FLAGS")
         else:
             flag_item = None
+        missing = False
         for message_uid in self._targets(selected, numbers, uid):
             number = selected.sequence(message_uid)
             if number is None:
@@ -1095,7 +1096,9 @@ class IMAP4Server(BaseProtocol):
                 info = selected.mailbox.message(message_uid)
                 data = await selected.mailbox.read(message_uid) if content else None
             except NoSuchMessageError:
-                continue  # expunged by another session, not yet told
+                # Expunged by another session, not yet told (RFC 5530).
+                missing = True
+                continue
             if self._gone:
                 return "OK", "gone", None
             wanted = items
@@ -1116,6 +1119,9 @@ class IMAP4Server(BaseProtocol):
             )
             self.transport.write(fetch_response(number, render_fetch(wanted, message)))
             await self.drained()
+        if missing:
+            expunged = ResponseCode("EXPUNGEISSUED")
+            return "NO", "some messages were expunged", expunged
         return "OK", f"{command.name} completed", None
 
     async def _cmd_store(self, command: Command) -> Reply:

@@ -1,0 +1,329 @@
+"""The IMAP server protocol on fakes: StringTransport, a fake Clock and a memory store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from torsion.cred import InMemoryChecker, LoginLimiter, Portal
+from torsion.defer import Deferred
+from torsion.mail import FlagMode, MailStore, MailUsers, MemoryUsers
+from torsion.mail.imap import IMAP4Factory, IMAP4Limits, IMAP4Server, ParserLimits
+from torsion.testing import Clock, StringTransport
+
+FIRST = b"Subject: one\r\n\r\nhello\r\n"
+SECOND = b"Subject: two\r\n\r\nbye\r\n"
+THIRD = b"Subject: three\r\n\r\nagain\r\n"
+
+
+class Realm:
+    def __init__(self, users: MailUsers) -> None:
+        self.users = users
+        self.logged_out: list[str] = []
+
+    def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
+        assert interfaces == (MailStore,)
+        return MailStore, self.users.store(avatar_id), lambda: self.logged_out.append(avatar_id)
+
+
+def setup(**kwargs: Any) -> tuple[IMAP4Factory, Realm, Clock, MemoryUsers]:
+    clock = Clock()
+    users = MemoryUsers(["alice"])
+    users.deliver("alice", FIRST)
+    users.deliver("alice", SECOND)
+    realm = Realm(users)
+    portal = Portal(
+        realm,
+        [InMemoryChecker({"alice": "pw"})],
+        clock=clock,
+        limiter=LoginLimiter(clock, base_delay=0),
+    )
+    kwargs.setdefault("plaintext_without_tls", True)
+    factory = IMAP4Factory(portal, clock=clock, hostname="imap.test", **kwargs)
+    return factory, realm, clock, users
+
+
+def connect(factory: IMAP4Factory) -> tuple[IMAP4Server, StringTransport]:
+    transport = StringTransport()
+    protocol = factory(transport.peer)
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    assert transport.value().startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+    transport.clear()
+    return protocol, transport
+
+
+def say(protocol: IMAP4Server, transport: StringTransport, data: bytes) -> list[bytes]:
+    protocol.data_received(data)
+    out = transport.value()
+    transport.clear()
+    return out.split(b"\r\n")[:-1]
+
+
+def selected(factory: IMAP4Factory) -> tuple[IMAP4Server, StringTransport]:
+    protocol, transport = connect(factory)
+    lines = say(protocol, transport, b"a LOGIN alice pw\r\nb SELECT INBOX\r\n")
+    assert lines[-1] == b"b OK [READ-WRITE] SELECT completed"
+    return protocol, transport
+
+
+def test_greeting_without_tls_refuses_plaintext() -> None:
+    factory, _, _, _ = setup(plaintext_without_tls=False)
+    transport = StringTransport()
+    protocol = factory(transport.peer)
+    protocol.connection_made(transport)
+    greeting = transport.value()
+    assert b"LOGINDISABLED" in greeting
+    assert b"AUTH=PLAIN" not in greeting
+    assert b"AUTH=CRAM-MD5" in greeting
+    transport.clear()
+    assert say(
+        protocol, transport, b"a LOGIN alice pw\r\nb AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n"
+    ) == [
+        b"a NO [PRIVACYREQUIRED] LOGIN refused before STARTTLS",
+        b"b NO [PRIVACYREQUIRED] plaintext mechanisms refused before STARTTLS",
+    ]
+    assert say(protocol, transport, b"c STARTTLS\r\n") == [b"c BAD STARTTLS not available"]
+    protocol.connection_lost(None)
+
+
+def test_commands_refused_in_the_wrong_state() -> None:
+    factory, _, _, _ = setup()
+    protocol, transport = connect(factory)
+    assert say(protocol, transport, b"a SELECT INBOX\r\nb FETCH 1 FLAGS\r\nc NOOP\r\n") == [
+        b"a BAD SELECT not allowed not authenticated",
+        b"b BAD FETCH not allowed not authenticated",
+        b"c OK NOOP completed",
+    ]
+    say(protocol, transport, b"d LOGIN alice pw\r\n")
+    assert say(protocol, transport, b"e FETCH 1 FLAGS\r\nf LOGIN alice pw\r\n") == [
+        b"e BAD FETCH not allowed authenticated",
+        b"f BAD LOGIN not allowed authenticated",
+    ]
+    protocol.connection_lost(None)
+
+
+def test_pipelined_commands_answered_in_order() -> None:
+    factory, _, _, _ = setup()
+    protocol, transport = connect(factory)
+    lines = say(
+        protocol,
+        transport,
+        b"a LOGIN alice pw\r\nb SELECT INBOX\r\nc FETCH 1:* (UID RFC822.SIZE)\r\nd LOGOUT\r\n",
+    )
+    tags = [line.split(b" ")[0] for line in lines if not line.startswith(b"*")]
+    assert tags == [b"a", b"b", b"c", b"d"]
+    assert b"* 1 FETCH (UID 1 RFC822.SIZE %d)" % len(FIRST) in lines
+    assert lines[-2:] == [b"* BYE logging out", b"d OK LOGOUT completed"]
+    assert transport.closed
+    protocol.connection_lost(None)
+
+
+def test_expunge_waits_until_the_protocol_allows_it() -> None:
+    factory, _, _, users = setup()
+    protocol, transport = selected(factory)
+    inbox = users.store("alice").mailbox("INBOX")
+    # Another session deletes the first message.
+    inbox.set_flags([1], ["\\Deleted"], FlagMode.ADD)
+    inbox.expunge([1])
+    # RFC 3501 section 7.4.1: no EXPUNGE during FETCH, STORE or SEARCH.
+    assert say(protocol, transport, b"c FETCH 1:* (UID)\r\n") == [
+        b"* 2 FETCH (UID 2)",
+        b"c NO [EXPUNGEISSUED] some messages were expunged",
+    ]
+    assert say(protocol, transport, b"d SEARCH ALL\r\n") == [
+        b"* SEARCH 2",
+        b"d OK SEARCH completed",
+    ]
+    assert say(protocol, transport, b"e STORE 2 +FLAGS.SILENT (\\Seen)\r\n") == [
+        b"e OK STORE completed"
+    ]
+    # UID commands and NOOP may tell it; numbers move down from then on.
+    assert say(protocol, transport, b"f NOOP\r\n") == [b"* 1 EXPUNGE", b"f OK NOOP completed"]
+    assert say(protocol, transport, b"g FETCH 1 (UID FLAGS)\r\n") == [
+        b"* 1 FETCH (UID 2 FLAGS (\\Recent \\Seen))",
+        b"g OK FETCH completed",
+    ]
+    protocol.connection_lost(None)
+
+
+def test_new_messages_told_after_any_command_and_recent_claimed_once() -> None:
+    factory, _, _, users = setup()
+    first, first_transport = selected(factory)
+    second, second_transport = selected(factory)
+    users.deliver("alice", THIRD)
+    assert say(first, first_transport, b"c NOOP\r\n") == [
+        b"* 3 EXISTS",
+        b"* 3 RECENT",
+        b"c OK NOOP completed",
+    ]
+    # The first session claimed it; the second sees it without \Recent.
+    assert say(second, second_transport, b"c NOOP\r\nd FETCH 3 FLAGS\r\n") == [
+        b"* 3 EXISTS",
+        b"* 0 RECENT",
+        b"c OK NOOP completed",
+        b"* 3 FETCH (FLAGS ())",
+        b"d OK FETCH completed",
+    ]
+    first.connection_lost(None)
+    second.connection_lost(None)
+
+
+def test_idle_reports_changes_at_once_and_ends_with_done() -> None:
+    factory, _, _, users = setup()
+    protocol, transport = selected(factory)
+    assert say(protocol, transport, b"c IDLE\r\n") == [b"+ idling"]
+    assert transport.is_reading()
+    users.deliver("alice", THIRD)
+    assert transport.value() == b"* 3 EXISTS\r\n* 3 RECENT\r\n"
+    transport.clear()
+    users.store("alice").mailbox("INBOX").set_flags([2], ["\\Flagged"], FlagMode.ADD)
+    assert transport.value() == b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+    transport.clear()
+    assert say(protocol, transport, b"DONE\r\nd NOOP\r\n") == [
+        b"c OK IDLE terminated",
+        b"d OK NOOP completed",
+    ]
+    assert say(protocol, transport, b"e IDLE\r\n") == [b"+ idling"]
+    assert say(protocol, transport, b"nope\r\n") == [b"e BAD expected DONE"]
+    protocol.connection_lost(None)
+
+
+def test_connection_lost_stops_listening_and_logs_out() -> None:
+    factory, realm, _, users = setup()
+    protocol, transport = selected(factory)
+    protocol.connection_lost(None)
+    assert realm.logged_out == ["alice"]
+    users.deliver("alice", THIRD)
+    assert transport.value() == b""
+
+
+def test_login_timeout_then_idle_timeout_after_login() -> None:
+    factory, _, clock, _ = setup()
+    protocol, transport = connect(factory)
+    clock.advance(59)
+    assert not transport.is_closing()
+    clock.advance(1)
+    assert transport.value() == b"* BYE autologout; idle for too long\r\n"
+    assert transport.closed
+    protocol.connection_lost(None)
+
+    protocol, transport = connect(factory)
+    say(protocol, transport, b"a LOGIN alice pw\r\n")
+    clock.advance(29 * 60)
+    assert not transport.is_closing()
+    say(protocol, transport, b"b NOOP\r\n")
+    clock.advance(29 * 60)
+    assert not transport.is_closing()
+    clock.advance(60)
+    assert transport.closed
+    assert transport.value() == b"* BYE autologout; idle for too long\r\n"
+    protocol.connection_lost(None)
+    assert clock.get_delayed_calls() == []
+
+
+def test_failed_logins_close_the_connection() -> None:
+    factory, _, _, _ = setup(limits=IMAP4Limits(max_failed_logins=2))
+    protocol, transport = connect(factory)
+    assert say(protocol, transport, b"a LOGIN alice no\r\n") == [
+        b"a NO [AUTHENTICATIONFAILED] authentication failed"
+    ]
+    assert say(protocol, transport, b"b LOGIN alice no\r\nc LOGIN alice pw\r\n") == [
+        b"* BYE too many failed logins",
+        b"b NO [AUTHENTICATIONFAILED] authentication failed",
+    ]
+    assert transport.closed
+    protocol.connection_lost(None)
+
+
+def test_errors_and_commands_are_bounded() -> None:
+    factory, _, _, _ = setup(limits=IMAP4Limits(max_errors=2, max_commands=3))
+    protocol, transport = connect(factory)
+    assert say(protocol, transport, b"a BOGUS\r\n\r\nb NOOP\r\n") == [
+        b"a BAD unknown command BOGUS",
+        b"* BAD missing or bad tag",
+        b"* BYE too many errors",
+    ]
+    assert transport.closed
+    protocol.connection_lost(None)
+    protocol, transport = connect(factory)
+    lines = say(protocol, transport, b"a NOOP\r\nb NOOP\r\nc NOOP\r\nd NOOP\r\n")
+    assert lines == [
+        b"a OK NOOP completed",
+        b"b OK NOOP completed",
+        b"c OK NOOP completed",
+        b"* BYE too many commands in one session",
+    ]
+    protocol.connection_lost(None)
+
+
+def test_append_literal_plus_to_a_missing_mailbox_is_dropped() -> None:
+    factory, _, _, users = setup()
+    protocol, transport = connect(factory)
+    say(protocol, transport, b"a LOGIN alice pw\r\n")
+    assert say(protocol, transport, b"b APPEND Nope {5+}\r\nhello\r\n") == [
+        b"b NO [TRYCREATE] no mailbox 'Nope'"
+    ]
+    assert say(protocol, transport, b"c APPEND INBOX (\\Seen) {5}\r\n") == [b"+ Ready"]
+    assert say(protocol, transport, b"hello\r\n") == [
+        b"c OK [APPENDUID 1 3] APPEND completed".replace(
+            b" 1 ", b" %d " % users.store("alice").mailbox("INBOX").uidvalidity
+        )
+    ]
+    inbox = users.store("alice").mailbox("INBOX")
+    assert [m.flags for m in inbox.messages()][-1] == frozenset({"\\Seen"})
+    protocol.connection_lost(None)
+
+
+def test_oversized_non_synchronising_literal_closes() -> None:
+    factory, _, _, _ = setup(limits=IMAP4Limits(parser=ParserLimits(max_literal=10)))
+    protocol, transport = connect(factory)
+    assert say(protocol, transport, b"a LOGIN alice {100+}\r\n") == [b"* BYE literal too large"]
+    assert transport.closed
+    protocol.connection_lost(None)
+
+
+def test_reading_pauses_while_a_read_is_pending() -> None:
+    factory, _, _, users = setup()
+    protocol, transport = selected(factory)
+    inbox = users.store("alice").mailbox("INBOX")
+    pending: Deferred[bytes] = Deferred()
+    original = inbox.read
+    inbox.read = lambda uid: pending  # type: ignore[method-assign]
+    try:
+        assert say(protocol, transport, b"c FETCH 1 BODY.PEEK[]\r\nd NOOP\r\n") == []
+        assert not transport.is_reading()
+        pending.callback(FIRST)
+    finally:
+        inbox.read = original  # type: ignore[method-assign]
+    lines = transport.value().split(b"\r\n")
+    assert lines[0] == b"* 1 FETCH (BODY[] {%d}" % len(FIRST)
+    assert lines[-3:] == [b"c OK FETCH completed", b"d OK NOOP completed", b""]
+    assert transport.is_reading()
+    protocol.connection_lost(None)
+
+
+def test_lost_connection_cancels_a_pending_read() -> None:
+    factory, _, _, users = setup()
+    protocol, transport = selected(factory)
+    inbox = users.store("alice").mailbox("INBOX")
+    pending: Deferred[bytes] = Deferred()
+    inbox.read = lambda uid: pending  # type: ignore[method-assign]
+    say(protocol, transport, b"c FETCH 1 BODY[]\r\n")
+    protocol.connection_lost(None)
+    assert pending.called
+    assert transport.value() == b""
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"login_timeout": 0}, "timeouts"),
+        ({"max_errors": 0}, "max_errors"),
+        ({"max_commands": 0}, "max_commands"),
+    ],
+)
+def test_limits_refuse_nonsense(limits: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        IMAP4Limits(**limits)
