@@ -216,7 +216,7 @@ def test_swaks_and_a_relay_only_after_login(loop: str, tmp_path: Path) -> None:
     assert "Traceback" not in "\n".join(torsion.seen)
 
 
-def test_starttls_and_stls(tmp_path: Path) -> None:
+def test_starttls_stls_and_implicit_tls(loop: str, tmp_path: Path) -> None:
     ca = trustme.CA()
     cert = ca.issue_cert("mail.example.test")
     pem = tmp_path / "server.pem"
@@ -231,10 +231,12 @@ def test_starttls_and_stls(tmp_path: Path) -> None:
         "--user", "alice:secret",
         "--smtp", LOCAL,
         "--pop3", LOCAL,
+        "--pop3", f"tls:0:interface=127.0.0.1:privateKey={pem}",
         "--certificate", str(pem),
+        "--reactor", loop,
     ]  # fmt: skip
     with Torsion(*args, env=ENV) as torsion:
-        smtp_port, pop3_port = ports(torsion, "SMTP", "POP3")
+        smtp_port, pop3_port, pop3s_port = ports(torsion, "SMTP", "POP3", "POP3")
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
             client.ehlo()
             # Passwords only after TLS.
@@ -253,6 +255,14 @@ def test_starttls_and_stls(tmp_path: Path) -> None:
             pop.quit()
         finally:
             pop.close()
+        pops = poplib.POP3_SSL("127.0.0.1", pop3s_port, context=context, timeout=DEADLINE)
+        try:
+            pops.user("alice")
+            pops.pass_("secret")
+            assert pops.stat()[0] == 1
+            pops.quit()
+        finally:
+            pops.close()
         assert torsion.stop() == 0
     assert "Traceback" not in "\n".join(torsion.seen)
 
