@@ -199,7 +199,22 @@ def test_a_resource_script_over_tls(env: dict[str, str], tmp_path: Path) -> None
         line = torsion.wait_for(r"listening on 127\.0\.0\.1:(\d+).*curl -k https://")
         url = f"https://127.0.0.1:{line.group(1)}/anything"
         assert curl("--cacert", str(ca_file), url) == "hello over https, reactor True"
+        # HTTP/2 by ALPN on tls: listeners; HTTP/1.1 for clients asking for it.
+        for option, version in (("--http2", "2"), ("--http1.1", "1.1")):
+            answer = curl("--cacert", str(ca_file), option, "-w", " %{http_version}", url)
+            assert answer == f"hello over https, reactor True {version}"
         assert torsion.stop() == 0
+
+
+def test_tls_listeners_offer_http2_unless_told_otherwise() -> None:
+    from torsion.application._web import _is_tls, _with_alpn
+
+    assert _is_tls("tls:443:certKey=c.pem")
+    assert _is_tls("haproxy:ssl:443")
+    assert not _is_tls("tcp:8080")
+    assert not _is_tls("unix:/run/web.sock")
+    assert _with_alpn("tls:443:certKey=c.pem") == "tls:443:certKey=c.pem:alpn=h2,http/1.1"
+    assert _with_alpn("tls:443:alpn=http/1.1") == "tls:443:alpn=http/1.1"
 
 
 def test_nothing_to_serve_is_a_usage_error(env: dict[str, str]) -> None:

@@ -75,21 +75,19 @@ class Client:
 
     @property
     def server(self) -> H2Channel:
-        protocol = self.conn.transport.get_protocol()
-        assert isinstance(protocol, H2Channel)
-        return protocol
+        channel = self.conn.protocol
+        assert isinstance(channel, HTTPChannel)
+        assert isinstance(channel.switched_to, H2Channel)
+        return channel.switched_to
 
     def send(self, raw: bytes = b"") -> None:
-        data = raw or self.h2.data_to_send()
-        protocol = self.conn.transport.get_protocol()
-        assert isinstance(protocol, HTTPChannel | H2Channel)
-        protocol.data_received(data)
+        # The HTTP/1.1 channel stays the transport's protocol and passes
+        # everything on to the HTTP/2 channel it handed the connection to.
+        self.conn.protocol.data_received(raw or self.h2.data_to_send())
 
     def lose(self) -> None:
-        """The connection goes (told to whichever protocol has it now)."""
-        protocol = self.conn.transport.get_protocol()
-        assert isinstance(protocol, HTTPChannel | H2Channel)
-        protocol.connection_lost(None)
+        """The connection goes (the HTTP/1.1 channel tells the HTTP/2 one)."""
+        self.conn.protocol.connection_lost(None)
 
     def receive(self) -> list[h2.events.Event]:
         events = self.h2.receive_data(self.conn.take())
@@ -161,8 +159,8 @@ def test_preface_in_pieces_still_hands_over() -> None:
     conn = connect(Hello())
     for index in range(len(PREFACE)):
         conn.send(PREFACE[index : index + 1])
-    assert isinstance(conn.transport.get_protocol(), H2Channel)
-    conn.transport.get_protocol().connection_lost(None)
+    assert isinstance(conn.protocol.switched_to, H2Channel)
+    conn.protocol.connection_lost(None)
 
 
 def test_http_1_1_is_untouched_by_the_sniffing() -> None:
@@ -170,7 +168,7 @@ def test_http_1_1_is_untouched_by_the_sniffing() -> None:
     conn.send(b"P")
     conn.send(b"OST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
     assert b"got hi" in conn.take()
-    assert conn.transport.get_protocol() is conn.protocol
+    assert conn.protocol.switched_to is None
     conn.lose()
 
 
@@ -196,7 +194,7 @@ def _tls_connect(root: Resource, alpn: str | None) -> Connection:
 
 def test_alpn_h2_hands_over_at_once_and_a_bad_preface_gets_goaway() -> None:
     conn = _tls_connect(Hello(), "h2")
-    server = conn.transport.get_protocol()
+    server = conn.protocol.switched_to
     assert isinstance(server, H2Channel)
     conn.take()  # the server's SETTINGS
     server.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -213,7 +211,7 @@ def test_alpn_h2_hands_over_at_once_and_a_bad_preface_gets_goaway() -> None:
 
 def test_alpn_http_1_1_stays_http_1_1() -> None:
     conn = _tls_connect(Hello(), "http/1.1")
-    assert conn.transport.get_protocol() is conn.protocol
+    assert conn.protocol.switched_to is None
     conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert conn.take().startswith(b"HTTP/1.1 200 OK")
     conn.lose()
@@ -678,8 +676,8 @@ def test_a_cleartext_preface_gone_wrong_gets_goaway_and_close(whole: bool) -> No
         conn.send(bad)
     else:
         for index in range(len(bad)):
-            conn.transport.get_protocol().data_received(bad[index : index + 1])  # type: ignore[attr-defined]
-    server = conn.transport.get_protocol()
+            conn.protocol.data_received(bad[index : index + 1])
+    server = conn.protocol.switched_to
     assert isinstance(server, H2Channel)
     client = h2.connection.H2Connection(
         h2.config.H2Configuration(client_side=True, header_encoding=None)

@@ -1195,7 +1195,7 @@ def test_switch_protocols_hands_over_the_connection(switcher: Switcher) -> None:
     )
     [protocol] = switcher.protocols
     assert protocol.transport is conn.transport
-    assert conn.transport.get_protocol() is protocol
+    assert conn.protocol.switched_to is protocol
     assert protocol.received == [b"first bytes"]
     assert conn.transport.is_reading()
     assert conn.clock.get_delayed_calls() == []

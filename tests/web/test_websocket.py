@@ -105,7 +105,7 @@ class Harness:
 
     @property
     def protocol(self) -> WebSocket:
-        protocol = self.connection.transport.get_protocol()
+        protocol = self.connection.protocol.switched_to
         assert isinstance(protocol, WebSocket)
         return protocol
 

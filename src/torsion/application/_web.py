@@ -26,7 +26,9 @@ Basic sends passwords in clear: listen on ``tls:`` when you use it.
 
 ``--listen ENDPOINT`` (repeatable, ``tcp:8080`` by default) takes any server
 endpoint string: ``tls:8443:privateKey=key.pem:certKey=cert.pem`` serves
-HTTPS. ``--access-log FILE`` (``-`` for standard output) writes one line per
+HTTPS, offering HTTP/2 and HTTP/1.1 by ALPN (unless the string names its own
+``alpn=``); a cleartext port speaks HTTP/2 to clients that start with its
+preface (prior knowledge). ``--access-log FILE`` (``-`` for standard output) writes one line per
 request, in the combined log format or, with ``--access-log-format json``,
 one JSON object per line; the file is reopened when rotated away.
 
@@ -372,16 +374,29 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
     connection_limits = {k: v for k, v in options.items() if k != "idle_timeout"}
     what = next((value for _, value in _sources(options) if value), "virtual hosts")
     for text in options["listen"] or [_DEFAULT_LISTEN]:
+        secure = _is_tls(text)
         serve(
             app,
             reactor,
-            [text],
+            [_with_alpn(text) if secure else text],
             site,
             connection_limits,
             description=f"web server for {what}",
-            hint=_hint(text.startswith(("tls:", "ssl:"))),
+            hint=_hint(secure),
         )
     return app
+
+
+def _is_tls(text: str) -> bool:
+    # The kind, or the kind after one prefix (haproxy:tls:...).
+    return bool({"tls", "ssl"} & set(text.split(":", 2)[:2]))
+
+
+def _with_alpn(text: str) -> str:
+    """A TLS endpoint string offering HTTP/2 and HTTP/1.1 by ALPN, unless it names its own."""
+    if any(part.startswith("alpn=") for part in text.split(":")):
+        return text
+    return text + ":alpn=h2,http/1.1"
 
 
 WEB = Plugin(

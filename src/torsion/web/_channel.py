@@ -92,6 +92,11 @@ class HTTPChannel(Protocol):
 
     # -- asyncio protocol ----------------------------------------------------
 
+    @property
+    def switched_to(self) -> asyncio.Protocol | None:
+        """The protocol the connection was handed to (HTTP/2, a 101 switch), if any."""
+        return self._switched
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start the header timeout for the first request (or hand over to HTTP/2)."""
         super().connection_made(transport)
@@ -104,6 +109,9 @@ class HTTPChannel(Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse what arrived; requests are rendered as their turn comes."""
+        if self._switched is not None:
+            self._switched.data_received(data)
+            return
         if self._sniffing or self._sniffed:
             # RFC 9113 section 3.3: prior knowledge starts with the preface.
             # Its request line (which no HTTP/1.1 request has) decides; the
@@ -143,7 +151,7 @@ class HTTPChannel(Protocol):
             # is HTTP/1.1. Either its handler switched (the new protocol
             # gets those bytes), or reading waits until it does; a plain
             # answer instead ends the connection.
-            if self._switched is not None:
+            if self.switched_to is not None:
                 self._hand_over()
             else:
                 self._close_after_queue()
@@ -162,6 +170,8 @@ class HTTPChannel(Protocol):
 
     def eof_received(self) -> bool | None:
         """The client will send no more: answer what was asked, then close."""
+        if self._switched is not None:
+            return self._switched.eof_received()
         if self._held is not None:
             # Requests are still held unparsed: answer them first.
             self._eof_while_held = True
@@ -195,10 +205,21 @@ class HTTPChannel(Protocol):
         if receiving is not None and receiving not in queue:
             receiving._fail_body(error)
         super().connection_lost(exc)
+        if self._switched is not None:
+            self._switched.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The write buffer is full: wait (or tell the protocol switched to)."""
+        super().pause_writing()
+        if self._switched is not None:
+            self._switched.pause_writing()
 
     def resume_writing(self) -> None:
         """The write buffer drained: render the next request if one waits."""
         super().resume_writing()
+        if self._switched is not None:
+            self._switched.resume_writing()
+            return
         self._next()
 
     # -- the parser's owner --------------------------------------------------
@@ -343,10 +364,11 @@ class HTTPChannel(Protocol):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
+        # This channel stays the transport's protocol and passes every event
+        # on: whatever wraps it (connection tracking, limits) still sees the
+        # connection end.
         self._switched = protocol
-        transport = self.transport
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
+        protocol.connection_made(self.transport)
         if not self._in_receive:
             self._hand_over()
 
@@ -360,10 +382,8 @@ class HTTPChannel(Protocol):
         if timer is not None and timer.active():
             timer.cancel()
         h2 = self.h2_channel(self._site)
-        self._switched = h2
-        transport = self.transport
-        transport.set_protocol(h2)
-        h2.connection_made(transport)
+        self._switched = h2  # Events are passed on, as after a switch.
+        h2.connection_made(self.transport)
         if data:
             h2.data_received(data)
 

@@ -652,10 +652,12 @@ class Request:
         ``Upgrade``, as a WebSocket handshake does; RFC 9110 section 7.8).
         The 101 goes out with ``headers``; the request is finished and the
         connection leaves HTTP/1.1: no more requests are read on it and its
-        timers stop. Then ``transport.set_protocol(protocol)``,
-        ``protocol.connection_made(transport)``, and ``protocol.data_received``
-        with the bytes the client sent past this request's head, if any.
-        From then on the transport's events go to ``protocol``.
+        timers stop. Then ``protocol.connection_made(transport)``, and
+        ``protocol.data_received`` with the bytes the client sent past this
+        request's head, if any. From then on the connection's events
+        (data, end of file, flow control, its loss) are passed on to
+        ``protocol``; the HTTP channel stays the transport's protocol, so
+        that whatever wraps it still sees the connection end.
 
         Args:
             protocol: The protocol that takes the connection over.

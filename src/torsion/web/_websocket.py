@@ -107,11 +107,10 @@ class SwitchingRequest(typing.Protocol):
 
     ``switch_protocols`` writes ``HTTP/1.1 101 Switching Protocols`` with
     ``headers``, ends the request (no further HTTP is read or written on the
-    connection, and its timers stop), and gives the transport to
-    ``protocol``: ``transport.set_protocol(protocol)``, then
-    ``protocol.connection_made(transport)``, then
-    ``protocol.data_received`` with any bytes read past the request's head.
-    From then on the transport's events go to ``protocol``.
+    connection, and its timers stop), and gives the connection to
+    ``protocol``: ``protocol.connection_made(transport)``, then
+    ``protocol.data_received`` with any bytes read past the request's head;
+    from then on the connection's events are passed on to ``protocol``.
     """
 
     def switch_protocols(self, protocol: asyncio.Protocol, headers: Headers) -> None:
