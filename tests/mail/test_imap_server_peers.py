@@ -593,3 +593,69 @@ async def test_curl_fetches_lists_and_appends(reactor: Reactor, loop: str) -> No
     assert searched == b"* SEARCH 2\r\n"
     assert len(inbox.messages()) == 3
     assert stored == THIRD
+
+
+# -- mbsync -----------------------------------------------------------------------------
+
+
+@BOTH_LOOPS
+async def test_mbsync_syncs_both_ways(
+    reactor: Reactor, loop: str, tmp_path: Path, ca: trustme.CA
+) -> None:
+    mbsync = require_peer("mbsync", package="isync")
+    # mbsync reads the certificate's common name.
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", common_name="127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    local = tmp_path / "mail"
+    local.mkdir()
+    config = tmp_path / "mbsyncrc"
+    async with serving(reactor, tls=server_context, plaintext_without_tls=False) as server:
+        store = server.users.store("alice")
+        store.create("Archive")
+        await store.mailbox("Archive").append(THIRD, flags=["\\Flagged"])
+        config.write_text(
+            f"IMAPAccount test\nHost 127.0.0.1\nPort {server.port}\nUser alice\n"
+            f"Pass s3cret\nSSLType STARTTLS\nCertificateFile {ca_file}\n\n"
+            "IMAPStore remote\nAccount test\n\n"
+            f"MaildirStore local\nPath {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n"
+            "Channel sync\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\n"
+            "Expunge Both\nSyncState *\nSync All\n"
+        )
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [mbsync, "-c", str(config), "-a"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        first = await in_thread(reactor, run)
+        assert first.returncode == 0, first.stderr
+        pulled = sorted(p.name for p in (local / "INBOX" / "cur").iterdir()) + sorted(
+            p.name for p in (local / "INBOX" / "new").iterdir()
+        )
+        archived = list((local / "Archive" / "cur").iterdir()) + list(
+            (local / "Archive" / "new").iterdir()
+        )
+        # A message written locally goes up on the next run.
+        (local / "INBOX" / "new" / "1700000000.local.test").write_bytes(
+            b"Subject: local\n\nfrom the near side\n"
+        )
+        second = await in_thread(reactor, run)
+        assert second.returncode == 0, second.stderr
+        await server.all_closed()
+        inbox = server.users.store("alice").mailbox("INBOX")
+        contents = [await inbox.read(m.uid) for m in inbox.messages()]
+    assert len(pulled) == 2
+    assert len(archived) == 1
+    # mbsync adds its X-TUID header to what it stores.
+    near = archived[0].read_bytes().replace(b"\r\n", b"\n")
+    assert near.startswith(b"Subject: 3\n")
+    assert near.endswith(b"\n\nthree\n")
+    assert "F" in archived[0].name.rpartition(",")[2]
+    assert len(contents) == 3
+    assert contents[2].startswith(b"Subject: local\r\n")
