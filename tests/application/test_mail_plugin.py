@@ -17,6 +17,7 @@ from _runner_helpers import DEADLINE, ENV, Torsion, run_torsion, wait_until
 
 from torsion.application._mail import MAIL, parse_user
 from torsion.application._plugins import option_values
+from torsion.cred import HtpasswdFile
 from torsion.testing import MemoryReactor, require_peer
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -263,6 +264,41 @@ def test_starttls_stls_and_implicit_tls(loop: str, tmp_path: Path) -> None:
             pops.quit()
         finally:
             pops.close()
+        assert torsion.stop() == 0
+    assert "Traceback" not in "\n".join(torsion.seen)
+
+
+def test_users_from_a_password_file_are_those_with_a_maildir(tmp_path: Path) -> None:
+    passwords = HtpasswdFile()
+    for user in ("carol", "dave"):
+        passwords.set_password(user, "pw-" + user)
+    passwords.save(tmp_path / "htpasswd")
+    mail = tmp_path / "mail"
+    for part in ("cur", "new", "tmp"):
+        (mail / "carol" / part).mkdir(parents=True)
+    args = [
+        "mail",
+        "--maildir", str(mail),
+        "--domain", "example.test",
+        "--auth", f"file:{tmp_path / 'htpasswd'}",
+        "--user", "bob:hunter2",
+        "--smtp", LOCAL,
+        "--pop3", LOCAL,
+        "--allow-plaintext-auth",
+    ]  # fmt: skip
+    with Torsion(*args, env=ENV) as torsion:
+        smtp_port, pop3_port = ports(torsion, "SMTP", "POP3")
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=DEADLINE) as client:
+            # bob's Maildir was made at start; dave has none.
+            to = ["carol@example.test", "bob@example.test", "dave@example.test"]
+            refused = client.sendmail("x@far.test", to, MESSAGE)
+            assert list(refused) == ["dave@example.test"]
+            assert refused["dave@example.test"][0] == 550
+        assert len(pop3_messages(pop3_port, "carol", "pw-carol")) == 1
+        assert len(pop3_messages(pop3_port, "bob", "hunter2")) == 1
+        # The password is right, but there is no mail store to log in to.
+        with pytest.raises(poplib.error_proto):
+            pop3_messages(pop3_port, "dave", "pw-dave")
         assert torsion.stop() == 0
     assert "Traceback" not in "\n".join(torsion.seen)
 
