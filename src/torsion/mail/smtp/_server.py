@@ -133,6 +133,7 @@ class SMTPServer(BaseProtocol):
         self._delivering = False
         self._logout: Callable[[], object] | None = None
         self._reading_paused = False
+        self._pumping = False
         self._gone = False
 
     # -- connection events -------------------------------------------------------
@@ -181,15 +182,25 @@ class SMTPServer(BaseProtocol):
     # -- driving the core ----------------------------------------------------------
 
     def _pump(self) -> None:
+        # Answers that come at once (a synchronous delivery) call back in
+        # here while the loop below runs: they only mark the work, so that
+        # the replies to one read go out in one write.
+        if self._pumping:
+            return
+        self._pumping = True
         core = self.core
-        while not self._gone:
-            out = core.data_to_send()
-            if out:
-                self.transport.write(out)
-            event = core.next_event()
-            if event is None:
-                break
-            self._handle(event)
+        try:
+            while not self._gone:
+                event = core.next_event()
+                if event is None:
+                    break
+                self._handle(event)
+            if not self._gone:
+                out = core.data_to_send()
+                if out:
+                    self.transport.write(out)
+        finally:
+            self._pumping = False
         if self._gone:
             return
         if core.closing:
@@ -287,6 +298,8 @@ class SMTPServer(BaseProtocol):
     def _start_tls(self) -> None:
         context = self.factory.tls_context
         assert context is not None  # STARTTLS is offered only with a context
+        # The 220 goes out in clear text before the handshake starts.
+        self.transport.write(self.core.data_to_send())
         # No more clear text is read: what came with STARTTLS was dropped by
         # the core, and what comes from now on must come through TLS (RFC
         # 3207 section 4.2, CVE-2011-0411). Decrypted commands can arrive
