@@ -42,7 +42,8 @@ class SMTPLimits:
         max_recipients: Recipients per message; more get 452 4.5.3 (RFC 5321
             section 4.5.3.1.8 asks servers to take at least 100).
         max_errors: Refused commands per session before 421 and a close.
-        max_commands: Commands per session before 421 and a close.
+        max_commands: Commands per session before 421 and a close (room for
+            some 2000 messages on one connection).
         command_timeout: Seconds to wait for a command (section 4.5.3.2.7:
             at least 5 minutes).
         data_timeout: Seconds to wait for more message data.
@@ -58,7 +59,7 @@ class SMTPLimits:
     max_message_size: int = 10 * 1024 * 1024
     max_recipients: int = 100
     max_errors: int = 20
-    max_commands: int = 1000
+    max_commands: int = 10_000
     command_timeout: float = 300.0
     data_timeout: float = 300.0
     bare_newlines: Literal["reject", "accept"] = "reject"
