@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 from torsion.cred import InMemoryChecker, LoginLimiter, Portal
 from torsion.defer import Deferred
-from torsion.mail import FlagMode, MailStore, MailUsers, MemoryUsers
+from torsion.mail import FlagMode, MailboxIOError, MailStore, MailUsers, MemoryUsers
 from torsion.mail.imap import IMAP4Factory, IMAP4Limits, IMAP4Server, ParserLimits
 from torsion.testing import Clock, StringTransport
 
@@ -327,3 +328,20 @@ def test_lost_connection_cancels_a_pending_read() -> None:
 def test_limits_refuse_nonsense(limits: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         IMAP4Limits(**limits)
+
+
+def test_a_store_failure_is_a_no_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    factory, _, _, users = setup()
+    protocol, transport = selected(factory)
+    inbox = users.store("alice").mailbox("INBOX")
+
+    def broken(*args: object, **kwargs: object) -> dict[int, frozenset[str]]:
+        raise MailboxIOError(28, "No space left on device")
+
+    inbox.set_flags = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, "torsion.mail.imap"):
+        # FETCH sets \Seen through set_flags, which fails.
+        lines = say(protocol, transport, b"c FETCH 1 BODY[]\r\nd NOOP\r\n")
+    assert lines == [b"c NO [UNAVAILABLE] mailbox unavailable", b"d OK NOOP completed"]
+    assert "FETCH failed in the store" in caplog.text
+    protocol.connection_lost(None)

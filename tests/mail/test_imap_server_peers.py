@@ -24,7 +24,7 @@ import trustme
 from torsion.cred import InMemoryChecker, LoginLimiter, Portal
 from torsion.defer import Deferred
 from torsion.internet import Reactor
-from torsion.mail import MailStore, MemoryUsers
+from torsion.mail import MaildirUsers, MailStore, MailUsers, MemoryUsers
 from torsion.mail.imap import IMAP4Factory, IMAP4Server
 from torsion.testing import require_peer
 
@@ -44,7 +44,7 @@ SECOND = b"From: b@x.test\r\nSubject: two\r\n\r\nhello there\r\n"
 
 
 class Realm:
-    def __init__(self, users: MemoryUsers) -> None:
+    def __init__(self, users: MailUsers) -> None:
         self.users = users
 
     def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
@@ -82,7 +82,7 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 class Server:
-    def __init__(self, port: int, users: MemoryUsers, ended: list[Deferred[None]]) -> None:
+    def __init__(self, port: int, users: MailUsers, ended: list[Deferred[None]]) -> None:
         self.port = port
         self.users = users
         self.ended = ended
@@ -100,8 +100,11 @@ async def _wait(d: Deferred[None]) -> None:
 
 
 @asynccontextmanager
-async def serving(reactor: Reactor, *messages: bytes, **kwargs: Any) -> AsyncIterator[Server]:
-    users = MemoryUsers(["alice"])
+async def serving(
+    reactor: Reactor, *messages: bytes, users: MailUsers | None = None, **kwargs: Any
+) -> AsyncIterator[Server]:
+    if users is None:
+        users = MemoryUsers(["alice"])
     for message in messages or (FIRST, SECOND):
         await users.deliver("alice", message)
     portal = Portal(
@@ -659,3 +662,55 @@ async def test_mbsync_syncs_both_ways(
     assert "F" in archived[0].name.rpartition(",")[2]
     assert len(contents) == 3
     assert contents[2].startswith(b"Subject: local\r\n")
+
+
+@BOTH_LOOPS
+async def test_maildir_store_served_to_two_sessions(
+    reactor: Reactor, loop: str, tmp_path: Path
+) -> None:
+    users = MaildirUsers(tmp_path, users=["alice"], threads=reactor)
+    async with serving(reactor, users=users) as server:
+
+        def sessions() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            watcher = LineReader(server.port)
+            try:
+                watcher.until(b"* OK")
+                watcher.send(b"a1 LOGIN alice s3cret\r\na2 SELECT INBOX\r\na3 IDLE\r\n")
+                watcher.until(b"a2 OK")
+                seen["idling"] = watcher.line()
+                imap = client(server)
+                imap.login("alice", "s3cret")
+                seen["append"] = imap.append("INBOX", "(\\Seen)", None, THIRD)
+                seen["told"] = watcher.until(b"* 3 RECENT")
+                imap.select("INBOX")
+                seen["fetch"] = imap.fetch("3", "(FLAGS BODY[])")
+                imap.create("Old")
+                seen["copy"] = imap.copy("1", "Old")
+                imap.store("1", "+FLAGS", "(\\Deleted)")
+                seen["expunge"] = imap.expunge()
+                seen["expunge_told"] = watcher.until(b"* 1 EXPUNGE")
+                imap.logout()
+                watcher.send(b"DONE\r\na4 LOGOUT\r\n")
+                seen["end"] = watcher.until(b"a4 ")
+            finally:
+                watcher.close()
+            return seen
+
+        seen = await in_thread(reactor, sessions)
+        store = users.store("alice")
+        inbox = store.mailbox("INBOX")
+        old = store.mailbox("Old")
+        inbox_bodies = [await inbox.read(m.uid) for m in inbox.messages()]
+        old_bodies = [await old.read(m.uid) for m in old.messages()]
+    assert seen["idling"] == b"+ idling"
+    assert seen["append"][0] == "OK"
+    assert seen["told"] == [b"* 3 EXISTS", b"* 3 RECENT"]
+    assert seen["fetch"][1][0][1] == THIRD
+    assert b"\\Seen" in seen["fetch"][1][0][0]
+    assert seen["copy"][0] == "OK"
+    assert seen["expunge"] == ("OK", [b"1"])
+    assert seen["expunge_told"][-1] == b"* 1 EXPUNGE"
+    assert seen["end"][-1] == b"a4 OK LOGOUT completed"
+    assert inbox_bodies == [SECOND, THIRD]
+    assert old_bodies == [FIRST]

@@ -479,6 +479,10 @@ class IMAP4Server(BaseProtocol):
             return
         except _RefusedError as refused:
             condition, text, code = refused.condition, refused.text, refused.code
+        except MailboxError as exc:
+            # The store failed under a command (a full disk, a vanished file).
+            log.error("IMAP %s failed in the store", command.name, exc_info=exc)
+            condition, text, code = "NO", "mailbox unavailable", ResponseCode("UNAVAILABLE")
         if self._gone:
             return
         self._flush(allow_expunge=command.name not in _NO_EXPUNGE)
