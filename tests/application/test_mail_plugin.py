@@ -119,6 +119,7 @@ def test_smtp_in_pop3_and_imap_out(loop: str, tmp_path: Path) -> None:
         "--pop3", LOCAL,
         "--imap", LOCAL,
         "--allow-plaintext-auth",
+        "--max-message-size", "50000",
         "--reactor", loop,
     ]  # fmt: skip
     with Torsion(*args, env=ENV) as torsion:
@@ -144,11 +145,24 @@ def test_smtp_in_pop3_and_imap_out(loop: str, tmp_path: Path) -> None:
             code, text = client.rcpt("someone@elsewhere.test")
             assert (code, text[:5]) == (550, b"5.7.1")
             client.rset()
+            assert client.esmtp_features["size"] == "50000"
+            # Exactly at the limit: taken; one octet over: refused.
+            body = MESSAGE.encode()
+            lines = b"x" * 98 + b"\r\n"
+            filler = lines * ((50000 - len(body)) // 100)
+            last = 50000 - len(body) - len(filler)
+            at_limit = body + filler + b"y" * (last - 2) + b"\r\n"
+            assert len(at_limit) == 50000
+            assert client.sendmail("bob@example.test", ["bob@example.test"], at_limit) == {}
+            with pytest.raises(smtplib.SMTPSenderRefused) as too_big:
+                client.sendmail("bob@example.test", ["bob@example.test"], at_limit + lines)
+            assert too_big.value.smtp_code == 552
         [message] = pop3_messages(pop3_port, "alice", "secret")
         assert b"Subject: hello" in message
         assert b"Hi Alice." in message
         assert message.startswith(b"Received: from ")
-        assert pop3_messages(pop3_port, "bob", "hunter2") == []
+        [at_limit_stored] = pop3_messages(pop3_port, "bob", "hunter2")
+        assert at_limit_stored.endswith(b"x" * 98 + b"\r\n" + b"y" * (last - 2))
         with pytest.raises(poplib.error_proto):
             pop3_messages(pop3_port, "alice", "wrong")
         # On disk, in alice's Maildir.

@@ -44,6 +44,8 @@ __all__ = ["MAIL", "parse_user"]
 
 #: SMTP's own default, advertised as SIZE (RFC 1870).
 _DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
+#: Room in a store for the header lines SMTP adds above a message's content.
+_HEADER_ROOM = 16 * 1024
 
 
 def parse_user(text: str) -> tuple[str, str]:
@@ -237,7 +239,9 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
         users=named if only_named else None,
         threads=reactor,
         fsync=options["fsync"],
-        max_message_size=size,
+        # SMTP bounds the content; the store also gets the Received: header
+        # SMTP puts on top, so a message SMTP took is never refused after.
+        max_message_size=size + _HEADER_ROOM,
     )
     tls = _tls(options)
     app = Application("mail service")
