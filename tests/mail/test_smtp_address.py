@@ -93,3 +93,15 @@ def test_any_text_parses_or_raises_address_error(text: str) -> None:
         return
     assert address is None or len(str(address).encode()) <= 256 + 2
     assert isinstance(rest, str)
+
+
+def test_public_surface() -> None:
+    import torsion.mail.smtp as smtp
+
+    assert len(smtp.__all__) == len(set(smtp.__all__))
+    for name in smtp.__all__:
+        assert hasattr(smtp, name), name
+    # Everything else in the package is private.
+    assert all(n.startswith("_") for n in vars(smtp) if n not in smtp.__all__)
+    server_names = {"SMTPFactory", "SMTPServer", "SMTPServerConnection", "Delivery", "Session"}
+    assert server_names <= set(smtp.__all__)
