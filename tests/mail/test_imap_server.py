@@ -345,3 +345,31 @@ def test_a_store_failure_is_a_no_and_logged(caplog: pytest.LogCaptureFixture) ->
     assert lines == [b"c NO [UNAVAILABLE] mailbox unavailable", b"d OK NOOP completed"]
     assert "FETCH failed in the store" in caplog.text
     protocol.connection_lost(None)
+
+
+def test_idle_looks_at_the_mailbox_periodically() -> None:
+    factory, _, clock, users = setup(limits=IMAP4Limits(idle_refresh=10))
+    protocol, transport = selected(factory)
+    inbox = users.store("alice").mailbox("INBOX")
+    looks: list[float] = []
+    inbox.refresh = lambda: looks.append(clock.seconds())  # type: ignore[method-assign]
+    assert say(protocol, transport, b"c IDLE\r\n") == [b"+ idling"]
+    clock.advance(10)
+    clock.advance(10)
+    assert looks == [10, 20]
+    assert say(protocol, transport, b"DONE\r\n") == [b"c OK IDLE terminated"]
+    clock.advance(10)
+    assert looks == [10, 20]
+    protocol.connection_lost(None)
+    assert clock.get_delayed_calls() == []
+
+
+def test_a_bad_append_is_abandoned() -> None:
+    factory, _, _, users = setup(limits=IMAP4Limits(parser=ParserLimits(max_line=64)))
+    protocol, transport = connect(factory)
+    say(protocol, transport, b"a LOGIN alice pw\r\n")
+    assert say(protocol, transport, b"b APPEND INBOX {5}\r\n") == [b"+ Ready"]
+    lines = say(protocol, transport, b"hello" + b"x" * 100 + b"\r\nc NOOP\r\n")
+    assert lines == [b"b BAD line too long", b"c OK NOOP completed"]
+    assert len(users.store("alice").mailbox("INBOX").messages()) == 2
+    protocol.connection_lost(None)

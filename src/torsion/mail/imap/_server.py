@@ -151,6 +151,9 @@ class IMAP4Limits:
         max_errors: Refused commands (BAD) before the connection is closed.
         max_failed_logins: Failed logins before the connection is closed.
         max_commands: Commands in one session, or None for no bound.
+        idle_refresh: Seconds between looks at the selected mailbox during
+            IDLE, for changes made by other processes (a Maildir delivery);
+            changes made in this process are told at once.
     """
 
     parser: ParserLimits = field(default_factory=ParserLimits)
@@ -159,10 +162,11 @@ class IMAP4Limits:
     max_errors: int = 20
     max_failed_logins: int = 3
     max_commands: int | None = None
+    idle_refresh: float = 30.0
 
     def __post_init__(self) -> None:
         """Refuse bounds that leave no room."""
-        if self.login_timeout <= 0 or self.idle_timeout <= 0:
+        if self.login_timeout <= 0 or self.idle_timeout <= 0 or self.idle_refresh <= 0:
             raise ValueError("timeouts must be positive")
         if self.max_errors < 1 or self.max_failed_logins < 1:
             raise ValueError("max_errors and max_failed_logins must be at least 1")
@@ -445,8 +449,8 @@ class IMAP4Server(BaseProtocol):
         self.transport.close()
 
     def _bad_command(self, event: BadCommand) -> None:
-        if event.tag is not None and self._append is not None and self._append.tag == event.tag:
-            self._append = None
+        # Any BadCommand abandons an APPEND in progress (see BadCommand).
+        self._append = None
         if event.fatal:
             self._close_with(bye(event.text))
             return
@@ -913,11 +917,25 @@ class IMAP4Server(BaseProtocol):
 
     async def _cmd_idle(self, command: Command) -> Reply:
         self._idling = True
+        poll: DelayedCall | None = None
+        clock = self.factory.clock
+
+        def refresh() -> None:
+            nonlocal poll
+            poll = clock.call_later(self.factory.limits.idle_refresh, refresh)
+            if self._selected is not None:
+                # The listener tells the client of what it finds.
+                self._selected.mailbox.refresh()
+
         try:
             self._flush(allow_expunge=True)
+            if self._selected is not None:
+                poll = clock.call_later(self.factory.limits.idle_refresh, refresh)
             line = await self._read_line(b"idling")
         finally:
             self._idling = False
+            if poll is not None and poll.active():
+                poll.cancel()
         if line.upper() != b"DONE":
             raise _bad("expected DONE")
         return "OK", "IDLE terminated", None
