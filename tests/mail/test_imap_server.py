@@ -373,3 +373,14 @@ def test_a_bad_append_is_abandoned() -> None:
     assert lines == [b"b BAD line too long", b"c OK NOOP completed"]
     assert len(users.store("alice").mailbox("INBOX").messages()) == 2
     protocol.connection_lost(None)
+
+
+def test_connection_lost_during_idle_leaves_nothing_behind() -> None:
+    factory, realm, clock, users = setup()
+    protocol, transport = selected(factory)
+    assert say(protocol, transport, b"c IDLE\r\n") == [b"+ idling"]
+    protocol.connection_lost(ConnectionResetError())
+    assert clock.get_delayed_calls() == []
+    assert realm.logged_out == ["alice"]
+    users.deliver("alice", THIRD)
+    assert transport.value() == b""

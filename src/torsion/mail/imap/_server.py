@@ -868,14 +868,16 @@ class IMAP4Server(BaseProtocol):
             self.transport.write(list_response(["\\Noselect"], delimiter, ""))
             return "OK", "LIST completed", None
         matcher = _pattern(reference + pattern, delimiter)
-        existing = store.list_mailboxes()
+        existing = sorted(store.list_mailboxes())
         names = existing if command.name == "LIST" else store.subscriptions()
         out = []
         for name in names:
             if not matcher.fullmatch(name):
                 continue
+            # A child sorts right after its prefix: one bisection per name.
             prefix = name + delimiter
-            children = any(other.startswith(prefix) for other in existing)
+            index = bisect.bisect_left(existing, prefix)
+            children = index < len(existing) and existing[index].startswith(prefix)
             attributes = ["\\HasChildren" if children else "\\HasNoChildren"]
             out.append(list_response(attributes, delimiter, name, command=command.name))
         self.transport.write(b"".join(out))
