@@ -384,3 +384,21 @@ def test_connection_lost_during_idle_leaves_nothing_behind() -> None:
     assert realm.logged_out == ["alice"]
     users.deliver("alice", THIRD)
     assert transport.value() == b""
+
+
+def test_replies_naming_a_non_ascii_mailbox_stay_ascii() -> None:
+    factory, _, _, _ = setup()
+    protocol, transport = connect(factory)
+    say(protocol, transport, b"a LOGIN alice pw\r\n")
+    # "&AOk-t&AOk-" is "été" in modified UTF-7 (RFC 3501 section 5.1.3).
+    assert say(protocol, transport, b"b SELECT &AOk-t&AOk-\r\nc CREATE &AOk-t&AOk-\r\n") == [
+        b"b NO [NONEXISTENT] no mailbox '?t?'",
+        b"c OK CREATE completed",
+    ]
+    assert say(protocol, transport, b'd LIST "" *\r\ne APPEND Nul {1}\r\n') == [
+        b'* LIST (\\HasNoChildren) "." "INBOX"',
+        b'* LIST (\\HasNoChildren) "." "&AOk-t&AOk-"',
+        b"d OK LIST completed",
+        b"e NO [TRYCREATE] no mailbox 'Nul'",
+    ]
+    protocol.connection_lost(None)

@@ -452,12 +452,12 @@ class IMAP4Server(BaseProtocol):
         # Any BadCommand abandons an APPEND in progress (see BadCommand).
         self._append = None
         if event.fatal:
-            self._close_with(bye(event.text))
+            self._close_with(bye(_printable(event.text)))
             return
         if event.tag is None:
-            self.transport.write(untagged("BAD", event.text))
+            self.transport.write(untagged("BAD", _printable(event.text)))
         else:
-            self.transport.write(tagged(event.tag, "BAD", event.text))
+            self.transport.write(tagged(event.tag, "BAD", _printable(event.text)))
         self._count_error()
 
     def _count_error(self) -> None:
@@ -490,7 +490,7 @@ class IMAP4Server(BaseProtocol):
         if self._gone:
             return
         self._flush(allow_expunge=command.name not in _NO_EXPUNGE)
-        self.transport.write(tagged(command.tag, condition, text, code))
+        self.transport.write(tagged(command.tag, condition, _printable(text), code))
         if condition == "BAD":
             self._count_error()
         if self._state is _State.LOGOUT and not self._closing:
@@ -962,7 +962,8 @@ class IMAP4Server(BaseProtocol):
             # RFC 3501 section 7.5: the refusal instead of "+"; the client
             # sends no message. The parser's ContinuationNeeded is answered here.
             refusal = append.refusal
-            self.transport.write(tagged(event.tag, refusal.condition, refusal.text, refusal.code))
+            text = _printable(refusal.text)
+            self.transport.write(tagged(event.tag, refusal.condition, text, refusal.code))
             if self._events and isinstance(self._events[0], ContinuationNeeded):
                 self._events.popleft()
             self._events.extend(self.parser.refuse_literal())
@@ -998,7 +999,7 @@ class IMAP4Server(BaseProtocol):
         if self._gone:
             return
         self._flush(allow_expunge=True)
-        self.transport.write(tagged(append.tag, condition, text, code))
+        self.transport.write(tagged(append.tag, condition, _printable(text), code))
         if condition == "BAD":
             self._count_error()
 
@@ -1211,6 +1212,14 @@ class _SilentError(_RefusedError):
 
     def __init__(self) -> None:
         super().__init__("OK", "")
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _printable(text: str) -> str:
+    """Return ``text`` fit for resp-text: printable ASCII (a name may hold anything)."""
+    return _UNPRINTABLE.sub("?", text)
 
 
 def _with_flags(info: MessageInfo, names: frozenset[str]) -> MessageInfo:
