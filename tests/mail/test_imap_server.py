@@ -402,3 +402,17 @@ def test_replies_naming_a_non_ascii_mailbox_stay_ascii() -> None:
         b"e NO [TRYCREATE] no mailbox 'Nul'",
     ]
     protocol.connection_lost(None)
+
+
+def test_authenticate_cancelled_malformed_and_with_initial_response() -> None:
+    factory, _, _, _ = setup()
+    protocol, transport = connect(factory)
+    assert say(protocol, transport, b"a AUTHENTICATE PLAIN\r\n") == [b"+ "]
+    assert say(protocol, transport, b"*\r\n") == [b"a BAD authentication cancelled"]
+    assert say(protocol, transport, b"b AUTHENTICATE LOGIN\r\n") == [b"+ VXNlcm5hbWU6"]
+    assert say(protocol, transport, b"!!!\r\n") == [b"b BAD malformed base64"]
+    # SASL-IR (RFC 4959): the response on the command line, then a pipelined NOOP.
+    lines = say(protocol, transport, b"c AUTHENTICATE PLAIN AGFsaWNlAHB3\r\nd NOOP\r\n")
+    assert lines[0].startswith(b"c OK [CAPABILITY IMAP4rev1 ")
+    assert lines[1:] == [b"d OK NOOP completed"]
+    protocol.connection_lost(None)

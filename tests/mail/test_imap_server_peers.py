@@ -101,7 +101,11 @@ async def _wait(d: Deferred[None]) -> None:
 
 @asynccontextmanager
 async def serving(
-    reactor: Reactor, *messages: bytes, users: MailUsers | None = None, **kwargs: Any
+    reactor: Reactor,
+    *messages: bytes,
+    users: MailUsers | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[Server]:
     if users is None:
         users = MemoryUsers(["alice"])
@@ -116,7 +120,12 @@ async def serving(
     kwargs.setdefault("plaintext_without_tls", True)
     factory = IMAP4Factory(portal, clock=reactor, hostname="imap.test", **kwargs)
     ended: list[Deferred[None]] = []
-    listener = reactor.listen_tcp(0, lambda _: Tracked(factory, ended), interface="127.0.0.1")
+    if implicit_tls is None:
+        listener = reactor.listen_tcp(0, lambda _: Tracked(factory, ended), interface="127.0.0.1")
+    else:
+        listener = reactor.listen_tls(
+            0, lambda _: Tracked(factory, ended), implicit_tls, interface="127.0.0.1"
+        )
     server = Server(listener.port, users, ended)
     try:
         yield server
@@ -714,3 +723,32 @@ async def test_maildir_store_served_to_two_sessions(
     assert seen["end"][-1] == b"a4 OK LOGOUT completed"
     assert inbox_bodies == [SECOND, THIRD]
     assert old_bodies == [FIRST]
+
+
+@BOTH_LOOPS
+async def test_imaplib_over_implicit_tls(
+    reactor: Reactor,
+    loop: str,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    async with serving(
+        reactor, implicit_tls=server_context, tls=server_context, plaintext_without_tls=False
+    ) as server:
+
+        def session() -> dict[str, Any]:
+            imap = imaplib.IMAP4_SSL(
+                "127.0.0.1", server.port, ssl_context=client_context, timeout=10
+            )
+            seen: dict[str, Any] = {"caps": imap.capabilities}
+            seen["login"] = imap.login("alice", "s3cret")
+            seen["fetch"] = imap.select("INBOX") and imap.fetch("2", "(BODY.PEEK[])")
+            imap.logout()
+            return seen
+
+        seen = await in_thread(reactor, session)
+    assert "AUTH=PLAIN" in seen["caps"]
+    assert "STARTTLS" not in seen["caps"]
+    assert "LOGINDISABLED" not in seen["caps"]
+    assert seen["login"][0] == "OK"
+    assert seen["fetch"][1][0][1] == SECOND
