@@ -280,3 +280,19 @@ def test_received_header_shapes() -> None:
         b"\tby mx.test with UTF8SMTPSA (TLSv1.3) id abc;"
     )
     assert b"for <" not in header  # several recipients are not named
+
+
+def test_shut_down_says_421_and_a_delivery_still_finishes() -> None:
+    delivery = SlowDelivery()
+    protocol, transport, clock = connect(delivery)
+    say(protocol, transport, b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\r\n.\r\n")
+    protocol.shut_down()
+    assert transport.value() == (
+        b"421 4.3.2 mx.test Service shutting down, closing connection\r\n"
+    )
+    assert transport.closed
+    delivery.pending[0].callback(None)
+    assert len(delivery.messages) == 1
+    assert transport.value().count(b"\r\n") == 1  # no 250 after the 421
+    protocol.connection_lost(None)
+    assert clock.get_delayed_calls() == []

@@ -207,6 +207,8 @@ class SMTPServerConnection:
         Raises:
             RuntimeError: No event waits for an answer.
         """
+        if self.closing:
+            return  # shut down meanwhile: nothing more is said
         pending, self._pending = self._pending, _Pending.NONE
         if pending is _Pending.SENDER:
             self.state = State.TRANSACTION
@@ -232,6 +234,8 @@ class SMTPServerConnection:
         Raises:
             RuntimeError: No AUTH event waits for an answer.
         """
+        if self.closing:
+            return
         if self._pending is not _Pending.AUTH:
             raise RuntimeError("no AUTH is waiting for an answer")
         self.authenticated_as = username
@@ -246,6 +250,8 @@ class SMTPServerConnection:
         Raises:
             RuntimeError: No event waits for an answer.
         """
+        if self.closing:
+            return
         pending, self._pending = self._pending, _Pending.NONE
         if pending is _Pending.NONE:
             raise RuntimeError("no event is waiting for an answer")

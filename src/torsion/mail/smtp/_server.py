@@ -179,6 +179,16 @@ class SMTPServer(BaseProtocol):
             logout()
         super().connection_lost(exc)
 
+    def shut_down(self) -> None:
+        """The server is stopping: say 421 4.3.2 and close (RFC 5321 section 3.8).
+
+        A delivery under way still finishes; its 250 is not sent, so the
+        client sends the message again later.
+        """
+        if not self._gone:
+            self.core.shut_down()
+            self._pump()
+
     # -- driving the core ----------------------------------------------------------
 
     def _pump(self) -> None:
