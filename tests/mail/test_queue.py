@@ -426,3 +426,14 @@ def test_kills_and_restarts_lose_nothing_and_send_nothing_twice(
             clock.advance(min(t.get_time() for t in timers) - clock.seconds())
         assert os.listdir(directory) == []
         assert sorted(delivered + bounced) == sorted(RECIPIENTS)
+
+
+def test_a_queue_that_cannot_be_written_is_a_queue_error(tmp_path: Path) -> None:
+    where = tmp_path / "queue"
+    queue = make_queue(Clock(), where, FakeDeliverer())
+    # The directory replaced by a file: every write fails, and so does the
+    # removal of the half-written message.
+    where.rmdir()
+    where.write_text("not a directory")
+    with pytest.raises(QueueError, match="cannot write to the queue"):
+        queue.enqueue("a@b.test", ["c@d.test"], MESSAGE)

@@ -36,6 +36,7 @@ clock. Tests give both from ``torsion.testing.Clock``.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -307,7 +308,10 @@ class MailQueue:
             self._write(queue_id + ".eml", message)
             self._write_envelope(queued)
         except OSError as exc:
-            (self.directory / (queue_id + ".eml")).unlink(missing_ok=True)
+            # The half-written message goes, if it can (the directory itself
+            # may be what failed).
+            with contextlib.suppress(OSError):
+                (self.directory / (queue_id + ".eml")).unlink(missing_ok=True)
             raise QueueError(f"cannot write to the queue: {exc}") from exc
         self.messages[queue_id] = queued
         if self._started:
