@@ -18,11 +18,22 @@ from collections.abc import AsyncIterator
 from torsion.defer import Deferred, fail, succeed
 from torsion.errors import TorsionError
 from torsion.internet import Address, send_file
+from torsion.web._conditional import ETag, Precondition, check_preconditions, format_http_date
+from torsion.web._cookies import SameSite, format_set_cookie, parse_cookie_header
+from torsion.web._forms import (
+    FormError,
+    FormTooLargeError,
+    MultipartForm,
+    MultipartParser,
+    multipart_boundary,
+    parse_urlencoded,
+)
 from torsion.web._headers import Headers, validate_header_value
 from torsion.web._http11 import HTTPProtocolError, status_line
 
 if typing.TYPE_CHECKING:
     from torsion.web._channel import HTTPChannel
+    from torsion.web._sessions import Session, SessionStore
 
 __all__ = ["Request", "ResponseStateError"]
 
@@ -40,6 +51,11 @@ _HEADERS_WE_FRAME = (b"content-length", b"transfer-encoding", b"connection")
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
 # Bytes per read when a file is sent without zero-copy.
 _FILE_CHUNK = 64 * 1024
+# Bounds on what ``cookies`` reads from the request (all Cookie lines
+# together): more pairs are dropped, a longer field is ignored whole.
+_MAX_COOKIES = 64
+_MAX_COOKIE_HEADER = 8192
+_FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
 class ResponseStateError(TorsionError, RuntimeError):
@@ -80,6 +96,20 @@ class Request:
     ``notify_finish()`` fires when the response is finished, or fails when
     the connection is lost first (so a long render can stop); after a lost
     connection, writes are dropped.
+
+    Helpers for what most handlers need: ``request.cookies`` (the
+    ``Cookie`` fields, parsed once and bounded) and ``add_cookie(name,
+    value, ...)`` (a ``Set-Cookie``, ``Secure`` by default on TLS); ``await
+    request.form()`` (a urlencoded or ``multipart/form-data`` body, parsed
+    as it streams in, files removed when the response ends; a bad form
+    answers 400, a too large one 413); ``request.session(store)``,
+    ``rotate_session(store)`` and ``expire_session(store)`` (a
+    ``SessionStore`` session found by its cookie, the cookie sent when it
+    is made, rotated or ended); and ``check_preconditions(etag=...,
+    last_modified=...)``, which sets the validators and, for a matching
+    ``If-None-Match`` or ``If-Modified-Since`` (or a failed ``If-Match``),
+    the 304 or 412 status, so that any resource answers conditional
+    requests cheaply.
 
     Attributes:
         uri: The request target exactly as sent (``/a%20b?x=1``).
@@ -123,6 +153,9 @@ class Request:
     # Whether the body goes straight onto the transport (not framed), so
     # that a file can be sent by the kernel.
     _zero_copy = True
+    _cookies: dict[str, str] | None = None
+    _form: MultipartForm | None = None
+    _session: tuple[SessionStore, Session] | None = None
 
     def __init__(
         self,
@@ -209,6 +242,304 @@ class Request:
     def request_line(self) -> str:
         """``METHOD target HTTP/x.y``, for logs (decoded, never for HTML unescaped)."""
         return f"{self.method} {self.uri.decode('latin-1')} {self.version}"
+
+    # -- cookies, forms, sessions and preconditions -----------------------------
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The cookies the client sent: each name with its value.
+
+        Read once from every ``Cookie`` field (joined with ``; ``): at most
+        64 pairs, and nothing from fields longer than 8 KiB together; the
+        first value of a repeated name wins (RFC 6265 section 5.4).
+        """
+        cookies = self._cookies
+        if cookies is None:
+            cookies = self._cookies = parse_cookie_header(
+                self._cookie_field(), max_cookies=_MAX_COOKIES, max_size=_MAX_COOKIE_HEADER
+            )
+        return cookies
+
+    def _cookie_field(self) -> bytes:
+        # RFC 9113 section 8.2.3 lets HTTP/2 split Cookie into several fields.
+        return b"; ".join(self.headers.get_all(b"cookie"))
+
+    def add_cookie(
+        self,
+        name: str,
+        value: str,
+        *,
+        expires: float | None = None,
+        max_age: int | None = None,
+        domain: str | None = None,
+        path: str | None = "/",
+        secure: bool | None = None,
+        http_only: bool = True,
+        same_site: SameSite | None = "Lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` field to the response (RFC 6265 section 4.1).
+
+        Args:
+            name: The cookie's name, a token.
+            value: Its value: printable ASCII without space, ``"``, ``,``,
+                ``;`` or a backslash (encode anything else first).
+            expires: When it expires, in seconds since the epoch.
+            max_age: Seconds until it expires (0 deletes it).
+            domain: The domain it is sent to (the host only when None).
+            path: The path prefix it is sent for.
+            secure: Only send it over TLS; None means so when this request
+                came over TLS.
+            http_only: Hide it from scripts.
+            same_site: ``"Strict"``, ``"Lax"``, ``"None"`` or None.
+
+        Raises:
+            CookieError: The name, value or an attribute could inject
+                another attribute or header.
+            ResponseStateError: The response's headers were already sent.
+        """
+        if self._started:
+            raise ResponseStateError("the response has started: its headers are sent")
+        field = format_set_cookie(
+            name,
+            value,
+            expires=expires,
+            max_age=max_age,
+            domain=domain,
+            path=path,
+            secure=self.is_secure if secure is None else secure,
+            http_only=http_only,
+            same_site=same_site,
+        )
+        self.response_headers.add(b"Set-Cookie", field)
+
+    async def form(
+        self,
+        *,
+        max_fields: int = 1000,
+        max_urlencoded: int = 1024 * 1024,
+        max_parts: int = 128,
+        max_file_size: int | None = None,
+        max_total_size: int = 64 * 1024 * 1024,
+        spool_size: int = 1024 * 1024,
+        spool_directory: str | None = None,
+    ) -> MultipartForm:
+        """Read the request body as an HTML form.
+
+        ``application/x-www-form-urlencoded`` bodies fill ``fields`` only;
+        ``multipart/form-data`` bodies (RFC 7578) are parsed as they arrive,
+        a chunk at a time (reading from the client pauses while the parser
+        is behind), with file parts spooled to temporary files. A request
+        without a body gives an empty form. The files are removed when the
+        response is finished (or the connection lost); the form is read
+        once and the same object is returned on later calls.
+
+        Args:
+            max_fields: Most urlencoded fields.
+            max_urlencoded: Most bytes of a urlencoded body.
+            max_parts: Most multipart parts.
+            max_file_size: Most bytes of one file (None: only the total cap).
+            max_total_size: Most bytes of a multipart body.
+            spool_size: File bytes kept in memory before going to disk.
+            spool_directory: Where temporary files go (the system's default
+                when None).
+
+        Returns:
+            The form's text fields and files.
+
+        Raises:
+            HTTPProtocolError: A malformed form (400), one over a limit
+                (413), or a body that is not a form (415); the server
+                answers with that status if the handler lets it through.
+                The ``FormError`` is its ``__cause__``.
+            ConnectionResetError: The connection was lost first.
+        """
+        if self._form is not None:
+            return self._form
+        content_type = self.headers.get(b"content-type")
+        kind = (content_type or b"").partition(b";")[0].strip(b" \t").lower()
+        if self._body_complete and not self._body_chunks and kind not in _FORM_TYPES:
+            form = MultipartForm()
+        elif kind == b"application/x-www-form-urlencoded":
+            form = MultipartForm(await self._urlencoded(max_fields, max_urlencoded))
+        elif kind == b"multipart/form-data":
+            assert content_type is not None
+            try:
+                parser = MultipartParser(
+                    multipart_boundary(content_type),
+                    max_parts=max_parts,
+                    max_file_size=max_file_size,
+                    max_total_size=max_total_size,
+                    spool_size=spool_size,
+                    spool_directory=spool_directory,
+                )
+            except FormError as exc:
+                raise HTTPProtocolError(exc.status, str(exc)) from exc
+            form = await self._multipart(parser)
+        else:
+            raise HTTPProtocolError(415, "the request body is not a form")
+        self._form = form
+        # The files go when the response does, however it ends.
+        self.notify_finish().add_both(lambda _: form.close())
+        return form
+
+    async def _urlencoded(self, max_fields: int, max_size: int) -> dict[str, list[str]]:
+        # Read chunk by chunk so that an oversized body is refused as soon
+        # as it passes the limit, not once it has all been held.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.stream():
+            size += len(chunk)
+            if size > max_size:
+                raise HTTPProtocolError(413, "form body too large") from FormTooLargeError(
+                    f"form body over {max_size} bytes"
+                )
+            chunks.append(chunk)
+        try:
+            return parse_urlencoded(b"".join(chunks), max_fields=max_fields, max_size=max_size)
+        except FormError as exc:
+            raise HTTPProtocolError(exc.status, str(exc)) from exc
+
+    async def _multipart(self, parser: MultipartParser) -> MultipartForm:
+        try:
+            async for chunk in self.stream():
+                parser.feed(chunk)
+            return parser.close()
+        except FormError as exc:
+            raise HTTPProtocolError(exc.status, str(exc)) from exc
+        except BaseException:
+            # A lost connection or a cancelled handler: no files are left.
+            parser.abort()
+            raise
+
+    def session(self, store: SessionStore, *, create: bool = True) -> Session | None:
+        """The client's session in ``store``, made (and its cookie set) if need be.
+
+        The session is looked up from the request's cookie; a new one sends
+        its cookie (``HttpOnly``, ``SameSite=Lax``, ``Path=/``, ``Secure``
+        on TLS) with this response. Later calls for the same store return
+        the same session.
+
+        Args:
+            store: The sessions to look in.
+            create: Make a session when the client has none.
+
+        Returns:
+            The session, or None when there is none and ``create`` is false.
+
+        Raises:
+            ResponseStateError: A session must be made but the response's
+                headers were already sent.
+        """
+        held = self._session
+        if held is not None and held[0] is store:
+            return held[1]
+        session = store.from_cookie_header(self._cookie_field())
+        if session is None:
+            if not create:
+                return None
+            if self._started:
+                raise ResponseStateError("the response has started: no cookie can be set")
+            session = store.create()
+            self._set_session_cookie(store, store.cookie(session, secure=self.is_secure))
+        self._session = (store, session)
+        return session
+
+    def rotate_session(self, store: SessionStore) -> Session:
+        """Give the client's session a new id and send it the new cookie.
+
+        Call it when the session's privileges change (a login), so that an
+        id planted or seen before is worth nothing (session fixation).
+
+        Args:
+            store: The sessions to look in.
+
+        Returns:
+            The session (made if the client had none) under its new id.
+
+        Raises:
+            ResponseStateError: The response's headers were already sent.
+        """
+        if self._started:
+            raise ResponseStateError("the response has started: no cookie can be set")
+        session = self.session(store)
+        assert session is not None
+        store.rotate(session)
+        self._set_session_cookie(store, store.cookie(session, secure=self.is_secure))
+        return session
+
+    def expire_session(self, store: SessionStore) -> None:
+        """End the client's session in ``store`` (a logout) and clear its cookie.
+
+        Raises:
+            ResponseStateError: The response's headers were already sent.
+        """
+        if self._started:
+            raise ResponseStateError("the response has started: no cookie can be set")
+        session = self.session(store, create=False)
+        if session is not None:
+            store.expire(session.id)
+        self._session = None
+        self._set_session_cookie(store, store.expired_cookie(secure=self.is_secure))
+
+    def _set_session_cookie(self, store: SessionStore, field: bytes) -> None:
+        # One Set-Cookie for the session per response: a later one (a
+        # rotation after a creation) replaces the earlier.
+        headers = self.response_headers
+        prefix = store.cookie_name.encode("ascii") + b"="
+        kept = [v for v in headers.get_all(b"set-cookie") if not v.startswith(prefix)]
+        headers.remove(b"set-cookie")
+        for value in kept:
+            headers.add(b"Set-Cookie", value)
+        headers.add(b"Set-Cookie", field)
+
+    def check_preconditions(
+        self,
+        *,
+        etag: ETag | None = None,
+        last_modified: float | None = None,
+        exists: bool = True,
+    ) -> Precondition:
+        """Evaluate the request's conditional fields (RFC 9110 section 13.2.2).
+
+        Sets the validators given as ``ETag`` and ``Last-Modified`` on the
+        response, then, when the request's ``If-Match``,
+        ``If-Unmodified-Since``, ``If-None-Match`` or ``If-Modified-Since``
+        say so, the status to 304 or 412. The handler answers those with no
+        body::
+
+            if request.check_preconditions(etag=tag) is not Precondition.PROCEED:
+                return b""
+
+        Args:
+            etag: The current representation's entity tag, if any.
+            last_modified: Its modification time in seconds since the epoch.
+            exists: Whether there is a current representation (for ``*``).
+
+        Returns:
+            ``PROCEED``, ``NOT_MODIFIED`` (status set to 304) or
+            ``PRECONDITION_FAILED`` (status set to 412).
+
+        Raises:
+            ResponseStateError: The response has started.
+        """
+        if self._started:
+            raise ResponseStateError("the response has started: its status is sent")
+        headers = self.response_headers
+        if etag is not None:
+            headers.set(b"ETag", etag.format())
+        if last_modified is not None:
+            headers.set(b"Last-Modified", format_http_date(last_modified))
+        outcome = check_preconditions(
+            self._method,
+            self.headers,
+            etag=etag,
+            last_modified=last_modified,
+            exists=exists,
+        )
+        if outcome is not Precondition.PROCEED:
+            self.code = outcome.value
+            self._phrase = None
+        return outcome
 
     # -- the request body ------------------------------------------------------
 
@@ -723,13 +1054,16 @@ class Request:
     def _connection_lost(self, exc: BaseException) -> None:
         # The connection went before the response was done.
         self._lost = exc
-        self._fail_body(exc)
+        waiters = None
         if not self._finished:
             self._finished = True
             waiters = self._finish_waiters
             self._finish_waiters = None
-            for d in waiters or ():
-                d.errback(exc)
+        # Finished first: a handler woken by the failed read may answer at
+        # once, and that answer must be dropped, not sent out of turn.
+        self._fail_body(exc)
+        for d in waiters or ():
+            d.errback(exc)
 
     def __repr__(self) -> str:
         """The request line, for debugging."""
