@@ -192,6 +192,11 @@ class IMAP4Factory:
         plaintext_without_tls: Take LOGIN and AUTHENTICATE PLAIN/LOGIN
             before TLS (otherwise refused, with LOGINDISABLED advertised, as
             RFC 3501 section 6.2.3 and RFC 2595 section 3.2 ask).
+
+    Attributes:
+        auth_mechanisms: The SASL mechanisms the portal's checkers can
+            verify (CRAM-MD5 for ``CramMD5``, PLAIN and LOGIN for
+            ``UsernamePassword``), offered as ``AUTH=`` capabilities.
     """
 
     def __init__(
@@ -285,7 +290,12 @@ Handler = Callable[["IMAP4Server", Command], Coroutine[Any, Any, Reply]]
 class IMAP4Server(BaseProtocol):
     """One IMAP4rev1 server connection (RFC 3501 with IDLE, UIDPLUS, MOVE...).
 
-    Build it through ``IMAP4Factory``.
+    Build it through ``IMAP4Factory``. Commands are carried out one at a
+    time, in the order they came; their replies go out in that order.
+
+    Attributes:
+        factory: The factory that built it (portal, clock, limits).
+        parser: The connection's command parser.
     """
 
     def __init__(self, factory: IMAP4Factory) -> None:
