@@ -142,17 +142,11 @@ async def test_cram_md5_in_clear_and_pipelining(
 # The server hands a command that arrives with the end of the TLS handshake,
 # before its own start_tls has resumed, to its core as pre-TLS input, which
 # is dropped; torsion's client on uvloop is fast enough to hit that.
-SERVER_TLS_RACE = pytest.mark.xfail(
-    reason="server drops the first command sent right after the TLS handshake",
-    strict=False,
-)
-
-
 @pytest.mark.parametrize(
     "loop",
     [
         pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=[pytest.mark.torsion_loop("uvloop"), SERVER_TLS_RACE]),
+        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
     ],
 )
 async def test_starttls_and_auth(reactor: Reactor, loop: str, ca: trustme.CA) -> None:
