@@ -1,4 +1,8 @@
-"""IMAP4rev1 (RFC 3501): the sans-IO core the server and client glue stand on.
+"""IMAP4rev1 (RFC 3501): the server, and the sans-IO core it stands on.
+
+- ``IMAP4Factory``: the server for a stream listener, logging users in
+  through a cred ``Portal`` (the avatar is their ``MailStore``), with
+  ``IMAP4Server`` per connection and ``IMAP4Limits`` for its bounds.
 
 - ``CommandParser``: an incremental, bounded parser of client commands
   (literals synchronising and LITERAL+, APPEND messages streamed in chunks,
