@@ -6,19 +6,24 @@ against a Site on 127.0.0.1 on both loops, over HTTP/1.1 and HTTP/2.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import pytest
 from _http_server_helpers import Connection, Response, connect, get
 
-from torsion.defer import Deferred
-from torsion.testing import Clock, StringTransport
+from torsion.defer import Deferred, gather
+from torsion.internet import Address, Reactor
+from torsion.testing import Clock, StringTransport, require_peer
 from torsion.web import (
     CookieError,
     ETag,
+    HTTPChannel,
     MultipartForm,
     Precondition,
     Request,
@@ -581,3 +586,205 @@ def test_check_preconditions_after_the_response_started_is_refused() -> None:
     assert one(conn).body == b"x"
     assert len(errors) == 1
     conn.lose()
+
+
+# -- curl on 127.0.0.1 ---------------------------------------------------------------------
+
+BOTH_LOOPS = pytest.mark.parametrize(
+    "loop",
+    [
+        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
+        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
+    ],
+)
+HTTP_VERSIONS = pytest.mark.parametrize("http", ["--http1.1", "--http2-prior-knowledge"])
+
+
+class FormPage(Resource):
+    """Answers a POSTed form with its fields and each file's name and data."""
+
+    is_leaf = True
+
+    @handles("POST")
+    async def post(self, request: Request) -> bytes:
+        form = await request.form()
+        lines = [f"{name}={value}" for name, values in form.fields.items() for value in values]
+        for name, uploads in form.files.items():
+            lines += [f"{name}:{u.safe_filename}:{u.read().decode()}" for u in uploads]
+        request.response_headers.set(b"Content-Type", b"text/plain; charset=utf-8")
+        return "\n".join(lines).encode()
+
+
+class Visits(Resource):
+    """Counts a client's visits in its session; a ``theme`` query sets a cookie."""
+
+    is_leaf = True
+
+    def __init__(self, store: SessionStore) -> None:
+        super().__init__()
+        self.store = store
+
+    @handles("GET")
+    def get(self, request: Request) -> bytes:
+        session = request.session(self.store)
+        assert session is not None
+        session.data["visits"] = visits = session.data.get("visits", 0) + 1
+        for theme in request.args.get("theme", []):
+            request.add_cookie("theme", theme)
+        request.response_headers.set(b"Content-Type", b"text/plain")
+        request.response_headers.set(b"Cache-Control", b"no-store")
+        return f"visits={visits} theme={request.cookies.get('theme')}".encode()
+
+
+class Document(Resource):
+    """A representation with validators, answering conditional requests."""
+
+    is_leaf = True
+
+    @handles("GET")
+    def get(self, request: Request) -> bytes:
+        request.response_headers.set(b"Content-Type", b"text/plain; charset=utf-8")
+        if request.check_preconditions(etag=TAG, last_modified=MODIFIED) is not (
+            Precondition.PROCEED
+        ):
+            return b""
+        return b"the representation\n"
+
+
+@dataclass
+class Served:
+    url: str
+    store: SessionStore
+
+
+class Tracked(HTTPChannel):
+    """A channel whose end the test waits for, so nothing is left open."""
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site)
+        self.closed: Deferred[None] = Deferred()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.closed.callback(None)
+
+
+@asynccontextmanager
+async def serving(reactor: Reactor) -> AsyncIterator[Served]:
+    store = SessionStore(reactor)
+    root = Resource()
+    root.put_child("form", FormPage())
+    root.put_child("visits", Visits(store))
+    root.put_child("doc", Document())
+    site = Site(root, reactor=reactor)
+    channels: list[Tracked] = []
+
+    def factory(address: Address) -> HTTPChannel:
+        channel = Tracked(site)
+        channels.append(channel)
+        return channel
+
+    listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
+    try:
+        yield Served(f"http://127.0.0.1:{listener.port}", store)
+    finally:
+        await listener.stop_listening()
+        await asyncio.wait_for(gather([c.closed for c in channels]), 10)
+        store.close()
+
+
+async def curl(*argv: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        require_peer("curl", package="curl"),
+        "-sS",
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+@pytest.mark.integration
+@BOTH_LOOPS
+@HTTP_VERSIONS
+async def test_curl_uploads_a_file_with_fields(
+    reactor: Reactor, loop: str, http: str, tmp_path: Path
+) -> None:
+    upload = tmp_path / "notes.txt"
+    upload.write_bytes(b"first line\nsecond line\n" * 1000)
+    async with serving(reactor) as served:
+        out = await curl(
+            http, "-F", "title=A title", "-F", f"upload=@{upload}", served.url + "/form"
+        )
+    assert out == "title=A title\nupload:notes.txt:" + "first line\nsecond line\n" * 1000
+
+
+@pytest.mark.integration
+@BOTH_LOOPS
+@HTTP_VERSIONS
+async def test_curl_posts_a_urlencoded_form(reactor: Reactor, loop: str, http: str) -> None:
+    async with serving(reactor) as served:
+        out = await curl(
+            http, "-d", "a=1&b=x+y", "--data-urlencode", "c=caf\u00e9 & co", served.url + "/form"
+        )
+    assert out == "a=1\nb=x y\nc=caf\u00e9 & co"
+
+
+@pytest.mark.integration
+@BOTH_LOOPS
+@HTTP_VERSIONS
+async def test_curl_keeps_a_session_and_cookies_across_requests(
+    reactor: Reactor, loop: str, http: str, tmp_path: Path
+) -> None:
+    jar = str(tmp_path / "jar")
+    async with serving(reactor) as served:
+        url = served.url + "/visits"
+        first = await curl(http, "-c", jar, "-b", jar, url + "?theme=dark")
+        second = await curl(http, "-c", jar, "-b", jar, url)
+        third = await curl(http, "-c", jar, "-b", jar, url)
+        stranger = await curl(http, url)
+        assert len(served.store) == 2
+    assert first == "visits=1 theme=None"
+    assert second == "visits=2 theme=dark"
+    assert third == "visits=3 theme=dark"
+    assert stranger == "visits=1 theme=None"
+    # curl's jar marks HttpOnly cookies so; the session cookie is one.
+    # A small file, read after the servers are gone.
+    lines = Path(jar).read_text().splitlines()  # noqa: ASYNC240
+    names = {line.split("\t")[5] for line in lines if line.startswith("#HttpOnly_127.0.0.1")}
+    assert names == {"TORSION_SESSION", "theme"}
+
+
+@pytest.mark.integration
+@BOTH_LOOPS
+@HTTP_VERSIONS
+async def test_curl_gets_304_for_a_matching_etag(reactor: Reactor, loop: str, http: str) -> None:
+    async with serving(reactor) as served:
+        url = served.url + "/doc"
+        full = await curl(http, "-i", url)
+        matched = await curl(http, "-i", "-H", 'If-None-Match: "v1"', url)
+        dated = await curl(
+            http,
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-z",
+            "Tue, 14 Nov 2023 22:13:20 GMT",
+            url,
+        )
+        other = await curl(
+            http, "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", 'If-None-Match: "v0"', url
+        )
+    assert full.split()[1] == "200"
+    assert full.endswith("\r\n\r\nthe representation\n")
+    assert 'etag: "v1"' in full.lower()
+    assert matched.split()[1] == "304"
+    assert matched.endswith("\r\n\r\n")
+    assert 'etag: "v1"' in matched.lower()
+    assert dated == "304"
+    assert other == "200"
