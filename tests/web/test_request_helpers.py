@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import pytest
+import trustme
 from _http_server_helpers import Connection, Response, connect, get
 
 from torsion.defer import Deferred, gather
-from torsion.internet import Address, Reactor
+from torsion.internet import Address, Reactor, ServerTLS
 from torsion.testing import Clock, StringTransport, require_peer
 from torsion.web import (
     CookieError,
@@ -670,7 +671,7 @@ class Tracked(HTTPChannel):
 
 
 @asynccontextmanager
-async def serving(reactor: Reactor) -> AsyncIterator[Served]:
+async def serving(reactor: Reactor, tls: ServerTLS | None = None) -> AsyncIterator[Served]:
     store = SessionStore(reactor)
     root = Resource()
     root.put_child("form", FormPage())
@@ -684,9 +685,14 @@ async def serving(reactor: Reactor) -> AsyncIterator[Served]:
         channels.append(channel)
         return channel
 
-    listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
+    if tls is None:
+        listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
+        url = f"http://127.0.0.1:{listener.port}"
+    else:
+        listener = reactor.listen_tls(0, factory, tls, interface="127.0.0.1")
+        url = f"https://127.0.0.1:{listener.port}"
     try:
-        yield Served(f"http://127.0.0.1:{listener.port}", store)
+        yield Served(url, store)
     finally:
         await listener.stop_listening()
         await asyncio.wait_for(gather([c.closed for c in channels]), 10)
@@ -788,3 +794,41 @@ async def test_curl_gets_304_for_a_matching_etag(reactor: Reactor, loop: str, ht
     assert 'etag: "v1"' in matched.lower()
     assert dated == "304"
     assert other == "200"
+
+
+@pytest.mark.integration
+@BOTH_LOOPS
+@pytest.mark.parametrize(("http", "version"), [("--http1.1", "1.1"), ("--http2", "2")])
+async def test_cookies_are_secure_over_tls(
+    reactor: Reactor, loop: str, http: str, version: str, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = ServerTLS(str(cert), alpn=("h2", "http/1.1"))
+    async with serving(reactor, tls) as served:
+        out = await curl(
+            http,
+            "--cacert",
+            str(ca_file),
+            "-w",
+            "%{http_version}",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            served.url + "/visits?theme=dark",
+        )
+    head, _, used = out.rpartition("\r\n\r\n")
+    assert used == version
+    cookies = sorted(
+        line.split(":", 1)[1].strip()
+        for line in head.splitlines()
+        if line.lower().startswith("set-cookie:")
+    )
+    assert len(cookies) == 2
+    assert cookies[0].startswith("TORSION_SESSION=")
+    assert cookies[0].endswith("; Path=/; Secure; HttpOnly; SameSite=Lax")
+    assert cookies[1] == "theme=dark; Path=/; Secure; HttpOnly; SameSite=Lax"
