@@ -30,6 +30,7 @@ from torsion.web import (
     Request,
     Resource,
     ResponseStateError,
+    ServerLimits,
     SessionStore,
     Site,
     handles,
@@ -259,6 +260,30 @@ def test_multipart_form_with_a_file_is_streamed_and_cleaned_up(tmp_path: Path) -
     # The response is finished: the file is gone.
     assert uploads[0].file.closed
     assert list(tmp_path.iterdir()) == []
+    conn.lose()
+
+
+def test_multipart_form_reads_with_backpressure() -> None:
+    gate: Deferred[None] = Deferred()
+
+    async def action(request: Request) -> bytes:
+        await gate
+        return describe(await request.form())
+
+    Probe.action = staticmethod(action)
+    conn = connect(Probe(), limits=ServerLimits(body_buffer=64))
+    data = post(multipart(("f", "big.txt", b"0123456789" * 200)), MULTIPART)
+    half = len(data) // 2
+    for index in range(0, half, 100):
+        conn.send(data[index : min(index + 100, half)])
+    # The handler reads nothing yet: reading from the client stops.
+    assert not conn.transport.is_reading()
+    gate.callback(None)
+    # The form consumed what was held: reading goes on.
+    assert conn.transport.is_reading()
+    assert conn.take() == b""
+    conn.send(data[half:])
+    assert one(conn).body == repr(({}, {"f": [("big.txt", b"0123456789" * 200)]})).encode()
     conn.lose()
 
 
