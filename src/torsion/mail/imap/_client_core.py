@@ -423,7 +423,9 @@ class _Parser:
             self.position += 1
             items: list[Value] = []
             while not self.accept(b")"):
-                if items:
+                # Lists of lists (addresses, multipart bodies) have no space
+                # between their members: ``((...)(...))``.
+                if items and not (self.peek() == b"(" and self.data[self.position - 1] == 41):
                     self.expect(b" ")
                 if self.at_end():
                     raise self.error("a list without ')'")

@@ -1,0 +1,899 @@
+"""The IMAP4rev1 client: ``connect_imap`` and the protocol whose methods are the commands.
+
+``IMAP4Client`` is thin glue around ``IMAP4ClientConnection`` (the sans-IO
+core): each method writes a tagged command and returns its typed result
+once the tagged response arrives; commands may overlap. Untagged responses
+are handed to every command in flight (each takes what it asked for) and
+to an ``IdleSession`` while one runs. Every command has a reply timeout,
+except IDLE, which waits as long as its caller does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import re
+import ssl
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Literal
+from typing import Protocol as TypingProtocol
+
+from torsion.defer import Deferred
+from torsion.internet import Address, Clock, DelayedCall, ReactorTCP, ReactorTLS, client_context
+from torsion.internet import Protocol as BaseProtocol
+from torsion.mail._mutf7 import decode_modified_utf7, encode_modified_utf7
+from torsion.mail.imap._client_core import (
+    ContinuationRequest,
+    IMAP4ClientConnection,
+    IMAPProtocolError,
+    IMAPReplyError,
+    LiteralArgument,
+    ResponseEvent,
+    Tagged,
+    Untagged,
+    Value,
+    quote,
+)
+from torsion.mail.imap._responses import ResponseCode, format_date_time
+from torsion.mail.imap._search import SearchKey, format_search_key
+
+__all__ = [
+    "CommandResult",
+    "EnvelopeAddress",
+    "FetchResult",
+    "IMAP4Client",
+    "IMAP4Reactor",
+    "IdleSession",
+    "ListEntry",
+    "MailboxState",
+    "MessageEnvelope",
+    "connect_imap",
+]
+
+_Argument = bytes | str | LiteralArgument
+_LITERAL = re.compile(rb" ?\{([0-9]{1,10})\}\r\n")
+
+
+class IMAP4Reactor(Clock, ReactorTCP, ReactorTLS, TypingProtocol):
+    """What ``connect_imap`` needs from a reactor: time, TCP and TLS connections."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandResult:
+    """A command's outcome: the untagged responses seen while it ran and its tagged OK.
+
+    Attributes:
+        responses: The untagged responses, in order.
+        code: The tagged OK's response code, or None.
+        text: Its text.
+    """
+
+    responses: tuple[Untagged, ...]
+    code: ResponseCode | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxState:
+    r"""What SELECT or EXAMINE told of a mailbox (RFC 3501 section 6.3.1).
+
+    Attributes:
+        exists: The number of messages.
+        recent: The number with ``\Recent``.
+        uidvalidity: The UIDVALIDITY, or None if the server did not say.
+        uidnext: The next UID, or None.
+        unseen: The number of the first unseen message, or None.
+        flags: The flags defined in the mailbox.
+        permanent_flags: The flags that can be stored for good.
+        read_only: Whether the mailbox was opened read-only.
+    """
+
+    exists: int = 0
+    recent: int = 0
+    uidvalidity: int | None = None
+    uidnext: int | None = None
+    unseen: int | None = None
+    flags: tuple[str, ...] = ()
+    permanent_flags: tuple[str, ...] = ()
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListEntry:
+    r"""One mailbox from LIST or LSUB.
+
+    Attributes:
+        name: Its name, decoded from modified UTF-7.
+        delimiter: The hierarchy delimiter, or None for a flat name.
+        attributes: Its attributes (``\HasNoChildren``, ``\Noselect``, ``\Sent``...).
+    """
+
+    name: str
+    delimiter: str | None
+    attributes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeAddress:
+    """An address in an ENVELOPE (RFC 3501 section 7.4.2).
+
+    Attributes:
+        name: The display name, or None.
+        mailbox: The local part (or a group's name), or None.
+        host: The domain, or None (a group's start or end).
+    """
+
+    name: str | None
+    mailbox: str | None
+    host: str | None
+
+    @property
+    def address(self) -> str:
+        """The address as ``mailbox@host`` (or whichever part there is)."""
+        if self.mailbox is None or self.host is None:
+            return self.mailbox or ""
+        return f"{self.mailbox}@{self.host}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEnvelope:
+    """A message's ENVELOPE: its main header fields, parsed by the server.
+
+    Attributes:
+        date: The Date field's text, or None.
+        subject: The Subject (as sent, possibly RFC 2047 encoded), or None.
+        from_: From's addresses.
+        sender: Sender's addresses.
+        reply_to: Reply-To's addresses.
+        to: To's addresses.
+        cc: Cc's addresses.
+        bcc: Bcc's addresses.
+        in_reply_to: In-Reply-To, or None.
+        message_id: Message-ID, or None.
+    """
+
+    date: str | None
+    subject: str | None
+    from_: tuple[EnvelopeAddress, ...]
+    sender: tuple[EnvelopeAddress, ...]
+    reply_to: tuple[EnvelopeAddress, ...]
+    to: tuple[EnvelopeAddress, ...]
+    cc: tuple[EnvelopeAddress, ...]
+    bcc: tuple[EnvelopeAddress, ...]
+    in_reply_to: str | None
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchResult:
+    """One message's FETCH data.
+
+    Attributes:
+        number: Its message sequence number.
+        items: Each item by its upper-case name as the server wrote it
+            (``UID``, ``FLAGS``, ``BODY[]``, ``BODY[HEADER.FIELDS (SUBJECT)]``,
+            ``ENVELOPE``, ``BODYSTRUCTURE`` as nested tuples...).
+    """
+
+    number: int
+    items: dict[str, Value] = field(default_factory=dict)
+
+    @property
+    def uid(self) -> int | None:
+        """The UID, if fetched."""
+        value = self.items.get("UID")
+        return value if isinstance(value, int) else None
+
+    @property
+    def flags(self) -> tuple[str, ...] | None:
+        """The flags, if fetched."""
+        value = self.items.get("FLAGS")
+        return _atoms(value) if isinstance(value, tuple) else None
+
+    def body(self, section: str = "") -> bytes | None:
+        """Return ``BODY[section]`` (``BODY[]`` is the whole message), if fetched."""
+        value = self.items.get(f"BODY[{section.upper()}]")
+        return value if isinstance(value, bytes) else None
+
+    @property
+    def envelope(self) -> MessageEnvelope | None:
+        """The ENVELOPE, parsed, if fetched."""
+        value = self.items.get("ENVELOPE")
+        if not isinstance(value, tuple) or len(value) != 10:
+            return None
+        text = [_nstring(v) for v in value]
+        lists = [_addresses(v) for v in value]
+        return MessageEnvelope(
+            date=text[0],
+            subject=text[1],
+            from_=lists[2],
+            sender=lists[3],
+            reply_to=lists[4],
+            to=lists[5],
+            cc=lists[6],
+            bcc=lists[7],
+            in_reply_to=text[8],
+            message_id=text[9],
+        )
+
+
+def _nstring(value: Value) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str | int):
+        return str(value)
+    return None
+
+
+def _addresses(value: Value) -> tuple[EnvelopeAddress, ...]:
+    if not isinstance(value, tuple):
+        return ()
+    out = []
+    for item in value:
+        if isinstance(item, tuple) and len(item) == 4:
+            out.append(
+                EnvelopeAddress(
+                    name=_nstring(item[0]), mailbox=_nstring(item[2]), host=_nstring(item[3])
+                )
+            )
+    return tuple(out)
+
+
+def _atoms(value: Value) -> tuple[str, ...]:
+    if not isinstance(value, tuple):
+        return ()
+    return tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value)
+
+
+def _mailbox(name: str) -> bytes | LiteralArgument:
+    return quote(encode_modified_utf7(name))
+
+
+def _mailbox_name(value: Value) -> str:
+    raw = _nstring(value) or ""
+    try:
+        return decode_modified_utf7(raw)
+    except ValueError:
+        return raw
+
+
+def _sequence(uids: Iterable[int] | str) -> str:
+    if isinstance(uids, str):
+        return uids
+    numbers = sorted(set(uids))
+    if not numbers:
+        raise ValueError("an empty set of UIDs")
+    ranges: list[str] = []
+    start = previous = numbers[0]
+    for number in [*numbers[1:], None]:
+        if number is not None and number == previous + 1:
+            previous = number
+            continue
+        ranges.append(str(start) if start == previous else f"{start}:{previous}")
+        if number is not None:
+            start = previous = number
+    return ",".join(ranges)
+
+
+def _split_literals(data: bytes) -> list[_Argument]:
+    """Cut ``format_search_key``'s output where its literals are."""
+    parts: list[_Argument] = []
+    position = 0
+    for match in _LITERAL.finditer(data):
+        if match.start() < position:
+            continue
+        if match.start() > position:
+            parts.append(data[position : match.start()].strip(b" "))
+        end = match.end() + int(match.group(1))
+        parts.append(LiteralArgument(data[match.end() : end]))
+        position = end
+    rest = data[position:].strip(b" ")
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+class _Pending:
+    __slots__ = ("deferred", "on_continuation", "responses", "waits")
+
+    def __init__(
+        self, on_continuation: Callable[[ContinuationRequest], None] | None, *, waits: bool
+    ) -> None:
+        self.deferred: Deferred[CommandResult] = Deferred()
+        self.responses: list[Untagged] = []
+        self.on_continuation = on_continuation
+        self.waits = waits
+
+
+class IMAP4Client(BaseProtocol):
+    """One IMAP4rev1 client connection (RFC 3501, with IDLE, MOVE, LITERAL+, SASL-IR).
+
+    Get one from ``connect_imap``. Each command fails with ``IMAPReplyError``
+    on NO or BAD (carrying the server's code and text), with
+    ``IMAPProtocolError`` when the server breaks the protocol (the
+    connection is then closed), ``TimeoutError`` when it does not answer in
+    time and ``ConnectionResetError`` when the connection is lost.
+
+    Args:
+        clock: Runs the reply timer (the reactor).
+        timeout: Seconds to wait for each reply.
+
+    Attributes:
+        greeted: Fires with the greeting (an untagged OK or PREAUTH).
+        closed: Fires once the connection is closed.
+        mailbox: What the last SELECT or EXAMINE told, kept current by
+            EXISTS, RECENT and EXPUNGE responses; None when none is selected.
+    """
+
+    def __init__(self, clock: Clock, *, timeout: float = 60.0) -> None:
+        self.core = IMAP4ClientConnection()
+        self.clock = clock
+        self.timeout = timeout
+        self.greeted: Deferred[Untagged] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        self.mailbox: MailboxState | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._capabilities: tuple[str, ...] | None = None
+        self._idle: IdleSession | None = None
+        self._timer: DelayedCall | None = None
+        self._gone = False
+
+    # -- connection events -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Wait for the greeting."""
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        """Hand the bytes to the core and settle the commands they complete."""
+        try:
+            events = self.core.receive_data(data)
+        except IMAPProtocolError as exc:
+            self._fail_all(exc)
+            self.transport.close()
+            return
+        for event in events:
+            self._event(event)
+        self._flush()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail every command still waiting."""
+        self._gone = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._fail_all(ConnectionResetError("IMAP connection closed"))
+        if self._idle is not None:
+            self._idle._end()
+        super().connection_lost(exc)
+        self.closed.callback(None)
+
+    def _flush(self) -> None:
+        data = self.core.data_to_send()
+        if data and not self._gone:
+            self.transport.write(data)
+
+    def _event(self, event: ResponseEvent) -> None:
+        if isinstance(event, Tagged):
+            self._tagged(event)
+        elif isinstance(event, ContinuationRequest):
+            waiting = [p for p in self._pending.values() if p.on_continuation is not None]
+            if waiting:
+                assert waiting[0].on_continuation is not None
+                waiting[0].on_continuation(event)
+        elif not self.greeted.called:
+            if event.name in ("OK", "PREAUTH"):
+                self._note_code(event.code)
+                self.greeted.callback(event)
+            else:
+                self.greeted.errback(IMAPReplyError(event.name, event.code, event.text))
+                self.transport.close()
+        else:
+            self._untagged(event)
+
+    def _untagged(self, event: Untagged) -> None:
+        self._note_code(event.code)
+        if event.name == "CAPABILITY":
+            self._capabilities = _atoms(event.values)
+        elif self.mailbox is not None:
+            if event.name == "EXISTS" and event.number is not None:
+                self.mailbox = _replace(self.mailbox, exists=event.number)
+            elif event.name == "RECENT" and event.number is not None:
+                self.mailbox = _replace(self.mailbox, recent=event.number)
+            elif event.name == "EXPUNGE":
+                self.mailbox = _replace(self.mailbox, exists=max(0, self.mailbox.exists - 1))
+        for pending in self._pending.values():
+            pending.responses.append(event)
+        if self._idle is not None:
+            self._idle._push(event)
+
+    def _note_code(self, code: ResponseCode | None) -> None:
+        if code is not None and code.name == "CAPABILITY":
+            self._capabilities = tuple(code.value.split())
+            self.core.literal_plus = "LITERAL+" in self._upper_capabilities()
+
+    def _tagged(self, event: Tagged) -> None:
+        pending = self._pending.pop(event.tag, None)
+        if pending is None:
+            return  # not ours: a server's mistake, harmless to drop
+        if event.status == "OK":
+            self._note_code(event.code)
+            pending.deferred.callback(
+                CommandResult(responses=tuple(pending.responses), code=event.code, text=event.text)
+            )
+        else:
+            pending.deferred.errback(IMAPReplyError(event.status, event.code, event.text))
+
+    def _fail_all(self, exc: Exception) -> None:
+        if not self.greeted.called:
+            self.greeted.errback(exc)
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            item.deferred.errback(exc)
+
+    # -- timer -----------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        waiting = any(p.waits for p in self._pending.values())
+        if not self._gone and (waiting or not self.greeted.called):
+            self._timer = self.clock.call_later(self.timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail_all(TimeoutError(f"no IMAP reply in {self.timeout} s"))
+        self.transport.close()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send(
+        self,
+        *arguments: _Argument,
+        on_continuation: Callable[[ContinuationRequest], None] | None = None,
+        waits: bool = True,
+    ) -> Deferred[CommandResult]:
+        if self._gone:
+            failed: Deferred[CommandResult] = Deferred()
+            failed.errback(ConnectionResetError("IMAP connection closed"))
+            return failed
+        pending = _Pending(on_continuation, waits=waits)
+        tag = self.core.command(*arguments)
+        self._pending[tag] = pending
+        self._flush()
+        self._arm()
+        return pending.deferred
+
+    def _upper_capabilities(self) -> set[str]:
+        return {c.upper() for c in self._capabilities or ()}
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def capabilities(self) -> tuple[str, ...]:
+        """Return the server's capabilities, asking CAPABILITY unless already told."""
+        if self._capabilities is None:
+            await self._send("CAPABILITY")
+        return self._capabilities or ()
+
+    async def has_capability(self, name: str) -> bool:
+        """Return whether the server offers ``name`` (case-insensitive)."""
+        await self.capabilities()
+        return name.upper() in self._upper_capabilities()
+
+    async def noop(self) -> CommandResult:
+        """Say NOOP (and collect what the server has to tell)."""
+        return await self._send("NOOP")
+
+    async def starttls(
+        self, context: ssl.SSLContext | None = None, *, server_hostname: str | None = None
+    ) -> None:
+        """Upgrade to TLS with STARTTLS (RFC 3501 section 6.2.1); capabilities are asked again.
+
+        Args:
+            context: The TLS settings (``client_context()``, verifying, if None).
+            server_hostname: The name the certificate must carry.
+        """
+        await self._send("STARTTLS")
+        await self.start_tls(
+            context if context is not None else client_context(),
+            server_hostname=server_hostname,
+        )
+        # RFC 3501 section 6.2.1: what was said before TLS is not to be trusted.
+        self._capabilities = None
+        self.core.literal_plus = False
+
+    async def login(self, user: str, password: str) -> str:
+        """Log in with LOGIN; return the server's text."""
+        result = await self._send("LOGIN", quote(user), quote(password))
+        if result.code is None or result.code.name != "CAPABILITY":
+            self._capabilities = None
+        return result.text
+
+    async def authenticate_plain(self, user: str, password: str, *, authzid: str = "") -> str:
+        """Log in with AUTHENTICATE PLAIN (RFC 4616), in one round trip with SASL-IR (RFC 4959).
+
+        Returns:
+            The server's text.
+        """
+        token = base64.b64encode(f"{authzid}\0{user}\0{password}".encode()).decode("ascii")
+        sent = False
+
+        def answer(request: ContinuationRequest) -> None:
+            nonlocal sent
+            # The first empty challenge asks for the initial response; any
+            # other challenge PLAIN does not have: cancel (RFC 3501 6.2.2).
+            self.core.send_line(b"*" if sent else token.encode("ascii"))
+            sent = True
+
+        if await self.has_capability("SASL-IR"):
+            result = await self._send("AUTHENTICATE", "PLAIN", token, on_continuation=answer)
+        else:
+            result = await self._send("AUTHENTICATE", "PLAIN", on_continuation=answer)
+        if result.code is None or result.code.name != "CAPABILITY":
+            self._capabilities = None
+        return result.text
+
+    async def list(self, reference: str = "", pattern: str = "*") -> builtins.list[ListEntry]:
+        """List mailboxes (LIST) whose names match ``pattern`` under ``reference``."""
+        return await self._list("LIST", reference, pattern)
+
+    async def lsub(self, reference: str = "", pattern: str = "*") -> builtins.list[ListEntry]:
+        """List subscribed mailboxes (LSUB)."""
+        return await self._list("LSUB", reference, pattern)
+
+    async def _list(self, verb: str, reference: str, pattern: str) -> builtins.list[ListEntry]:
+        result = await self._send(verb, _mailbox(reference), _mailbox(pattern))
+        entries = []
+        for response in result.responses:
+            if response.name != verb or len(response.values) != 3:
+                continue
+            attributes, delimiter, name = response.values
+            entries.append(
+                ListEntry(
+                    name=_mailbox_name(name),
+                    delimiter=_nstring(delimiter),
+                    attributes=_atoms(attributes),
+                )
+            )
+        return entries
+
+    async def create(self, mailbox: str) -> None:
+        """Create a mailbox."""
+        await self._send("CREATE", _mailbox(mailbox))
+
+    async def delete(self, mailbox: str) -> None:
+        """Delete a mailbox."""
+        await self._send("DELETE", _mailbox(mailbox))
+
+    async def select(self, mailbox: str = "INBOX", *, readonly: bool = False) -> MailboxState:
+        """Open a mailbox with SELECT (EXAMINE when ``readonly``); return its state."""
+        self.mailbox = None
+        result = await self._send("EXAMINE" if readonly else "SELECT", _mailbox(mailbox))
+        state = MailboxState(read_only=readonly)
+        for response in result.responses:
+            if response.name == "EXISTS" and response.number is not None:
+                state = _replace(state, exists=response.number)
+            elif response.name == "RECENT" and response.number is not None:
+                state = _replace(state, recent=response.number)
+            elif response.name == "FLAGS" and response.values:
+                state = _replace(state, flags=_atoms(response.values[0]))
+            elif response.name == "OK" and response.code is not None:
+                state = _with_code(state, response.code)
+        if result.code is not None and result.code.name in ("READ-ONLY", "READ-WRITE"):
+            state = _replace(state, read_only=result.code.name == "READ-ONLY")
+        self.mailbox = state
+        return state
+
+    async def status(
+        self, mailbox: str, items: Sequence[str] = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+    ) -> dict[str, int]:
+        """Ask STATUS of a mailbox: each item (upper case) and its number."""
+        result = await self._send("STATUS", _mailbox(mailbox), "(" + " ".join(items) + ")")
+        found: dict[str, int] = {}
+        for response in result.responses:
+            if response.name == "STATUS" and len(response.values) == 2:
+                pairs = response.values[1]
+                if isinstance(pairs, tuple):
+                    for name, value in zip(pairs[::2], pairs[1::2], strict=False):
+                        if isinstance(name, str) and isinstance(value, int):
+                            found[name.upper()] = value
+        return found
+
+    async def search(self, criteria: str | SearchKey = "ALL") -> builtins.list[int]:
+        """Search the selected mailbox (UID SEARCH); return the matching UIDs.
+
+        Args:
+            criteria: The search program as IMAP writes it (``"UNSEEN FROM alice"``),
+                or a ``SearchKey`` tree (strings sent as literals when need be).
+        """
+        if isinstance(criteria, str):
+            arguments: builtins.list[_Argument] = [criteria]
+        else:
+            arguments = _split_literals(format_search_key(criteria))
+        if any(isinstance(a, LiteralArgument) and not a.data.isascii() for a in arguments):
+            arguments = ["CHARSET", "UTF-8", *arguments]
+        result = await self._send("UID", "SEARCH", *arguments)
+        uids: builtins.list[int] = []
+        for response in result.responses:
+            if response.name == "SEARCH":
+                uids.extend(v for v in response.values if isinstance(v, int))
+        return sorted(uids)
+
+    async def fetch(
+        self, uids: Iterable[int] | str, items: Sequence[str] | str = ("FLAGS",)
+    ) -> dict[int, FetchResult]:
+        """Fetch data of messages by UID (UID FETCH); return it by UID.
+
+        Args:
+            uids: The UIDs, or a sequence set as IMAP writes it (``"1:*"``).
+            items: The data items (``"FLAGS"``, ``"BODY.PEEK[]"``,
+                ``"ENVELOPE"``...) or a macro (``"ALL"``, ``"FAST"``).
+                ``BODY.PEEK[...]`` comes back as ``BODY[...]``.
+        """
+        names = items if isinstance(items, str) else "(" + " ".join(items) + ")"
+        result = await self._send("UID", "FETCH", _sequence(uids), names)
+        return _fetched(result)
+
+    async def store(
+        self,
+        uids: Iterable[int] | str,
+        flags: Iterable[str],
+        *,
+        action: Literal["set", "add", "remove"] = "add",
+    ) -> dict[int, tuple[str, ...]]:
+        """Change flags of messages by UID (UID STORE); return their flags after.
+
+        Args:
+            uids: The UIDs, or a sequence set.
+            flags: The flags.
+            action: Replace the flags (``set``, ``FLAGS``), add to them
+                (``+FLAGS``) or remove from them (``-FLAGS``).
+        """
+        verb = {"set": "FLAGS", "add": "+FLAGS", "remove": "-FLAGS"}[action]
+        result = await self._send(
+            "UID", "STORE", _sequence(uids), verb, "(" + " ".join(flags) + ")"
+        )
+        return {
+            uid: fetched.flags or ()
+            for uid, fetched in _fetched(result).items()
+            if fetched.flags is not None
+        }
+
+    async def copy(self, uids: Iterable[int] | str, mailbox: str) -> ResponseCode | None:
+        """Copy messages by UID to another mailbox (UID COPY); return COPYUID if told."""
+        result = await self._send("UID", "COPY", _sequence(uids), _mailbox(mailbox))
+        return result.code
+
+    async def move(self, uids: Iterable[int] | str, mailbox: str) -> None:
+        """Move messages by UID to another mailbox (UID MOVE, RFC 6851)."""
+        await self._send("UID", "MOVE", _sequence(uids), _mailbox(mailbox))
+
+    async def expunge(self) -> builtins.list[int]:
+        r"""Remove the messages flagged ``\Deleted``; return the expunged sequence numbers."""
+        result = await self._send("EXPUNGE")
+        return [r.number for r in result.responses if r.name == "EXPUNGE" and r.number]
+
+    async def close_mailbox(self) -> None:
+        """Say CLOSE: expunge silently and leave the selected state."""
+        await self._send("CLOSE")
+        self.mailbox = None
+
+    async def append(
+        self,
+        mailbox: str,
+        message: bytes,
+        flags: Iterable[str] = (),
+        date: datetime | None = None,
+    ) -> int | None:
+        """Store a message in a mailbox (APPEND); return its UID if the server told (APPENDUID).
+
+        The message goes as a literal: at once with LITERAL+, else after the
+        server's continuation request.
+        """
+        arguments: builtins.list[_Argument] = ["APPEND", _mailbox(mailbox)]
+        flag_list = tuple(flags)
+        if flag_list:
+            arguments.append("(" + " ".join(flag_list) + ")")
+        if date is not None:
+            arguments.append(format_date_time(date))
+        arguments.append(LiteralArgument(message))
+        result = await self._send(*arguments)
+        if result.code is not None and result.code.name == "APPENDUID":
+            words = result.code.value.split()
+            if len(words) == 2 and words[1].isdigit():
+                return int(words[1])
+        return None
+
+    def idle(self) -> IdleSession:
+        """Wait for news with IDLE (RFC 2177): ``async with client.idle() as updates``.
+
+        Iterating the session yields each untagged response (EXISTS,
+        EXPUNGE, FETCH...) as it arrives; leaving the ``async with`` block
+        (or ``IdleSession.done``) sends DONE and waits for the server's OK.
+        """
+        return IdleSession(self)
+
+    async def logout(self) -> None:
+        """Say LOGOUT and wait for the connection to close."""
+        try:
+            await self._send("LOGOUT")
+        except ConnectionResetError:
+            pass  # closed before the tagged OK: logged out all the same
+        finally:
+            if not self._gone:
+                self.transport.close()
+            await self.closed
+
+
+class IdleSession:
+    """One IDLE command: an async iterator of untagged responses, ended by DONE."""
+
+    def __init__(self, client: IMAP4Client) -> None:
+        self._client = client
+        self._queue: deque[Untagged] = deque()
+        self._waiter: Deferred[None] | None = None
+        self._started: Deferred[None] = Deferred()
+        self._result: Deferred[CommandResult] | None = None
+        self._ended = False
+        self._done_sent = False
+
+    async def __aenter__(self) -> IdleSession:
+        """Send IDLE and wait for the server's continuation request."""
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Send DONE and wait for the tagged OK (unless the connection is gone)."""
+        if self._client._gone:
+            return
+        await self.done()
+
+    async def start(self) -> None:
+        """Send IDLE and wait for the server's continuation request."""
+        client = self._client
+        if client._idle is not None:
+            raise RuntimeError("an IDLE is already running")
+        client._idle = self
+
+        def started(request: ContinuationRequest) -> None:
+            if not self._started.called:
+                self._started.callback(None)
+
+        self._result = client._send("IDLE", on_continuation=started, waits=False)
+
+        def ended(outcome: object) -> object:
+            self._end()
+            if not self._started.called:
+                self._started.errback(
+                    outcome if isinstance(outcome, Exception) else IMAPProtocolError("IDLE ended")
+                )
+            return outcome
+
+        self._result.add_both(ended)
+        await self._started
+
+    def __aiter__(self) -> IdleSession:
+        """Return the session itself."""
+        return self
+
+    async def __anext__(self) -> Untagged:
+        """Return the next untagged response; stop once the IDLE has ended."""
+        while not self._queue:
+            if self._ended:
+                raise StopAsyncIteration
+            self._waiter = Deferred()
+            await self._waiter
+        return self._queue.popleft()
+
+    async def done(self) -> CommandResult:
+        """Send DONE and return the IDLE's result."""
+        assert self._result is not None, "IDLE not started"
+        if not self._done_sent and not self._ended:
+            self._done_sent = True
+            self._client.core.send_line(b"DONE")
+            self._client._flush()
+        return await self._result
+
+    def _push(self, event: Untagged) -> None:
+        self._queue.append(event)
+        self._wake()
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._client._idle is self:
+            self._client._idle = None
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.called:
+            waiter.callback(None)
+
+
+def _fetched(result: CommandResult) -> dict[int, FetchResult]:
+    by_uid: dict[int, FetchResult] = {}
+    for response in result.responses:
+        if response.name != "FETCH" or response.number is None:
+            continue
+        values = response.values
+        items = {str(name): value for name, value in zip(values[::2], values[1::2], strict=False)}
+        # The server answers BODY.PEEK[...] as BODY[...] (RFC 3501 section 7.4.2).
+        fetched = FetchResult(number=response.number, items=items)
+        uid = fetched.uid
+        if uid is not None:
+            previous = by_uid.get(uid)
+            if previous is not None:
+                merged = {**previous.items, **items}
+                fetched = FetchResult(number=response.number, items=merged)
+            by_uid[uid] = fetched
+    return by_uid
+
+
+def _replace(state: MailboxState, **changes: object) -> MailboxState:
+    values = {name: getattr(state, name) for name in MailboxState.__dataclass_fields__}
+    values.update(changes)
+    return MailboxState(**values)
+
+
+def _with_code(state: MailboxState, code: ResponseCode) -> MailboxState:
+    value = code.value.strip()
+    if code.name in ("UIDVALIDITY", "UIDNEXT", "UNSEEN") and value.isdigit():
+        return _replace(state, **{code.name.lower(): int(value)})
+    if code.name == "PERMANENTFLAGS":
+        return _replace(state, permanent_flags=tuple(value.strip("()").split()))
+    return state
+
+
+async def connect_imap(
+    reactor: IMAP4Reactor,
+    host: str,
+    port: int = 143,
+    *,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    reply_timeout: float = 60.0,
+) -> IMAP4Client:
+    """Connect to an IMAP server and wait for its greeting.
+
+    Args:
+        reactor: Makes the connection.
+        host: The server's name or address.
+        port: Its port (143; 993 for implicit TLS).
+        tls: Implicit TLS (IMAPS) with these settings; for STARTTLS, connect
+            in clear and call ``IMAP4Client.starttls``.
+        server_hostname: The name the certificate must carry (``host`` if None).
+        reply_timeout: Seconds for the connection and for each reply.
+
+    Raises:
+        IMAPReplyError: The greeting was BYE.
+    """
+
+    def factory(address: Address) -> IMAP4Client:
+        return IMAP4Client(reactor, timeout=reply_timeout)
+
+    if tls is None:
+        client = await reactor.connect_tcp(host, port, factory, timeout=reply_timeout)
+    else:
+        client = await reactor.connect_tls(
+            host,
+            port,
+            factory,
+            context=tls,
+            server_hostname=server_hostname,
+            timeout=reply_timeout,
+        )
+    await client.greeted
+    return client
