@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 import trustme
-from _runner_helpers import ENV, Torsion, one_line, run_torsion, wait_for_log
+from _runner_helpers import (
+    ENV,
+    Torsion,
+    log_lines,
+    one_line,
+    run_torsion,
+    wait_for_log,
+    wait_until,
+)
 
 from torsion.application._plugins import option_values
 from torsion.application._web import WEB, JSONAccessFormatter, parse_vhost
@@ -166,8 +174,9 @@ def test_virtual_hosts_behind_a_password(env: dict[str, str], tmp_path: Path) ->
         assert refused == '401 Basic realm="staff", charset="UTF-8"'
         assert curl("-u", "alice:s3cret", "-H", "Host: ONE.test:80", base) == "site one"
         assert "It works" in curl("-u", "alice:s3cret", "-H", "Host: other.test", base)
-        wait_for_log(log, r'"status": 200')
-        entries = [json.loads(line) for line in log.read_text().splitlines()]
+        # One line per request, written once each response is done.
+        wait_until(lambda: len(log_lines(log)) >= 3, "three access log lines")
+        entries = [json.loads(line) for line in log_lines(log)]
         assert [e["status"] for e in entries][:3] == [401, 200, 200]
         assert entries[1]["request"] == "GET / HTTP/1.1"
         assert torsion.stop() == 0
