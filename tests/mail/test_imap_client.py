@@ -15,9 +15,14 @@ from pathlib import Path
 import pytest
 
 from torsion.internet import Reactor
-from torsion.mail.imap._client import IMAP4Client, MailboxState, connect_imap
-from torsion.mail.imap._client_core import IMAPReplyError
-from torsion.mail.imap._search import FlagKey, TextKey
+from torsion.mail.imap import (
+    FlagKey,
+    IMAP4Client,
+    IMAPReplyError,
+    MailboxState,
+    TextKey,
+    connect_imap,
+)
 from torsion.testing import require_peer
 
 pytestmark = pytest.mark.integration

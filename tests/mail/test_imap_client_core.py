@@ -15,8 +15,8 @@ from torsion.mail.imap._client_core import (
     IMAP4ClientConnection,
     IMAPProtocolError,
     LiteralArgument,
-    Tagged,
-    Untagged,
+    TaggedResponse,
+    UntaggedResponse,
     quote,
 )
 
@@ -57,40 +57,42 @@ SESSION = (
 
 def expected() -> list[object]:
     return [
-        Untagged(
+        UntaggedResponse(
             name="OK", code=ResponseCode("CAPABILITY", "IMAP4rev1 LITERAL+ IDLE"), text="ready"
         ),
-        Untagged(name="CAPABILITY", values=("IMAP4rev1", "IDLE", "MOVE")),
-        Untagged(
+        UntaggedResponse(name="CAPABILITY", values=("IMAP4rev1", "IDLE", "MOVE")),
+        UntaggedResponse(
             name="FLAGS", values=(("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"),)
         ),
-        Untagged(
+        UntaggedResponse(
             name="OK",
             code=ResponseCode("PERMANENTFLAGS", "(\\Deleted \\Seen \\*)"),
             text="Flags permitted.",
         ),
-        Untagged(name="EXISTS", number=3),
-        Untagged(name="RECENT", number=0),
-        Untagged(name="OK", code=ResponseCode("UIDVALIDITY", "1732497600"), text="UIDs valid"),
-        Untagged(name="OK", code=ResponseCode("UIDNEXT", "4"), text="Predicted next UID"),
-        Tagged(
+        UntaggedResponse(name="EXISTS", number=3),
+        UntaggedResponse(name="RECENT", number=0),
+        UntaggedResponse(
+            name="OK", code=ResponseCode("UIDVALIDITY", "1732497600"), text="UIDs valid"
+        ),
+        UntaggedResponse(name="OK", code=ResponseCode("UIDNEXT", "4"), text="Predicted next UID"),
+        TaggedResponse(
             tag="T0001",
             status="OK",
             code=ResponseCode("READ-WRITE", ""),
             text="Select completed (0.001 + 0.000 secs).",
         ),
-        Untagged(name="SEARCH", values=(1, 2, 3)),
-        Untagged(name="SEARCH", values=()),
-        Untagged(name="LIST", values=(("\\HasNoChildren",), b".", "INBOX")),
-        Untagged(name="LIST", values=(("\\HasNoChildren", "\\Sent"), b".", b"Sent Items")),
-        Untagged(name="LIST", values=(("\\Noselect",), None, b'odd")')),
-        Untagged(
+        UntaggedResponse(name="SEARCH", values=(1, 2, 3)),
+        UntaggedResponse(name="SEARCH", values=()),
+        UntaggedResponse(name="LIST", values=(("\\HasNoChildren",), b".", "INBOX")),
+        UntaggedResponse(name="LIST", values=(("\\HasNoChildren", "\\Sent"), b".", b"Sent Items")),
+        UntaggedResponse(name="LIST", values=(("\\Noselect",), None, b'odd")')),
+        UntaggedResponse(
             name="STATUS", values=(b"Sent Items", ("MESSAGES", 2, "UIDNEXT", 3, "UNSEEN", 0))
         ),
-        Untagged(name="NAMESPACE", values=(((b"", b"."),), None, None)),
-        Untagged(name="ENABLED", values=("CONDSTORE",)),
-        Untagged(name="EXPUNGE", number=2),
-        Untagged(
+        UntaggedResponse(name="NAMESPACE", values=(((b"", b"."),), None, None)),
+        UntaggedResponse(name="ENABLED", values=("CONDSTORE",)),
+        UntaggedResponse(name="EXPUNGE", number=2),
+        UntaggedResponse(
             name="FETCH",
             number=1,
             values=(
@@ -138,15 +140,15 @@ def expected() -> list[object]:
         ),
         ContinuationRequest(text="go ahead"),
         ContinuationRequest(text=""),
-        Tagged(
+        TaggedResponse(
             tag="T0002",
             status="NO",
             code=ResponseCode("TRYCREATE", ""),
             text="Mailbox doesn't exist: Nope",
         ),
-        Tagged(tag="T0003", status="BAD", text="Error in IMAP command"),
-        Untagged(name="BYE", text="Logging out"),
-        Tagged(tag="T0004", status="OK"),
+        TaggedResponse(tag="T0003", status="BAD", text="Error in IMAP command"),
+        UntaggedResponse(name="BYE", text="Logging out"),
+        TaggedResponse(tag="T0004", status="OK"),
     ]
 
 

@@ -4,6 +4,10 @@
   through a cred ``Portal`` (the avatar is their ``MailStore``), with
   ``IMAP4Server`` per connection and ``IMAP4Limits`` for its bounds.
 
+- ``connect_imap``: the client, an ``IMAP4Client`` whose methods are the
+  commands (typed results: ``MailboxState``, ``FetchResult``, ``ListEntry``;
+  ``IdleSession`` for IDLE), on the sans-IO ``IMAP4ClientConnection``.
+
 - ``CommandParser``: an incremental, bounded parser of client commands
   (literals synchronising and LITERAL+, APPEND messages streamed in chunks,
   UID variants, IDLE, MOVE, UID EXPUNGE, NAMESPACE, ENABLE), its events
@@ -19,6 +23,30 @@
   ``ResponseCode`` (ALERT, PERMANENTFLAGS, APPENDUID, COPYUID...).
 """
 
+from torsion.mail.imap._client import (
+    CommandResult,
+    EnvelopeAddress,
+    FetchResult,
+    IdleSession,
+    IMAP4Client,
+    IMAP4Reactor,
+    ListEntry,
+    MailboxState,
+    MessageEnvelope,
+    connect_imap,
+)
+from torsion.mail.imap._client_core import (
+    ClientLimits,
+    ContinuationRequest,
+    IMAP4ClientConnection,
+    IMAPProtocolError,
+    IMAPReplyError,
+    LiteralArgument,
+    ResponseEvent,
+    ResponseValue,
+    TaggedResponse,
+    UntaggedResponse,
+)
 from torsion.mail.imap._commands import Argument, Command, StoreAction, parse_command
 from torsion.mail.imap._fetch import (
     FetchItem,
@@ -95,19 +123,34 @@ __all__ = [
     "AppendStart",
     "Argument",
     "BadCommand",
+    "ClientLimits",
     "Command",
     "CommandParser",
+    "CommandResult",
     "ContinuationLine",
     "ContinuationNeeded",
+    "ContinuationRequest",
     "DateKey",
+    "EnvelopeAddress",
     "FetchItem",
     "FetchMessage",
+    "FetchResult",
     "FlagKey",
+    "IMAP4Client",
+    "IMAP4ClientConnection",
     "IMAP4Factory",
     "IMAP4Limits",
+    "IMAP4Reactor",
     "IMAP4Server",
     "IMAPError",
     "IMAPParseError",
+    "IMAPProtocolError",
+    "IMAPReplyError",
+    "IdleSession",
+    "ListEntry",
+    "LiteralArgument",
+    "MailboxState",
+    "MessageEnvelope",
     "MimePart",
     "NotKey",
     "OrKey",
@@ -115,6 +158,8 @@ __all__ = [
     "ParserLimits",
     "Reader",
     "ResponseCode",
+    "ResponseEvent",
+    "ResponseValue",
     "SearchKey",
     "SearchMessage",
     "Section",
@@ -122,10 +167,13 @@ __all__ = [
     "SequenceSet",
     "SizeKey",
     "StoreAction",
+    "TaggedResponse",
     "TextKey",
+    "UntaggedResponse",
     "body_structure",
     "bye",
     "capability",
+    "connect_imap",
     "continuation",
     "enabled",
     "envelope",

@@ -2,7 +2,7 @@
 
 ``IMAP4Client`` is thin glue around ``IMAP4ClientConnection`` (the sans-IO
 core): each method writes a tagged command and returns its typed result
-once the tagged response arrives; commands may overlap. Untagged responses
+once the tagged response arrives; commands may overlap. UntaggedResponse responses
 are handed to every command in flight (each takes what it asked for) and
 to an ``IdleSession`` while one runs. Every command has a reply timeout,
 except IDLE, which waits as long as its caller does.
@@ -34,9 +34,9 @@ from torsion.mail.imap._client_core import (
     IMAPReplyError,
     LiteralArgument,
     ResponseEvent,
-    Tagged,
-    Untagged,
-    Value,
+    ResponseValue,
+    TaggedResponse,
+    UntaggedResponse,
     quote,
 )
 from torsion.mail.imap._responses import ResponseCode, format_date_time
@@ -73,7 +73,7 @@ class CommandResult:
         text: Its text.
     """
 
-    responses: tuple[Untagged, ...]
+    responses: tuple[UntaggedResponse, ...]
     code: ResponseCode | None
     text: str
 
@@ -181,7 +181,7 @@ class FetchResult:
     """
 
     number: int
-    items: dict[str, Value] = field(default_factory=dict)
+    items: dict[str, ResponseValue] = field(default_factory=dict)
 
     @property
     def uid(self) -> int | None:
@@ -222,7 +222,7 @@ class FetchResult:
         )
 
 
-def _nstring(value: Value) -> str | None:
+def _nstring(value: ResponseValue) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, str | int):
@@ -230,7 +230,7 @@ def _nstring(value: Value) -> str | None:
     return None
 
 
-def _addresses(value: Value) -> tuple[EnvelopeAddress, ...]:
+def _addresses(value: ResponseValue) -> tuple[EnvelopeAddress, ...]:
     if not isinstance(value, tuple):
         return ()
     out = []
@@ -244,7 +244,7 @@ def _addresses(value: Value) -> tuple[EnvelopeAddress, ...]:
     return tuple(out)
 
 
-def _atoms(value: Value) -> tuple[str, ...]:
+def _atoms(value: ResponseValue) -> tuple[str, ...]:
     if not isinstance(value, tuple):
         return ()
     return tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value)
@@ -254,7 +254,7 @@ def _mailbox(name: str) -> bytes | LiteralArgument:
     return quote(encode_modified_utf7(name))
 
 
-def _mailbox_name(value: Value) -> str:
+def _mailbox_name(value: ResponseValue) -> str:
     raw = _nstring(value) or ""
     try:
         return decode_modified_utf7(raw)
@@ -305,7 +305,7 @@ class _Pending:
         self, on_continuation: Callable[[ContinuationRequest], None] | None, *, waits: bool
     ) -> None:
         self.deferred: Deferred[CommandResult] = Deferred()
-        self.responses: list[Untagged] = []
+        self.responses: list[UntaggedResponse] = []
         self.on_continuation = on_continuation
         self.waits = waits
 
@@ -334,7 +334,7 @@ class IMAP4Client(BaseProtocol):
         self.core = IMAP4ClientConnection()
         self.clock = clock
         self.timeout = timeout
-        self.greeted: Deferred[Untagged] = Deferred()
+        self.greeted: Deferred[UntaggedResponse] = Deferred()
         self.closed: Deferred[None] = Deferred()
         self.mailbox: MailboxState | None = None
         self._pending: dict[str, _Pending] = {}
@@ -381,7 +381,7 @@ class IMAP4Client(BaseProtocol):
             self.transport.write(data)
 
     def _event(self, event: ResponseEvent) -> None:
-        if isinstance(event, Tagged):
+        if isinstance(event, TaggedResponse):
             self._tagged(event)
         elif isinstance(event, ContinuationRequest):
             waiting = [p for p in self._pending.values() if p.on_continuation is not None]
@@ -398,7 +398,7 @@ class IMAP4Client(BaseProtocol):
         else:
             self._untagged(event)
 
-    def _untagged(self, event: Untagged) -> None:
+    def _untagged(self, event: UntaggedResponse) -> None:
         self._note_code(event.code)
         if event.name == "CAPABILITY":
             self._capabilities = _atoms(event.values)
@@ -419,7 +419,7 @@ class IMAP4Client(BaseProtocol):
             self._capabilities = tuple(code.value.split())
             self.core.literal_plus = "LITERAL+" in self._upper_capabilities()
 
-    def _tagged(self, event: Tagged) -> None:
+    def _tagged(self, event: TaggedResponse) -> None:
         pending = self._pending.pop(event.tag, None)
         if pending is None:
             return  # not ours: a server's mistake, harmless to drop
@@ -738,7 +738,7 @@ class IdleSession:
 
     def __init__(self, client: IMAP4Client) -> None:
         self._client = client
-        self._queue: deque[Untagged] = deque()
+        self._queue: deque[UntaggedResponse] = deque()
         self._waiter: Deferred[None] | None = None
         self._started: Deferred[None] = Deferred()
         self._result: Deferred[CommandResult] | None = None
@@ -789,7 +789,7 @@ class IdleSession:
         """Return the session itself."""
         return self
 
-    async def __anext__(self) -> Untagged:
+    async def __anext__(self) -> UntaggedResponse:
         """Return the next untagged response; stop once the IDLE has ended."""
         while not self._queue:
             if self._ended:
@@ -807,7 +807,7 @@ class IdleSession:
             self._client._flush()
         return await self._result
 
-    def _push(self, event: Untagged) -> None:
+    def _push(self, event: UntaggedResponse) -> None:
         self._queue.append(event)
         self._wake()
 

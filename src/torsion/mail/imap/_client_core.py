@@ -2,7 +2,7 @@
 
 ``IMAP4ClientConnection`` frames the server's bytes into responses (lines
 with their ``{n}`` literals inline, RFC 3501 section 4.3), parses each into
-an event (``Untagged``, ``Tagged``, ``ContinuationRequest``) and writes
+an event (``UntaggedResponse``, ``TaggedResponse``, ``ContinuationRequest``) and writes
 commands with tags, sending a synchronising literal only after the server's
 continuation request (or at once with LITERAL+, RFC 7888). Every buffer is
 bounded by ``ClientLimits``; bytes that are not IMAP raise
@@ -26,14 +26,14 @@ __all__ = [
     "IMAPReplyError",
     "LiteralArgument",
     "ResponseEvent",
-    "Tagged",
-    "Untagged",
-    "Value",
+    "ResponseValue",
+    "TaggedResponse",
+    "UntaggedResponse",
     "quote",
 ]
 
 #: A parsed response value: NIL, a number, an atom, a string's octets, or a list.
-Value = None | int | str | bytes | tuple["Value", ...]
+ResponseValue = None | int | str | bytes | tuple["ResponseValue", ...]
 
 # RFC 3501 section 9 (and RFC 7888): a line that ends in a literal's size.
 _LITERAL_END = re.compile(rb"\{([0-9]{1,20})(\+?)\}\Z")
@@ -88,7 +88,7 @@ class ClientLimits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Untagged:
+class UntaggedResponse:
     """An untagged response (``* ...``).
 
     Attributes:
@@ -104,13 +104,13 @@ class Untagged:
 
     name: str
     number: int | None = None
-    values: tuple[Value, ...] = ()
+    values: tuple[ResponseValue, ...] = ()
     code: ResponseCode | None = None
     text: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Tagged:
+class TaggedResponse:
     """The response that completes a command.
 
     Attributes:
@@ -137,7 +137,7 @@ class ContinuationRequest:
     text: str = ""
 
 
-ResponseEvent = Untagged | Tagged | ContinuationRequest
+ResponseEvent = UntaggedResponse | TaggedResponse | ContinuationRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +325,7 @@ class IMAP4ClientConnection:
         if status not in ("OK", "NO", "BAD"):
             raise IMAPProtocolError(f"a tagged response that is not OK, NO or BAD: {status!r}")
         code, text = parser.status_rest()
-        return Tagged(tag=tag, status=status, code=code, text=text)
+        return TaggedResponse(tag=tag, status=status, code=code, text=text)
 
 
 def _text(raw: bytes) -> str:
@@ -385,7 +385,7 @@ class _Parser:
             self.accept(b" ")
         return code, _text(self.data[self.position :])
 
-    def untagged(self) -> Untagged:
+    def untagged(self) -> UntaggedResponse:
         number = None
         match = _UNTAGGED_NUMBER.match(self.data, self.position)
         if match is not None:
@@ -394,34 +394,34 @@ class _Parser:
         name = self.atom().upper()
         if number is None and name in _STATUSES:
             code, text = self.status_rest()
-            return Untagged(name=name, code=code, text=text)
+            return UntaggedResponse(name=name, code=code, text=text)
         if number is not None:
             if name == "FETCH":
                 self.expect(b" ")
                 items = self.fetch_items()
                 self.end()
-                return Untagged(name=name, number=number, values=items)
+                return UntaggedResponse(name=name, number=number, values=items)
             self.end()
-            return Untagged(name=name, number=number)
-        values: list[Value] = []
+            return UntaggedResponse(name=name, number=number)
+        values: list[ResponseValue] = []
         while not self.at_end():
             self.expect(b" ")
             if self.at_end():
                 break  # a trailing space (seen after SEARCH with no hits)
             values.append(self.value(0))
-        return Untagged(name=name, values=tuple(values))
+        return UntaggedResponse(name=name, values=tuple(values))
 
     def end(self) -> None:
         if not self.at_end():
             raise self.error("unexpected text after the response")
 
-    def value(self, depth: int) -> Value:
+    def value(self, depth: int) -> ResponseValue:
         char = self.peek()
         if char == b"(":
             if depth >= self.max_depth:
                 raise self.error("lists nested too deeply")
             self.position += 1
-            items: list[Value] = []
+            items: list[ResponseValue] = []
             while not self.accept(b")"):
                 # Lists of lists (addresses, multipart bodies) have no space
                 # between their members: ``((...)(...))``.
@@ -457,10 +457,10 @@ class _Parser:
         self.position = end
         return self.data[start:end]
 
-    def fetch_items(self) -> tuple[Value, ...]:
+    def fetch_items(self) -> tuple[ResponseValue, ...]:
         """Read FETCH's list: names (``BODY[HEADER]<0>`` whole) and their values, flat."""
         self.expect(b"(")
-        items: list[Value] = []
+        items: list[ResponseValue] = []
         while not self.accept(b")"):
             if items:
                 self.expect(b" ")
