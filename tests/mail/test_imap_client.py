@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import socket
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import trustme
 
 from torsion.internet import Reactor
 from torsion.mail.imap import (
@@ -47,7 +49,7 @@ state_dir = {dir}/state
 log_path = {dir}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -69,7 +71,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -86,8 +89,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_dovecot(messages: list[bytes]) -> Iterator[int]:
-    """Run dovecot's IMAP server for alice (password s3cret) on 127.0.0.1; yield its port.
+def running_dovecot(
+    messages: list[bytes], ca: trustme.CA | None = None
+) -> Iterator[tuple[int, int]]:
+    """Run dovecot's IMAP server for alice (password s3cret) on 127.0.0.1.
+
+    Yields its port and, with ``ca``, its IMAPS port (else 0): then it
+    offers STARTTLS and IMAPS with a certificate for 127.0.0.1 from ``ca``.
 
     It is waited for by connecting (each refused try waits on the process
     itself for up to 0.05 s), and stopped by its PID.
@@ -118,8 +126,22 @@ def running_dovecot(messages: list[bytes]) -> Iterator[int]:
             os.chown(path, uid, gid)
         (directory / "passwd").write_text("alice:{PLAIN}s3cret\n")
         port = _free_port()
+        tls_port = 0
+        ssl_settings = "ssl = no"
+        if ca is not None:
+            tls_port = _free_port()
+            issued = ca.issue_cert("127.0.0.1")
+            issued.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+            issued.private_key_pem.write_to_path(str(directory / "key.pem"))
+            ssl_settings = (
+                f"ssl = yes\nssl_cert = <{directory}/cert.pem\nssl_key = <{directory}/key.pem"
+            )
         conf = directory / "dovecot.conf"
-        conf.write_text(_DOVECOT_CONF.format(dir=directory, port=port, uid=uid, gid=gid))
+        conf.write_text(
+            _DOVECOT_CONF.format(
+                dir=directory, port=port, tls_port=tls_port, uid=uid, gid=gid, ssl=ssl_settings
+            )
+        )
         process = subprocess.Popen(
             [program, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -138,7 +160,7 @@ def running_dovecot(messages: list[bytes]) -> Iterator[int]:
                     pytest.fail(f"dovecot exited with {process.returncode}: {log}")
             else:
                 pytest.fail("dovecot did not listen within 15 s")
-            yield port
+            yield port, tls_port
         finally:
             process.terminate()
             try:
@@ -168,7 +190,7 @@ async def logged_in(reactor: Reactor, port: int) -> IMAP4Client:
 
 @BOTH_LOOPS
 async def test_a_session_against_dovecot(reactor: Reactor, loop: str) -> None:
-    with running_dovecot([FIRST, SECOND]) as port:
+    with running_dovecot([FIRST, SECOND]) as (port, _):
         client = await connect_imap(reactor, "127.0.0.1", port, reply_timeout=20)
         capabilities = await client.capabilities()
         assert "IMAP4rev1" in capabilities
@@ -280,7 +302,7 @@ async def test_a_session_against_dovecot(reactor: Reactor, loop: str) -> None:
 
 @BOTH_LOOPS
 async def test_idle_sees_another_connections_append(reactor: Reactor, loop: str) -> None:
-    with running_dovecot([FIRST]) as port:
+    with running_dovecot([FIRST]) as (port, _):
         watcher = await logged_in(reactor, port)
         await watcher.select("INBOX")
         writer = await connect_imap(reactor, "127.0.0.1", port, reply_timeout=20)
@@ -306,3 +328,40 @@ async def test_idle_sees_another_connections_append(reactor: Reactor, loop: str)
         assert refused.value.code is not None
         assert refused.value.code.name == "AUTHENTICATIONFAILED"
         await client.logout()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@BOTH_LOOPS
+async def test_starttls_and_implicit_tls(reactor: Reactor, loop: str, ca: trustme.CA) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with running_dovecot([FIRST], ca) as (port, tls_port):
+        client = await connect_imap(reactor, "127.0.0.1", port, reply_timeout=20)
+        assert "STARTTLS" in await client.capabilities()
+        await client.starttls(context, server_hostname="127.0.0.1")
+        after = await client.capabilities()
+        assert "STARTTLS" not in after
+        assert client.transport.get_extra_info("ssl_object") is not None
+        await client.login("alice", "s3cret")
+        assert (await client.select()).exists == 1
+        await client.logout()
+
+        secure = await connect_imap(
+            reactor, "127.0.0.1", tls_port, tls=context, server_hostname="127.0.0.1"
+        )
+        await secure.authenticate_plain("alice", "s3cret")
+        assert (await secure.select()).exists == 1
+        fetched = await secure.fetch("1:*", ["BODY.PEEK[]"])
+        assert [m.body() for m in fetched.values()] == [FIRST]
+        await secure.logout()
+
+        # A certificate the client does not trust fails the handshake.
+        untrusting = ssl.create_default_context()
+        plain = await connect_imap(reactor, "127.0.0.1", port, reply_timeout=20)
+        with pytest.raises(ssl.SSLError):
+            await plain.starttls(untrusting, server_hostname="127.0.0.1")
+        await plain.closed
