@@ -186,7 +186,7 @@ def test_idle_yields_updates_and_done_ends_it() -> None:
     done = run(session.done())
     assert sent(transport) == b"DONE\r\n"
     client.data_received(b"T0001 OK Idle completed.\r\n")
-    assert done.values
+    assert getattr(done.value, "text", None) == "Idle completed."
     assert isinstance(run(session.__anext__()).error, StopAsyncIteration)
     run(client.noop())
     assert sent(transport) == b"T0002 NOOP\r\n"
@@ -200,6 +200,7 @@ def test_idle_ends_when_the_connection_is_lost() -> None:
     waiting = run(session.__anext__())
     client.connection_lost(None)
     assert isinstance(waiting.error, StopAsyncIteration)
+    assert isinstance(run(session.done()).error, ConnectionResetError)
 
 
 def test_idle_refused() -> None:
@@ -269,3 +270,32 @@ def test_search_literals_are_split_out() -> None:
         LiteralArgument(b"caf\xc3"),
         b'FROM "a"',
     ]
+
+
+def test_idle_in_async_with_after_the_connection_is_lost() -> None:
+    client, _transport, _ = greeted()
+
+    async def idle() -> None:
+        async with client.idle() as updates:
+            client.connection_lost(None)
+            assert [update async for update in updates] == []
+
+    outcome = run(idle())
+    client.data_received(b"+ idling\r\n")
+    assert outcome.values == [None]
+
+
+def literal_plus(client: IMAP4Client) -> bool:
+    return client.core.literal_plus
+
+
+def test_literal_plus_from_a_capability_response() -> None:
+    client, transport, _ = greeted()
+    assert not literal_plus(client)
+    login = run(client.login("alice", "pw"))
+    assert sent(transport) == b'T0001 LOGIN "alice" "pw"\r\n'
+    client.data_received(b"* CAPABILITY IMAP4rev1 LITERAL+\r\nT0001 OK logged in\r\n")
+    assert login.value == "logged in"
+    assert literal_plus(client)
+    run(client.append("INBOX", b"x"))
+    assert sent(transport) == b'T0002 APPEND "INBOX" {1+}\r\nx\r\n'

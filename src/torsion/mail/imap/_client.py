@@ -401,7 +401,7 @@ class IMAP4Client(BaseProtocol):
     def _untagged(self, event: UntaggedResponse) -> None:
         self._note_code(event.code)
         if event.name == "CAPABILITY":
-            self._capabilities = _atoms(event.values)
+            self._set_capabilities(_atoms(event.values))
         elif self.mailbox is not None:
             if event.name == "EXISTS" and event.number is not None:
                 self.mailbox = _replace(self.mailbox, exists=event.number)
@@ -416,8 +416,12 @@ class IMAP4Client(BaseProtocol):
 
     def _note_code(self, code: ResponseCode | None) -> None:
         if code is not None and code.name == "CAPABILITY":
-            self._capabilities = tuple(code.value.split())
-            self.core.literal_plus = "LITERAL+" in self._upper_capabilities()
+            self._set_capabilities(tuple(code.value.split()))
+
+    def _set_capabilities(self, names: tuple[str, ...]) -> None:
+        self._capabilities = names
+        # RFC 7888: with LITERAL+ a literal needs no continuation request.
+        self.core.literal_plus = "LITERAL+" in self._upper_capabilities()
 
     def _tagged(self, event: TaggedResponse) -> None:
         pending = self._pending.pop(event.tag, None)
@@ -757,7 +761,10 @@ class IdleSession:
         traceback: TracebackType | None,
     ) -> None:
         """Send DONE and wait for the tagged OK (unless the connection is gone)."""
+        if self._result is None:
+            return
         if self._client._gone:
+            self._result.add_errback(_ignore)
             return
         await self.done()
 
@@ -777,13 +784,23 @@ class IdleSession:
         def ended(outcome: object) -> object:
             self._end()
             if not self._started.called:
+                # Refused (or cut off) before the server said it was idling.
                 self._started.errback(
-                    outcome if isinstance(outcome, Exception) else IMAPProtocolError("IDLE ended")
+                    outcome
+                    if isinstance(outcome, BaseException)
+                    else IMAPProtocolError("IDLE completed before it began")
                 )
+            if isinstance(outcome, BaseException):
+                raise outcome
             return outcome
 
         self._result.add_both(ended)
-        await self._started
+        try:
+            await self._started
+        except BaseException:
+            # start() raised it; the IDLE's own result holds nothing more.
+            self._result.add_errback(_ignore)
+            raise
 
     def __aiter__(self) -> IdleSession:
         """Return the session itself."""
@@ -821,6 +838,10 @@ class IdleSession:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.called:
             waiter.callback(None)
+
+
+def _ignore(exc: BaseException) -> None:
+    return None
 
 
 def _fetched(result: CommandResult) -> dict[int, FetchResult]:
