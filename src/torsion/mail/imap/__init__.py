@@ -23,25 +23,20 @@
   ``ResponseCode`` (ALERT, PERMANENTFLAGS, APPENDUID, COPYUID...).
 """
 
-from torsion.mail.imap._client import (
-    CommandResult,
-    EnvelopeAddress,
-    FetchResult,
-    IdleSession,
-    IMAP4Client,
-    IMAP4Reactor,
-    ListEntry,
-    MailboxState,
-    MessageEnvelope,
-    connect_imap,
-)
+from torsion.mail.imap._client import IdleSession, IMAP4Client, IMAP4Reactor, connect_imap
 from torsion.mail.imap._client_core import (
     ClientLimits,
+    CommandResult,
     ContinuationRequest,
+    EnvelopeAddress,
+    FetchResult,
     IMAP4ClientConnection,
     IMAPProtocolError,
     IMAPReplyError,
+    ListEntry,
     LiteralArgument,
+    MailboxState,
+    MessageEnvelope,
     ResponseEvent,
     ResponseValue,
     TaggedResponse,

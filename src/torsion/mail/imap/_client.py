@@ -17,7 +17,6 @@ import re
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Literal
@@ -28,32 +27,30 @@ from torsion.internet import Address, Clock, DelayedCall, ReactorTCP, ReactorTLS
 from torsion.internet import Protocol as BaseProtocol
 from torsion.mail._mutf7 import decode_modified_utf7, encode_modified_utf7
 from torsion.mail.imap._client_core import (
+    CommandResult,
     ContinuationRequest,
+    FetchResult,
     IMAP4ClientConnection,
     IMAPProtocolError,
     IMAPReplyError,
+    ListEntry,
     LiteralArgument,
+    MailboxState,
     ResponseEvent,
     ResponseValue,
     TaggedResponse,
     UntaggedResponse,
+    atoms,
+    fetch_results,
+    nstring_text,
     quote,
+    replace_state,
+    state_with_code,
 )
 from torsion.mail.imap._responses import ResponseCode, format_date_time
 from torsion.mail.imap._search import SearchKey, format_search_key
 
-__all__ = [
-    "CommandResult",
-    "EnvelopeAddress",
-    "FetchResult",
-    "IMAP4Client",
-    "IMAP4Reactor",
-    "IdleSession",
-    "ListEntry",
-    "MailboxState",
-    "MessageEnvelope",
-    "connect_imap",
-]
+__all__ = ["IMAP4Client", "IMAP4Reactor", "IdleSession", "connect_imap"]
 
 _Argument = bytes | str | LiteralArgument
 _LITERAL = re.compile(rb" ?\{([0-9]{1,10})\}\r\n")
@@ -63,199 +60,12 @@ class IMAP4Reactor(Clock, ReactorTCP, ReactorTLS, TypingProtocol):
     """What ``connect_imap`` needs from a reactor: time, TCP and TLS connections."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CommandResult:
-    """A command's outcome: the untagged responses seen while it ran and its tagged OK.
-
-    Attributes:
-        responses: The untagged responses, in order.
-        code: The tagged OK's response code, or None.
-        text: Its text.
-    """
-
-    responses: tuple[UntaggedResponse, ...]
-    code: ResponseCode | None
-    text: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MailboxState:
-    r"""What SELECT or EXAMINE told of a mailbox (RFC 3501 section 6.3.1).
-
-    Attributes:
-        exists: The number of messages.
-        recent: The number with ``\Recent``.
-        uidvalidity: The UIDVALIDITY, or None if the server did not say.
-        uidnext: The next UID, or None.
-        unseen: The number of the first unseen message, or None.
-        flags: The flags defined in the mailbox.
-        permanent_flags: The flags that can be stored for good.
-        read_only: Whether the mailbox was opened read-only.
-    """
-
-    exists: int = 0
-    recent: int = 0
-    uidvalidity: int | None = None
-    uidnext: int | None = None
-    unseen: int | None = None
-    flags: tuple[str, ...] = ()
-    permanent_flags: tuple[str, ...] = ()
-    read_only: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ListEntry:
-    r"""One mailbox from LIST or LSUB.
-
-    Attributes:
-        name: Its name, decoded from modified UTF-7.
-        delimiter: The hierarchy delimiter, or None for a flat name.
-        attributes: Its attributes (``\HasNoChildren``, ``\Noselect``, ``\Sent``...).
-    """
-
-    name: str
-    delimiter: str | None
-    attributes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EnvelopeAddress:
-    """An address in an ENVELOPE (RFC 3501 section 7.4.2).
-
-    Attributes:
-        name: The display name, or None.
-        mailbox: The local part (or a group's name), or None.
-        host: The domain, or None (a group's start or end).
-    """
-
-    name: str | None
-    mailbox: str | None
-    host: str | None
-
-    @property
-    def address(self) -> str:
-        """The address as ``mailbox@host`` (or whichever part there is)."""
-        if self.mailbox is None or self.host is None:
-            return self.mailbox or ""
-        return f"{self.mailbox}@{self.host}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageEnvelope:
-    """A message's ENVELOPE: its main header fields, parsed by the server.
-
-    Attributes:
-        date: The Date field's text, or None.
-        subject: The Subject (as sent, possibly RFC 2047 encoded), or None.
-        from_: From's addresses.
-        sender: Sender's addresses.
-        reply_to: Reply-To's addresses.
-        to: To's addresses.
-        cc: Cc's addresses.
-        bcc: Bcc's addresses.
-        in_reply_to: In-Reply-To, or None.
-        message_id: Message-ID, or None.
-    """
-
-    date: str | None
-    subject: str | None
-    from_: tuple[EnvelopeAddress, ...]
-    sender: tuple[EnvelopeAddress, ...]
-    reply_to: tuple[EnvelopeAddress, ...]
-    to: tuple[EnvelopeAddress, ...]
-    cc: tuple[EnvelopeAddress, ...]
-    bcc: tuple[EnvelopeAddress, ...]
-    in_reply_to: str | None
-    message_id: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FetchResult:
-    """One message's FETCH data.
-
-    Attributes:
-        number: Its message sequence number.
-        items: Each item by its upper-case name as the server wrote it
-            (``UID``, ``FLAGS``, ``BODY[]``, ``BODY[HEADER.FIELDS (SUBJECT)]``,
-            ``ENVELOPE``, ``BODYSTRUCTURE`` as nested tuples...).
-    """
-
-    number: int
-    items: dict[str, ResponseValue] = field(default_factory=dict)
-
-    @property
-    def uid(self) -> int | None:
-        """The UID, if fetched."""
-        value = self.items.get("UID")
-        return value if isinstance(value, int) else None
-
-    @property
-    def flags(self) -> tuple[str, ...] | None:
-        """The flags, if fetched."""
-        value = self.items.get("FLAGS")
-        return _atoms(value) if isinstance(value, tuple) else None
-
-    def body(self, section: str = "") -> bytes | None:
-        """Return ``BODY[section]`` (``BODY[]`` is the whole message), if fetched."""
-        value = self.items.get(f"BODY[{section.upper()}]")
-        return value if isinstance(value, bytes) else None
-
-    @property
-    def envelope(self) -> MessageEnvelope | None:
-        """The ENVELOPE, parsed, if fetched."""
-        value = self.items.get("ENVELOPE")
-        if not isinstance(value, tuple) or len(value) != 10:
-            return None
-        text = [_nstring(v) for v in value]
-        lists = [_addresses(v) for v in value]
-        return MessageEnvelope(
-            date=text[0],
-            subject=text[1],
-            from_=lists[2],
-            sender=lists[3],
-            reply_to=lists[4],
-            to=lists[5],
-            cc=lists[6],
-            bcc=lists[7],
-            in_reply_to=text[8],
-            message_id=text[9],
-        )
-
-
-def _nstring(value: ResponseValue) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str | int):
-        return str(value)
-    return None
-
-
-def _addresses(value: ResponseValue) -> tuple[EnvelopeAddress, ...]:
-    if not isinstance(value, tuple):
-        return ()
-    out = []
-    for item in value:
-        if isinstance(item, tuple) and len(item) == 4:
-            out.append(
-                EnvelopeAddress(
-                    name=_nstring(item[0]), mailbox=_nstring(item[2]), host=_nstring(item[3])
-                )
-            )
-    return tuple(out)
-
-
-def _atoms(value: ResponseValue) -> tuple[str, ...]:
-    if not isinstance(value, tuple):
-        return ()
-    return tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value)
-
-
 def _mailbox(name: str) -> bytes | LiteralArgument:
     return quote(encode_modified_utf7(name))
 
 
 def _mailbox_name(value: ResponseValue) -> str:
-    raw = _nstring(value) or ""
+    raw = nstring_text(value) or ""
     try:
         return decode_modified_utf7(raw)
     except ValueError:
@@ -401,14 +211,14 @@ class IMAP4Client(BaseProtocol):
     def _untagged(self, event: UntaggedResponse) -> None:
         self._note_code(event.code)
         if event.name == "CAPABILITY":
-            self._set_capabilities(_atoms(event.values))
+            self._set_capabilities(atoms(event.values))
         elif self.mailbox is not None:
             if event.name == "EXISTS" and event.number is not None:
-                self.mailbox = _replace(self.mailbox, exists=event.number)
+                self.mailbox = replace_state(self.mailbox, exists=event.number)
             elif event.name == "RECENT" and event.number is not None:
-                self.mailbox = _replace(self.mailbox, recent=event.number)
+                self.mailbox = replace_state(self.mailbox, recent=event.number)
             elif event.name == "EXPUNGE":
-                self.mailbox = _replace(self.mailbox, exists=max(0, self.mailbox.exists - 1))
+                self.mailbox = replace_state(self.mailbox, exists=max(0, self.mailbox.exists - 1))
         for pending in self._pending.values():
             pending.responses.append(event)
         if self._idle is not None:
@@ -563,8 +373,8 @@ class IMAP4Client(BaseProtocol):
             entries.append(
                 ListEntry(
                     name=_mailbox_name(name),
-                    delimiter=_nstring(delimiter),
-                    attributes=_atoms(attributes),
+                    delimiter=nstring_text(delimiter),
+                    attributes=atoms(attributes),
                 )
             )
         return entries
@@ -584,15 +394,15 @@ class IMAP4Client(BaseProtocol):
         state = MailboxState(read_only=readonly)
         for response in result.responses:
             if response.name == "EXISTS" and response.number is not None:
-                state = _replace(state, exists=response.number)
+                state = replace_state(state, exists=response.number)
             elif response.name == "RECENT" and response.number is not None:
-                state = _replace(state, recent=response.number)
+                state = replace_state(state, recent=response.number)
             elif response.name == "FLAGS" and response.values:
-                state = _replace(state, flags=_atoms(response.values[0]))
+                state = replace_state(state, flags=atoms(response.values[0]))
             elif response.name == "OK" and response.code is not None:
-                state = _with_code(state, response.code)
+                state = state_with_code(state, response.code)
         if result.code is not None and result.code.name in ("READ-ONLY", "READ-WRITE"):
-            state = _replace(state, read_only=result.code.name == "READ-ONLY")
+            state = replace_state(state, read_only=result.code.name == "READ-ONLY")
         self.mailbox = state
         return state
 
@@ -644,7 +454,7 @@ class IMAP4Client(BaseProtocol):
         """
         names = items if isinstance(items, str) else "(" + " ".join(items) + ")"
         result = await self._send("UID", "FETCH", _sequence(uids), names)
-        return _fetched(result)
+        return fetch_results(result)
 
     async def store(
         self,
@@ -667,7 +477,7 @@ class IMAP4Client(BaseProtocol):
         )
         return {
             uid: fetched.flags or ()
-            for uid, fetched in _fetched(result).items()
+            for uid, fetched in fetch_results(result).items()
             if fetched.flags is not None
         }
 
@@ -842,40 +652,6 @@ class IdleSession:
 
 def _ignore(exc: BaseException) -> None:
     return None
-
-
-def _fetched(result: CommandResult) -> dict[int, FetchResult]:
-    by_uid: dict[int, FetchResult] = {}
-    for response in result.responses:
-        if response.name != "FETCH" or response.number is None:
-            continue
-        values = response.values
-        items = {str(name): value for name, value in zip(values[::2], values[1::2], strict=False)}
-        # The server answers BODY.PEEK[...] as BODY[...] (RFC 3501 section 7.4.2).
-        fetched = FetchResult(number=response.number, items=items)
-        uid = fetched.uid
-        if uid is not None:
-            previous = by_uid.get(uid)
-            if previous is not None:
-                merged = {**previous.items, **items}
-                fetched = FetchResult(number=response.number, items=merged)
-            by_uid[uid] = fetched
-    return by_uid
-
-
-def _replace(state: MailboxState, **changes: object) -> MailboxState:
-    values = {name: getattr(state, name) for name in MailboxState.__dataclass_fields__}
-    values.update(changes)
-    return MailboxState(**values)
-
-
-def _with_code(state: MailboxState, code: ResponseCode) -> MailboxState:
-    value = code.value.strip()
-    if code.name in ("UIDVALIDITY", "UIDNEXT", "UNSEEN") and value.isdigit():
-        return _replace(state, **{code.name.lower(): int(value)})
-    if code.name == "PERMANENTFLAGS":
-        return _replace(state, permanent_flags=tuple(value.strip("()").split()))
-    return state
 
 
 async def connect_imap(

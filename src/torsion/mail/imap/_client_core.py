@@ -7,6 +7,10 @@ commands with tags, sending a synchronising literal only after the server's
 continuation request (or at once with LITERAL+, RFC 7888). Every buffer is
 bounded by ``ClientLimits``; bytes that are not IMAP raise
 ``IMAPProtocolError`` and nothing else.
+
+The typed results the client hands back (``MailboxState``, ``ListEntry``,
+``FetchResult`` with its ``MessageEnvelope``) are read from those events
+here too, so that other I/O worlds can use them.
 """
 
 from __future__ import annotations
@@ -20,16 +24,27 @@ from torsion.mail.imap._responses import ResponseCode
 
 __all__ = [
     "ClientLimits",
+    "CommandResult",
     "ContinuationRequest",
+    "EnvelopeAddress",
+    "FetchResult",
     "IMAP4ClientConnection",
     "IMAPProtocolError",
     "IMAPReplyError",
+    "ListEntry",
     "LiteralArgument",
+    "MailboxState",
+    "MessageEnvelope",
     "ResponseEvent",
     "ResponseValue",
     "TaggedResponse",
     "UntaggedResponse",
+    "atoms",
+    "fetch_results",
+    "nstring_text",
     "quote",
+    "replace_state",
+    "state_with_code",
 ]
 
 #: A parsed response value: NIL, a number, an atom, a string's octets, or a list.
@@ -494,3 +509,231 @@ class _Parser:
                 continue
             position += 1
         raise self.error("a section without ']'")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandResult:
+    """A command's outcome: the untagged responses seen while it ran and its tagged OK.
+
+    Attributes:
+        responses: The untagged responses, in order.
+        code: The tagged OK's response code, or None.
+        text: Its text.
+    """
+
+    responses: tuple[UntaggedResponse, ...]
+    code: ResponseCode | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxState:
+    r"""What SELECT or EXAMINE told of a mailbox (RFC 3501 section 6.3.1).
+
+    Attributes:
+        exists: The number of messages.
+        recent: The number with ``\Recent``.
+        uidvalidity: The UIDVALIDITY, or None if the server did not say.
+        uidnext: The next UID, or None.
+        unseen: The number of the first unseen message, or None.
+        flags: The flags defined in the mailbox.
+        permanent_flags: The flags that can be stored for good.
+        read_only: Whether the mailbox was opened read-only.
+    """
+
+    exists: int = 0
+    recent: int = 0
+    uidvalidity: int | None = None
+    uidnext: int | None = None
+    unseen: int | None = None
+    flags: tuple[str, ...] = ()
+    permanent_flags: tuple[str, ...] = ()
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListEntry:
+    r"""One mailbox from LIST or LSUB.
+
+    Attributes:
+        name: Its name, decoded from modified UTF-7.
+        delimiter: The hierarchy delimiter, or None for a flat name.
+        attributes: Its attributes (``\HasNoChildren``, ``\Noselect``, ``\Sent``...).
+    """
+
+    name: str
+    delimiter: str | None
+    attributes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeAddress:
+    """An address in an ENVELOPE (RFC 3501 section 7.4.2).
+
+    Attributes:
+        name: The display name, or None.
+        mailbox: The local part (or a group's name), or None.
+        host: The domain, or None (a group's start or end).
+    """
+
+    name: str | None
+    mailbox: str | None
+    host: str | None
+
+    @property
+    def address(self) -> str:
+        """The address as ``mailbox@host`` (or whichever part there is)."""
+        if self.mailbox is None or self.host is None:
+            return self.mailbox or ""
+        return f"{self.mailbox}@{self.host}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEnvelope:
+    """A message's ENVELOPE: its main header fields, parsed by the server.
+
+    Attributes:
+        date: The Date field's text, or None.
+        subject: The Subject (as sent, possibly RFC 2047 encoded), or None.
+        from_: From's addresses.
+        sender: Sender's addresses.
+        reply_to: Reply-To's addresses.
+        to: To's addresses.
+        cc: Cc's addresses.
+        bcc: Bcc's addresses.
+        in_reply_to: In-Reply-To, or None.
+        message_id: Message-ID, or None.
+    """
+
+    date: str | None
+    subject: str | None
+    from_: tuple[EnvelopeAddress, ...]
+    sender: tuple[EnvelopeAddress, ...]
+    reply_to: tuple[EnvelopeAddress, ...]
+    to: tuple[EnvelopeAddress, ...]
+    cc: tuple[EnvelopeAddress, ...]
+    bcc: tuple[EnvelopeAddress, ...]
+    in_reply_to: str | None
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchResult:
+    """One message's FETCH data.
+
+    Attributes:
+        number: Its message sequence number.
+        items: Each item by its upper-case name as the server wrote it
+            (``UID``, ``FLAGS``, ``BODY[]``, ``BODY[HEADER.FIELDS (SUBJECT)]``,
+            ``ENVELOPE``, ``BODYSTRUCTURE`` as nested tuples...).
+    """
+
+    number: int
+    items: dict[str, ResponseValue] = field(default_factory=dict)
+
+    @property
+    def uid(self) -> int | None:
+        """The UID, if fetched."""
+        value = self.items.get("UID")
+        return value if isinstance(value, int) else None
+
+    @property
+    def flags(self) -> tuple[str, ...] | None:
+        """The flags, if fetched."""
+        value = self.items.get("FLAGS")
+        return atoms(value) if isinstance(value, tuple) else None
+
+    def body(self, section: str = "") -> bytes | None:
+        """Return ``BODY[section]`` (``BODY[]`` is the whole message), if fetched."""
+        value = self.items.get(f"BODY[{section.upper()}]")
+        return value if isinstance(value, bytes) else None
+
+    @property
+    def envelope(self) -> MessageEnvelope | None:
+        """The ENVELOPE, parsed, if fetched."""
+        value = self.items.get("ENVELOPE")
+        if not isinstance(value, tuple) or len(value) != 10:
+            return None
+        text = [nstring_text(v) for v in value]
+        lists = [_addresses(v) for v in value]
+        return MessageEnvelope(
+            date=text[0],
+            subject=text[1],
+            from_=lists[2],
+            sender=lists[3],
+            reply_to=lists[4],
+            to=lists[5],
+            cc=lists[6],
+            bcc=lists[7],
+            in_reply_to=text[8],
+            message_id=text[9],
+        )
+
+
+def nstring_text(value: ResponseValue) -> str | None:
+    """Return a string (or number) as text, NIL as None."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str | int):
+        return str(value)
+    return None
+
+
+def _addresses(value: ResponseValue) -> tuple[EnvelopeAddress, ...]:
+    if not isinstance(value, tuple):
+        return ()
+    out = []
+    for item in value:
+        if isinstance(item, tuple) and len(item) == 4:
+            out.append(
+                EnvelopeAddress(
+                    name=nstring_text(item[0]),
+                    mailbox=nstring_text(item[2]),
+                    host=nstring_text(item[3]),
+                )
+            )
+    return tuple(out)
+
+
+def atoms(value: ResponseValue) -> tuple[str, ...]:
+    """Return a list's members as text (flags, capabilities, attributes)."""
+    if not isinstance(value, tuple):
+        return ()
+    return tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value)
+
+
+def fetch_results(result: CommandResult) -> dict[int, FetchResult]:
+    """Return the FETCH data among a command's untagged responses, by UID."""
+    by_uid: dict[int, FetchResult] = {}
+    for response in result.responses:
+        if response.name != "FETCH" or response.number is None:
+            continue
+        values = response.values
+        items = {str(name): value for name, value in zip(values[::2], values[1::2], strict=False)}
+        # The server answers BODY.PEEK[...] as BODY[...] (RFC 3501 section 7.4.2).
+        fetched = FetchResult(number=response.number, items=items)
+        uid = fetched.uid
+        if uid is not None:
+            previous = by_uid.get(uid)
+            if previous is not None:
+                merged = {**previous.items, **items}
+                fetched = FetchResult(number=response.number, items=merged)
+            by_uid[uid] = fetched
+    return by_uid
+
+
+def replace_state(state: MailboxState, **changes: object) -> MailboxState:
+    """Return ``state`` with some fields changed."""
+    values = {name: getattr(state, name) for name in MailboxState.__dataclass_fields__}
+    values.update(changes)
+    return MailboxState(**values)
+
+
+def state_with_code(state: MailboxState, code: ResponseCode) -> MailboxState:
+    """Return ``state`` updated by a response code of SELECT (UIDVALIDITY, UIDNEXT...)."""
+    value = code.value.strip()
+    if code.name in ("UIDVALIDITY", "UIDNEXT", "UNSEEN") and value.isdigit():
+        return replace_state(state, **{code.name.lower(): int(value)})
+    if code.name == "PERMANENTFLAGS":
+        return replace_state(state, permanent_flags=tuple(value.strip("()").split()))
+    return state
