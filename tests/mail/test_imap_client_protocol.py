@@ -299,3 +299,27 @@ def test_literal_plus_from_a_capability_response() -> None:
     assert literal_plus(client)
     run(client.append("INBOX", b"x"))
     assert sent(transport) == b'T0002 APPEND "INBOX" {1+}\r\nx\r\n'
+
+
+def test_a_bye_before_closing_fails_commands_with_its_text() -> None:
+    client, _transport, _ = greeted()
+    outcome = run(client.noop())
+    client.data_received(b"* BYE [UNAVAILABLE] shutting down\r\n")
+    assert not outcome.errors
+    client.connection_lost(None)
+    error = outcome.error
+    assert isinstance(error, IMAPReplyError)
+    assert (error.status, error.text) == ("BYE", "shutting down")
+    # LOGOUT on a connection already gone returns all the same.
+    assert run(client.logout()).values == [None]
+
+
+def test_logout_closes_after_the_tagged_ok() -> None:
+    client, transport, _ = greeted()
+    outcome = run(client.logout())
+    assert sent(transport) == b"T0001 LOGOUT\r\n"
+    client.data_received(b"* BYE Logging out\r\nT0001 OK Logout completed.\r\n")
+    assert transport.closed
+    assert not outcome.values
+    client.connection_lost(None)
+    assert outcome.values == [None]

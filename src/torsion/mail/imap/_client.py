@@ -152,6 +152,7 @@ class IMAP4Client(BaseProtocol):
         self._idle: IdleSession | None = None
         self._timer: DelayedCall | None = None
         self._gone = False
+        self._bye: UntaggedResponse | None = None
 
     # -- connection events -------------------------------------------------------------
 
@@ -179,7 +180,12 @@ class IMAP4Client(BaseProtocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._fail_all(ConnectionResetError("IMAP connection closed"))
+        bye = self._bye
+        if bye is not None:
+            # The server said why it closed (RFC 3501 section 7.1.5): pass it on.
+            self._fail_all(IMAPReplyError("BYE", bye.code, bye.text))
+        else:
+            self._fail_all(ConnectionResetError("IMAP connection closed"))
         if self._idle is not None:
             self._idle._end()
         super().connection_lost(exc)
@@ -212,6 +218,8 @@ class IMAP4Client(BaseProtocol):
         self._note_code(event.code)
         if event.name == "CAPABILITY":
             self._set_capabilities(atoms(event.values))
+        elif event.name == "BYE":
+            self._bye = event
         elif self.mailbox is not None:
             if event.name == "EXISTS" and event.number is not None:
                 self.mailbox = replace_state(self.mailbox, exists=event.number)
@@ -539,8 +547,8 @@ class IMAP4Client(BaseProtocol):
         """Say LOGOUT and wait for the connection to close."""
         try:
             await self._send("LOGOUT")
-        except ConnectionResetError:
-            pass  # closed before the tagged OK: logged out all the same
+        except (ConnectionResetError, IMAPReplyError):
+            pass  # closed (with its BYE) before the tagged OK: logged out all the same
         finally:
             if not self._gone:
                 self.transport.close()
