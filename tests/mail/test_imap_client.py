@@ -319,6 +319,21 @@ async def test_idle_sees_another_connections_append(reactor: Reactor, loop: str)
         assert watcher.mailbox.exists == 2
         # After DONE the connection takes commands again.
         assert await watcher.search() == [1, 2]
+
+        # A message of megabytes comes back whole through literals read in
+        # many pieces; a non-ASCII search goes as a UTF-8 literal.
+        big = b"Subject: big\r\n\r\n" + b"".join(b"%07d padding\r\n" % i for i in range(70_000))
+        assert await writer.append("INBOX", big) == 3
+        cafe = b"Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nx\r\n"
+        assert await writer.append("INBOX", cafe) == 4
+        # The watcher learns of them (EXISTS) before it may fetch them.
+        await watcher.noop()
+        assert getattr(selected(watcher), "exists", None) == 4
+        fetched = await watcher.fetch([3], ["RFC822.SIZE", "BODY.PEEK[]"])
+        assert fetched[3].items["RFC822.SIZE"] == len(big)
+        assert fetched[3].body() == big
+        subject = TextKey(where="header", field_name="Subject", text="caf\u00e9")
+        assert await watcher.search(subject) == [4]
         await writer.logout()
         await watcher.logout()
         # Last: dovecot slows the next logins from an address that failed.
