@@ -197,6 +197,9 @@ async def test_a_session_against_dovecot(reactor: Reactor, loop: str) -> None:
         await client.login("alice", "s3cret")
         assert await client.has_capability("MOVE")
 
+        assert await client.enable("CONDSTORE") == ("CONDSTORE",)
+        personal, _, _ = await client.namespace()
+        assert personal in (((b"", b"."),), ((b"", b"/"),))
         await client.create("Archive")
         await client.create("Caf\u00e9")
         names = {entry.name: entry for entry in await client.list("", "*")}

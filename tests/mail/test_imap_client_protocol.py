@@ -185,6 +185,8 @@ def test_idle_yields_updates_and_done_ends_it() -> None:
     assert getattr(waiting.value, "number", None) == 5
     done = run(session.done())
     assert sent(transport) == b"DONE\r\n"
+    # The server owes the tagged OK now: the reply timer runs again.
+    assert clock.get_delayed_calls()
     client.data_received(b"T0001 OK Idle completed.\r\n")
     assert getattr(done.value, "text", None) == "Idle completed."
     assert isinstance(run(session.__anext__()).error, StopAsyncIteration)

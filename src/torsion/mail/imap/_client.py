@@ -387,6 +387,26 @@ class IMAP4Client(BaseProtocol):
             )
         return entries
 
+    async def enable(self, *capabilities: str) -> tuple[str, ...]:
+        """Turn extensions on (ENABLE, RFC 5161); return those the server enabled."""
+        result = await self._send("ENABLE", *capabilities)
+        enabled: list[str] = []
+        for response in result.responses:
+            if response.name == "ENABLED":
+                enabled.extend(atoms(response.values))
+        return tuple(enabled)
+
+    async def namespace(self) -> tuple[ResponseValue, ...]:
+        """Ask NAMESPACE (RFC 2342): the personal, other users' and shared namespaces.
+
+        Each is NIL (None) or a list of ``(prefix, delimiter)`` pairs.
+        """
+        result = await self._send("NAMESPACE")
+        for response in result.responses:
+            if response.name == "NAMESPACE" and len(response.values) == 3:
+                return response.values
+        raise IMAPProtocolError("NAMESPACE completed without a NAMESPACE response")
+
     async def create(self, mailbox: str) -> None:
         """Create a mailbox."""
         await self._send("CREATE", _mailbox(mailbox))
@@ -638,8 +658,14 @@ class IdleSession:
         assert self._result is not None, "IDLE not started"
         if not self._done_sent and not self._ended:
             self._done_sent = True
-            self._client.core.send_line(b"DONE")
-            self._client._flush()
+            client = self._client
+            client.core.send_line(b"DONE")
+            client._flush()
+            # Now the server owes a tagged OK: the reply timer runs again.
+            for pending in client._pending.values():
+                if pending.deferred is self._result:
+                    pending.waits = True
+            client._arm()
         return await self._result
 
     def _push(self, event: UntaggedResponse) -> None:

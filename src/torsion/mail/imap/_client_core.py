@@ -198,6 +198,7 @@ class IMAP4ClientConnection:
         self._buffer = bytearray()
         self._response = bytearray()
         self._literal_left = 0
+        self._scanned = 0
         self._outgoing = bytearray()
         # Commands whose synchronising literals wait for a continuation, in order.
         self._waiting: deque[_Parts] = deque()
@@ -301,11 +302,14 @@ class IMAP4ClientConnection:
                 self._literal_left -= take
                 if self._literal_left:
                     return None
-            end = self._buffer.find(b"\r\n")
+            # Search only what came since the last look (a CR may end it).
+            end = self._buffer.find(b"\r\n", self._scanned)
             if end < 0:
                 if len(self._buffer) > limits.max_line:
                     raise IMAPProtocolError(f"a response line over {limits.max_line} octets")
+                self._scanned = max(0, len(self._buffer) - 1)
                 return None
+            self._scanned = 0
             if end > limits.max_line:
                 raise IMAPProtocolError(f"a response line over {limits.max_line} octets")
             line = bytes(self._buffer[:end])
