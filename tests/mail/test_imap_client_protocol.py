@@ -6,6 +6,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torsion.defer import Deferred, ensure_deferred
 from torsion.mail.imap._client import IMAP4Client, _sequence, _split_literals
@@ -325,3 +327,46 @@ def test_logout_closes_after_the_tagged_ok() -> None:
     assert not outcome.values
     client.connection_lost(None)
     assert outcome.values == [None]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"* 3 EXISTS\r\n",
+                b"* BYE [ALERT] x\r\n",
+                b"* OK [UIDNEXT z] y\r\n",
+                b"* OK [PERMANENTFLAGS (\\*\r\n",
+                b"* 1 FETCH (UID x FLAGS 3 ENVELOPE (1 2))\r\n",
+                b"* LIST 1 2 3\r\n",
+                b"* STATUS x 7\r\n",
+                b"+ more\r\n",
+                b"T0001 OK [APPENDUID x] done\r\n",
+                b"T0002 NO [CAPABILITY] nope\r\n",
+                b"T0003 BAD\r\n",
+                b"T0009 OK stray\r\n",
+                b"* SEARCH a b 3\r\n",
+                b"* 2 EXPUNGE\r\n",
+            ]
+        ),
+        max_size=12,
+    ),
+    st.binary(max_size=40),
+)
+def test_odd_but_wellformed_responses_never_escape(pieces: list[bytes], junk: bytes) -> None:
+    client, _transport, _ = greeted()
+    outcomes = [
+        run(client.select("INBOX")),
+        run(client.append("INBOX", b"x")),
+        run(client.fetch([1], ["ENVELOPE"])),
+    ]
+    for piece in [*pieces, junk]:
+        client.data_received(piece)
+    client.connection_lost(None)
+    for outcome in outcomes:
+        assert len(outcome.values) + len(outcome.errors) == 1
+        assert all(
+            isinstance(e, IMAPProtocolError | IMAPReplyError | ConnectionResetError)
+            for e in outcome.errors
+        )
