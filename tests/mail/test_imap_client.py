@@ -290,6 +290,11 @@ async def test_a_session_against_dovecot(reactor: Reactor, loop: str) -> None:
         assert examined.exists == 2
         archived = await client.fetch("1:*", ["BODY.PEEK[]"])
         assert sorted(m.body() or b"" for m in archived.values()) == sorted([FIRST, SECOND])
+        await client.close_mailbox()
+        assert selected(client) is None
+        assert await client.lsub() == []
+        await client.delete("Caf\u00e9")
+        assert {entry.name for entry in await client.list()} == {"INBOX", "Archive"}
         await client.logout()
         with pytest.raises(ConnectionResetError):
             await client.noop()
