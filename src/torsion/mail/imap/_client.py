@@ -2,10 +2,10 @@
 
 ``IMAP4Client`` is thin glue around ``IMAP4ClientConnection`` (the sans-IO
 core): each method writes a tagged command and returns its typed result
-once the tagged response arrives; commands may overlap. UntaggedResponse responses
-are handed to every command in flight (each takes what it asked for) and
-to an ``IdleSession`` while one runs. Every command has a reply timeout,
-except IDLE, which waits as long as its caller does.
+once the tagged response arrives; commands may overlap. Untagged
+responses are handed to every command in flight (each takes what it asked
+for) and to an ``IdleSession`` while one runs. Every command has a reply
+timeout, except IDLE, which waits as long as its caller does.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ class IMAP4Client(BaseProtocol):
     on NO or BAD (carrying the server's code and text), with
     ``IMAPProtocolError`` when the server breaks the protocol (the
     connection is then closed), ``TimeoutError`` when it does not answer in
-    time and ``ConnectionResetError`` when the connection is lost.
+    time and ``ConnectionResetError`` when the connection is lost
+    (``IMAPReplyError`` with status ``BYE`` when the server said why).
 
     Args:
         clock: Runs the reply timer (the reactor).

@@ -1,10 +1,11 @@
 """The IMAP4rev1 client as a sans-IO core: commands out, the server's responses in as events.
 
 ``IMAP4ClientConnection`` frames the server's bytes into responses (lines
-with their ``{n}`` literals inline, RFC 3501 section 4.3), parses each into
-an event (``UntaggedResponse``, ``TaggedResponse``, ``ContinuationRequest``) and writes
-commands with tags, sending a synchronising literal only after the server's
-continuation request (or at once with LITERAL+, RFC 7888). Every buffer is
+with their ``{n}`` literals inline, RFC 3501 section 4.3), parses each
+into an event (``UntaggedResponse``, ``TaggedResponse``,
+``ContinuationRequest``) and writes commands with tags, sending a
+synchronising literal only after the server's continuation request (or at
+once with LITERAL+, RFC 7888). Every buffer is
 bounded by ``ClientLimits``; bytes that are not IMAP raise
 ``IMAPProtocolError`` and nothing else.
 
