@@ -678,8 +678,8 @@ class FakeSSLObject:
         return None
 
 
-def test_a_server_choosing_h2_is_refused_for_now() -> None:
-    reactor, client = make_client()
+def test_a_server_choosing_h2_unoffered_is_refused() -> None:
+    reactor, client = make_client(http2=False)
     d = client.get("https://example.test/")
     transport = StringTransport(extra={"ssl_object": FakeSSLObject()})
     reactor.tls_clients[0].connect(transport)

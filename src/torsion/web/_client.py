@@ -33,8 +33,17 @@ behind. Methods, URLs and headers holding CR, LF, NUL or (in methods and
 URLs) spaces are refused before anything is sent (CVE-2019-12387).
 
 Results are Deferreds, awaitable from coroutines of either kind, as across
-torsion. HTTP/2 will be chosen per origin by ALPN; the connection's ``alpn``
-already says what TLS agreed.
+torsion.
+
+HTTP/2 is offered by ALPN on https (``h2`` before ``http/1.1``) and spoken
+when the server picks it, or from the start on http with
+``http2_prior_knowledge``: one connection per origin then carries the
+concurrent requests, up to the server's SETTINGS_MAX_CONCURRENT_STREAMS,
+and stays out of the pool's idle list until it closes (it counts as one of
+the origin's connections all along). While the first connection to such an
+origin is being made, other requests for it wait to see whether it speaks
+HTTP/2 rather than each opening its own. A request that times out or is
+cancelled on HTTP/2 resets its stream only.
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ from torsion.web._client_errors import (
     ResponseNeverReceivedError,
     TooManyRedirectsError,
 )
+from torsion.web._client_h2 import H2ClientConnection, H2Exchange
 from torsion.web._client_http11 import (
     Exchange,
     HTTP11ClientConnection,
@@ -180,7 +190,12 @@ class HTTPClient:
             compressed body may decode to (None: no bound).
         headers: Fields sent with every request (a request's own win).
         core_limits: Bounds on responses, as ``HTTP11ClientCore`` takes them
-            (``max_head_size``, ``max_header_count``, ...).
+            (``max_head_size``, ``max_header_count``, ...); ``max_head_size``
+            also bounds an HTTP/2 response's header list.
+        http2: Offer h2 by ALPN on https (with the client's own TLS
+            context; a given ``tls_context`` keeps its own ALPN list).
+        http2_prior_knowledge: Speak HTTP/2 from the start on http origins
+            (RFC 9113 section 3.3), not through a forwarding proxy.
     """
 
     def __init__(
@@ -202,9 +217,14 @@ class HTTPClient:
         max_body_size: int | None = 64 * 1024 * 1024,
         headers: HeadersLike | None = None,
         core_limits: Mapping[str, int] | None = None,
+        http2: bool = True,
+        http2_prior_knowledge: bool = False,
     ) -> None:
         self.reactor = reactor
         self._tls = tls_context
+        # A context given by the caller offers whatever it offers; h2 is
+        # spoken if the server picks it all the same.
+        self._tls_offers_h2 = tls_context is not None
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_redirects = max_redirects
@@ -226,6 +246,14 @@ class HTTPClient:
         self._connections: set[HTTP11ClientConnection] = set()
         self._closed_waiters: dict[HTTP11ClientConnection, list[Deferred[None]]] = {}
         self._closed = False
+        self.http2 = http2
+        self.http2_prior_knowledge = http2_prior_knowledge
+        # HTTP/2 connections by origin, in use until they close.
+        self._h2: dict[tuple[str, str, int], list[HTTP11ClientConnection]] = {}
+        # Origins whose first connection is being made: requests wait on it.
+        self._probing: dict[tuple[str, str, int], list[Deferred[None]]] = {}
+        # Origins that answered HTTP/1.1 to the h2 offer.
+        self._h1_origins: set[tuple[str, str, int]] = set()
 
     @property
     def pool(self) -> ConnectionPool[tuple[str, str, int], HTTP11ClientConnection]:
@@ -404,44 +432,86 @@ class HTTPClient:
         retried = False
         headers = self._request_headers(url, fields)
         target = url.url.encode("ascii") if self._proxy_for_http(url) else url.target
+        origin = url.origin
         while True:
-            lease: Lease[HTTP11ClientConnection] = await self._pool.acquire(
-                url.origin, lambda: self._connect(url), fresh=fresh
-            )
-            connection = lease.connection
-            exchange: Exchange | None = None
+            connection = self._h2_for(origin)
+            reused = True
+            if connection is None:
+                if self._may_speak_h2(url) and origin in self._probing:
+                    waiting: Deferred[None] = Deferred()
+                    self._probing[origin].append(waiting)
+                    await waiting
+                    continue
+                probing = self._may_speak_h2(url) and origin not in self._h1_origins
+                if probing:
+                    self._probing[origin] = []
+                try:
+                    lease: Lease[HTTP11ClientConnection] = await self._pool.acquire(
+                        origin, lambda: self._connect(url), fresh=fresh
+                    )
+                    connection, reused = lease.connection, lease.reused
+                    if connection.h2 is not None:
+                        if not connection.is_open:
+                            self._pool.release(origin, connection, False)
+                            raise ResponseNeverReceivedError("the HTTP/2 connection closed")
+                        self._h2.setdefault(origin, []).append(connection)
+                    elif probing:
+                        self._h1_origins.add(origin)
+                finally:
+                    if probing:
+                        # The connection is known now: the requests that
+                        # waited for it share it or go their own way.
+                        for waiter in self._probing.pop(origin, ()):
+                            if not waiter.called:
+                                waiter.callback(None)
+            h2 = connection.h2
+            exchange: Exchange | H2Exchange | None = None
             try:
-                if connection.alpn not in (None, "http/1.1"):
-                    # A context offering h2 and a server choosing it: this
-                    # client speaks HTTP/1.1 only, for now.
-                    raise BadResponseError(f"the server chose {connection.alpn!r} by ALPN")
-                exchange = connection.start(
-                    method_bytes,
-                    target,
-                    headers,
-                    body_length=body.wire_length(method_bytes),
-                    body=body.whole or b"",
-                    head_only=method_bytes == b"HEAD",
-                )
-                sender = None if exchange.request_done else ensure_deferred(body.send(connection))
+                if h2 is not None:
+                    exchange = h2.start(
+                        method_bytes,
+                        url.target,
+                        headers,
+                        scheme=url.scheme.encode("ascii"),
+                        body_length=body.wire_length(method_bytes),
+                        body=body.whole or b"",
+                    )
+                    writer: Any = exchange
+                else:
+                    if connection.alpn not in (None, "http/1.1"):
+                        raise BadResponseError(f"the server chose {connection.alpn!r} by ALPN")
+                    exchange = connection.start(
+                        method_bytes,
+                        target,
+                        headers,
+                        body_length=body.wire_length(method_bytes),
+                        body=body.whole or b"",
+                        head_only=method_bytes == b"HEAD",
+                    )
+                    writer = connection
+                # A whole body went with the head (over HTTP/2, it goes out
+                # within the server's windows by itself).
+                whole = exchange.request_done or (h2 is not None and body.whole is not None)
+                sender = None if whole else ensure_deferred(body.send(writer))
                 head = await self._head(exchange, sender)
             except ResponseNeverReceivedError:
                 if (
-                    lease.reused
+                    (reused or h2 is not None)
                     and not retried
                     and body.replayable
                     and method_bytes in _IDEMPOTENT
                 ):
-                    retried = fresh = True
+                    retried = True
+                    fresh = h2 is None
                     continue
                 raise
             except BaseException as exc:
                 if exchange is not None:
                     exchange.discard()
-                else:  # Nothing was written: the connection is as it was.
+                elif h2 is None:  # Nothing was written: the connection is as it was.
                     reusable = connection.is_open and not connection.busy
                     reusable = reusable and not isinstance(exc, BadResponseError)
-                    self._pool.release(url.origin, connection, reusable)
+                    self._pool.release(origin, connection, reusable)
                 raise
             if self.cookies is not None:
                 set_cookie = head.headers.get_all(b"set-cookie")
@@ -462,8 +532,31 @@ class HTTPClient:
                 alpn=connection.alpn,
             )
 
+    def _may_speak_h2(self, url: RequestURL) -> bool:
+        if url.scheme == "https":
+            return self._tls_offers_h2 if self._tls is not None else self.http2
+        return self.http2_prior_knowledge and not self._proxy_for_http(url)
+
+    def _h2_for(self, origin: tuple[str, str, int]) -> HTTP11ClientConnection | None:
+        for connection in self._h2.get(origin, ()):
+            h2 = connection.h2
+            if h2 is not None and h2.has_capacity and connection.is_open:
+                return connection
+        return None
+
+    def _h2_closed(self, origin: tuple[str, str, int], connection: HTTP11ClientConnection) -> None:
+        connections = self._h2.get(origin)
+        if connections is None or connection not in connections:
+            return
+        connections.remove(connection)
+        if not connections:
+            del self._h2[origin]
+        self._pool.release(origin, connection, False)
+
     @staticmethod
-    async def _head(exchange: Exchange, sender: Deferred[None] | None) -> ResponseStarted:
+    async def _head(
+        exchange: Exchange | H2Exchange, sender: Deferred[None] | None
+    ) -> ResponseStarted:
         if sender is None:
             return await exchange.head
         failure: list[BaseException] = []
@@ -527,8 +620,21 @@ class HTTPClient:
     def _connect(self, url: RequestURL) -> Deferred[HTTP11ClientConnection]:
         key = url.origin
 
+        max_header_list = self._core_limits.get("max_head_size", 65536)
+
+        def make_h2(connection: HTTP11ClientConnection) -> H2ClientConnection:
+            return H2ClientConnection(
+                drained=connection.drained,
+                on_closed=lambda _: self._h2_closed(key, connection),
+                max_header_list_size=max_header_list,
+            )
+
+        prior = url.scheme == "http" and self._may_speak_h2(url)
+
         def factory(_: Address) -> HTTP11ClientConnection:
             connection = HTTP11ClientConnection(
+                h2_factory=make_h2 if self.http2 or prior else None,
+                prior_knowledge=prior,
                 on_done=lambda c, reusable: self._pool.release(key, c, reusable),
                 on_lost=lambda c: self._pool.lost(key, c),
                 on_made=self._connections.add,
@@ -582,7 +688,9 @@ class HTTPClient:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
-            self._tls = client_context(alpn=("http/1.1",))
+            alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
+            self._tls = client_context(alpn=alpn)
+            self._tls_offers_h2 = self.http2
         return self._tls
 
     def _forget(self, connection: HTTP11ClientConnection) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
@@ -44,6 +44,9 @@ from torsion.web._client_errors import (
     ResponseNeverReceivedError,
 )
 from torsion.web._headers import Headers, InvalidHeaderError
+
+if TYPE_CHECKING:
+    from torsion.web._client_h2 import H2ClientConnection
 
 __all__ = [
     "CHUNKED",
@@ -517,6 +520,12 @@ class HTTP11ClientConnection(Protocol):
             (last of all).
         body_high_water: Unread response bytes above which reading pauses.
         core: The sans-IO core (a default one if None), for its limits.
+        h2_factory: Makes the HTTP/2 side when the connection speaks
+            HTTP/2: when TLS agreed on h2 by ALPN, or always if
+            ``prior_knowledge``. This connection then passes every
+            transport event on to it (see ``h2``).
+        prior_knowledge: Speak HTTP/2 from the start (cleartext, RFC 9113
+            section 3.3).
     """
 
     def __init__(
@@ -528,8 +537,13 @@ class HTTP11ClientConnection(Protocol):
         on_closed: Callable[[HTTP11ClientConnection], object] | None = None,
         body_high_water: int = 256 * 1024,
         core: HTTP11ClientCore | None = None,
+        h2_factory: Callable[[HTTP11ClientConnection], H2ClientConnection] | None = None,
+        prior_knowledge: bool = False,
     ) -> None:
         self.on_done = on_done
+        self._h2_factory = h2_factory
+        self._prior_knowledge = prior_knowledge
+        self.h2: H2ClientConnection | None = None
         self.on_lost = on_lost
         self.on_made = on_made
         self.on_closed = on_closed
@@ -545,6 +559,8 @@ class HTTP11ClientConnection(Protocol):
     @property
     def is_open(self) -> bool:
         """Whether the connection can still carry a request."""
+        if self.h2 is not None:
+            return self.h2.is_open and not self.transport.is_closing()
         return not self._closed and not self.transport.is_closing()
 
     @property
@@ -560,6 +576,8 @@ class HTTP11ClientConnection(Protocol):
     def close(self) -> None:
         """Close the connection (an exchange under way fails)."""
         self._closed = True
+        if self.h2 is not None:
+            self.h2.close()
         self.transport.close()
 
     # Requests.
@@ -662,11 +680,17 @@ class HTTP11ClientConnection(Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self._alpn = ssl_object.selected_alpn_protocol()
+        if self._h2_factory is not None and (self._prior_knowledge or self._alpn == "h2"):
+            self.h2 = self._h2_factory(self)
+            self.h2.connection_made(transport)
         if self.on_made is not None:
             self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
         """Parse the server's bytes and pass the events on."""
+        if self.h2 is not None:
+            self.h2.data_received(data)
+            return
         exchange = self._exchange
         if exchange is None:
             # RFC 9112 section 9.6: a server may send a 408 before closing an
@@ -700,6 +724,9 @@ class HTTP11ClientConnection(Protocol):
 
     def eof_received(self) -> bool | None:
         """The server closed its side: a body delimited by the close ends here."""
+        if self.h2 is not None:
+            self.h2.eof_received()
+            return None
         exchange = self._exchange
         if exchange is None:
             return None
@@ -715,6 +742,8 @@ class HTTP11ClientConnection(Protocol):
         """The connection ended: an exchange under way fails, an idle one is forgotten."""
         super().connection_lost(exc)
         self._closed = True
+        if self.h2 is not None:
+            self.h2.connection_lost(exc)
         exchange = self._exchange
         if exchange is not None:
             try:

@@ -16,6 +16,7 @@ from torsion.defer import timeout as deadline
 from torsion.internet import Clock
 from torsion.web._client_decoding import ContentDecoder
 from torsion.web._client_errors import ResponseTooLargeError
+from torsion.web._client_h2 import H2Exchange
 from torsion.web._client_http11 import Exchange, ResponseStarted
 
 __all__ = ["Response"]
@@ -34,7 +35,7 @@ class Response:
     Attributes:
         code: The status code.
         phrase: The reason phrase.
-        version: "HTTP/1.1" or "HTTP/1.0".
+        version: "HTTP/1.1", "HTTP/1.0" or "HTTP/2".
         headers: The header fields (``Content-Encoding`` kept even when the
             body is decoded).
         url: The URL that answered (after redirects).
@@ -47,7 +48,7 @@ class Response:
         self,
         *,
         head: ResponseStarted,
-        exchange: Exchange,
+        exchange: Exchange | H2Exchange,
         url: str,
         method: str,
         decoder: ContentDecoder | None,
