@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import cast
 
 import h2.config
 import h2.connection
@@ -202,7 +203,8 @@ class H2ClientConnection:
             },
         )
         self._streams: dict[int, H2Exchange] = {}
-        self._transport: asyncio.Transport | None = None
+        self._connection_unacked = 0
+        self._transport: asyncio.WriteTransport | None = None
         self.closed = False
         self.goaway = False
 
@@ -230,8 +232,8 @@ class H2ClientConnection:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the preface and our settings."""
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TLS transport is not an asyncio.Transport subclass.
+        self._transport = cast("asyncio.WriteTransport", transport)
         self._conn.initiate_connection()
         # The connection's window as large as the streams' (RFC 9113 6.9.2:
         # it starts at 65,535 whatever the settings say).
@@ -254,6 +256,9 @@ class H2ClientConnection:
             return
         for event in events:
             self._handle(event)
+        if self._connection_unacked and not self.closed:
+            size, self._connection_unacked = self._connection_unacked, 0
+            self._conn.increment_flow_control_window(size)
         self._flush()
 
     def eof_received(self) -> None:
@@ -356,12 +361,13 @@ class H2ClientConnection:
 
     def _handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
+            # The connection's window reopens at once, the stream's as its
+            # reader reads: one slow reader must not stall the other
+            # streams. Each stream's unread data stays within its window.
+            self._connection_unacked += event.flow_controlled_length
             exchange = self._streams.get(event.stream_id)
             if exchange is None:
-                # A stream we reset: its data still counts against the
-                # connection's window.
-                self._conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                return
+                return  # A stream we reset.
             exchange._unacked += event.flow_controlled_length
             exchange.body.feed(event.data)
             self._acknowledge(exchange)
@@ -441,8 +447,8 @@ class H2ClientConnection:
         if exchange._paused or not exchange._unacked or self.closed:
             return
         size, exchange._unacked = exchange._unacked, 0
-        with contextlib.suppress(h2.exceptions.StreamClosedError):
-            self._conn.acknowledge_received_data(size, exchange.stream_id)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.increment_flow_control_window(size, exchange.stream_id)
         self._flush()
 
     def _flush_stream(self, exchange: H2Exchange) -> None:
