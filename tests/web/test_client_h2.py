@@ -10,8 +10,10 @@ import h2.errors
 import h2.events
 import h2.settings
 import hyperframe.frame
+import pytest
 
 from torsion.defer import Deferred
+from torsion.internet import client_context
 from torsion.testing import (
     MemoryReactor,
     StringTransport,
@@ -20,7 +22,7 @@ from torsion.testing import (
     success_result_of,
 )
 from torsion.web._client import HTTPClient, Response
-from torsion.web._client_errors import BadResponseError
+from torsion.web._client_errors import BadResponseError, ClientClosedError
 from torsion.web._client_h2 import H2ClientConnection, StreamResetError
 from torsion.web._client_http11 import HTTP11ClientConnection
 from torsion.web._cookies import CookieJar
@@ -149,13 +151,41 @@ def close(client: HTTPClient) -> None:
     success_result_of(done)
 
 
-def test_alpn_offers_h2_then_http_1_1() -> None:
+def test_alpn_offers_h2_then_http_1_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    offered: list[tuple[str, ...]] = []
+
+    def recording(**kwargs: object) -> object:
+        offered.append(tuple(kwargs["alpn"]))  # type: ignore[arg-type]
+        return client_context(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("torsion.web._client.client_context", recording)
     _, client = make_client()
-    context = client._tls_context()
-    # The ssl module does not read the list back; the choice is checked by
-    # the integration tests against nghttpd. Here: h2 is on by default.
-    assert client.http2
-    assert context is client._tls_context()
+    client._tls_context()
+    _, plain = make_client(http2=False)
+    plain._tls_context()
+    assert offered == [("h2", "http/1.1"), ("http/1.1",)]
+
+
+def test_a_slow_reader_does_not_stall_other_streams() -> None:
+    reactor, client = make_client()
+    slow = client.get("https://example.test/slow")
+    quick = client.get("https://example.test/quick")
+    server = connect_h2(reactor)
+    slow_id, quick_id = server.stream_for(b"/slow"), server.stream_for(b"/quick")
+    server.respond(slow_id, b"", end=False)
+    piece = b"x" * 16384
+    # Far more than the connection's first window, none of it read.
+    for _ in range(40):
+        if server.h2.local_flow_control_window(slow_id) < len(piece):
+            break
+        server.h2.send_data(slow_id, piece)
+        server.pump()
+    assert server.h2.local_flow_control_window(slow_id) < len(piece)
+    assert server.h2.outbound_flow_control_window >= len(piece)
+    server.respond(quick_id, piece)
+    assert success_result_of(success_result_of(quick).read()) == piece
+    success_result_of(slow).close()
+    close(client)
 
 
 def test_a_get_over_h2() -> None:
@@ -203,21 +233,27 @@ def test_concurrent_requests_share_one_connection() -> None:
     close(client)
 
 
-def test_the_servers_max_concurrent_streams_opens_another_connection() -> None:
-    reactor, client = make_client()
-    first = client.get("https://example.test/1")
+def connect_limited(reactor: MemoryReactor, max_streams: int) -> Server:
+    """Connect to a server allowing ``max_streams`` concurrent streams."""
     transport = StringTransport(extra={"ssl_object": FakeSSLObject()})
-    protocol = reactor.tls_clients[0].connect(transport)
+    protocol = reactor.tls_clients[-1].connect(transport)
     assert isinstance(protocol, HTTP11ClientConnection)
     server = Server.__new__(Server)
     server.client, server.transport, server.events = protocol, transport, []
     config = h2.config.H2Configuration(client_side=False, header_encoding=None)
     server.h2 = h2.connection.H2Connection(config)
     server.h2.local_settings = h2.settings.Settings(
-        client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1}
+        client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams}
     )
     server.h2.initiate_connection()
     server.pump()
+    return server
+
+
+def test_the_servers_max_concurrent_streams_opens_another_connection() -> None:
+    reactor, client = make_client()
+    first = client.get("https://example.test/1")
+    server = connect_limited(reactor, 1)
     second = client.get("https://example.test/2")
     assert len(reactor.tls_clients) == 2
     other = connect_h2(reactor)
@@ -227,6 +263,32 @@ def test_the_servers_max_concurrent_streams_opens_another_connection() -> None:
     other.respond(other_id)
     assert success_result_of(first).code == success_result_of(second).code == 200
     close(client)
+
+
+def test_with_every_connection_full_a_request_waits_for_a_stream() -> None:
+    reactor, client = make_client(max_per_origin=1)
+    first = client.get("https://example.test/1")
+    server = connect_limited(reactor, 1)
+    second = client.get("https://example.test/2")
+    third = client.get("https://example.test/3")
+    assert len(reactor.tls_clients) == 1
+    server.pump()
+    assert len(server.requests()) == 1
+    server.respond(server.stream_for(b"/1"))
+    success_result_of(success_result_of(first).read())
+    server.pump()
+    server.respond(server.stream_for(b"/2"))
+    success_result_of(success_result_of(second).read())
+    server.pump()
+    server.respond(server.stream_for(b"/3"))
+    assert success_result_of(third).code == 200
+    assert len(reactor.tls_clients) == 1
+    # A waiter when the client closes fails, and leaves nothing behind.
+    fourth = client.get("https://example.test/4")
+    fifth = client.get("https://example.test/5")
+    close(client)
+    failure_result_of(fourth, ConnectionResetError)
+    failure_result_of(fifth, ClientClosedError)
 
 
 def test_response_body_flow_control_follows_the_reader() -> None:

@@ -252,6 +252,8 @@ class HTTPClient:
         self._h2: dict[tuple[str, str, int], list[HTTP11ClientConnection]] = {}
         # Origins whose first connection is being made: requests wait on it.
         self._probing: dict[tuple[str, str, int], list[Deferred[None]]] = {}
+        # Requests waiting for a stream on an origin's full HTTP/2 connections.
+        self._stream_waiters: dict[tuple[str, str, int], list[Deferred[None]]] = {}
         # Origins that answered HTTP/1.1 to the h2 offer.
         self._h1_origins: set[tuple[str, str, int]] = set()
 
@@ -344,6 +346,11 @@ class HTTPClient:
         """
         self._closed = True
         self._pool.close()
+        stream_waiters, self._stream_waiters = self._stream_waiters, {}
+        for waiters in stream_waiters.values():
+            for waiter in waiters:
+                if not waiter.called:
+                    waiter.errback(ClientClosedError("the HTTP client is closed"))
         waiting = []
         for connection in list(self._connections):
             d: Deferred[None] = Deferred()
@@ -440,6 +447,16 @@ class HTTPClient:
                 if self._may_speak_h2(url) and origin in self._probing:
                     waiting: Deferred[None] = Deferred()
                     self._probing[origin].append(waiting)
+                    await waiting
+                    continue
+                if (
+                    self._h2.get(origin)
+                    and self._pool.open_count(origin) >= self._pool.max_per_key
+                ):
+                    # Every stream of every connection the origin may have
+                    # is taken: wait for one to end.
+                    waiting = Deferred()
+                    self._stream_waiters.setdefault(origin, []).append(waiting)
                     await waiting
                     continue
                 probing = self._may_speak_h2(url) and origin not in self._h1_origins
@@ -552,6 +569,17 @@ class HTTPClient:
         if not connections:
             del self._h2[origin]
         self._pool.release(origin, connection, False)
+        self._wake_stream_waiter(origin)
+
+    def _wake_stream_waiter(self, origin: tuple[str, str, int]) -> None:
+        waiters = self._stream_waiters.get(origin)
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.called:  # Not cancelled meanwhile.
+                waiter.callback(None)
+                break
+        if not waiters:
+            self._stream_waiters.pop(origin, None)
 
     @staticmethod
     async def _head(
@@ -626,6 +654,7 @@ class HTTPClient:
             return H2ClientConnection(
                 drained=connection.drained,
                 on_closed=lambda _: self._h2_closed(key, connection),
+                on_stream_done=lambda: self._wake_stream_waiter(key),
                 max_header_list_size=max_header_list,
             )
 

@@ -168,6 +168,7 @@ class H2ClientConnection:
     Args:
         drained: The transport's drain (fires when its buffer is low).
         on_closed: Called once when the connection ends.
+        on_stream_done: Called each time a stream ends (room for another).
         body_high_water: Unread response bytes per stream above which that
             stream's data is no longer acknowledged.
         max_header_list_size: The most bytes of response header fields (our
@@ -181,12 +182,14 @@ class H2ClientConnection:
         *,
         drained: Callable[[], Deferred[None]],
         on_closed: Callable[[H2ClientConnection], object] | None = None,
+        on_stream_done: Callable[[], object] | None = None,
         body_high_water: int = 256 * 1024,
         max_header_list_size: int = 65536,
         max_concurrent_streams: int = 100,
     ) -> None:
         self._drained = drained
         self.on_closed = on_closed
+        self.on_stream_done = on_stream_done
         self._high_water = body_high_water
         self.max_header_list_size = max_header_list_size
         self.max_concurrent_streams = max_concurrent_streams
@@ -497,6 +500,8 @@ class H2ClientConnection:
         self._streams.pop(exchange.stream_id, None)
         if self.goaway and not self._streams:
             self._close()
+        if self.on_stream_done is not None:
+            self.on_stream_done()
 
     def _fail_all(self, exc: BaseException) -> None:
         for exchange in list(self._streams.values()):
