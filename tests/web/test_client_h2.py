@@ -149,6 +149,10 @@ def close(client: HTTPClient) -> None:
     for connection in list(client._connections):
         connection.connection_lost(None)
     success_result_of(done)
+    assert client.pool.open_count() == 0
+    clock = client.reactor
+    assert isinstance(clock, MemoryReactor)
+    assert clock.clock.get_delayed_calls() == []
 
 
 def test_alpn_offers_h2_then_http_1_1(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -549,3 +553,26 @@ def test_closing_the_client_says_goaway() -> None:
     server.client.connection_lost(None)
     success_result_of(done)
     assert client.pool.open_count() == 0
+
+
+def test_an_idle_connection_closes_after_idle_timeout() -> None:
+    reactor, client = make_client(idle_timeout=30)
+    d = client.get("https://example.test/1")
+    server = connect_h2(reactor)
+    server.respond(server.stream_for(b"/1"))
+    success_result_of(success_result_of(d).read())
+    reactor.clock.advance(20)
+    # A request in between starts the count again.
+    d = client.get("https://example.test/2")
+    server.pump()
+    server.respond(server.stream_for(b"/2"))
+    success_result_of(success_result_of(d).read())
+    reactor.clock.advance(20)
+    open_still = not server.transport.closed
+    assert open_still
+    reactor.clock.advance(10)
+    assert server.transport.closed
+    server.client.connection_lost(None)
+    assert client.pool.open_count() == 0
+    assert reactor.clock.get_delayed_calls() == []
+    close(client)

@@ -254,6 +254,8 @@ class HTTPClient:
         self._probing: dict[tuple[str, str, int], list[Deferred[None]]] = {}
         # Requests waiting for a stream on an origin's full HTTP/2 connections.
         self._stream_waiters: dict[tuple[str, str, int], list[Deferred[None]]] = {}
+        # Idle HTTP/2 connections' timers.
+        self._h2_idle: dict[HTTP11ClientConnection, DelayedCall] = {}
         # Origins that answered HTTP/1.1 to the h2 offer.
         self._h1_origins: set[tuple[str, str, int]] = set()
 
@@ -485,6 +487,7 @@ class HTTPClient:
             exchange: Exchange | H2Exchange | None = None
             try:
                 if h2 is not None:
+                    self._h2_busy(connection)
                     exchange = h2.start(
                         method_bytes,
                         url.target,
@@ -566,10 +569,28 @@ class HTTPClient:
         if connections is None or connection not in connections:
             return
         connections.remove(connection)
+        self._h2_busy(connection)
         if not connections:
             del self._h2[origin]
         self._pool.release(origin, connection, False)
         self._wake_stream_waiter(origin)
+
+    def _h2_stream_done(
+        self, origin: tuple[str, str, int], connection: HTTP11ClientConnection
+    ) -> None:
+        h2 = connection.h2
+        if h2 is not None and not h2.active_streams and connection.is_open:
+            # Idle: closed after idle_timeout, as the pool does HTTP/1.1's.
+            self._h2_busy(connection)
+            self._h2_idle[connection] = self.reactor.call_later(
+                self._pool.idle_timeout, connection.close
+            )
+        self._wake_stream_waiter(origin)
+
+    def _h2_busy(self, connection: HTTP11ClientConnection) -> None:
+        idle = self._h2_idle.pop(connection, None)
+        if idle is not None and idle.active():
+            idle.cancel()
 
     def _wake_stream_waiter(self, origin: tuple[str, str, int]) -> None:
         waiters = self._stream_waiters.get(origin)
@@ -654,7 +675,7 @@ class HTTPClient:
             return H2ClientConnection(
                 drained=connection.drained,
                 on_closed=lambda _: self._h2_closed(key, connection),
-                on_stream_done=lambda: self._wake_stream_waiter(key),
+                on_stream_done=lambda: self._h2_stream_done(key, connection),
                 max_header_list_size=max_header_list,
             )
 
