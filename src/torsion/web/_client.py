@@ -445,6 +445,7 @@ class HTTPClient:
         while True:
             connection = self._h2_for(origin)
             reused = True
+            probing = False
             if connection is None:
                 if self._may_speak_h2(url) and origin in self._probing:
                     waiting: Deferred[None] = Deferred()
@@ -476,13 +477,10 @@ class HTTPClient:
                         self._h2.setdefault(origin, []).append(connection)
                     elif probing:
                         self._h1_origins.add(origin)
-                finally:
+                except BaseException:
                     if probing:
-                        # The connection is known now: the requests that
-                        # waited for it share it or go their own way.
-                        for waiter in self._probing.pop(origin, ()):
-                            if not waiter.called:
-                                waiter.callback(None)
+                        self._end_probe(origin)
+                    raise
             h2 = connection.h2
             exchange: Exchange | H2Exchange | None = None
             try:
@@ -509,12 +507,20 @@ class HTTPClient:
                         head_only=method_bytes == b"HEAD",
                     )
                     writer = connection
+                if probing:
+                    # This request took the first stream; the ones that
+                    # waited share the connection or go their own way.
+                    probing = False
+                    self._end_probe(origin)
                 # A whole body went with the head (over HTTP/2, it goes out
                 # within the server's windows by itself).
                 whole = exchange.request_done or (h2 is not None and body.whole is not None)
                 sender = None if whole else ensure_deferred(body.send(writer))
                 head = await self._head(exchange, sender)
             except ResponseNeverReceivedError:
+                if probing:
+                    probing = False
+                    self._end_probe(origin)
                 if (
                     (reused or h2 is not None)
                     and not retried
@@ -526,6 +532,8 @@ class HTTPClient:
                     continue
                 raise
             except BaseException as exc:
+                if probing:
+                    self._end_probe(origin)
                 if exchange is not None:
                     exchange.discard()
                 elif h2 is None:  # Nothing was written: the connection is as it was.
@@ -574,6 +582,11 @@ class HTTPClient:
             del self._h2[origin]
         self._pool.release(origin, connection, False)
         self._wake_stream_waiter(origin)
+
+    def _end_probe(self, origin: tuple[str, str, int]) -> None:
+        for waiter in self._probing.pop(origin, ()):
+            if not waiter.called:  # Not cancelled meanwhile.
+                waiter.callback(None)
 
     def _h2_stream_done(
         self, origin: tuple[str, str, int], connection: HTTP11ClientConnection
