@@ -27,6 +27,7 @@ from torsion.web._client_errors import (
     ResponseTooLargeError,
     TooManyRedirectsError,
 )
+from torsion.web._client_h2 import StreamResetError
 from torsion.web._client_proxy import HTTPConnectEndpoint
 from torsion.web._client_response import Response
 from torsion.web._conditional import (
@@ -157,6 +158,7 @@ __all__ = [
     "Session",
     "SessionStore",
     "Site",
+    "StreamResetError",
     "SwitchingRequest",
     "TooManyRedirectsError",
     "UploadedFile",

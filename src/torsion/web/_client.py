@@ -163,7 +163,7 @@ class CookieStore(Protocol):
 
 
 class HTTPClient:
-    """Makes HTTP/1.1 requests over pooled keep-alive connections.
+    """Makes HTTP/1.1 and HTTP/2 requests over pooled keep-alive connections.
 
     Args:
         reactor: Gives time and connections.
