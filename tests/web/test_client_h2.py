@@ -577,3 +577,21 @@ def test_an_idle_connection_closes_after_idle_timeout() -> None:
     assert client.pool.open_count() == 0
     assert reactor.clock.get_delayed_calls() == []
     close(client)
+
+
+def test_a_refused_stream_is_retried_once() -> None:
+    reactor, client = make_client()
+    d = client.get("https://example.test/again")
+    server = connect_h2(reactor)
+    first = server.stream_for(b"/again")
+    # RFC 9113 section 8.7: REFUSED_STREAM means nothing was processed.
+    server.h2.reset_stream(first, h2.errors.ErrorCodes.REFUSED_STREAM)
+    server.pump()
+    [second] = [s for s in server.requests() if s != first]
+    server.h2.reset_stream(second, h2.errors.ErrorCodes.REFUSED_STREAM)
+    server.pump()
+    # Once only: the second refusal is the request's error.
+    failure_result_of(d, BadResponseError)
+    assert len(server.requests()) == 2
+    assert not server.transport.closed
+    close(client)
