@@ -595,3 +595,20 @@ def test_a_refused_stream_is_retried_once() -> None:
     assert len(server.requests()) == 2
     assert not server.transport.closed
     close(client)
+
+
+def test_reading_stops_while_the_transport_cannot_write() -> None:
+    reactor, client = make_client()
+    d = client.get("https://example.test/")
+    server = connect_h2(reactor)
+    # The server sends PINGs and reads none of the answers.
+    server.client.pause_writing()
+    server.h2.ping(b"12345678")
+    server.client.data_received(server.h2.data_to_send())
+    assert not server.transport.is_reading()
+    server.client.resume_writing()
+    assert server.transport.is_reading()
+    server.pump()
+    server.respond(server.stream_for(b"/"))
+    assert success_result_of(d).code == 200
+    close(client)

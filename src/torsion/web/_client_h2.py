@@ -207,6 +207,7 @@ class H2ClientConnection:
         )
         self._streams: dict[int, H2Exchange] = {}
         self._connection_unacked = 0
+        self._reading_held = False
         self._transport: asyncio.WriteTransport | None = None
         self.closed = False
         self.goaway = False
@@ -263,6 +264,7 @@ class H2ClientConnection:
             size, self._connection_unacked = self._connection_unacked, 0
             self._conn.increment_flow_control_window(size)
         self._flush()
+        self._hold_reading()
 
     def eof_received(self) -> None:
         """The server closed its side: every stream under way fails."""
@@ -511,6 +513,28 @@ class H2ClientConnection:
         data = self._conn.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    def _hold_reading(self) -> None:
+        # What h2 answers by itself (PING and SETTINGS acknowledgements)
+        # must not pile up behind a server that sends and never reads
+        # (CVE-2019-9512, CVE-2019-9515 turned round): while the transport's
+        # buffer is full, read no more.
+        transport = self._transport
+        if self._reading_held or transport is None or transport.is_closing():
+            return
+        drained = self._drained()
+        if drained.called:
+            return
+        reading = cast("asyncio.ReadTransport", transport)
+        reading.pause_reading()
+        self._reading_held = True
+
+        def resume(_: object) -> None:
+            self._reading_held = False
+            if not transport.is_closing():
+                reading.resume_reading()
+
+        drained.add_both(resume)
 
     def _close(self) -> None:
         self.goaway = True
