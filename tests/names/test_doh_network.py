@@ -4,8 +4,8 @@ The server is a ``Site`` on a ``tls:`` endpoint (trustme certificates)
 publishing ``DoHResource`` at ``/dns-query``. curl's ``--doh-url`` resolves
 the host of an http URL through it, a name no other resolver here knows;
 ``DoHResolver`` asks it with POST and GET, and asks dnsdist's DoH front
-(h2o, which speaks HTTP/1.1 too) in front of a torsion DNS server. kdig's
-``+https`` asks over HTTP/2.
+(h2o, which speaks HTTP/1.1 too) in front of a torsion DNS server, and
+unbound's, which speaks HTTP/2 only. kdig's ``+https`` asks over HTTP/2.
 """
 
 from __future__ import annotations
@@ -479,15 +479,12 @@ remote-control:
 """
 
 
-@pytest.mark.xfail(
-    reason="unbound serves DoH over HTTP/2 only (it answers HTTP/1.1 with a close); "
-    "HTTPClient speaks HTTP/1.1",
-    strict=True,
-)
-@pytest.mark.torsion_loop("asyncio")
+@BOTH_LOOPS
 async def test_the_resolver_asks_unbound(
-    reactor: Reactor, certificates: Certificates, tmp_path: Path
+    reactor: Reactor, loop: str, certificates: Certificates, tmp_path: Path
 ) -> None:
+    # unbound serves DoH over HTTP/2 only (it answers HTTP/1.1 with a close):
+    # an answer means the client spoke HTTP/2, chosen by ALPN.
     program = require_peer("unbound", package="unbound")
     port = free_port()
     conf = tmp_path / "unbound.conf"
@@ -505,7 +502,8 @@ async def test_the_resolver_asks_unbound(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    client = trusting(certificates, reactor)
+    context = client_context(ca_file=certificates.ca, alpn=("h2", "http/1.1"))
+    client = HTTPClient(reactor, tls_context=context)
     try:
         assert process.stderr is not None
         log = b""
