@@ -275,12 +275,16 @@ def test_workers_stop_when_their_supervisor_is_killed(shared_port: int, tmp_path
     listen = f"tcp:{shared_port}:interface=127.0.0.1"
     with Torsion("echo", "--listen", listen, "--workers", "2", "--logfile", str(log)) as torsion:
         wait_for_log(log, "echo service supervisor running")
-        pids = [
-            int(line.split("(pid ")[1].split(",")[0])
-            for line in log_lines(log)
-            if "echo service running (pid" in line
-        ]
-        assert len(pids) == 2
+
+        def worker_pids() -> list[int]:
+            return [
+                int(line.split("(pid ")[1].split(",")[0])
+                for line in log_lines(log)
+                if "echo service running (pid" in line
+            ]
+
+        # A worker says READY before its own line may have reached the file.
+        pids = wait_until(lambda: len(worker_pids()) == 2 and worker_pids(), "two workers")
         torsion.process.kill()  # SIGKILL: the supervisor cannot pass anything on
         torsion.process.wait(DEADLINE)
         for pid in pids:
