@@ -1,5 +1,7 @@
-"""The plugins that come with torsion: the classic services, portforward, inetd, procmon, socks,
-dns, web and mail.
+"""The plugins that come with torsion (``torsion --help`` lists them with a line each).
+
+Besides the classic services, portforward, inetd, procmon and socks defined
+here, dns, web and mail come from their own modules.
 
 Every serving plugin takes ``--listen ENDPOINT`` (repeatable; any server
 endpoint string) and the connection limits an operator expects on a port
