@@ -58,7 +58,7 @@ def test_what_must_be_given(tmp_path: Path) -> None:
         build(**base, smtp=[LOCAL], user=["alice:pw"], certificate=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="--domain"):
         MAIL.option("domain").convert_text("a@b")
-    with pytest.raises(ValueError, match="no user name and password"):
+    with pytest.raises(ValueError, match="checks no password"):
         MAIL.option("auth").convert_text("anonymous")
 
 

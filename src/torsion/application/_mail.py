@@ -37,7 +37,7 @@ from typing import Any
 from torsion.application._app import Application
 from torsion.application._plugins import Option, Plugin
 from torsion.application._service import BaseService
-from torsion.application._tcp_options import LIMIT_OPTIONS, serve
+from torsion.application._tcp_options import LIMIT_OPTIONS, check_password_checker, serve
 from torsion.internet import Address, IPv4Address, IPv6Address, Reactor
 
 __all__ = ["MAIL", "parse_user"]
@@ -68,18 +68,6 @@ def parse_user(text: str) -> tuple[str, str]:
 
 def _check_user(text: str) -> str:
     parse_user(text)
-    return text
-
-
-def _check_auth(text: str) -> str:
-    from torsion.cred._strings import split_auth_string
-
-    split_auth_string(text)
-    kind = text.partition(":")[0]
-    if kind not in ("memory", "file", "unix"):
-        raise ValueError(
-            f"--auth: {kind!r} checks no user name and password; use memory:, file: or unix"
-        )
     return text
 
 
@@ -349,7 +337,7 @@ MAIL = Plugin(
             "file:HTPASSWD, unix (PAM); with file: or unix, a local user is "
             "anyone with a Maildir in --maildir",
             repeatable=True,
-            check=_check_auth,
+            check=check_password_checker,
             metavar="CHECKER",
         ),
         Option(

@@ -21,9 +21,14 @@ from typing import Any
 
 from torsion.application._app import Application
 from torsion.application._plugins import Option, Plugin
-from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve, try_it
+from torsion.application._tcp_options import (
+    LIMIT_OPTIONS,
+    check_password_checker,
+    listen_option,
+    serve,
+    try_it,
+)
 from torsion.cred import Login, Portal, UnauthorizedLogin, UsernamePassword, checker_from_string
-from torsion.cred._strings import split_auth_string
 from torsion.defer import Deferred
 from torsion.internet import Reactor
 from torsion.protocols import (
@@ -176,17 +181,6 @@ def _hint(address: Any) -> str | None:
     return None
 
 
-def _check_auth(text: str) -> str:
-    # Parsed for its errors only; the checker is built with the reactor.
-    split_auth_string(text)
-    kind = text.partition(":")[0]
-    if kind not in ("memory", "file", "unix", "anonymous", "sshkey"):
-        raise ValueError(f"--auth: unknown checker {kind!r} (memory:, file:, unix)")
-    if kind in ("anonymous", "sshkey"):
-        raise ValueError(f"--auth: {kind} checks no password; SOCKS needs memory:, file: or unix")
-    return text
-
-
 def _positive(name: str) -> Any:
     def check(seconds: float) -> float:
         if not seconds > 0:
@@ -235,7 +229,7 @@ SOCKS = Plugin(
             "memory:USER:PASSWORD[:USER:PASSWORD...], file:HTPASSWD, unix (PAM); "
             "SOCKS 4 clients are then refused",
             repeatable=True,
-            check=_check_auth,
+            check=check_password_checker,
             metavar="CHECKER",
         ),
         Option(

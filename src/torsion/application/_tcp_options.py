@@ -25,7 +25,14 @@ from torsion.internet import (
 )
 from torsion.protocols import ConnectionLimit, IdleTimeout
 
-__all__ = ["LIMIT_OPTIONS", "limited", "listen_option", "serve", "try_it"]
+__all__ = [
+    "LIMIT_OPTIONS",
+    "check_password_checker",
+    "limited",
+    "listen_option",
+    "serve",
+    "try_it",
+]
 
 
 def try_it(address: Address) -> str:
@@ -124,3 +131,24 @@ def serve(
         parent.add_service(
             StreamServerEndpointService(endpoint, factory, description=description, hint=hint)
         )
+
+
+def check_password_checker(text: str) -> str:
+    """Check an ``--auth`` string for a checker of user names and passwords.
+
+    What the plugins whose protocols log in with a password take
+    (``memory:``, ``file:``, ``unix``); parsed here for its errors only, the
+    checker is built later, with the reactor.
+
+    Raises:
+        ValueError: The string is not valid, or its checker takes no password.
+    """
+    from torsion.cred._strings import split_auth_string
+
+    split_auth_string(text)
+    kind = text.partition(":")[0]
+    if kind in ("anonymous", "sshkey"):
+        raise ValueError(f"--auth: {kind} checks no password; give memory:, file: or unix")
+    if kind not in ("memory", "file", "unix"):
+        raise ValueError(f"--auth: unknown checker {kind!r} (memory:, file:, unix)")
+    return text

@@ -55,7 +55,12 @@ from typing import TYPE_CHECKING, Any
 from torsion.application._app import Application
 from torsion.application._plugins import Option, Plugin
 from torsion.application._service import BaseService
-from torsion.application._tcp_options import LIMIT_OPTIONS, listen_option, serve
+from torsion.application._tcp_options import (
+    LIMIT_OPTIONS,
+    check_password_checker,
+    listen_option,
+    serve,
+)
 from torsion.internet import Address, IPv4Address, IPv6Address, Reactor
 
 if TYPE_CHECKING:
@@ -96,18 +101,6 @@ def parse_vhost(text: str) -> tuple[str, str]:
 
 def _check_vhost(text: str) -> str:
     parse_vhost(text)
-    return text
-
-
-def _check_auth(text: str) -> str:
-    from torsion.cred._strings import split_auth_string
-
-    split_auth_string(text)
-    kind = text.partition(":")[0]
-    if kind not in ("memory", "file", "unix"):
-        raise ValueError(
-            f"--auth: {kind!r} checks no user name and password; use memory:, file: or unix"
-        )
     return text
 
 
@@ -429,7 +422,7 @@ WEB = Plugin(
             "ask for a user name and password (HTTP Basic), checked by this checker: "
             "memory:USER:PASSWORD[:USER:PASSWORD...], file:HTPASSWD, unix (PAM)",
             repeatable=True,
-            check=_check_auth,
+            check=check_password_checker,
             metavar="CHECKER",
         ),
         Option(
