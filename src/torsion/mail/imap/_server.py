@@ -61,6 +61,7 @@ from torsion.mail._mailbox import (
     NoSuchMailboxError,
     NoSuchMessageError,
 )
+from torsion.mail._session_timer import SessionTimer
 from torsion.mail.imap._commands import Command, StoreAction
 from torsion.mail.imap._fetch import (
     FetchItem,
@@ -319,8 +320,7 @@ class IMAP4Server(BaseProtocol):
         self._errors = 0
         self._failed_logins = 0
         self._commands = 0
-        self._timer: DelayedCall | None = None
-        self._last = 0.0
+        self._timer = SessionTimer(factory.clock, self._timeout, self._timed_out)
         self._login_waiting: Deferred[Any] | None = None
 
     # -- connection events -----------------------------------------------------------
@@ -331,19 +331,17 @@ class IMAP4Server(BaseProtocol):
         self._tls_active = transport.get_extra_info("ssl_object") is not None
         code = ResponseCode.capability(self.capabilities())
         self.transport.write(untagged("OK", "IMAP4rev1 server ready", code))
-        self._arm()
+        self._timer.touch()
 
     def data_received(self, data: bytes) -> None:
         """Hand the bytes to the parser and carry out what it found."""
-        self._arm()
+        self._timer.touch()
         self._feed(self.parser.receive_data(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop what was under way, forget the mailbox and log out."""
         self._gone = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._timer.stop()
         self._events.clear()
         for waiting in (self._line_waiter, self._current, self._login_waiting):
             if waiting is not None and not waiting.called:
@@ -576,23 +574,9 @@ class IMAP4Server(BaseProtocol):
             return limits.login_timeout
         return limits.idle_timeout
 
-    def _arm(self) -> None:
-        # Not moved on every read: it fires when the period could first have
-        # ended and re-arms for what remains.
-        clock = self.factory.clock
-        self._last = clock.seconds()
-        if self._timer is None or not self._timer.active():
-            self._timer = clock.call_later(self._timeout(), self._check_timeout)
-
-    def _check_timeout(self) -> None:
-        self._timer = None
-        if self._gone or self._closing:
-            return
-        left = self._last + self._timeout() - self.factory.clock.seconds()
-        if left > 0:
-            self._timer = self.factory.clock.call_later(left, self._check_timeout)
-            return
-        self._close_with(bye("autologout; idle for too long"))
+    def _timed_out(self) -> None:
+        if not self._closing:
+            self._close_with(bye("autologout; idle for too long"))
 
     # -- logging in ----------------------------------------------------------------------
 

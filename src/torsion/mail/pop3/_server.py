@@ -30,7 +30,7 @@ from torsion.cred import (
 )
 from torsion.cred import Login as CredLogin
 from torsion.defer import Deferred, ensure_deferred
-from torsion.internet import Address, Clock, DelayedCall, ServerTLS
+from torsion.internet import Address, Clock, ServerTLS
 from torsion.internet import Protocol as BaseProtocol
 from torsion.mail._mailbox import (
     DELETED,
@@ -41,6 +41,7 @@ from torsion.mail._mailbox import (
     MaildropLockedError,
     MailStore,
 )
+from torsion.mail._session_timer import SessionTimer
 from torsion.mail.pop3._core import AUTH_MECHANISMS, POP3ServerConnection
 from torsion.mail.pop3._events import (
     LoginRequested,
@@ -159,8 +160,7 @@ class POP3Server(BaseProtocol):
     def __init__(self, factory: POP3Factory) -> None:
         self.factory = factory
         self.core: POP3ServerConnection
-        self._timer: DelayedCall | None = None
-        self._last = 0.0
+        self._timer = SessionTimer(factory.clock, lambda: self.core.timeout, self._timed_out)
         self._waiting: Deferred[Any] | None = None
         self._mailbox: Mailbox | None = None
         self._lock: MaildropLock | None = None
@@ -197,9 +197,7 @@ class POP3Server(BaseProtocol):
         """Stop what was under way, release the maildrop and log out; delete nothing."""
         self._gone = True
         self.core.connection_lost()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._timer.stop()
         if self._waiting is not None:
             waiting, self._waiting = self._waiting, None
             waiting.cancel()
@@ -240,7 +238,7 @@ class POP3Server(BaseProtocol):
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
-        self._arm()
+        self._timer.touch()
 
     def _handle(self, event: POP3Event) -> None:
         if isinstance(event, LoginRequested):
@@ -395,27 +393,6 @@ class POP3Server(BaseProtocol):
 
     # -- the idle timer ------------------------------------------------------------------
 
-    def _arm(self) -> None:
-        # Not moved on every read: it fires when the period could first have
-        # ended and re-arms for what remains.
-        clock = self.factory.clock
-        self._last = clock.seconds()
-        timeout = self.core.timeout
-        if timeout is None:
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-        elif self._timer is None or not self._timer.active():
-            self._timer = clock.call_later(timeout, self._check_timeout)
-
-    def _check_timeout(self) -> None:
-        self._timer = None
-        timeout = self.core.timeout
-        if timeout is None or self._gone:
-            return
-        left = self._last + timeout - self.factory.clock.seconds()
-        if left > 0:
-            self._timer = self.factory.clock.call_later(left, self._check_timeout)
-            return
+    def _timed_out(self) -> None:
         self.core.timed_out()
         self._pump()

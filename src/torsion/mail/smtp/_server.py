@@ -23,8 +23,9 @@ from typing import Any
 from torsion.cred import CramMD5, Portal, UnauthorizedLogin, UnhandledCredentials, UsernamePassword
 from torsion.cred import Login as CredLogin
 from torsion.defer import Deferred, maybe_deferred
-from torsion.internet import Address, Clock, DelayedCall, IPv4Address, IPv6Address, ServerTLS
+from torsion.internet import Address, Clock, IPv4Address, IPv6Address, ServerTLS
 from torsion.internet import Protocol as BaseProtocol
+from torsion.mail._session_timer import SessionTimer
 from torsion.mail.smtp._core import AUTH_MECHANISMS, SMTPServerConnection
 from torsion.mail.smtp._delivery import Delivery, Session
 from torsion.mail.smtp._errors import SMTPReplyError
@@ -127,8 +128,7 @@ class SMTPServer(BaseProtocol):
         self.factory = factory
         self.delivery: Delivery = factory.delivery
         self.core: SMTPServerConnection
-        self._timer: DelayedCall | None = None
-        self._last = 0.0
+        self._timer = SessionTimer(factory.clock, lambda: self.core.timeout, self._timed_out)
         self._waiting: Deferred[Any] | None = None
         self._delivering = False
         self._logout: Callable[[], object] | None = None
@@ -166,9 +166,7 @@ class SMTPServer(BaseProtocol):
         """Drop what was under way, stop the timer and log out."""
         self._gone = True
         self.core.connection_lost()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._timer.stop()
         if self._waiting is not None and not self._delivering:
             # A login or a validation is of no use any more; a delivery is
             # let finish (a message half stored is worse than a duplicate).
@@ -222,7 +220,7 @@ class SMTPServer(BaseProtocol):
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
-        self._arm()
+        self._timer.touch()
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, StartTLSRequested):
@@ -347,28 +345,7 @@ class SMTPServer(BaseProtocol):
 
     # -- timeouts ------------------------------------------------------------------
 
-    def _arm(self) -> None:
-        # The timer is not moved on every read: it fires when the period
-        # could first have ended and re-arms for what remains.
-        clock = self.factory.clock
-        self._last = clock.seconds()
-        timeout = self.core.timeout
-        if timeout is None:
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-        elif self._timer is None or not self._timer.active():
-            self._timer = clock.call_later(timeout, self._check_timeout)
-
-    def _check_timeout(self) -> None:
-        self._timer = None
-        timeout = self.core.timeout
-        if timeout is None or self._gone:
-            return
-        left = self._last + timeout - self.factory.clock.seconds()
-        if left > 0:
-            self._timer = self.factory.clock.call_later(left, self._check_timeout)
-            return
+    def _timed_out(self) -> None:
         self.core.timed_out()
         self._pump()
 
