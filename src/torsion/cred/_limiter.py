@@ -27,6 +27,9 @@ from torsion.protocols import client_key
 
 __all__ = ["LoginLimiter"]
 
+#: How early a timer may run (asyncio's clock resolution is about 1 ms).
+_TIMER_SLACK = 0.002
+
 _MAX_USERNAME_KEY = 256
 
 
@@ -84,7 +87,10 @@ class LoginLimiter:
         record = self._clients.get(self._client_key(client))
         if record is None:
             return 0.0
-        return max(0.0, record.blocked_until - self._clock.seconds())
+        left = record.blocked_until - self._clock.seconds()
+        # asyncio runs a timer up to its clock's resolution early: a client
+        # answered when its delay ended must not find itself still blocked.
+        return left if left > _TIMER_SLACK else 0.0
 
     def failures(self, *, username: str | None = None, client: Address | None = None) -> int:
         """Return the failures counted now for ``username`` or for ``client``."""
