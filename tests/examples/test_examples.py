@@ -13,7 +13,14 @@ EXAMPLES = ROOT / "examples"
 
 def test_readme_shows_the_examples_verbatim() -> None:
     readme = (ROOT / "README.md").read_text()
-    for name in ("echo_server.py", "echo_client.py", "app.py", "dns_server.py", "web_app.py"):
+    for name in (
+        "echo_server.py",
+        "echo_client.py",
+        "app.py",
+        "dns_server.py",
+        "web_app.py",
+        "mail_server.py",
+    ):
         source = (EXAMPLES / name).read_text()
         assert source in readme, f"README.md no longer shows examples/{name} as it is"
         assert len(source.splitlines()) < 30, f"examples/{name} is too long for the README"
@@ -107,6 +114,52 @@ def test_the_web_app_example_serves_its_three_resources() -> None:
         assert answers[2][0] == 200
         assert b"<!DOCTYPE html>" in answers[2][1]
         assert answers[3][0] == 405
+        server.terminate()
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+        server.stdout.close()
+
+
+def test_the_mail_server_example_stores_what_smtp_takes_for_pop3(tmp_path: Path) -> None:
+    import poplib
+    import smtplib
+
+    server = subprocess.Popen(
+        [sys.executable, "-u", str(EXAMPLES / "mail_server.py"), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"SMTP on 127\.0\.0\.1:(\d+), POP3 on 127\.0\.0\.1:(\d+)", line)
+        assert found, f"unexpected first line: {line!r}"
+        smtp_port, pop3_port = int(found.group(1)), int(found.group(2))
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+            refused = smtp.sendmail(
+                "bob@elsewhere.test",
+                ["alice@example.test"],
+                b"Subject: hello\r\n\r\nfrom the README\r\n",
+            )
+            assert refused == {}
+            smtp.mail("bob@elsewhere.test")
+            code, _ = smtp.rcpt("nobody@example.test")
+            assert code == 550  # not a user here: refused at RCPT
+        pop3 = poplib.POP3("127.0.0.1", pop3_port, timeout=10)
+        try:
+            pop3.user("alice")
+            pop3.pass_("s3cret")
+            count, _ = pop3.stat()
+            assert count == 1
+            _, lines, _ = pop3.retr(1)
+            assert b"Subject: hello" in lines
+            assert lines[-1] == b"from the README"
+        finally:
+            pop3.quit()
+        assert len(list((tmp_path / "alice" / "new").iterdir())) == 1
         server.terminate()
         assert server.wait(timeout=10) == 0
     finally:
