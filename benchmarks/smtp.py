@@ -1,26 +1,41 @@
 """SMTP server benchmark: messages/s under smtp-source; torsion, Twisted, aiosmtpd, smtp-sink.
 
-Usage: .venv/bin/python benchmarks/smtp.py [--messages N] [--rounds R] [--fsync] [--only NAME,...]
+Usage: .venv/bin/python benchmarks/smtp.py [--messages N] [--rounds R] [--fsync]
+       [--only NAME,...] [--pin-server]
 
 postfix's smtp-source (20 sessions at once, 2 KiB messages, one connection
-per message: ``smtp-source -s 20 -m N -l 2048 127.0.0.1:PORT``) pushes the
-same load into each contender; each one but smtp-sink writes every accepted
-message to a file of its own before answering 250:
+per message: ``smtp-source -s 20 -m N -l 2048 -f ... -t bench@bench.test
+127.0.0.1:PORT``) pushes the same load into each contender; each one but
+smtp-sink stores every accepted message before answering 250:
 
-* ``torsion-uvloop``: ``torsion.mail.smtp.SMTPFactory`` with a delivery that
-  writes one file per message, on a Reactor on uvloop;
-* ``torsion-asyncio``: the same on the stdlib loop;
+* ``torsion-uvloop``: the ``torsion mail`` command itself (``torsion mail
+  --maildir DIR --domain bench.test --user bench:secret --smtp ...``), so
+  each message goes through the local delivery into the user's Maildir
+  (``tmp/`` then ``new/``), on uvloop;
+* ``torsion-asyncio``: the same with ``--reactor asyncio``;
 * ``twisted``: ``twisted.mail.smtp.ESMTPFactory`` with an ``IMessageDelivery``
-  whose messages write their lines to one file each, on the epoll reactor;
+  whose messages write their lines to one file each, on the epoll reactor
+  (stock ``twistd mail`` with a maildir domain cannot store a message on
+  Python 3 here);
 * ``aiosmtpd``: ``aiosmtpd.smtp.SMTP`` with a handler whose ``handle_DATA``
   writes the content to a file, on uvloop;
 * ``smtp-sink``: postfix's C sink, which discards the mail (the ceiling of
   what the load generator asks).
 
-With ``--fsync`` the Python contenders fsync each file before answering.
-After each run the files are counted: every message smtp-source sent must
-be on disk. Figures are the median (and best) messages per second over the
-rounds, the wall time of smtp-source divided into the message count.
+smtp-source runs pinned to CPU 1. The servers are not pinned: a server
+that does its file I/O in threads (torsion's Maildir does) may use the
+other CPU for it, as it would on any machine. ``--pin-server`` pins every
+server to CPU 0 instead, to compare what each costs on one CPU.
+
+With ``--fsync`` every contender fsyncs each message before answering
+(``torsion mail --fsync``, which also fsyncs the directory). After each
+run the stored files are counted: every message smtp-source sent must be
+there. The files of every run are kept until the end: mass deletes leave
+ext4 looking for free inodes among the recently deleted ones, which would
+slow down whichever contender runs next. Figures are the median and best
+messages per second over the rounds (the wall time of smtp-source divided
+into the message count), and the server's CPU time per message, from
+``/proc``.
 
 Needs smtp-source and smtp-sink (``apt-get install postfix``; the
 ``policy-rc.d`` keeps the service from starting), Twisted and aiosmtpd (the
@@ -39,8 +54,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
+SERVER_CPU, CLIENT_CPU = "0", "1"
 CONTENDERS = ("torsion-uvloop", "torsion-asyncio", "twisted", "aiosmtpd", "smtp-sink")
 
 
@@ -60,30 +75,6 @@ def _announce(port: int) -> None:
 
 
 # -- servers (internal mode) ---------------------------------------------------------
-
-
-def serve_torsion(directory: str, fsync: bool, uvloop: bool) -> None:
-    from torsion.internet import Reactor
-    from torsion.mail.smtp import SMTPFactory
-
-    class FileDelivery:
-        count = 0
-
-        def validate_sender(self, session, sender):
-            return None
-
-        def validate_recipient(self, session, recipient):
-            return None
-
-        def deliver(self, session, envelope, message):
-            self.count += 1
-            _write(directory, self.count, message, fsync)
-
-    reactor = Reactor(uvloop=uvloop)
-    factory = SMTPFactory(FileDelivery(), clock=reactor, hostname="bench.test")
-    listener = reactor.listen_tcp(0, factory, interface="127.0.0.1", backlog=512)
-    _announce(listener.port)
-    reactor.run()
 
 
 def serve_twisted(directory: str, fsync: bool) -> None:
@@ -164,6 +155,9 @@ def serve_aiosmtpd(directory: str, fsync: bool) -> None:
 
 # -- driver --------------------------------------------------------------------------
 
+DOMAIN = "bench.test"
+RECIPIENT = f"bench@{DOMAIN}"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -171,21 +165,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(name: str, directory: str, fsync: bool) -> tuple[subprocess.Popen[bytes], int]:
+def wait_for_port(proc: subprocess.Popen[bytes], name: str, port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{name} did not listen on port {port}")
+
+
+def start(
+    name: str, directory: str, fsync: bool, pin: bool
+) -> tuple[subprocess.Popen[bytes], int]:
+    prefix = ["taskset", "-c", SERVER_CPU] if pin else []
     if name == "smtp-sink":
         port = free_port()
         argv = [shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or "smtp-sink"]
         if os.geteuid() == 0:
             argv += ["-u", "nobody"]
-        proc = subprocess.Popen([*argv, f"127.0.0.1:{port}", "512"])
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        proc = subprocess.Popen([*prefix, *argv, f"127.0.0.1:{port}", "512"])
+        wait_for_port(proc, name, port)
         return proc, port
-    argv = [sys.executable, __file__, "server", name, "--dir", directory]
+    if name.startswith("torsion-"):
+        port = free_port()
+        torsion = os.path.join(os.path.dirname(sys.executable), "torsion")
+        argv = [torsion, "--reactor", name.removeprefix("torsion-"), "--log-level", "warning"]
+        argv += ["mail", "--maildir", directory, "--domain", DOMAIN, "--user", "bench:secret"]
+        argv += ["--smtp", f"tcp:{port}:interface=127.0.0.1", "--hostname", DOMAIN]
+        if fsync:
+            argv.append("--fsync")
+        proc = subprocess.Popen([*prefix, *argv])
+        wait_for_port(proc, name, port)
+        return proc, port
+    argv = [*prefix, sys.executable, __file__, "server", name, "--dir", directory]
     if fsync:
         argv.append("--fsync")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
@@ -197,24 +213,45 @@ def start(name: str, directory: str, fsync: bool) -> tuple[subprocess.Popen[byte
     return proc, int(line.split()[1])
 
 
-def measure(name: str, messages: int, sessions: int, fsync: bool) -> float:
-    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as directory:
-        os.chmod(directory, 0o755)
-        proc, port = start(name, directory, fsync)
-        try:
-            source = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or "smtp-source"
-            argv = [source, "-s", str(sessions), "-m", str(messages), "-l", "2048"]
-            began = time.perf_counter()
-            subprocess.run([*argv, f"127.0.0.1:{port}"], check=True, timeout=600)
-            elapsed = time.perf_counter() - began
-        finally:
-            proc.kill()
-            proc.wait()
-        if name != "smtp-sink":
-            stored = len(list(Path(directory).iterdir()))
-            if stored != messages:
-                raise RuntimeError(f"{name}: {stored} of {messages} messages stored")
-    return messages / elapsed
+def cpu_seconds(pid: int) -> float:
+    # utime + stime of the whole process (all its threads), from proc(5).
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stored(name: str, directory: str) -> int:
+    if name.startswith("torsion-"):
+        return len(os.listdir(os.path.join(directory, "bench", "new")))
+    return len(os.listdir(directory))
+
+
+def measure(
+    name: str, directory: str, messages: int, sessions: int, fsync: bool, pin: bool
+) -> tuple[float, float]:
+    """Return messages per second and server CPU seconds per message."""
+    os.mkdir(directory)
+    os.chmod(directory, 0o755)
+    if name.startswith("torsion-"):
+        os.mkdir(os.path.join(directory, "bench"))
+    proc, port = start(name, directory, fsync, pin)
+    try:
+        source = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or "smtp-source"
+        argv = ["taskset", "-c", CLIENT_CPU, source, "-s", str(sessions), "-m", str(messages)]
+        argv += ["-l", "2048", "-f", "bench@source.test", "-t", RECIPIENT, f"127.0.0.1:{port}"]
+        cpu_before = cpu_seconds(proc.pid)
+        began = time.perf_counter()
+        subprocess.run(argv, check=True, timeout=600)
+        elapsed = time.perf_counter() - began
+        cpu = cpu_seconds(proc.pid) - cpu_before
+    finally:
+        proc.kill()
+        proc.wait()
+    if name != "smtp-sink":
+        count = stored(name, directory)
+        if count != messages:
+            raise RuntimeError(f"{name}: {count} of {messages} messages stored")
+    return messages / elapsed, cpu / messages
 
 
 def main() -> None:
@@ -223,23 +260,36 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fsync", action="store_true")
+    parser.add_argument("--pin-server", action="store_true")
     parser.add_argument("--only", default=",".join(CONTENDERS))
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
-    figures: dict[str, list[float]] = {n: [] for n in names}
-    for round_ in range(args.rounds):
-        order = names[round_ % len(names) :] + names[: round_ % len(names)]
-        for name in order:
-            figures[name].append(measure(name, args.messages, args.sessions, args.fsync))
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    costs: dict[str, list[float]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as top:
+        for round_ in range(args.rounds):
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            for name in order:
+                directory = os.path.join(top, f"{name}-{round_}")
+                rate, cost = measure(
+                    name, directory, args.messages, args.sessions, args.fsync, args.pin_server
+                )
+                rates[name].append(rate)
+                costs[name].append(cost)
     print(
-        f"smtp-source -s {args.sessions} -m {args.messages} -l 2048, "
-        f"{args.rounds} rounds{', fsync' if args.fsync else ''}"
+        f"smtp-source -s {args.sessions} -m {args.messages} -l 2048 (CPU {CLIENT_CPU}), "
+        f"{args.rounds} rounds{', fsync' if args.fsync else ''}, "
+        f"servers {'on CPU ' + SERVER_CPU if args.pin_server else 'not pinned'}"
     )
-    twisted = statistics.median(figures["twisted"]) if "twisted" in figures else None
+    twisted = statistics.median(rates["twisted"]) if "twisted" in rates else None
     for name in names:
-        median = statistics.median(figures[name])
+        median = statistics.median(rates[name])
         ratio = f"  {median / twisted:.2f}x twisted" if twisted else ""
-        print(f"{name:16} {median:8.0f} msg/s (best {max(figures[name]):.0f}){ratio}")
+        cpu = statistics.median(costs[name]) * 1e6
+        print(
+            f"{name:16} {median:8.0f} msg/s (best {max(rates[name]):.0f})"
+            f"  {cpu:5.0f} us CPU/msg{ratio}"
+        )
 
 
 if __name__ == "__main__":
@@ -252,9 +302,7 @@ if __name__ == "__main__":
         opts = server.parse_args()
         if opts.name == "twisted":
             serve_twisted(opts.dir, opts.fsync)
-        elif opts.name == "aiosmtpd":
-            serve_aiosmtpd(opts.dir, opts.fsync)
         else:
-            serve_torsion(opts.dir, opts.fsync, uvloop=opts.name == "torsion-uvloop")
+            serve_aiosmtpd(opts.dir, opts.fsync)
     else:
         main()
