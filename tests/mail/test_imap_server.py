@@ -11,7 +11,7 @@ from torsion.cred import InMemoryChecker, LoginLimiter, Portal
 from torsion.defer import Deferred
 from torsion.mail import FlagMode, MailboxIOError, MailStore, MailUsers, MemoryUsers
 from torsion.mail.imap import IMAP4Factory, IMAP4Limits, IMAP4Server, ParserLimits
-from torsion.testing import Clock, StringTransport
+from torsion.testing import Clock, StringTransport, success_result_of
 
 FIRST = b"Subject: one\r\n\r\nhello\r\n"
 SECOND = b"Subject: two\r\n\r\nbye\r\n"
@@ -415,4 +415,55 @@ def test_authenticate_cancelled_malformed_and_with_initial_response() -> None:
     lines = say(protocol, transport, b"c AUTHENTICATE PLAIN AGFsaWNlAHB3\r\nd NOOP\r\n")
     assert lines[0].startswith(b"c OK [CAPABILITY IMAP4rev1 ")
     assert lines[1:] == [b"d OK NOOP completed"]
+    protocol.connection_lost(None)
+
+
+def test_message_numbers_past_the_mailbox_are_bad_but_uids_are_not() -> None:
+    factory, _, _, _ = setup()
+    protocol, transport = selected(factory)
+    # RFC 3501 section 9, seq-number: BAD for a number past the messages.
+    for command in (b"FETCH 3 (FLAGS)", b"FETCH 1:3 (FLAGS)", b"STORE 9 +FLAGS (\\Seen)"):
+        assert say(protocol, transport, b"c " + command + b"\r\n") == [
+            b"c BAD no message %s: the mailbox has 2" % command.split()[1].split(b":")[-1]
+        ]
+    assert say(protocol, transport, b"d COPY 7 INBOX\r\n") == [
+        b"d BAD no message 7: the mailbox has 2"
+    ]
+    # UIDs name messages that may be gone: no error, nothing fetched.
+    assert say(protocol, transport, b"e UID FETCH 99 (FLAGS)\r\n") == [b"e OK UID FETCH completed"]
+    assert say(protocol, transport, b"f FETCH 2 (UID)\r\n") == [
+        b"* 2 FETCH (UID 2)",
+        b"f OK FETCH completed",
+    ]
+    protocol.connection_lost(None)
+
+
+def test_star_in_an_empty_mailbox_is_bad() -> None:
+    factory, _, _, users = setup()
+    users.store("alice").create("Empty")
+    protocol, transport = connect(factory)
+    say(protocol, transport, b"a LOGIN alice pw\r\nb SELECT Empty\r\n")
+    assert say(protocol, transport, b"c FETCH * (FLAGS)\r\n") == [
+        b"c BAD no message *: the mailbox has 0"
+    ]
+    protocol.connection_lost(None)
+
+
+def test_renaming_the_inbox_moves_its_messages_and_leaves_it_empty() -> None:
+    factory, _, _, users = setup()
+    protocol, transport = connect(factory)
+    say(protocol, transport, b"a LOGIN alice pw\r\n")
+    # RFC 3501 section 6.3.5.
+    assert say(protocol, transport, b"b RENAME INBOX Old\r\n") == [b"b OK RENAME completed"]
+    store = users.store("alice")
+    assert sorted(store.list_mailboxes()) == ["INBOX", "Old"]
+    assert store.mailbox("INBOX").messages() == []
+    old = store.mailbox("Old")
+    assert [success_result_of(old.read(info.uid)) for info in old.messages()] == [FIRST, SECOND]
+    assert say(protocol, transport, b"c RENAME inbox Old\r\n") == [
+        b"c NO [ALREADYEXISTS] target exists"
+    ]
+    # An empty INBOX renames too: the new mailbox is made empty.
+    assert say(protocol, transport, b"d RENAME INBOX Newer\r\n") == [b"d OK RENAME completed"]
+    assert store.mailbox("Newer").messages() == []
     protocol.connection_lost(None)

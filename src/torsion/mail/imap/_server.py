@@ -828,6 +828,8 @@ class IMAP4Server(BaseProtocol):
         old, new = command.arguments
         assert isinstance(old, str)
         assert isinstance(new, str)
+        if old.upper() == "INBOX":
+            return await self._rename_inbox(new)
         try:
             self._user_store().rename(old, new)
         except NoSuchMailboxError:
@@ -836,6 +838,27 @@ class IMAP4Server(BaseProtocol):
             raise _no("target exists", ResponseCode("ALREADYEXISTS")) from None
         except MailboxError as exc:
             raise _no(f"cannot rename: {exc}") from exc
+        return "OK", "RENAME completed", None
+
+    async def _rename_inbox(self, new: str) -> Reply:
+        # RFC 3501 section 6.3.5: renaming INBOX moves its messages into a
+        # new mailbox of that name and leaves INBOX there, empty. Mail that
+        # arrives meanwhile stays in INBOX.
+        store = self._user_store()
+        try:
+            destination = store.create(new)
+        except MailboxExistsError:
+            raise _no("target exists", ResponseCode("ALREADYEXISTS")) from None
+        except MailboxError as exc:
+            raise _no(f"cannot rename: {exc}") from exc
+        inbox = store.mailbox("INBOX")
+        inbox.refresh()
+        uids = [info.uid for info in inbox.messages()]
+        if uids:
+            try:
+                await inbox.move(uids, destination)
+            except MailboxError as exc:
+                raise _no(f"cannot rename: {exc}") from exc
         return "OK", "RENAME completed", None
 
     async def _cmd_subscribe(self, command: Command) -> Reply:
@@ -1016,7 +1039,16 @@ class IMAP4Server(BaseProtocol):
         if uid:
             largest = selected.uids[-1] if selected.uids else 0
             return [u for u in selected.uids if numbers.contains(u, largest)]
-        return [selected.uids[n - 1] for n in numbers.resolve(len(selected.uids))]
+        count = len(selected.uids)
+        # RFC 3501 section 9 (seq-number): a number past the messages this
+        # session knows of, or "*" in an empty mailbox, is BAD (UIDs are not:
+        # a UID set may name messages that are gone).
+        for ends in numbers.ranges:
+            for end in ends:
+                if (end is None and count == 0) or (end is not None and end > count):
+                    shown = "*" if end is None else str(end)
+                    raise _bad(f"no message {shown}: the mailbox has {count}")
+        return [selected.uids[n - 1] for n in numbers.resolve(count)]
 
     async def _cmd_check(self, command: Command) -> Reply:
         self._view().mailbox.refresh()
