@@ -122,6 +122,32 @@ def test_parser_reports_http_1_0_without_keep_alive() -> None:
     assert owner.events[1] == ("head", b"GET", b"/", "1.0", [], False, False, False)
 
 
+@pytest.mark.parametrize("piece", [1, 3, 1000])
+def test_parser_reads_each_requests_own_version(piece: int) -> None:
+    # A chunked body (after which the next request's start is not known)
+    # holding the next target and " HTTP/1.1": the HTTP/1.0 request that
+    # follows is still read as 1.0, and so refused with Transfer-Encoding.
+    data = (
+        b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"10\r\n/b HTTP/1.1\r\nxyz\r\n0\r\n\r\n"
+        b"GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /c HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    owner = Owner()
+    parser = RequestParser(owner, ServerLimits())
+
+    def feed() -> None:
+        for index in range(0, len(data), piece):
+            parser.receive_data(data[index : index + piece])
+
+    with pytest.raises(HTTPProtocolError) as caught:
+        feed()
+    assert caught.value.status == 400
+    heads = [(event[2], event[3]) for event in owner.events if event[0] == "head"]
+    assert heads == [(b"/a", "1.1"), (b"/b", "1.0"), (b"/c", "1.1")]
+
+
 def test_stopped_parser_drops_what_follows() -> None:
     owner = Owner()
     parser = RequestParser(owner, ServerLimits())

@@ -198,8 +198,13 @@ class RequestParser:
         """Make a parser at the start of a connection."""
         self._owner = owner
         self._limits = limits
+        # The limits read for every request, kept at hand.
+        self._max_target = limits.max_target
+        self._max_headers = limits.max_headers
         self._parser = httptools.HttpRequestParser(self)
         self._phase = _IDLE
+        #: Whether a request has begun and its head is not complete yet.
+        self.reading_head = False
         self._error: HTTPProtocolError | None = None
         self._stopped = False
         self._reset()
@@ -233,14 +238,10 @@ class RequestParser:
         self._content_length = -1
         self._expect_continue = False
         self._upgrade_field = False
+        self._http11 = False
         #: Whether the request whose head was just read asks to switch
         #: protocols (Upgrade with Connection: upgrade, or CONNECT).
         self.upgrading = False
-
-    @property
-    def reading_head(self) -> bool:
-        """Whether a request has begun and its head is not complete yet."""
-        return self._phase == _HEAD
 
     def restart(self) -> None:
         """Parse again from a request's start, after bytes were held.
@@ -249,6 +250,7 @@ class RequestParser:
         """
         self._parser = httptools.HttpRequestParser(self)
         self._phase = _IDLE
+        self.reading_head = False
         self._stopped = False
         self.hold_next = False
         self.held = None
@@ -275,24 +277,27 @@ class RequestParser:
         if self._stopped:
             return
         phase = self._phase
-        if phase == _HEAD:
-            # The head is still arriving: count it whole, before llhttp
-            # buffers a field of any size.
-            self._head_bytes += len(data)
-        elif phase == _BODY:
-            self._body_wire_bytes += len(data)
         self._data = data
         self._data_start = 0
-        # A head still arriving began in an earlier read.
-        self._this_start = _BEGAN_EARLIER if phase == _HEAD else -1
-        # Where the next request starts in these bytes, if known: here
-        # between requests, or after the rest of a Content-Length body.
+        # Where the request being read starts in these bytes, and where the
+        # next one will, if known: here between requests, or after the rest
+        # of a Content-Length body.
         if phase == _IDLE:
+            self._this_start = -1
             self._next_start = 0
-        elif phase == _BODY and not self._chunked and self._content_length >= 0:
-            self._next_start = self._content_length - self._body_bytes
-        else:
+        elif phase == _HEAD:
+            # The head is still arriving: count it whole, before llhttp
+            # buffers a field of any size. It began in an earlier read.
+            self._head_bytes += len(data)
+            self._this_start = _BEGAN_EARLIER
             self._next_start = -1
+        else:
+            self._body_wire_bytes += len(data)
+            self._this_start = -1
+            if not self._chunked and self._content_length >= 0:
+                self._next_start = self._content_length - self._body_bytes
+            else:
+                self._next_start = -1
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -315,10 +320,12 @@ class RequestParser:
                 raise cause from None
             raise HTTPProtocolError(400, str(exc) or type(exc).__name__) from None
         finally:
-            self._data = b""
-            # Kept by reference; only a run of tiny reads is copied.
+            # Kept by reference (as _data is, until the next read); only a
+            # run of tiny reads is copied.
             self._tail = data if len(data) >= _TAIL else (self._tail + data)[-_TAIL:]
         phase = self._phase
+        if phase == _IDLE:
+            return
         if phase == _HEAD:
             if not self._stopped and self._head_bytes > self._limits.max_head_bytes:
                 if len(self._target) >= self._limits.max_target or not self._headers:
@@ -385,37 +392,50 @@ class RequestParser:
         self._head_bytes = self._body_bytes = self._body_wire_bytes = 0
         self._trailers = self._hosts = 0
         self._chunked = self._expect_continue = self._upgrade_field = self.upgrading = False
+        self._http11 = False
         self._content_length = -1
         self._phase = _HEAD
+        self.reading_head = True
         self._owner.message_begun()
         if self._stopped:
             raise _StopParsingError
 
     def on_url(self, url: bytes) -> None:
         """httptools: (part of) the request target."""
-        target = self._target + url if self._target else url
-        if len(target) > self._limits.max_target:
+        if self._target:
+            target = self._target + url
+            if len(target) > self._max_target:
+                self._fail(414, "request target too long")
+            self._target = target
+            return
+        if len(url) > self._max_target:
             self._fail(414, "request target too long")
-        if not self._target:
-            # llhttp skips any number of spaces after the method; a front end
-            # that splits on single spaces would read another target. The
-            # target is found in the bytes being parsed, after the previous
-            # request's target (a pipelined request is checked too, unless a
-            # field of the request before it holds the same target).
-            data = self._data
-            start = self._this_start
-            at = data.find(url, start if start >= 0 else self._data_start)
-            if at >= 0:
-                self._data_start = at + len(url)
-                if at < 2:
-                    # The request line began in an earlier read.
-                    data = self._tail[-_TAIL:] + data[:at]
-                    at = len(data)
-                if at >= 2 and data[at - 2] == 32:
-                    method = self._parser.get_method()
-                    if data[at - 2 - len(method) : at] == method + b"  ":
-                        self._fail(400, "more than one space before the request target")
-        self._target = target
+        # llhttp skips any number of spaces after the method; a front end
+        # that splits on single spaces would read another target. The
+        # target is found in the bytes being parsed, after the previous
+        # request's target (a pipelined request is checked too, unless a
+        # field of the request before it holds the same target).
+        data = self._data
+        start = self._this_start
+        at = data.find(url, start if start >= 0 else self._data_start)
+        if at >= 0:
+            end = self._data_start = at + len(url)
+            if start != -1:
+                # Searched from the request's own start, the first match
+                # followed by the version is the target (a request line
+                # has one space after its target and no CR before its
+                # end): the version is read here, not formatted by
+                # httptools for each request.
+                self._http11 = data.startswith(b" HTTP/1.1\r", end)
+            if at < 2:
+                # The request line began in an earlier read.
+                data = self._tail[-_TAIL:] + data[:at]
+                at = len(data)
+            if at >= 2 and data[at - 2] == 32:
+                method = self._parser.get_method()
+                if data[at - 2 - len(method) : at] == method + b"  ":
+                    self._fail(400, "more than one space before the request target")
+        self._target = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """httptools: one header field, name and value complete."""
@@ -428,7 +448,7 @@ class RequestParser:
             return
         headers = self._headers
         headers.append((name, value))
-        if len(headers) > self._limits.max_headers:
+        if len(headers) > self._max_headers:
             self._fail(431, "too many header fields")
         # Only names starting with c, e, h, t or u need a look
         # (Content-Length, Expect, Host, Transfer-Encoding, Upgrade): most
@@ -460,7 +480,7 @@ class RequestParser:
     def on_headers_complete(self) -> None:
         """httptools: the head is complete; check it as a whole."""
         parser = self._parser
-        version = parser.get_http_version()
+        version = "1.1" if self._http11 else parser.get_http_version()
         if version != "1.1":
             if version != "1.0":
                 if version.startswith("0."):
@@ -478,6 +498,7 @@ class RequestParser:
         if not self._target:
             self._fail(400, "empty request target")
         self._phase = _BODY
+        self.reading_head = False
         if self._this_start != -1:
             # The next request starts where this one ends: found only when
             # needed (see _request_end).
