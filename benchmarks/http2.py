@@ -104,6 +104,9 @@ def serve_hypercorn(port: int, cert: str) -> None:
     config.accesslog = None
     config.errorlog = None
     config.backlog = 1024
+    # hypercorn ends a connection with GOAWAY after 1,000 requests by
+    # default; h2load does not reconnect, so the rest would fail.
+    config.keep_alive_max_requests = 2**31
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(serve(_asgi_app, config))  # type: ignore[arg-type]
 
