@@ -47,3 +47,22 @@ def test_stopped_it_never_fires_and_leaves_no_timer() -> None:
     clock.advance(10)
     assert expired == []
     assert clock.get_delayed_calls() == []
+
+
+def test_a_pending_timer_outlives_a_spell_without_timeout() -> None:
+    clock = Clock()
+    expired: list[float] = []
+    timeout: list[float | None] = [5.0]
+    timer = SessionTimer(clock, lambda: timeout[0], lambda: expired.append(clock.seconds()))
+    timer.touch()
+    timeout[0] = None  # the server is busy: the client is not timed
+    timer.touch()
+    clock.advance(20)  # the timer fired and found no timeout: nothing expires
+    assert expired == []
+    assert clock.get_delayed_calls() == []
+    timeout[0] = 5.0  # answered: the client's time counts from here
+    timer.touch()
+    clock.advance(4.9)
+    assert expired == []
+    clock.advance(0.1)
+    assert expired == [25.0]

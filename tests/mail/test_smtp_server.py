@@ -296,3 +296,131 @@ def test_shut_down_says_421_and_a_delivery_still_finishes() -> None:
     assert transport.value().count(b"\r\n") == 1  # no 250 after the 421
     protocol.connection_lost(None)
     assert clock.get_delayed_calls() == []
+
+
+class AnswerNowDelivery(MemoryDelivery):
+    """Answers each question at once: refusals raised, a failure raised, plain values."""
+
+    def validate_sender(  # type: ignore[override]
+        self, session: Session, sender: EmailAddress | None
+    ) -> object:
+        super().validate_sender(session, sender)
+        return "accepted"  # a plain value is an acceptance too
+
+    def deliver(self, session: Session, envelope: Envelope, message: bytes) -> None:
+        if b"too big" in message:
+            raise SMTPReplyError(552, "5.3.4", "Message too big for system")
+        if b"crash" in message:
+            raise OSError("disk on fire")
+        super().deliver(session, envelope, message)
+
+
+class CoroutineDelivery(MemoryDelivery):
+    """Answers through coroutines that finish at once."""
+
+    async def validate_recipient(  # type: ignore[override]
+        self, session: Session, recipient: EmailAddress
+    ) -> None:
+        super().validate_recipient(session, recipient)
+
+    async def deliver(  # type: ignore[override]
+        self, session: Session, envelope: Envelope, message: bytes
+    ) -> None:
+        super().deliver(session, envelope, message)
+
+
+def test_answers_given_at_once_keep_pipelined_replies_in_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    delivery = AnswerNowDelivery()
+    protocol, transport, _ = connect(delivery)
+    writes: list[bytes] = []
+    write = transport.write
+
+    def counted_write(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    transport.write = counted_write  # type: ignore[method-assign,assignment]
+    transaction = (
+        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<c@refused.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+    )
+    with caplog.at_level(logging.ERROR, "torsion.mail.smtp"):
+        out = say(
+            protocol,
+            transport,
+            b"EHLO c\r\n"
+            + transaction
+            + b"too big\r\n.\r\n"
+            + transaction
+            + b"crash\r\n.\r\n"
+            + transaction
+            + b"fine\r\n.\r\nQUIT\r\n",
+        )
+    lines = out.decode().split("\r\n")
+    assert lines[lines.index("250 HELP") + 1 :] == [
+        *["250 2.1.0 Sender OK", "550 5.1.1 no such user", "250 2.1.5 Recipient OK"],
+        "354 End data with <CR><LF>.<CR><LF>",
+        "552 5.3.4 Message too big for system",
+        *["250 2.1.0 Sender OK", "550 5.1.1 no such user", "250 2.1.5 Recipient OK"],
+        "354 End data with <CR><LF>.<CR><LF>",
+        "451 4.3.0 Local error in processing; try again later",
+        *["250 2.1.0 Sender OK", "550 5.1.1 no such user", "250 2.1.5 Recipient OK"],
+        "354 End data with <CR><LF>.<CR><LF>",
+        "250 2.0.0 OK: message accepted",
+        "221 2.0.0 mx.test Bye",
+        "",
+    ]
+    assert len(writes) == 1  # the replies to one read go out in one write
+    assert "SMTP delivery failed; answered 451" in caplog.text
+    ((_, envelope, message),) = delivery.messages
+    assert envelope.recipients == (EmailAddress("b", "y.test"),)
+    assert message.startswith(b"Received: from c (")
+    assert message.endswith(b" +0000\r\nfine\r\n")
+
+
+def test_coroutine_answers_are_waited_for() -> None:
+    delivery = CoroutineDelivery()
+    protocol, transport, _ = connect(delivery)
+    out = say(
+        protocol,
+        transport,
+        b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<c@refused.test>\r\nRCPT TO:<b@y.test>\r\n"
+        b"DATA\r\nx\r\n.\r\n",
+    )
+    assert out.decode().split("\r\n")[1:] == [
+        "250 2.1.0 Sender OK",
+        "550 5.1.1 no such user",
+        "250 2.1.5 Recipient OK",
+        "354 End data with <CR><LF>.<CR><LF>",
+        "250 2.0.0 OK: message accepted",
+        "",
+    ]
+    assert len(delivery.messages) == 1
+
+
+def test_one_session_object_until_the_client_says_more() -> None:
+    delivery = MemoryDelivery()
+    seen: list[Session] = []
+    delivery.validate_recipient = (  # type: ignore[method-assign]
+        lambda session, recipient: seen.append(session)
+    )
+    protocol, transport, _ = connect(delivery)
+    say(
+        protocol,
+        transport,
+        b"HELO one\r\nMAIL FROM:<>\r\nRCPT TO:<a@y.test>\r\nRCPT TO:<b@y.test>\r\nRSET\r\n"
+        b"HELO two\r\nMAIL FROM:<>\r\nRCPT TO:<c@y.test>\r\n",
+    )
+    assert [session.helo for session in seen] == ["one", "one", "two"]
+    assert seen[0] is seen[1]
+    assert seen[2] == Session(hostname="mx.test", helo="two", peer=seen[0].peer)
+
+
+def test_message_ids_differ() -> None:
+    delivery = MemoryDelivery()
+    protocol, transport, _ = connect(delivery)
+    message = b"MAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\r\n.\r\n"
+    say(protocol, transport, b"HELO c\r\n" + message * 3)
+    ids = {m.split(b" id ")[1].split(b"\r\n")[0] for _, _, m in delivery.messages}
+    assert len(ids) == 3

@@ -4,6 +4,8 @@ A session's timeout is restarted by every command, and a busy session gets
 many: the timer is not moved each time. It fires when the period could first
 have ended, and sets itself again for what remains if the session was
 touched since; only a session left alone for the whole period expires.
+While no timeout applies (the server owes the client an answer) a pending
+timer is not cancelled: it finds so when it fires and sets no other.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class SessionTimer:
         expired: Callable[[], object],
     ) -> None:
         self._clock = clock
+        self._now = clock.seconds
         self._timeout = timeout
         self._expired = expired
         self._call: DelayedCall | None = None
@@ -42,11 +45,14 @@ class SessionTimer:
         """The session did something: its timeout counts from now."""
         if self._stopped:
             return
-        self._last = self._clock.seconds()
+        self._last = self._now()
+        if self._call is not None:
+            # Pending already (it is None once it ran or was cancelled). If
+            # no timeout applies any more, it finds so when it fires and
+            # does nothing: cheaper than cancelling it at every touch.
+            return
         timeout = self._timeout()
-        if timeout is None:
-            self._cancel()
-        elif self._call is None or not self._call.active():
+        if timeout is not None:
             self._call = self._clock.call_later(timeout, self._check)
 
     def stop(self) -> None:

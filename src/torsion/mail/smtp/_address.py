@@ -179,6 +179,11 @@ def parse_parameters(text: str) -> dict[str, str | None]:
 
 def _closing_bracket(text: str) -> int:
     # The path ends at the first ">" outside a quoted string.
+    if '"' not in text:
+        end = text.find(">")
+        if end < 0:
+            raise AddressError("unterminated path")
+        return end
     quoted = False
     i = 1
     while i < len(text):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
+import re
 from collections import deque
 from typing import Final
 
@@ -47,6 +49,14 @@ AUTH_MECHANISMS: Final = ("PLAIN", "LOGIN", "CRAM-MD5")
 _END_OF_DATA: Final = b"\r\n.\r\n"
 _LOGIN_USERNAME: Final = base64.b64encode(b"Username:").decode()
 _LOGIN_PASSWORD: Final = base64.b64encode(b"Password:").decode()
+# C0 controls and DEL; in valid UTF-8 these octets stand only for themselves.
+_CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
+_HELO_NAME: Final = re.compile(r"[A-Za-z0-9._\[\]:-]+")
+# The replies every message gets, encoded once.
+_SENDER_OK: Final = b"250 2.1.0 Sender OK\r\n"
+_RECIPIENT_OK: Final = b"250 2.1.5 Recipient OK\r\n"
+_MESSAGE_OK: Final = b"250 2.0.0 OK: message accepted\r\n"
+_START_DATA: Final = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 
 
 class State(enum.Enum):
@@ -114,10 +124,11 @@ class SMTPServerConnection:
         require_auth: bool = False,
         greeting: str = "ESMTP torsion",
     ) -> None:
-        unknown = set(auth_mechanisms) - set(AUTH_MECHANISMS)
-        if unknown:
-            raise ValueError(f"unknown AUTH mechanisms: {sorted(unknown)}")
-        if require_auth and not auth_mechanisms:
+        if auth_mechanisms:
+            unknown = set(auth_mechanisms) - set(AUTH_MECHANISMS)
+            if unknown:
+                raise ValueError(f"unknown AUTH mechanisms: {sorted(unknown)}")
+        elif require_auth:
             raise ValueError("require_auth needs auth_mechanisms")
         self.hostname = hostname
         self.limits = limits if limits is not None else SMTPLimits()
@@ -210,17 +221,17 @@ class SMTPServerConnection:
         if self.closing:
             return  # shut down meanwhile: nothing more is said
         pending, self._pending = self._pending, _Pending.NONE
-        if pending is _Pending.SENDER:
-            self.state = State.TRANSACTION
-            self._reply(250, "2.1.0", "Sender OK")
-        elif pending is _Pending.RECIPIENT:
+        if pending is _Pending.RECIPIENT:
             assert self._pending_recipient is not None
             self._recipients.append(self._pending_recipient)
             self._pending_recipient = None
-            self._reply(250, "2.1.5", "Recipient OK")
+            self._out.append(_RECIPIENT_OK)
+        elif pending is _Pending.SENDER:
+            self.state = State.TRANSACTION
+            self._out.append(_SENDER_OK)
         elif pending is _Pending.MESSAGE:
             self._reset_transaction()
-            self._reply(250, "2.0.0", "OK: message accepted")
+            self._out.append(_MESSAGE_OK)
         elif pending is _Pending.AUTH:
             self.state = State.READY
             self._reply(235, "2.7.0", "Authentication successful")
@@ -300,11 +311,16 @@ class SMTPServerConnection:
     # -- reading ----------------------------------------------------------------
 
     def _process(self) -> None:
-        while not self.waiting and not self.closing and self.state is not State.CLOSED:
-            if self.state is State.DATA:
+        # Runs until an event waits for its answer (``waiting``), the
+        # session closes, or the buffer holds nothing whole.
+        while self._pending is _Pending.NONE and not self.closing:
+            state = self.state
+            if state is State.DATA:
                 if not self._read_data():
                     return
                 continue
+            if state is State.CLOSED or state is State.TLS:
+                return
             line = self._read_line()
             if line is None:
                 return
@@ -436,7 +452,7 @@ class SMTPServerConnection:
         except UnicodeDecodeError:
             self._error(500, "5.5.2", "Command is not valid UTF-8")
             return
-        if any(c < " " or c == "\x7f" for c in line):
+        if _CONTROL.search(raw) is not None:
             self._error(500, "5.5.2", "Control characters in command")
             return
         verb, _, argument = line.partition(" ")
@@ -460,20 +476,14 @@ class SMTPServerConnection:
         if not esmtp:
             self._reply(250, None, self.hostname)
             return
-        lines = [
-            self.hostname,
-            "PIPELINING",
-            f"SIZE {self.limits.max_message_size}",
-            "8BITMIME",
-            "SMTPUTF8",
-            "ENHANCEDSTATUSCODES",
-        ]
-        if self.tls_available and not self.tls_active:
-            lines.append("STARTTLS")
-        if self._auth_offered():
-            lines.append("AUTH " + " ".join(self.auth_mechanisms))
-        lines.append("HELP")
-        self._multiline(250, lines)
+        self._out.append(
+            _ehlo_reply(
+                self.hostname,
+                self.limits.max_message_size,
+                self.tls_available and not self.tls_active,
+                self.auth_mechanisms if self._auth_offered() else (),
+            )
+        )
 
     def _auth_offered(self) -> bool:
         return bool(self.auth_mechanisms) and (self.tls_active or self.auth_without_tls)
@@ -600,7 +610,7 @@ class SMTPServerConnection:
         self._size = 0
         self._line_start = True
         self._too_big = self._too_long = self._bad_newline = False
-        self._reply(354, None, "End data with <CR><LF>.<CR><LF>")
+        self._out.append(_START_DATA)
 
     def _cmd_rset(self, argument: str) -> None:
         if argument:
@@ -756,14 +766,6 @@ class SMTPServerConnection:
         else:
             self._out.append(f"{code} {enhanced} {text}\r\n".encode())
 
-    def _multiline(self, code: int, lines: list[str]) -> None:
-        last = len(lines) - 1
-        self._out.append(
-            "".join(
-                f"{code}{' ' if i == last else '-'}{line}\r\n" for i, line in enumerate(lines)
-            ).encode()
-        )
-
     def _error(self, code: int, enhanced: str, text: str) -> None:
         self._reply(code, enhanced, text)
         self.errors += 1
@@ -782,13 +784,29 @@ class SMTPServerConnection:
         self._buffer = b""
 
 
+@functools.lru_cache(maxsize=64)
+def _ehlo_reply(
+    hostname: str, max_size: int, starttls: bool, auth_mechanisms: tuple[str, ...]
+) -> bytes:
+    # The same few answers for every session of a server: built once.
+    lines = [hostname, "PIPELINING", f"SIZE {max_size}", "8BITMIME", "SMTPUTF8"]
+    lines.append("ENHANCEDSTATUSCODES")
+    if starttls:
+        lines.append("STARTTLS")
+    if auth_mechanisms:
+        lines.append("AUTH " + " ".join(auth_mechanisms))
+    lines.append("HELP")
+    last = len(lines) - 1
+    return "".join(
+        f"250{' ' if i == last else '-'}{line}\r\n" for i, line in enumerate(lines)
+    ).encode()
+
+
 def _is_helo_name(name: str) -> bool:
     # A domain or an address literal (RFC 5321 section 4.1.1.1), taken
     # leniently (underscores, no dots) but never with characters that
     # could break the Received: header it is written into.
-    if len(name) > 255 or not name.isascii():
-        return False
-    return all(c.isalnum() or c in ".-_[]:" for c in name)
+    return len(name) <= 255 and _HELO_NAME.fullmatch(name) is not None
 
 
 def _xtext_decode(value: str) -> str:

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
 import logging
+import os
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from torsion.cred import CramMD5, Portal, UnauthorizedLogin, UnhandledCredentials, UsernamePassword
 from torsion.cred import Login as CredLogin
-from torsion.defer import Deferred, maybe_deferred
+from torsion.defer import Deferred, awaitable_deferred
 from torsion.internet import Address, Clock, IPv4Address, IPv6Address, ServerTLS
 from torsion.internet import Protocol as BaseProtocol
 from torsion.mail._session_timer import SessionTimer
@@ -37,7 +40,6 @@ from torsion.mail.smtp._events import (
     RecipientReceived,
     SenderReceived,
     SMTPLimits,
-    StartTLSRequested,
 )
 
 __all__ = ["SMTPFactory", "SMTPServer", "received_header"]
@@ -128,13 +130,18 @@ class SMTPServer(BaseProtocol):
         self.factory = factory
         self.delivery: Delivery = factory.delivery
         self.core: SMTPServerConnection
-        self._timer = SessionTimer(factory.clock, lambda: self.core.timeout, self._timed_out)
+        self._timer = SessionTimer(factory.clock, self._timeout, self._timed_out)
         self._waiting: Deferred[Any] | None = None
         self._delivering = False
         self._logout: Callable[[], object] | None = None
         self._reading_paused = False
         self._pumping = False
         self._gone = False
+        # The client's address and the TLS version, asked of the transport
+        # once rather than for every event.
+        self._peer: Address | None = None
+        self._tls: str | None = None
+        self._session_cache: Session | None = None
 
     # -- connection events -------------------------------------------------------
 
@@ -142,11 +149,14 @@ class SMTPServer(BaseProtocol):
         """Greet the client and start the command timer."""
         super().connection_made(transport)
         factory = self.factory
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._tls = ssl_object.version()
         self.core = SMTPServerConnection(
             hostname=factory.hostname,
             limits=factory.limits,
             tls_available=factory.tls_context is not None,
-            tls_active=transport.get_extra_info("ssl_object") is not None,
+            tls_active=ssl_object is not None,
             auth_mechanisms=factory.auth_mechanisms,
             auth_without_tls=factory.auth_without_tls,
             require_auth=factory.require_auth,
@@ -214,37 +224,57 @@ class SMTPServer(BaseProtocol):
         if core.closing:
             self.transport.close()
             return
-        if core.waiting != self._reading_paused:
-            self._reading_paused = core.waiting
-            if core.waiting:
+        waiting = core.waiting
+        if waiting != self._reading_paused:
+            self._reading_paused = waiting
+            if waiting:
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
         self._timer.touch()
 
     def _handle(self, event: Event) -> None:
-        if isinstance(event, StartTLSRequested):
-            self._start_tls()
-            return
-        if isinstance(event, AuthReceived):
+        # The most frequent events first.
+        if isinstance(event, RecipientReceived):
+            delivery = self.delivery
+            self._ask("check", delivery.validate_recipient, self._session(), event.recipient)
+        elif isinstance(event, SenderReceived):
+            sender = event.envelope.sender
+            self._ask("check", self.delivery.validate_sender, self._session(), sender)
+        elif isinstance(event, MessageReceived):
+            self._deliver(event)
+        elif isinstance(event, AuthReceived):
             self._authenticate(event)
-            return
-        session = self._session()
-        if isinstance(event, SenderReceived):
-            d = maybe_deferred(self.delivery.validate_sender, session, event.envelope.sender)
-        elif isinstance(event, RecipientReceived):
-            d = maybe_deferred(self.delivery.validate_recipient, session, event.recipient)
         else:
-            d = self._deliver(session, event)
-        self._wait(
-            d, self.core.accept, "delivery" if isinstance(event, MessageReceived) else "check"
-        )
+            self._start_tls()
 
-    def _deliver(self, session: Session, event: MessageReceived) -> Deferred[Any]:
-        header = received_header(session, event.envelope, id=secrets.token_hex(8))
-        return maybe_deferred(self.delivery.deliver, session, event.envelope, header + event.data)
+    def _deliver(self, event: MessageReceived) -> None:
+        session = self._session()
+        header = received_header(session, event.envelope, id=message_id())
+        self._ask("delivery", self.delivery.deliver, session, event.envelope, header + event.data)
 
-    def _wait(self, d: Deferred[Any], on_success: Callable[[], None], what: str) -> None:
+    def _ask(self, what: str, method: Callable[..., object], *args: object) -> None:
+        # Ask the delivery; an answer given at once (None, a value, or a
+        # raised SMTPReplyError) is acted on here with no Deferred, and the
+        # pump loop goes on to the next event; a Deferred or a coroutine is
+        # waited for.
+        try:
+            result = method(*args)
+        except SMTPReplyError as exc:
+            self.core.refuse(exc)
+            return
+        except Exception as exc:
+            log.error("SMTP %s failed; answered 451", what, exc_info=exc)
+            self.core.refuse(_LOCAL_ERROR)
+            return
+        if result is not None:
+            d = awaitable_deferred(result)
+            if d is not None:
+                self._wait(d, what)
+                return
+        self.core.accept()
+
+    def _wait(self, d: Deferred[Any], what: str) -> None:
         # The answer may come at once (then the pump loop goes on) or later.
         self._waiting = d
         self._delivering = what == "delivery"
@@ -253,7 +283,7 @@ class SMTPServer(BaseProtocol):
             self._waiting = None
             self._delivering = False
             if not self._gone:
-                on_success()
+                self.core.accept()
                 self._pump()
 
         def failed(exc: BaseException) -> None:
@@ -322,6 +352,8 @@ class SMTPServer(BaseProtocol):
             if not self._gone:
                 # The TLS transport is a new one, and reading.
                 self._reading_paused = False
+                ssl_object = self.transport.get_extra_info("ssl_object")
+                self._tls = ssl_object.version() if ssl_object is not None else None
                 self.core.tls_started()
                 self._pump()
 
@@ -334,20 +366,73 @@ class SMTPServer(BaseProtocol):
         d.add_callbacks(done, failed)
 
     def _session(self) -> Session:
-        ssl_object = self.transport.get_extra_info("ssl_object")
-        return Session(
+        # One Session per connection until what it says changes (EHLO,
+        # AUTH, STARTTLS): it is frozen, so handing out the same one is safe.
+        core = self.core
+        helo = core.helo or ""
+        cached = self._session_cache
+        if (
+            cached is not None
+            and cached.helo == helo
+            and cached.authenticated_as == core.authenticated_as
+            and cached.tls == self._tls
+        ):
+            return cached
+        if self._peer is None:
+            self._peer = self.peer
+        cached = self._session_cache = Session(
             hostname=self.factory.hostname,
-            helo=self.core.helo or "",
-            peer=self.peer,
-            tls=ssl_object.version() if ssl_object is not None else None,
-            authenticated_as=self.core.authenticated_as,
+            helo=helo,
+            peer=self._peer,
+            tls=self._tls,
+            authenticated_as=core.authenticated_as,
         )
+        return cached
 
     # -- timeouts ------------------------------------------------------------------
+
+    def _timeout(self) -> float | None:
+        return self.core.timeout
 
     def _timed_out(self) -> None:
         self.core.timed_out()
         self._pump()
+
+
+# Message identifiers: a random part drawn once per process (again in a
+# forked child) and a counter, as unique as a random draw per message
+# without a getrandom(2) call each time.
+_id_prefix = secrets.token_hex(6)
+_id_counter = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = secrets.token_hex(6)
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+def message_id() -> str:
+    """Return a new identifier for a message, unique to this server process."""
+    return f"{_id_prefix}{next(_id_counter):06x}"
+
+
+# The date of Received: headers changes once a second; formatting it costs
+# more than the rest of the header.
+_date_second = -1
+_date_text = ""
+
+
+def _date() -> str:
+    global _date_second, _date_text
+    second = int(time.time())
+    if second != _date_second:
+        _date_text = email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
+        _date_second = second
+    return _date_text
 
 
 def received_header(session: Session, envelope: Envelope, *, id: str) -> bytes:
@@ -364,10 +449,10 @@ def received_header(session: Session, envelope: Envelope, *, id: str) -> bytes:
         id: The server's identifier for the message.
     """
     peer = session.peer
-    if isinstance(peer, IPv6Address):
-        literal = f"[IPv6:{peer.host}]"
-    elif isinstance(peer, IPv4Address):
+    if isinstance(peer, IPv4Address):
         literal = f"[{peer.host}]"
+    elif isinstance(peer, IPv6Address):
+        literal = f"[IPv6:{peer.host}]"
     else:
         literal = "[UNIX]"
     protocol = "UTF8SMTP" if envelope.smtputf8 else "ESMTP"
@@ -377,10 +462,9 @@ def received_header(session: Session, envelope: Envelope, *, id: str) -> bytes:
         protocol += "A"
     tls = f" ({session.tls})" if session.tls else ""
     recipient = f"\r\n\tfor <{envelope.recipients[0]}>" if len(envelope.recipients) == 1 else ""
-    date = email.utils.format_datetime(datetime.now(UTC))
     header = (
         f"Received: from {session.helo} ({literal})\r\n"
         f"\tby {session.hostname} with {protocol}{tls} id {id}{recipient};\r\n"
-        f"\t{date}\r\n"
+        f"\t{_date()}\r\n"
     )
     return header.encode("utf-8")
