@@ -20,7 +20,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from torsion.mail.imap._reader import IMAPError
+from torsion.mail.imap._reader import Cursor, IMAPError
 from torsion.mail.imap._responses import ResponseCode
 
 __all__ = [
@@ -53,7 +53,6 @@ ResponseValue = None | int | str | bytes | tuple["ResponseValue", ...]
 
 # RFC 3501 section 9 (and RFC 7888): a line that ends in a literal's size.
 _LITERAL_END = re.compile(rb"\{([0-9]{1,20})(\+?)\}\Z")
-_LITERAL = re.compile(rb"\{([0-9]{1,10})\+?\}\r\n")
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
 _ATOM = re.compile(rb'[^(){ \x00-\x1f\x7f"\]\[]+')
 _NUMBER = re.compile(rb"[0-9]{1,20}\Z")
@@ -352,41 +351,30 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-class _Parser:
-    """A cursor over one response (literals inline) reading the response grammar."""
+class _Parser(Cursor):
+    r"""A cursor over one response (literals inline) reading the response grammar.
+
+    The server's atoms may hold octets a client's may not (8-bit text, ``%``,
+    ``*``, ``\``) and its quoted strings any octet but CR and LF: the client
+    takes what servers send and fails only on what cannot be framed.
+    """
 
     def __init__(self, data: bytes, max_depth: int) -> None:
-        self.data = data
-        self.position = 0
+        super().__init__(data)
         self.max_depth = max_depth
 
     def error(self, message: str) -> IMAPProtocolError:
+        """Return the protocol error for ``message``, showing where it went wrong."""
         shown = self.data[:80]
         return IMAPProtocolError(f"{message} at octet {self.position} of {shown!r}")
 
-    def accept(self, literal: bytes) -> bool:
-        end = self.position + len(literal)
-        if self.data[self.position : end].upper() == literal.upper():
-            self.position = end
-            return True
-        return False
-
-    def expect(self, literal: bytes) -> None:
-        if not self.accept(literal):
-            raise self.error(f"expected {literal!r}")
-
-    def peek(self) -> bytes:
-        return self.data[self.position : self.position + 1]
-
-    def at_end(self) -> bool:
-        return self.position >= len(self.data)
+    def quoted_pattern(self) -> re.Pattern[bytes]:
+        """Return the lenient quoted-string pattern responses are read with."""
+        return _QUOTED
 
     def atom(self) -> str:
-        match = _ATOM.match(self.data, self.position)
-        if match is None:
-            raise self.error("expected an atom")
-        self.position = match.end()
-        return _text(match.group(0))
+        """Read an atom as the server writes them (``]`` and ``[`` end it)."""
+        return _text(self.token(_ATOM, "an atom"))
 
     def status_rest(self) -> tuple[ResponseCode | None, str]:
         """Read ``[SP "[" code "]"] [SP text]`` after a status word."""
@@ -451,7 +439,7 @@ class _Parser:
                     raise self.error("a list without ')'")
                 items.append(self.value(depth + 1))
             return tuple(items)
-        if char in (b'"', b"{"):
+        if self.is_string():
             return self.string()
         atom = self.atom()
         if atom.upper() == "NIL":
@@ -459,23 +447,6 @@ class _Parser:
         if _NUMBER.match(atom.encode("ascii", "replace")):
             return int(atom)
         return atom
-
-    def string(self) -> bytes:
-        if self.peek() == b'"':
-            match = _QUOTED.match(self.data, self.position)
-            if match is None:
-                raise self.error("a bad quoted string")
-            self.position = match.end()
-            return re.sub(rb"\\(.)", rb"\1", match.group(1))
-        match = _LITERAL.match(self.data, self.position)
-        if match is None:
-            raise self.error("expected a string")
-        start = match.end()
-        end = start + int(match.group(1))
-        if end > len(self.data):
-            raise self.error("a literal shorter than announced")
-        self.position = end
-        return self.data[start:end]
 
     def fetch_items(self) -> tuple[ResponseValue, ...]:
         """Read FETCH's list: names (``BODY[HEADER]<0>`` whole) and their values, flat."""

@@ -2,6 +2,9 @@
 
 A ``Reader`` walks one complete command (its literals inline, as they came
 over the wire) and reads atoms, strings, lists, sequence sets and dates.
+Its base, ``Cursor``, holds what reading a server's response needs too
+(literal text, tokens, quoted strings and literals): the client's response
+parser is another ``Cursor``, with its own leniency and error.
 Every failure is an ``IMAPParseError``; nothing else escapes, whatever the
 bytes.
 """
@@ -17,7 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from torsion.errors import TorsionError
 from torsion.mail._mutf7 import decode_modified_utf7
 
-__all__ = ["IMAPError", "IMAPParseError", "Reader", "SequenceSet"]
+__all__ = ["Cursor", "IMAPError", "IMAPParseError", "Reader", "SequenceSet"]
 
 # RFC 3501 section 9: ATOM-CHAR is any CHAR except atom-specials
 # ("(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials /
@@ -170,7 +173,89 @@ def _seq_number(text: bytes, whole: bytes) -> int | None:
     return int(text)
 
 
-class Reader:
+class Cursor:
+    """A cursor over one complete IMAP unit, literals inline: what both directions share.
+
+    The server reads client commands with ``Reader``, the client reads
+    server responses with its own subclass; both walk the same pieces of
+    RFC 3501 section 9 (literal text, atoms, quoted strings, literals)
+    and differ in which octets they take and in the error they raise.
+
+    Args:
+        data: The unit's octets without the final CRLF.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.position = 0
+
+    def error(self, message: str) -> IMAPError:
+        """Return the error to raise for ``message`` (subclasses say which)."""
+        return IMAPParseError(message)
+
+    def quoted_pattern(self) -> re.Pattern[bytes]:
+        """Return the pattern of a quoted string, quotes included (group 1: inside)."""
+        return _QUOTED
+
+    def at_end(self) -> bool:
+        """Return whether every octet has been read."""
+        return self.position >= len(self.data)
+
+    def peek(self, count: int = 1) -> bytes:
+        """Return the next ``count`` octets without reading them."""
+        return self.data[self.position : self.position + count]
+
+    def accept(self, literal: bytes) -> bool:
+        """Read ``literal`` if it comes next (letters in any case); return whether it did."""
+        end = self.position + len(literal)
+        if self.data[self.position : end].upper() == literal.upper():
+            self.position = end
+            return True
+        return False
+
+    def expect(self, literal: bytes) -> None:
+        """Read ``literal`` exactly (case-insensitive for letters)."""
+        if not self.accept(literal):
+            raise self.error(f"expected {literal.decode('ascii')!r}")
+
+    def _match(self, pattern: re.Pattern[bytes]) -> bytes | None:
+        match = pattern.match(self.data, self.position)
+        if match is None:
+            return None
+        self.position = match.end()
+        return match.group(0)
+
+    def token(self, pattern: re.Pattern[bytes], what: str) -> bytes:
+        """Read what ``pattern`` matches next, or fail with "expected ``what``"."""
+        found = self._match(pattern)
+        if found is None:
+            raise self.error(f"expected {what}")
+        return found
+
+    def is_string(self) -> bool:
+        """Return whether a quoted string or literal comes next."""
+        return self.peek() in (b'"', b"{")
+
+    def string(self) -> bytes:
+        """Read a quoted string or a literal; return its octets."""
+        if self.peek() == b'"':
+            match = self.quoted_pattern().match(self.data, self.position)
+            if match is None:
+                raise self.error("bad quoted string")
+            self.position = match.end()
+            return re.sub(rb"\\(.)", rb"\1", match.group(1))
+        match = _LITERAL.match(self.data, self.position)
+        if match is None:
+            raise self.error("expected a string")
+        size = int(match.group(1))
+        start = match.end()
+        if start + size > len(self.data):
+            raise self.error("literal shorter than announced")
+        self.position = start + size
+        return self.data[start : self.position]
+
+
+class Reader(Cursor):
     """A cursor over one complete command, literals inline.
 
     Args:
@@ -183,8 +268,7 @@ class Reader:
     def __init__(
         self, data: bytes, *, max_depth: int = 16, max_items: int = 10000, utf8: bool = False
     ) -> None:
-        self.data = data
-        self.position = 0
+        super().__init__(data)
         self.tag: str | None = None
         self.max_depth = max_depth
         self.depth = 0
@@ -195,28 +279,9 @@ class Reader:
         """Return the parse error to raise, carrying the tag if read."""
         return IMAPParseError(message, tag=self.tag)
 
-    def at_end(self) -> bool:
-        """Return whether every octet has been read."""
-        return self.position >= len(self.data)
-
-    def peek(self, count: int = 1) -> bytes:
-        """Return the next ``count`` octets without reading them."""
-        return self.data[self.position : self.position + count]
-
-    def expect(self, literal: bytes) -> None:
-        """Read ``literal`` exactly (case-insensitive for letters)."""
-        end = self.position + len(literal)
-        if self.data[self.position : end].upper() != literal.upper():
-            raise self.error(f"expected {literal.decode('ascii')!r}")
-        self.position = end
-
-    def accept(self, literal: bytes) -> bool:
-        """Read ``literal`` if it comes next; return whether it did."""
-        end = self.position + len(literal)
-        if self.data[self.position : end].upper() == literal.upper():
-            self.position = end
-            return True
-        return False
+    def quoted_pattern(self) -> re.Pattern[bytes]:
+        """Return the quoted-string pattern: 8-bit octets only after UTF8=ACCEPT."""
+        return _QUOTED_UTF8 if self.utf8 else _QUOTED
 
     def space(self) -> None:
         """Read the one SP between arguments."""
@@ -235,26 +300,13 @@ class Reader:
         if self.items_left < 0:
             raise self.error("too many arguments")
 
-    def _match(self, pattern: re.Pattern[bytes]) -> bytes | None:
-        match = pattern.match(self.data, self.position)
-        if match is None:
-            return None
-        self.position = match.end()
-        return match.group(0)
-
     def atom(self) -> str:
         """Read an atom (ASCII, no specials) and return it."""
-        found = self._match(_ATOM)
-        if found is None:
-            raise self.error("expected an atom")
-        return found.decode("ascii")
+        return self.token(_ATOM, "an atom").decode("ascii")
 
     def astring_atom(self) -> str:
         """Read 1*ASTRING-CHAR (an atom that may hold ``]``)."""
-        found = self._match(_ASTRING_ATOM)
-        if found is None:
-            raise self.error("expected an atom")
-        return found.decode("ascii")
+        return self.token(_ASTRING_ATOM, "an atom").decode("ascii")
 
     def number(self, *, nonzero: bool = False) -> int:
         """Read a 32-bit unsigned number."""
@@ -262,28 +314,6 @@ class Reader:
         if found is None or int(found) > _MAX_NUMBER or (nonzero and int(found) == 0):
             raise self.error("expected a number")
         return int(found)
-
-    def string(self) -> bytes:
-        """Read a quoted string or a literal; return its octets."""
-        if self.peek() == b'"':
-            match = (_QUOTED_UTF8 if self.utf8 else _QUOTED).match(self.data, self.position)
-            if match is None:
-                raise self.error("bad quoted string")
-            self.position = match.end()
-            return re.sub(rb"\\(.)", rb"\1", match.group(1))
-        match = _LITERAL.match(self.data, self.position)
-        if match is None:
-            raise self.error("expected a string")
-        size = int(match.group(1))
-        start = match.end()
-        if start + size > len(self.data):
-            raise self.error("literal shorter than announced")
-        self.position = start + size
-        return self.data[start : self.position]
-
-    def is_string(self) -> bool:
-        """Return whether a quoted string or literal comes next."""
-        return self.peek() in (b'"', b"{")
 
     def astring(self) -> bytes:
         """Read an astring: an atom with ``]`` allowed, or a string."""
@@ -316,13 +346,8 @@ class Reader:
     def list_mailbox(self) -> str:
         """Read LIST's pattern: like a mailbox, ``%`` and ``*`` allowed bare."""
         if self.is_string():
-            raw = self.string()
-        else:
-            found = self._match(_LIST_ATOM)
-            if found is None:
-                raise self.error("expected a mailbox pattern")
-            raw = found
-        return self._mailbox_text(raw, inbox=False)
+            return self._mailbox_text(self.string(), inbox=False)
+        return self._mailbox_text(self.token(_LIST_ATOM, "a mailbox pattern"), inbox=False)
 
     def _mailbox_text(self, raw: bytes, *, inbox: bool = True) -> str:
         try:
@@ -336,9 +361,7 @@ class Reader:
 
     def sequence_set(self) -> SequenceSet:
         """Read a sequence set (or ``$``)."""
-        found = self._match(_SEQ_SET)
-        if found is None:
-            raise self.error("expected a sequence set")
+        found = self.token(_SEQ_SET, "a sequence set")
         try:
             return parse_sequence_set(found)
         except IMAPParseError as exc:
