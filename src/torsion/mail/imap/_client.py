@@ -10,7 +10,6 @@ timeout, except IDLE, which waits as long as its caller does.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import builtins
 import re
@@ -23,8 +22,8 @@ from typing import Literal
 from typing import Protocol as TypingProtocol
 
 from torsion.defer import Deferred
-from torsion.internet import Address, Clock, DelayedCall, ReactorTCP, ReactorTLS, client_context
-from torsion.internet import Protocol as BaseProtocol
+from torsion.internet import Clock
+from torsion.mail._client_glue import MailClientProtocol, MailClientReactor, connect_client
 from torsion.mail._mutf7 import decode_modified_utf7, encode_modified_utf7
 from torsion.mail.imap._client_core import (
     CommandResult,
@@ -56,7 +55,7 @@ _Argument = bytes | str | LiteralArgument
 _LITERAL = re.compile(rb" ?\{([0-9]{1,10})\}\r\n")
 
 
-class IMAP4Reactor(Clock, ReactorTCP, ReactorTLS, TypingProtocol):
+class IMAP4Reactor(MailClientReactor, TypingProtocol):
     """What ``connect_imap`` needs from a reactor: time, TCP and TLS connections."""
 
 
@@ -120,7 +119,7 @@ class _Pending:
         self.waits = waits
 
 
-class IMAP4Client(BaseProtocol):
+class IMAP4Client(MailClientProtocol[UntaggedResponse, ResponseEvent]):
     """One IMAP4rev1 client connection (RFC 3501, with IDLE, MOVE, LITERAL+, SASL-IR).
 
     Get one from ``connect_imap``. Each command fails with ``IMAPReplyError``
@@ -141,56 +140,40 @@ class IMAP4Client(BaseProtocol):
             EXISTS, RECENT and EXPUNGE responses; None when none is selected.
     """
 
+    protocol_name = "IMAP"
+    protocol_error = IMAPProtocolError
+
     def __init__(self, clock: Clock, *, timeout: float = 60.0) -> None:
+        super().__init__(clock, timeout=timeout)
         self.core = IMAP4ClientConnection()
-        self.clock = clock
-        self.timeout = timeout
-        self.greeted: Deferred[UntaggedResponse] = Deferred()
-        self.closed: Deferred[None] = Deferred()
         self.mailbox: MailboxState | None = None
         self._pending: dict[str, _Pending] = {}
         self._capabilities: tuple[str, ...] | None = None
         self._idle: IdleSession | None = None
-        self._timer: DelayedCall | None = None
-        self._gone = False
         self._bye: UntaggedResponse | None = None
 
     # -- connection events -------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Wait for the greeting."""
-        super().connection_made(transport)
-        self._arm()
+    def _receive(self, data: bytes) -> list[ResponseEvent]:
+        return self.core.receive_data(data)
 
-    def data_received(self, data: bytes) -> None:
-        """Hand the bytes to the core and settle the commands they complete."""
-        try:
-            events = self.core.receive_data(data)
-        except IMAPProtocolError as exc:
-            self._fail_all(exc)
-            self.transport.close()
-            return
-        for event in events:
-            self._event(event)
+    def _events_done(self) -> None:
         self._flush()
-        self._arm()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Fail every command still waiting."""
-        self._gone = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+    def _lost_error(self) -> Exception:
         bye = self._bye
         if bye is not None:
             # The server said why it closed (RFC 3501 section 7.1.5): pass it on.
-            self._fail_all(IMAPReplyError("BYE", bye.code, bye.text))
-        else:
-            self._fail_all(ConnectionResetError("IMAP connection closed"))
+            return IMAPReplyError("BYE", bye.code, bye.text)
+        return self._closed_error()
+
+    def _after_lost(self) -> None:
         if self._idle is not None:
             self._idle._end()
-        super().connection_lost(exc)
-        self.closed.callback(None)
+
+    def _awaiting_reply(self) -> bool:
+        # IDLE waits as long as its caller does: it is not under the timer.
+        return any(p.waits for p in self._pending.values())
 
     def _flush(self) -> None:
         data = self.core.data_to_send()
@@ -254,27 +237,10 @@ class IMAP4Client(BaseProtocol):
         else:
             pending.deferred.errback(IMAPReplyError(event.status, event.code, event.text))
 
-    def _fail_all(self, exc: Exception) -> None:
-        if not self.greeted.called:
-            self.greeted.errback(exc)
+    def _fail_pending(self, exc: Exception) -> None:
         pending, self._pending = self._pending, {}
         for item in pending.values():
             item.deferred.errback(exc)
-
-    # -- timer -----------------------------------------------------------------------------
-
-    def _arm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        waiting = any(p.waits for p in self._pending.values())
-        if not self._gone and (waiting or not self.greeted.called):
-            self._timer = self.clock.call_later(self.timeout, self._timed_out)
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._fail_all(TimeoutError(f"no IMAP reply in {self.timeout} s"))
-        self.transport.close()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -285,9 +251,7 @@ class IMAP4Client(BaseProtocol):
         waits: bool = True,
     ) -> Deferred[CommandResult]:
         if self._gone:
-            failed: Deferred[CommandResult] = Deferred()
-            failed.errback(ConnectionResetError("IMAP connection closed"))
-            return failed
+            return self._failed_send()
         pending = _Pending(on_continuation, waits=waits)
         tag = self.core.command(*arguments)
         self._pending[tag] = pending
@@ -325,10 +289,7 @@ class IMAP4Client(BaseProtocol):
             server_hostname: The name the certificate must carry.
         """
         await self._send("STARTTLS")
-        await self.start_tls(
-            context if context is not None else client_context(),
-            server_hostname=server_hostname,
-        )
+        await self._upgrade(context, server_hostname)
         # RFC 3501 section 6.2.1: what was said before TLS is not to be trusted.
         self._capabilities = None
         self.core.literal_plus = False
@@ -712,20 +673,12 @@ async def connect_imap(
     Raises:
         IMAPReplyError: The greeting was BYE.
     """
-
-    def factory(address: Address) -> IMAP4Client:
-        return IMAP4Client(reactor, timeout=reply_timeout)
-
-    if tls is None:
-        client = await reactor.connect_tcp(host, port, factory, timeout=reply_timeout)
-    else:
-        client = await reactor.connect_tls(
-            host,
-            port,
-            factory,
-            context=tls,
-            server_hostname=server_hostname,
-            timeout=reply_timeout,
-        )
-    await client.greeted
-    return client
+    return await connect_client(
+        reactor,
+        host,
+        port,
+        lambda: IMAP4Client(reactor, timeout=reply_timeout),
+        tls=tls,
+        server_hostname=server_hostname,
+        connect_timeout=reply_timeout,
+    )

@@ -9,7 +9,6 @@ large one need not be held whole. Every command has a reply timeout.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ssl
 from collections import deque
@@ -18,9 +17,9 @@ from typing import Any, Literal
 from typing import Protocol as TypingProtocol
 
 from torsion.cred import apop_digest, cram_md5_response
-from torsion.defer import Deferred, fail
-from torsion.internet import Address, Clock, DelayedCall, ReactorTCP, ReactorTLS, client_context
-from torsion.internet import Protocol as BaseProtocol
+from torsion.defer import Deferred
+from torsion.internet import Clock
+from torsion.mail._client_glue import MailClientProtocol, MailClientReactor, connect_client
 from torsion.mail.pop3._client_core import (
     Challenge,
     ClientEvent,
@@ -43,7 +42,7 @@ LoginMethod = Literal["auto", "user", "apop", "plain", "login", "cram-md5"]
 _Sink = Callable[[bytes], object]
 
 
-class POP3Reactor(Clock, ReactorTCP, ReactorTLS, TypingProtocol):
+class POP3Reactor(MailClientReactor, TypingProtocol):
     """What ``connect_pop3`` needs from a reactor: time, TCP and TLS connections."""
 
 
@@ -63,7 +62,7 @@ class _Pending:
         self.sasl = sasl
 
 
-class POP3Client(BaseProtocol):
+class POP3Client(MailClientProtocol[str, ClientEvent]):
     """One POP3 client connection (RFC 1939, with CAPA, STLS and SASL).
 
     Get one from ``connect_pop3``. Each command method returns a Deferred
@@ -82,47 +81,24 @@ class POP3Client(BaseProtocol):
         closed: Fires once the connection is closed.
     """
 
+    protocol_name = "POP3"
+    protocol_error = POP3ProtocolError
+
     def __init__(self, clock: Clock, *, timeout: float = 60.0) -> None:
+        super().__init__(clock, timeout=timeout)
         self.core = POP3ClientConnection()
-        self.clock = clock
-        self.timeout = timeout
-        self.greeted: Deferred[str] = Deferred()
-        self.closed: Deferred[None] = Deferred()
         self.apop_timestamp: bytes | None = None
         self._pending: deque[_Pending] = deque()
-        self._timer: DelayedCall | None = None
         self._capabilities: dict[str, list[str]] | None = None
         self._tls_context: ssl.SSLContext | None = None
-        self._gone = False
 
     # -- connection events -------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Wait for the greeting."""
-        super().connection_made(transport)
-        self._arm()
+    def _receive(self, data: bytes) -> list[ClientEvent]:
+        return self.core.receive_data(data)
 
-    def data_received(self, data: bytes) -> None:
-        """Hand the bytes to the core and settle the commands they answer."""
-        try:
-            events = self.core.receive_data(data)
-        except POP3ProtocolError as exc:
-            self._fail_all(exc)
-            self.transport.close()
-            return
-        for event in events:
-            self._event(event)
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Fail every command still waiting."""
-        self._gone = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._fail_all(ConnectionResetError("POP3 connection closed"))
-        super().connection_lost(exc)
-        self.closed.callback(None)
+    def _awaiting_reply(self) -> bool:
+        return bool(self._pending)
 
     def _event(self, event: ClientEvent) -> None:
         if isinstance(event, Greeting):
@@ -161,26 +137,10 @@ class POP3Client(BaseProtocol):
             answer = b"*"
         self.transport.write(self.core.sasl_response(answer))
 
-    def _fail_all(self, exc: Exception) -> None:
-        if not self.greeted.called:
-            self.greeted.errback(exc)
+    def _fail_pending(self, exc: Exception) -> None:
         pending, self._pending = self._pending, deque()
         for item in pending:
             item.deferred.errback(exc)
-
-    # -- timer -----------------------------------------------------------------------------
-
-    def _arm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if not self._gone and (self._pending or not self.greeted.called):
-            self._timer = self.clock.call_later(self.timeout, self._timed_out)
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._fail_all(TimeoutError(f"no POP3 reply in {self.timeout} s"))
-        self.transport.close()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -193,7 +153,7 @@ class POP3Client(BaseProtocol):
         sasl: Callable[[bytes], bytes] | None = None,
     ) -> Deferred[Any]:
         if self._gone:
-            return fail(ConnectionResetError("POP3 connection closed"))
+            return self._failed_send()
         pending = _Pending(kind, sink, sasl)
         self.transport.write(self.core.command(line, kind))
         self._pending.append(pending)
@@ -231,10 +191,7 @@ class POP3Client(BaseProtocol):
             server_hostname: The name the certificate must carry.
         """
         await self._text("STLS")
-        await self.start_tls(
-            context if context is not None else client_context(),
-            server_hostname=server_hostname,
-        )
+        await self._upgrade(context, server_hostname)
         self._capabilities = None
 
     async def login(self, user: str, password: str, *, method: LoginMethod = "auto") -> str:
@@ -378,20 +335,12 @@ async def connect_pop3(
     Raises:
         POP3ReplyError: The greeting was ``-ERR``.
     """
-
-    def factory(address: Address) -> POP3Client:
-        return POP3Client(reactor, timeout=reply_timeout)
-
-    if tls is None:
-        client = await reactor.connect_tcp(host, port, factory, timeout=reply_timeout)
-    else:
-        client = await reactor.connect_tls(
-            host,
-            port,
-            factory,
-            context=tls,
-            server_hostname=server_hostname,
-            timeout=reply_timeout,
-        )
-    await client.greeted
-    return client
+    return await connect_client(
+        reactor,
+        host,
+        port,
+        lambda: POP3Client(reactor, timeout=reply_timeout),
+        tls=tls,
+        server_hostname=server_hostname,
+        connect_timeout=reply_timeout,
+    )
