@@ -41,29 +41,22 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import warnings
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from torsion.defer import Deferred, ensure_deferred, fail
 from torsion.mail._mailbox import (
-    DELETED,
-    SEEN,
     SYSTEM_FLAGS,
     FlagMode,
     FlagsChanged,
-    Listeners,
     Mailbox,
     MailboxError,
-    MailboxListener,
-    MailboxStatus,
     MaildropLock,
     MaildropLockedError,
     MessageInfo,
     MessagesAdded,
-    MessagesExpunged,
     NoSuchMailboxError,
     NoSuchMessageError,
     apply_flags,
@@ -75,6 +68,7 @@ from torsion.mail._mailbox import (
     to_crlf,
     translate_os_error,
 )
+from torsion.mail._mailbox_base import HeldLock, MailboxBase, copy_messages
 from torsion.mail._maildir_files import (
     KEYWORD_LETTERS,
     KEYWORDS_FILE,
@@ -104,7 +98,7 @@ from torsion.mail._maildir_io import (
     wire_size_of_file,
     write_message,
 )
-from torsion.mail._memory import STREAM_PIECE, copy_messages
+from torsion.mail._memory import STREAM_PIECE
 
 if TYPE_CHECKING:
     from torsion.mail._maildir_store import MaildirStore
@@ -124,26 +118,14 @@ class _Entry:
     date: datetime
 
 
-class _FileLock:
-    __slots__ = ("_fd",)
+class _FileLock(HeldLock[int]):
+    __slots__ = ()
 
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self) -> None:
-        # A session that forgot its lock would leak a descriptor and keep
-        # the maildrop locked for the life of the process.
-        if self._fd is not None:
-            warnings.warn("maildrop lock never released", ResourceWarning, stacklevel=1)
-            self.release()
+    def _let_go(self, held: int) -> None:
+        os.close(held)
 
 
-class MaildirMailbox:
+class MaildirMailbox(MailboxBase[_Entry]):
     """One Maildir folder as a mailbox; made by ``MaildirStore``."""
 
     def __init__(self, store: MaildirStore, name: str, path: str) -> None:
@@ -154,18 +136,12 @@ class MaildirMailbox:
             name: Its name.
             path: Its directory.
         """
+        super().__init__(name, 0)
         self._store = store
-        self._name = name
         self._path = path
-        self._uidvalidity = 0
-        self._uidnext = 1
-        self._entries: dict[int, _Entry] = {}
         self._by_base: dict[str, int] = {}
-        self._recent: set[int] = set()
         self._recent_bases: set[str] = set()
         self._keywords: list[str] = []
-        self._listeners = Listeners()
-        self.deleted = False
         self._sync(notify=False)
         if not self.deleted:
             self._clean_tmp()
@@ -184,24 +160,9 @@ class MaildirMailbox:
                         os.unlink(entry.path)
 
     @property
-    def name(self) -> str:
-        """The mailbox's name."""
-        return self._name
-
-    @property
     def path(self) -> str:
         """The folder's directory."""
         return self._path
-
-    @property
-    def uidvalidity(self) -> int:
-        """The UIDVALIDITY."""
-        return self._uidvalidity
-
-    @property
-    def uidnext(self) -> int:
-        """The UID the next message gets at least."""
-        return self._uidnext
 
     # -- reading the folder ------------------------------------------------------------
 
@@ -258,25 +219,15 @@ class MaildirMailbox:
     def _vanished(self, *, notify: bool) -> None:
         # The folder itself is gone (deleted by another process).
         self.deleted = True
-        gone = list(self._entries)
-        self._entries.clear()
-        self._by_base.clear()
-        self._recent.clear()
-        if gone and notify:
-            self._listeners.notify(MessagesExpunged(uids=tuple(gone)))
+        self._forget(list(self._entries), notify=notify)
 
     def _apply(
         self, uidlist: UidList, listing: dict[str, tuple[str, str]], *, notify: bool
     ) -> None:
         changes: list[FlagsChanged] = []
         if uidlist.uidvalidity != self._uidvalidity:
-            gone = list(self._entries)
-            self._entries.clear()
-            self._by_base.clear()
-            self._recent.clear()
+            self._forget(list(self._entries), notify=notify)
             self._uidvalidity = uidlist.uidvalidity
-            if gone and notify:
-                self._listeners.notify(MessagesExpunged(uids=tuple(gone)))
         expunged = [
             uid for uid, entry in self._entries.items() if uidlist.uids.get(entry.base) != uid
         ]
@@ -297,11 +248,11 @@ class MaildirMailbox:
                     self._recent_bases.discard(base)
                 added.append(uid)
             elif entry.filename != filename or entry.sub != sub:
-                old = self._flags(entry)
+                old = self._entry_flags(entry)
                 entry.sub = sub
                 entry.filename = filename
                 entry.letters = split_name(filename)[1]
-                flags = self._flags(entry)
+                flags = self._entry_flags(entry)
                 if flags != old:
                     changes.append(FlagsChanged(uid=uid, flags=flags))
         if added and min(added) < highest:
@@ -327,20 +278,15 @@ class MaildirMailbox:
         date = datetime.fromtimestamp(int(mtime), UTC)
         return _Entry(sub, filename, base, split_name(filename)[1], size, date)
 
-    def _forget(self, uids: list[int], *, notify: bool) -> None:
-        for uid in uids:
-            entry = self._entries.pop(uid)
-            self._by_base.pop(entry.base, None)
-            self._recent.discard(uid)
-        if uids and notify:
-            self._listeners.notify(MessagesExpunged(uids=tuple(sorted(uids))))
+    def _forgotten(self, entry: _Entry) -> None:
+        self._by_base.pop(entry.base, None)
 
-    def _flags(self, entry: _Entry) -> frozenset[str]:
+    def _entry_flags(self, entry: _Entry) -> frozenset[str]:
         return flags_from_info(entry.letters, self._keywords)
 
-    def _info(self, uid: int, entry: _Entry) -> MessageInfo:
+    def _entry_info(self, uid: int, entry: _Entry) -> MessageInfo:
         return MessageInfo(
-            uid=uid, size=entry.size, flags=self._flags(entry), internal_date=entry.date
+            uid=uid, size=entry.size, flags=self._entry_flags(entry), internal_date=entry.date
         )
 
     def _entry_path(self, entry: _Entry) -> str:
@@ -356,38 +302,15 @@ class MaildirMailbox:
         found = listing.get(entry.base)
         if found is None:
             return False
-        old = self._flags(entry)
+        old = self._entry_flags(entry)
         entry.sub, entry.filename = found
         entry.letters = split_name(entry.filename)[1]
         uid = self._by_base.get(entry.base)
-        new = self._flags(entry)
-        if uid is not None and new != old:
-            self._listeners.notify(FlagsChanged(uid=uid, flags=new))
+        if uid is not None:
+            self._flags_changed(uid, old, self._entry_flags(entry))
         return True
 
     # -- the interface -----------------------------------------------------------------
-
-    def messages(self) -> Sequence[MessageInfo]:
-        """Return every message by ascending UID, as of the last refresh or change."""
-        return [self._info(uid, entry) for uid, entry in self._entries.items()]
-
-    def message(self, uid: int) -> MessageInfo:
-        """Return one message's information."""
-        entry = self._entries.get(uid)
-        if entry is None:
-            raise NoSuchMessageError(f"no message with UID {uid}")
-        return self._info(uid, entry)
-
-    def status(self) -> MailboxStatus:
-        """Return the mailbox's counts."""
-        unseen = sum(1 for entry in self._entries.values() if SEEN not in self._flags(entry))
-        return MailboxStatus(
-            messages=len(self._entries),
-            recent=len(self._recent),
-            unseen=unseen,
-            uidnext=self._uidnext,
-            uidvalidity=self._uidvalidity,
-        )
 
     @os_errors
     def refresh(self) -> None:
@@ -491,8 +414,7 @@ class MaildirMailbox:
     ) -> Deferred[int]:
         """Store a message; see ``Mailbox.append``."""
         try:
-            if self.deleted:
-                raise NoSuchMailboxError(f"mailbox {self._name!r} was deleted")
+            self._check_not_deleted()
             self._store.check_size(message)
             canonical = normalize_flags(flags)
             letters = self._letters(canonical)
@@ -544,7 +466,7 @@ class MaildirMailbox:
         # Two tries: when the file was renamed by another client, its flags
         # are read again from its new name before ours are applied to them.
         for _ in range(2):
-            old = self._flags(entry)
+            old = self._entry_flags(entry)
             new = apply_flags(old, flags, mode)
             letters = self._letters(new, entry.letters or "")
             if entry.sub == "cur" and letters == entry.letters:
@@ -559,23 +481,11 @@ class MaildirMailbox:
             entry.sub = "cur"
             entry.filename = filename
             entry.letters = letters
-            if new != old:
-                self._listeners.notify(FlagsChanged(uid=uid, flags=new))
+            self._flags_changed(uid, old, new)
             return new
         return None
 
     @os_errors
-    def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
-        r"""Remove the messages flagged ``\Deleted`` (among ``uids`` if given)."""
-        candidates = list(self._entries) if uids is None else sorted(set(uids))
-        doomed = [
-            uid
-            for uid in candidates
-            if uid in self._entries and DELETED in self._flags(self._entries[uid])
-        ]
-        self._remove(doomed)
-        return doomed
-
     def _remove(self, uids: list[int]) -> None:
         for uid in uids:
             entry = self._entries[uid]
@@ -599,7 +509,7 @@ class MaildirMailbox:
                 entry = self._entries.get(uid)
                 if entry is None:
                     continue
-                letters = destination._letters(self._flags(entry), entry.letters or "")
+                letters = destination._letters(self._entry_flags(entry), entry.letters or "")
                 base = unique_base(fields_of(entry.base) or size_fields(0, entry.size))
                 jobs.append(
                     (
@@ -643,18 +553,12 @@ class MaildirMailbox:
         """Move messages into another mailbox (a rename within a store)."""
         if isinstance(destination, MaildirMailbox):
             return self._transfer(uids, destination, move=True)
-
-        def moved(mapping: dict[int, int]) -> dict[int, int]:
-            self._remove([uid for uid in sorted(mapping) if uid in self._entries])
-            return mapping
-
-        return ensure_deferred(copy_messages(self, uids, destination)).add_callback(moved)
+        return self._move_by_copy(uids, destination)
 
     @os_errors
     def claim_recent(self) -> frozenset[int]:
         """Return the recent messages and move their files from ``new/`` to ``cur/``."""
-        claimed = frozenset(self._recent)
-        self._recent.clear()
+        claimed = super().claim_recent()
         for uid in sorted(claimed):
             entry = self._entries.get(uid)
             if entry is None or entry.sub != "new":
@@ -676,14 +580,6 @@ class MaildirMailbox:
         if fd is None:
             raise MaildropLockedError(f"mailbox {self._name!r} is locked by another session")
         return _FileLock(fd)
-
-    def add_listener(self, listener: MailboxListener) -> None:
-        """Call ``listener`` after each change."""
-        self._listeners.add(listener)
-
-    def remove_listener(self, listener: MailboxListener) -> None:
-        """Stop calling ``listener``."""
-        self._listeners.remove(listener)
 
     @property
     def has_listeners(self) -> bool:

@@ -9,31 +9,23 @@ from __future__ import annotations
 
 import itertools
 import time
-import warnings
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from torsion.defer import Deferred, ensure_deferred, fail, succeed
 from torsion.mail._mailbox import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    DELETED,
     DELIMITER,
     INBOX,
-    SEEN,
     FlagMode,
-    FlagsChanged,
-    Listeners,
     Mailbox,
     MailboxError,
     MailboxExistsError,
-    MailboxListener,
-    MailboxStatus,
     MaildropLock,
     MaildropLockedError,
     MessageInfo,
     MessagesAdded,
-    MessagesExpunged,
     MessageTooLargeError,
     NoSuchMailboxError,
     NoSuchMessageError,
@@ -44,6 +36,7 @@ from torsion.mail._mailbox import (
     normalize_flags,
     to_crlf,
 )
+from torsion.mail._mailbox_base import HeldLock, MailboxBase, copy_messages
 
 __all__ = ["STREAM_PIECE", "MemoryMailStore", "MemoryMailbox"]
 
@@ -63,50 +56,18 @@ class _Message:
         )
 
 
-class _MemoryLock:
-    __slots__ = ("_mailbox",)
+class _MemoryLock(HeldLock["MemoryMailbox"]):
+    __slots__ = ()
 
-    def __init__(self, mailbox: MemoryMailbox) -> None:
-        self._mailbox: MemoryMailbox | None = mailbox
-
-    def release(self) -> None:
-        if self._mailbox is not None:
-            self._mailbox._locked = False
-            self._mailbox = None
-
-    def __del__(self) -> None:
-        # A session that forgot its lock would keep the maildrop locked.
-        if self._mailbox is not None:
-            warnings.warn(
-                f"maildrop lock of {self._mailbox.name!r} never released",
-                ResourceWarning,
-                stacklevel=1,
-            )
-            self.release()
+    def _let_go(self, held: MemoryMailbox) -> None:
+        held._locked = False
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-async def copy_messages(
-    source: Mailbox, uids: Iterable[int], destination: Mailbox
-) -> dict[int, int]:
-    """Copy messages one by one through the interface; the way between unlike stores."""
-    mapping: dict[int, int] = {}
-    for uid in sorted(set(uids)):
-        try:
-            info = source.message(uid)
-            data = await source.read(uid)
-        except NoSuchMessageError:
-            continue
-        mapping[uid] = await destination.append(
-            data, flags=info.flags, internal_date=info.internal_date
-        )
-    return mapping
-
-
-class MemoryMailbox:
+class MemoryMailbox(MailboxBase[_Message]):
     """A mailbox kept in memory; made by ``MemoryMailStore``."""
 
     def __init__(
@@ -119,52 +80,15 @@ class MemoryMailbox:
             uidvalidity: Its UIDVALIDITY.
             max_message_size: The largest message ``append`` takes (CRLF octets).
         """
-        self._name = name
-        self._uidvalidity = uidvalidity
-        self._uidnext = 1
+        super().__init__(name, uidvalidity)
         self._max_message_size = max_message_size
-        self._messages: dict[int, _Message] = {}
-        self._recent: set[int] = set()
-        self._listeners = Listeners()
         self._locked = False
-        self.deleted = False
 
-    @property
-    def name(self) -> str:
-        """The mailbox's name."""
-        return self._name
+    def _entry_flags(self, entry: _Message) -> frozenset[str]:
+        return entry.flags
 
-    @property
-    def uidvalidity(self) -> int:
-        """The UIDVALIDITY."""
-        return self._uidvalidity
-
-    @property
-    def uidnext(self) -> int:
-        """The UID the next message gets."""
-        return self._uidnext
-
-    def messages(self) -> Sequence[MessageInfo]:
-        """Return every message by ascending UID."""
-        return [message.info(uid) for uid, message in self._messages.items()]
-
-    def message(self, uid: int) -> MessageInfo:
-        """Return one message's information."""
-        try:
-            return self._messages[uid].info(uid)
-        except KeyError:
-            raise NoSuchMessageError(f"no message with UID {uid}") from None
-
-    def status(self) -> MailboxStatus:
-        """Return the mailbox's counts."""
-        unseen = sum(1 for m in self._messages.values() if SEEN not in m.flags)
-        return MailboxStatus(
-            messages=len(self._messages),
-            recent=len(self._recent),
-            unseen=unseen,
-            uidnext=self._uidnext,
-            uidvalidity=self._uidvalidity,
-        )
+    def _entry_info(self, uid: int, entry: _Message) -> MessageInfo:
+        return entry.info(uid)
 
     def refresh(self) -> None:
         """Do nothing: every change is made through this object and told at once."""
@@ -172,7 +96,7 @@ class MemoryMailbox:
     def read(self, uid: int) -> Deferred[bytes]:
         """Return the message's bytes, CRLF line endings."""
         try:
-            return succeed(self._messages[uid].data)
+            return succeed(self._entries[uid].data)
         except KeyError:
             return fail(NoSuchMessageError(f"no message with UID {uid}"))
 
@@ -182,7 +106,7 @@ class MemoryMailbox:
         Raises:
             NoSuchMessageError: No message has that UID.
         """
-        message = self._messages.get(uid)
+        message = self._entries.get(uid)
         if message is None:
             raise NoSuchMessageError(f"no message with UID {uid}")
         data = message.data
@@ -212,8 +136,7 @@ class MemoryMailbox:
         *,
         recent: bool,
     ) -> int:
-        if self.deleted:
-            raise NoSuchMailboxError(f"mailbox {self._name!r} was deleted")
+        self._check_not_deleted()
         if crlf_size(message) > self._max_message_size:
             raise MessageTooLargeError(
                 f"message over the limit of {self._max_message_size} octets"
@@ -222,7 +145,7 @@ class MemoryMailbox:
         date = _now() if internal_date is None else aware(internal_date)
         uid = self._uidnext
         self._uidnext += 1
-        self._messages[uid] = _Message(to_crlf(message), canonical, date)
+        self._entries[uid] = _Message(to_crlf(message), canonical, date)
         if recent:
             self._recent.add(uid)
         return uid
@@ -234,33 +157,16 @@ class MemoryMailbox:
         canonical = normalize_flags(flags)
         result: dict[int, frozenset[str]] = {}
         for uid in sorted(set(uids)):
-            message = self._messages.get(uid)
+            message = self._entries.get(uid)
             if message is None:
                 continue
-            new = apply_flags(message.flags, canonical, mode)
-            result[uid] = new
-            if new != message.flags:
-                message.flags = new
-                self._listeners.notify(FlagsChanged(uid=uid, flags=new))
+            old = message.flags
+            message.flags = result[uid] = apply_flags(old, canonical, mode)
+            self._flags_changed(uid, old, message.flags)
         return result
 
-    def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
-        r"""Remove the messages flagged ``\Deleted`` (among ``uids`` if given)."""
-        candidates = self._messages if uids is None else set(uids)
-        doomed = sorted(
-            uid
-            for uid in candidates
-            if uid in self._messages and DELETED in self._messages[uid].flags
-        )
-        self._remove(doomed)
-        return doomed
-
     def _remove(self, uids: list[int]) -> None:
-        for uid in uids:
-            del self._messages[uid]
-            self._recent.discard(uid)
-        if uids:
-            self._listeners.notify(MessagesExpunged(uids=tuple(uids)))
+        self._forget(uids)
 
     def copy(self, uids: Iterable[int], destination: Mailbox) -> Deferred[dict[int, int]]:
         """Copy messages into another mailbox; see ``Mailbox.copy``."""
@@ -268,36 +174,17 @@ class MemoryMailbox:
 
     def move(self, uids: Iterable[int], destination: Mailbox) -> Deferred[dict[int, int]]:
         """Move messages into another mailbox; see ``Mailbox.move``."""
-
-        def moved(mapping: dict[int, int]) -> dict[int, int]:
-            self._remove(sorted(uid for uid in mapping if uid in self._messages))
-            return mapping
-
-        return self.copy(uids, destination).add_callback(moved)
-
-    def claim_recent(self) -> frozenset[int]:
-        """Return the messages not yet claimed, and mark them claimed."""
-        claimed = frozenset(self._recent)
-        self._recent.clear()
-        return claimed
+        return self._move_by_copy(uids, destination)
 
     def lock_maildrop(self) -> MaildropLock:
         """Take the POP3 lock."""
         if self._locked:
             raise MaildropLockedError(f"mailbox {self._name!r} is locked by another session")
         self._locked = True
-        return _MemoryLock(self)
-
-    def add_listener(self, listener: MailboxListener) -> None:
-        """Call ``listener`` after each change."""
-        self._listeners.add(listener)
-
-    def remove_listener(self, listener: MailboxListener) -> None:
-        """Stop calling ``listener``."""
-        self._listeners.remove(listener)
+        return _MemoryLock(self, f"maildrop lock of {self._name!r}")
 
     def __repr__(self) -> str:
-        return f"<MemoryMailbox {self._name!r}: {len(self._messages)} messages>"
+        return f"<MemoryMailbox {self._name!r}: {len(self._entries)} messages>"
 
 
 class MemoryMailStore:
