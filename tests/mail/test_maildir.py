@@ -12,9 +12,11 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from torsion.defer import Deferred, fail, succeed
 from torsion.internet import Reactor
 from torsion.mail import (
     ANSWERED,
@@ -38,7 +40,8 @@ from torsion.mail import (
 from torsion.mail import _maildir as maildir_module
 from torsion.mail import _maildir_io as maildir_io
 from torsion.mail._mailbox import to_crlf
-from torsion.mail._maildir_files import read_uidlist
+from torsion.mail._maildir_files import read_uidlist, unique_base
+from torsion.mail._maildir_store import INLINE_WRITE_LIMIT
 from torsion.testing import failure_result_of, success_result_of
 
 MESSAGE = b"Subject: hi\r\n\r\nHello\r\n"
@@ -576,3 +579,61 @@ async def test_file_work_in_the_reactors_threads(reactor: Reactor, tmp_path: Pat
     assert [type(change) for change in seen] == [MessagesAdded, MessagesAdded, MessagesExpunged]
     with pytest.raises(NoSuchMessageError):
         await inbox.read(uid)
+
+
+class CountingThreads:
+    """A ThreadRunner that runs each job at once and counts them."""
+
+    def __init__(self) -> None:
+        self.jobs = 0
+
+    def defer_to_thread(self, f: Any, /, *args: Any) -> Deferred[Any]:
+        self.jobs += 1
+        try:
+            return succeed(f(*args))
+        except Exception as exc:
+            return fail(exc)
+
+    def in_reactor_thread(self) -> bool:
+        return True
+
+
+def test_small_deliveries_are_written_without_a_thread(tmp_path: Path) -> None:
+    threads = CountingThreads()
+    store = MaildirStore(tmp_path / "Maildir", threads=threads)  # type: ignore[arg-type]
+    d = store.deliver(MESSAGE)
+    assert success_result_of(d) is None  # done already: written on this thread
+    assert threads.jobs == 0
+    large = b"Subject: big\r\n\r\n" + b"y" * (INLINE_WRITE_LIMIT + 1)
+    success_result_of(store.deliver(large))
+    assert threads.jobs == 1  # a large message goes to a worker thread
+    synced = MaildirStore(tmp_path / "Synced", threads=threads, fsync=True)  # type: ignore[arg-type]
+    success_result_of(synced.deliver(MESSAGE))
+    assert threads.jobs == 2  # so does one that is fsynced
+    names = sorted(os.listdir(tmp_path / "Maildir" / "new"))
+    assert len(names) == 2
+    assert os.listdir(tmp_path / "Maildir" / "tmp") == []
+    contents = {(tmp_path / "Maildir" / "new" / name).read_bytes() for name in names}
+    assert contents == {to_lf(MESSAGE), to_lf(large)}
+
+
+def test_a_failed_inline_write_is_a_mailbox_error(tmp_path: Path) -> None:
+    threads = CountingThreads()
+    store = MaildirStore(tmp_path / "Maildir", threads=threads)  # type: ignore[arg-type]
+    (tmp_path / "Maildir" / "tmp").rmdir()
+    failure = failure_result_of(store.deliver(MESSAGE))
+    assert isinstance(failure, MailboxIOError)
+    assert threads.jobs == 0
+
+
+def test_unique_names_differ_and_name_the_process() -> None:
+    names = [unique_base(",S=1,W=1") for _ in range(1000)]
+    assert len(set(names)) == 1000
+    assert all(f"P{os.getpid()}Q" in name for name in names)
+    random_part = names[0].split("R", 1)[1].split(".", 1)[0]
+    assert len(random_part) == 16
+    assert all(f"R{random_part}." in name for name in names)
+
+
+def to_lf(message: bytes) -> bytes:
+    return message.replace(b"\r\n", b"\n")

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from torsion.cred import InMemoryChecker, Portal, UnauthorizedLogin, UsernamePassword
-from torsion.defer import maybe_deferred
+from torsion.defer import Deferred, fail, maybe_deferred
 from torsion.internet import IPv4Address
-from torsion.mail import LocalDelivery, MailQueue, MailRealm, MailStore, MemoryUsers, local_first
+from torsion.mail import (
+    LocalDelivery,
+    MailboxIOError,
+    MailQueue,
+    MailRealm,
+    MailStore,
+    MemoryUsers,
+    MessageTooLargeError,
+    NoSuchUserError,
+    local_first,
+)
 from torsion.mail.smtp import (
     Delivery,
     DeliveryStatus,
@@ -187,3 +198,55 @@ def test_the_queue_delivers_local_mail_itself(users: MemoryUsers) -> None:
     assert relayed == []
     success_result_of(maybe_deferred(deliver, "a@b.test", ["x@elsewhere.test"], MESSAGE))
     assert relayed == [("a@b.test", ["x@elsewhere.test"])]
+
+
+class FailingUsers(MemoryUsers):
+    """Users whose deliveries fail as ``failures`` says, each user its own way."""
+
+    def __init__(self, failures: dict[str, Exception]) -> None:
+        super().__init__(["alice", "bob", "carol"], max_message_size=1000)
+        self.failures = failures
+
+    def deliver(self, user: str, message: bytes) -> Deferred[None]:
+        failure = self.failures.get(user)
+        if failure is not None:
+            return fail(failure)
+        return super().deliver(user, message)
+
+
+@pytest.mark.parametrize(
+    ("failure", "reply"),
+    [
+        (NoSuchUserError("gone"), (550, "5.1.1")),
+        (MessageTooLargeError("big"), (552, "5.3.4")),
+        (MailboxIOError("disk"), (451, "4.3.0")),
+    ],
+)
+def test_a_single_users_failure_becomes_its_reply(
+    failure: Exception, reply: tuple[int, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    delivery = LocalDelivery(FailingUsers({"alice": failure}), ["example.test"])
+    envelope = Envelope(sender=None, recipients=(address("alice@example.test"),))
+    with caplog.at_level(logging.ERROR, "torsion.mail"):
+        refused = failure_result_of(delivery.deliver(ANONYMOUS, envelope, MESSAGE))
+    assert isinstance(refused, SMTPReplyError)
+    assert (refused.code, refused.enhanced) == reply
+    assert ("Cannot deliver to alice" in caplog.text) == (reply[0] == 451)
+
+
+def test_a_storage_failure_wins_over_a_refusal_among_several_users() -> None:
+    users = FailingUsers({"alice": MessageTooLargeError("big"), "bob": MailboxIOError("disk")})
+    delivery = LocalDelivery(users, ["example.test"])
+    recipients = tuple(address(f"{u}@example.test") for u in ("alice", "bob", "carol"))
+    envelope = Envelope(sender=None, recipients=recipients)
+    refused = failure_result_of(delivery.deliver(ANONYMOUS, envelope, MESSAGE))
+    assert isinstance(refused, SMTPReplyError)
+    assert refused.code == 451  # a retry may pass; carol got her copy meanwhile
+    assert inbox(users, "carol") == [MESSAGE]
+
+
+def test_an_unexpected_failure_is_not_turned_into_a_reply() -> None:
+    delivery = LocalDelivery(FailingUsers({"alice": RuntimeError("bug")}), ["example.test"])
+    envelope = Envelope(sender=None, recipients=(address("alice@example.test"),))
+    failure = failure_result_of(delivery.deliver(ANONYMOUS, envelope, MESSAGE))
+    assert isinstance(failure, RuntimeError)  # the server answers 451 and logs it

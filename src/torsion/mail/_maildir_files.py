@@ -73,6 +73,23 @@ def _host() -> str:
 
 _HOST = _host()
 
+# The process's id and random part of unique names, set again in a forked
+# child: the time, the pid and the counter already make a name unique on
+# this host (maildir(5)); the random part, drawn once per process rather
+# than once per message, guards against a pid reused within a microsecond.
+_pid = os.getpid()
+_random = os.urandom(8).hex()
+
+
+def _after_fork() -> None:
+    global _pid, _random, _counter
+    _pid = os.getpid()
+    _random = os.urandom(8).hex()
+    _counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
 
 def unique_base(fields: str) -> str:
     """Return a new message file's unique name (without flags).
@@ -83,8 +100,7 @@ def unique_base(fields: str) -> str:
     now = time.time()
     seconds = int(now)
     usec = int((now - seconds) * 1_000_000)
-    random = os.urandom(8).hex()
-    return f"{seconds}.M{usec}P{os.getpid()}Q{next(_counter)}R{random}.{_HOST}{fields}"
+    return f"{seconds}.M{usec}P{_pid}Q{next(_counter)}R{_random}.{_HOST}{fields}"
 
 
 def size_fields(disk_size: int, wire_size: int) -> str:

@@ -71,11 +71,17 @@ def write_message(
     # maildir(5) delivery: tmp/ first, then a rename into new/ or cur/.
     temporary = os.path.join(folder, "tmp", split_name(filename)[0])
     try:
-        with open(temporary, "xb") as file:
-            file.write(data)
+        # os.open and os.write rather than a buffered file object: one
+        # write(2) for the message, and nothing to flush.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if sync:
-                file.flush()
-                os.fsync(file.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         if mtime is not None:
             os.utime(temporary, (mtime, mtime))
         os.rename(temporary, os.path.join(folder, sub, filename))

@@ -26,6 +26,7 @@ from torsion.mail._mailbox import (
     crlf_size,
     os_errors,
     os_errors_failed,
+    translate_os_error,
 )
 from torsion.mail._maildir import MaildirMailbox
 from torsion.mail._maildir_files import size_fields, unique_base, write_atomically
@@ -38,6 +39,12 @@ T = TypeVar("T")
 
 _SUBSCRIPTIONS = "subscriptions"
 _MAX_FILE_NAME = 255  # NAME_MAX on Linux and the BSDs
+
+#: The largest delivery (octets on disk) written on the caller's thread even
+#: when the store has threads, if it is not to be fsynced: creating,
+#: writing and renaming a small file in the page cache takes a few
+#: microseconds, less than handing it to a worker thread and back.
+INLINE_WRITE_LIMIT = 64 * 1024
 
 
 class MaildirStore:
@@ -257,14 +264,20 @@ class MaildirStore:
             return fail(exc)
         data = message.replace(b"\r\n", b"\n")
         base = unique_base(size_fields(len(data), crlf_size(data)))
+        if self._threads is not None and (self.fsync or len(data) > INLINE_WRITE_LIMIT):
+            d = self.run(write_message, self._path, "new", base, data, None, self.fsync)
+            return d.add_callback(self._delivered).add_errback(os_errors_failed)
+        try:
+            write_message(self._path, "new", base, data, None, self.fsync)
+        except OSError as exc:
+            return fail(translate_os_error(exc))
+        self._delivered(None)
+        return succeed(None)
 
-        def delivered(_: None) -> None:
-            inbox = self._boxes.get(INBOX)
-            if inbox is not None and inbox.has_listeners:
-                inbox.refresh()
-
-        d = self.run(write_message, self._path, "new", base, data, None, self.fsync)
-        return d.add_callback(delivered).add_errback(os_errors_failed)
+    def _delivered(self, _: object) -> None:
+        inbox = self._boxes.get(INBOX)
+        if inbox is not None and inbox.has_listeners:
+            inbox.refresh()
 
     def __repr__(self) -> str:
         return f"<MaildirStore at {self._path!r}>"

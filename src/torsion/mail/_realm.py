@@ -21,11 +21,11 @@ INBOX, the rest through the relay.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn
 
 from torsion.cred import Login
-from torsion.defer import Deferred, ensure_deferred
+from torsion.defer import Deferred, ensure_deferred, fail
 from torsion.errors import UnauthorizedLogin
 from torsion.mail._mailbox import MailboxError, MailStore, MessageTooLargeError
 from torsion.mail._queue import Deliverer, MailQueue, QueueError
@@ -139,29 +139,38 @@ class LocalDelivery:
             A Deferred that fires once every copy is stored (so the server
             may say 250), or fails with the ``SMTPReplyError`` to send.
         """
-        return ensure_deferred(self._deliver(envelope, message))
-
-    async def _deliver(self, envelope: Envelope, message: bytes) -> None:
         local: dict[str, None] = {}
         remote: list[str] = []
-        for recipient in envelope.recipients:
-            user = self.local_user(recipient)
-            if user is None:
-                remote.append(str(recipient))
-            else:
-                local[user] = None
+        try:
+            for recipient in envelope.recipients:
+                user = self.local_user(recipient)
+                if user is None:
+                    remote.append(str(recipient))
+                else:
+                    local[user] = None
+        except SMTPReplyError as exc:
+            return fail(exc)
+        if len(local) == 1 and not remote:
+            # The usual case, one local user: the store's Deferred as it
+            # is (already fired when the store writes at once), with no
+            # coroutine in between.
+            (user,) = local
+            return self.users.deliver(user, message).add_errback(_delivery_failed(user))
+        return ensure_deferred(self._deliver(local, remote, envelope, message))
+
+    async def _deliver(
+        self, local: dict[str, None], remote: list[str], envelope: Envelope, message: bytes
+    ) -> None:
         failure: SMTPReplyError | None = None
         for user in local:
             try:
                 await self.users.deliver(user, message)
-            except MessageTooLargeError:
-                failure = failure or _too_big()
-            except NoSuchUserError:
-                # Removed since RCPT.
-                failure = failure or _no_such_user()
             except MailboxError as exc:
-                log.error("Cannot deliver to %s: %s", user, exc)
-                failure = _try_later()
+                reply = _reply_for(user, exc)
+                # A failure that may pass on a retry wins (451): the client
+                # then tries again rather than give up on every copy.
+                if failure is None or not isinstance(exc, MessageTooLargeError | NoSuchUserError):
+                    failure = reply
         if remote:
             if self.queue is None:
                 # Not reached through validate_recipient; kept for safety.
@@ -174,6 +183,26 @@ class LocalDelivery:
                 failure = _try_later()
         if failure is not None:
             raise failure
+
+
+def _reply_for(user: str, exc: MailboxError) -> SMTPReplyError:
+    # What a store's failure to take a user's copy is answered.
+    if isinstance(exc, MessageTooLargeError):
+        return _too_big()
+    if isinstance(exc, NoSuchUserError):
+        # Removed since RCPT.
+        return _no_such_user()
+    log.error("Cannot deliver to %s: %s", user, exc)
+    return _try_later()
+
+
+def _delivery_failed(user: str) -> Callable[[BaseException], NoReturn]:
+    def failed(exc: BaseException) -> NoReturn:
+        if isinstance(exc, MailboxError):
+            raise _reply_for(user, exc)
+        raise exc
+
+    return failed
 
 
 class MailRealm:

@@ -8,6 +8,7 @@ its mailboxes' listeners (an IDLE-ing session learns of new mail at once).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -21,6 +22,8 @@ __all__ = ["MailUsers", "MaildirUsers", "MemoryUsers", "NoSuchUserError", "check
 
 #: The longest user name taken (it is a directory name in ``MaildirUsers``).
 MAX_USER_LENGTH = 128
+
+_BAD_USER_CHARACTER = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 class NoSuchUserError(MailboxError, LookupError):
@@ -40,7 +43,7 @@ def check_user_name(user: str) -> str:
         not user
         or len(user) > MAX_USER_LENGTH
         or user.startswith(".")
-        or any(char < " " or char in "\x7f/\\" for char in user)
+        or _BAD_USER_CHARACTER.search(user) is not None
     ):
         raise NoSuchUserError(f"not a user name: {user!r}")
     return user
