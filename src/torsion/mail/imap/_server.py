@@ -24,7 +24,6 @@ import bisect
 import enum
 import logging
 import re
-import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -43,7 +42,6 @@ from torsion.cred import (
 from torsion.cred import Login as CredLogin
 from torsion.defer import Deferred, ensure_deferred
 from torsion.internet import Address, Clock, DelayedCall, ServerTLS
-from torsion.internet import Protocol as BaseProtocol
 from torsion.mail._mailbox import (
     SEEN,
     SYSTEM_FLAGS,
@@ -60,6 +58,11 @@ from torsion.mail._mailbox import (
     MessageTooLargeError,
     NoSuchMailboxError,
     NoSuchMessageError,
+)
+from torsion.mail._server_glue import (
+    PLAINTEXT_MECHANISMS,
+    MailServerFactory,
+    MailServerProtocol,
 )
 from torsion.mail._session_timer import SessionTimer
 from torsion.mail.imap._commands import Command, StoreAction
@@ -129,8 +132,6 @@ BASE_CAPABILITIES = (
     "UNSELECT",
 )
 
-_PLAINTEXT_MECHANISMS = ("PLAIN", "LOGIN")
-
 # Commands during which no EXPUNGE may be sent (RFC 3501 section 7.4.1): the
 # client's sequence numbers must stay as they were.
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
@@ -175,7 +176,7 @@ class IMAP4Limits:
             raise ValueError("max_commands must be at least 1")
 
 
-class IMAP4Factory:
+class IMAP4Factory(MailServerFactory):
     """Builds the IMAP server protocol for each connection.
 
     Pass it as the factory of any stream listener (``listen_tcp``, or
@@ -210,19 +211,14 @@ class IMAP4Factory:
         limits: IMAP4Limits | None = None,
         plaintext_without_tls: bool = False,
     ) -> None:
-        self.portal = portal
-        self.clock = clock
-        self.hostname = hostname if hostname is not None else socket.getfqdn()
-        self.tls_context = tls.context if isinstance(tls, ServerTLS) else tls
+        super().__init__(
+            portal,
+            clock=clock,
+            hostname=hostname,
+            tls=tls,
+            plaintext_without_tls=plaintext_without_tls,
+        )
         self.limits = limits if limits is not None else IMAP4Limits()
-        self.plaintext_without_tls = plaintext_without_tls
-        types = portal.credential_types
-        mechanisms: list[str] = []
-        if any(issubclass(CramMD5, t) for t in types):
-            mechanisms.append("CRAM-MD5")
-        if any(issubclass(UsernamePassword, t) for t in types):
-            mechanisms += _PLAINTEXT_MECHANISMS
-        self.auth_mechanisms = tuple(mechanisms)
 
     def __call__(self, address: Address) -> IMAP4Server:
         """Return a new server protocol for a connection from ``address``."""
@@ -288,7 +284,7 @@ Reply = tuple[Condition, str, ResponseCode | None]
 Handler = Callable[["IMAP4Server", Command], Coroutine[Any, Any, Reply]]
 
 
-class IMAP4Server(BaseProtocol):
+class IMAP4Server(MailServerProtocol):
     """One IMAP4rev1 server connection (RFC 3501 with IDLE, UIDPLUS, MOVE...).
 
     Build it through ``IMAP4Factory``. Commands are carried out one at a
@@ -309,14 +305,10 @@ class IMAP4Server(BaseProtocol):
         self._line_waiter: Deferred[bytes] | None = None
         self._append: _Append | None = None
         self._store: MailStore | None = None
-        self._logout: Callable[[], object] | None = None
         self._selected: _Selected | None = None
         self._idling = False
         self._tls_active = False
-        self._handshaking = False
-        self._reading_paused = False
         self._closing = False
-        self._gone = False
         self._errors = 0
         self._failed_logins = 0
         self._commands = 0
@@ -348,9 +340,7 @@ class IMAP4Server(BaseProtocol):
                 waiting.cancel()
         self._line_waiter = self._current = self._login_waiting = None
         self._deselect()
-        if self._logout is not None:
-            logout, self._logout = self._logout, None
-            logout()
+        self._log_out()
         self._store = None
         super().connection_lost(exc)
 
@@ -368,7 +358,7 @@ class IMAP4Server(BaseProtocol):
             if not self._plaintext_allowed():
                 names.append("LOGINDISABLED")
             for mechanism in self.factory.auth_mechanisms:
-                if mechanism not in _PLAINTEXT_MECHANISMS or self._plaintext_allowed():
+                if mechanism not in PLAINTEXT_MECHANISMS or self._plaintext_allowed():
                     names.append(f"AUTH={mechanism}")
         return names
 
@@ -395,13 +385,7 @@ class IMAP4Server(BaseProtocol):
     def _update_reading(self) -> None:
         if self._gone or self._handshaking:
             return
-        pause = bool(self._events) or (self._busy and self._line_waiter is None)
-        if pause != self._reading_paused:
-            self._reading_paused = pause
-            if pause:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
+        self._set_reading_paused(bool(self._events) or (self._busy and self._line_waiter is None))
 
     def _dispatch(self, event: ParserEvent) -> None:
         if isinstance(event, Command):
@@ -624,7 +608,7 @@ class IMAP4Server(BaseProtocol):
         try:
             if mechanism not in self.factory.auth_mechanisms:
                 raise _no(f"mechanism {mechanism} not supported")
-            if mechanism in _PLAINTEXT_MECHANISMS and not self._plaintext_allowed():
+            if mechanism in PLAINTEXT_MECHANISMS and not self._plaintext_allowed():
                 raise _no(
                     "plaintext mechanisms refused before STARTTLS", ResponseCode("PRIVACYREQUIRED")
                 )
@@ -701,16 +685,8 @@ class IMAP4Server(BaseProtocol):
         self.transport.write(tagged(command.tag, "OK", "begin TLS negotiation now"))
         self.parser.discard_buffered()
         self._events.clear()
-        self._handshaking = True
-        try:
-            await self.start_tls(context, server_side=True)
-        except Exception as exc:
-            # start_tls closes the connection; a failed handshake is the
-            # client's affair and no error of ours.
-            log.debug("IMAP STARTTLS handshake failed: %s", exc)
-            raise _SilentError from None
-        finally:
-            self._handshaking = False
+        if not await self._server_handshake(context, log, "IMAP STARTTLS"):
+            raise _SilentError  # the connection is closed
         self._tls_active = True
         self._events.extend(self.parser.resume())
         raise _SilentError

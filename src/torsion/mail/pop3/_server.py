@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 from torsion.cred import (
     APOP,
-    CramMD5,
     Portal,
     UnauthorizedLogin,
     UnhandledCredentials,
-    UsernamePassword,
     apop_challenge,
 )
 from torsion.cred import Login as CredLogin
 from torsion.defer import Deferred, ensure_deferred
 from torsion.internet import Address, Clock, ServerTLS
-from torsion.internet import Protocol as BaseProtocol
 from torsion.mail._mailbox import (
     DELETED,
     FlagMode,
@@ -41,6 +36,7 @@ from torsion.mail._mailbox import (
     MaildropLockedError,
     MailStore,
 )
+from torsion.mail._server_glue import MailServerFactory, MailServerProtocol
 from torsion.mail._session_timer import SessionTimer
 from torsion.mail.pop3._core import AUTH_MECHANISMS, POP3ServerConnection
 from torsion.mail.pop3._events import (
@@ -64,7 +60,7 @@ _SLICE = 64 * 1024
 _MAX_TRACKED = 100_000
 
 
-class POP3Factory:
+class POP3Factory(MailServerFactory):
     """Builds the POP3 server protocol for each connection.
 
     Pass it as the factory of any stream listener (``listen_tcp``, or
@@ -99,26 +95,23 @@ class POP3Factory:
         login_delay: int | None = None,
         expire: str | None = None,
     ) -> None:
-        self.portal = portal
-        self.clock = clock
-        self.hostname = hostname if hostname is not None else socket.getfqdn()
-        self.tls_context = tls.context if isinstance(tls, ServerTLS) else tls
+        super().__init__(
+            portal,
+            clock=clock,
+            hostname=hostname,
+            tls=tls,
+            plaintext_without_tls=plaintext_without_tls,
+        )
         self.limits = limits if limits is not None else POP3Limits()
-        self.plaintext_without_tls = plaintext_without_tls
-        types = portal.credential_types
-        self.apop = apop and any(issubclass(APOP, t) for t in types)
+        self.apop = apop and any(issubclass(APOP, t) for t in portal.credential_types)
         if login_delay is not None and login_delay < 1:
             raise ValueError("login_delay must be at least 1 second")
         self.login_delay = login_delay
         self.expire = expire
         # When each user last logged in, oldest first, for LOGIN-DELAY.
         self._last_logins: dict[str, float] = {}
-        mechanisms = []
-        if any(issubclass(CramMD5, t) for t in types):
-            mechanisms.append("CRAM-MD5")
-        if any(issubclass(UsernamePassword, t) for t in types):
-            mechanisms += ["PLAIN", "LOGIN"]
-        self.auth_mechanisms = tuple(m for m in AUTH_MECHANISMS if m in mechanisms)
+        # Offered in the order the core knows them.
+        self.auth_mechanisms = tuple(m for m in AUTH_MECHANISMS if m in self.auth_mechanisms)
 
     def __call__(self, address: Address) -> POP3Server:
         """Return a new server protocol for a connection from ``address``."""
@@ -146,7 +139,7 @@ class POP3Factory:
         return True
 
 
-class POP3Server(BaseProtocol):
+class POP3Server(MailServerProtocol):
     """One POP3 server connection (RFC 1939 with CAPA, STLS and SASL).
 
     Build it through ``POP3Factory``. Deletions are carried out only after
@@ -164,10 +157,6 @@ class POP3Server(BaseProtocol):
         self._waiting: Deferred[Any] | None = None
         self._mailbox: Mailbox | None = None
         self._lock: MaildropLock | None = None
-        self._logout: Callable[[], object] | None = None
-        self._reading_paused = False
-        self._handshaking = False
-        self._gone = False
 
     # -- connection events -----------------------------------------------------------
 
@@ -209,9 +198,7 @@ class POP3Server(BaseProtocol):
             lock, self._lock = self._lock, None
             lock.release()
         self._mailbox = None
-        if self._logout is not None:
-            logout, self._logout = self._logout, None
-            logout()
+        self._log_out()
 
     # -- driving the core --------------------------------------------------------------
 
@@ -231,13 +218,7 @@ class POP3Server(BaseProtocol):
             self.transport.close()
             return
         # During the TLS handshake the loop's TLS machinery owns reading.
-        pause = core.waiting and not self._handshaking
-        if pause != self._reading_paused:
-            self._reading_paused = pause
-            if pause:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
+        self._set_reading_paused(core.waiting and not self._handshaking)
         self._timer.touch()
 
     def _handle(self, event: POP3Event) -> None:
@@ -372,24 +353,22 @@ class POP3Server(BaseProtocol):
     def _start_tls(self) -> None:
         context = self.factory.tls_context
         assert context is not None  # STLS is offered only with a context
-        self._handshaking = True
-        d = self.start_tls(context, server_side=True)
+        d = ensure_deferred(self._upgrade(context))
         self._waiting = d
 
-        def done(_: object) -> None:
-            self._waiting = None
-            self._handshaking = False
-            if not self._gone:
-                self.core.tls_started()
-                self._pump()
-
         def failed(exc: BaseException) -> None:
-            # start_tls closes the connection; a failed handshake is the
-            # client's affair and no error of ours.
             self._waiting = None
-            log.debug("POP3 STLS handshake failed: %s", exc)
+            if not isinstance(exc, asyncio.CancelledError):  # cancelled: the connection is gone
+                log.error("POP3 STLS could not go on", exc_info=exc)
 
-        d.add_callbacks(done, failed)
+        d.add_errback(failed)
+
+    async def _upgrade(self, context: ssl.SSLContext) -> None:
+        started = await self._server_handshake(context, log, "POP3 STLS")
+        self._waiting = None
+        if started and not self._gone:
+            self.core.tls_started()
+            self._pump()
 
     # -- the idle timer ------------------------------------------------------------------
 
