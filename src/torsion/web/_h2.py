@@ -22,6 +22,14 @@ Bounds and defences:
 * Time: a request body the handler waits for that sees nothing from the
   client for ``body_timeout`` gets 408 (a reset once the response has
   started); a connection with no stream for ``idle_timeout`` gets GOAWAY.
+* Slow readers: a stream whose response data has waited for flow-control
+  window (the client sends no WINDOW_UPDATE) for the write timeout is reset
+  with CANCEL (RFC 9113 section 5.4.2); a connection whose transport has
+  stayed paused (the client does not read) for the write timeout is aborted,
+  since a GOAWAY would only queue behind the bytes the client is not
+  reading. Each wait restarts when data goes out, so a slow reader that
+  keeps reading is never cut off. The write timeout is
+  ``ServerLimits.write_timeout`` (``_WRITE_TIMEOUT`` for limits without it).
 * Header blocks: SETTINGS_MAX_HEADER_LIST_SIZE is ``max_head_bytes``, and h2
   refuses more than 64 CONTINUATION frames (CVE-2024-27316 class).
 * Floods: PINGs (CVE-2019-9512), SETTINGS (CVE-2019-9515) and stream resets
@@ -59,7 +67,7 @@ from hyperframe.frame import GoAwayFrame
 
 from torsion.defer import Deferred, fail, succeed
 from torsion.internet import DelayedCall, Protocol
-from torsion.web._http11 import HTTPProtocolError
+from torsion.web._http11 import HTTPProtocolError, ServerLimits
 from torsion.web._request import Request, ResponseStateError
 from torsion.web._resource import render_error
 
@@ -91,6 +99,9 @@ _CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
 _NO_BODY_CODES = frozenset({204, 304})
+# Seconds output may wait for a client that does not read or does not open
+# its flow-control windows, for limits that do not say.
+_WRITE_TIMEOUT = 60.0
 _ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 
@@ -99,6 +110,7 @@ class _Stream:
 
     __slots__ = (
         "acked",
+        "blocked_since",
         "drain_waiters",
         "end_pending",
         "pending",
@@ -121,6 +133,9 @@ class _Stream:
         self.acked = 0
         # Whether the handler has yet to finish the response.
         self.working = False
+        # When queued data last found no flow-control window to go out in
+        # (the clock's seconds), or -1.0 while it is not held up.
+        self.blocked_since = -1.0
 
 
 class H2Request(Request):
@@ -330,6 +345,11 @@ class H2Channel(Protocol):
         # timer that checks streams whose bodies are awaited.
         self._last_read = 0.0
         self._body_timer: DelayedCall | None = None
+        # The write timeout: when the transport paused (-1.0 while it is
+        # not), and the one timer that checks it and the blocked streams.
+        self._write_timeout = _write_timeout(limits)
+        self._paused_since = -1.0
+        self._write_timer: DelayedCall | None = None
 
     # -- asyncio protocol ----------------------------------------------------
 
@@ -381,10 +401,10 @@ class H2Channel(Protocol):
         self._closed = True
         self._lost = True
         self._cancel_idle()
-        for timer in (self._closing_timer, self._body_timer):
+        for timer in (self._closing_timer, self._body_timer, self._write_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._closing_timer = self._body_timer = None
+        self._closing_timer = self._body_timer = self._write_timer = None
         error = exc if exc is not None else ConnectionResetError("connection closed")
         streams = list(self._streams.values())
         self._streams.clear()
@@ -395,17 +415,26 @@ class H2Channel(Protocol):
     def pause_writing(self) -> None:
         """The transport is full: stop reading too, so answers cannot pile up."""
         super().pause_writing()
-        if not self._reading_paused and not self._closed:
+        if self._closed:
+            return
+        if self._paused_since < 0:
+            self._paused_since = self._clock.seconds()
+            self._arm_write_timer(self._write_timeout)
+        if not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         """Room again: read on, and send what the windows allow."""
         super().resume_writing()
+        self._paused_since = -1.0
         if self._reading_paused and not self._closed:
             self._reading_paused = False
             self.transport.resume_reading()
         for stream in list(self._streams.values()):
+            # Window updates were not read while paused: that time is the
+            # connection's wait, not the stream's.
+            stream.blocked_since = -1.0
             self._pump(stream)
         self._flush()
 
@@ -605,8 +634,10 @@ class H2Channel(Protocol):
         stream.pending.append(data)
         stream.pending_bytes += len(data)
         self._pump(stream)
-        if not self._in_receive:
-            self._flush()
+        # Flushed even within a read: a handler streaming from there must
+        # see the transport fill (drained() waits then), or a client with
+        # wide windows would have h2 buffer all of it.
+        self._flush()
 
     def _end(self, request: H2Request) -> None:
         stream = request._stream
@@ -658,11 +689,13 @@ class H2Channel(Protocol):
         pending = stream.pending
         if self._writing_paused or stream_id not in self._streams:
             return
+        sent = False
         try:
             while pending:
                 window = conn.local_flow_control_window(stream_id)
                 if window <= 0:
                     break
+                sent = True
                 size = min(window, conn.max_outbound_frame_size)
                 chunk = pending[0]
                 if len(chunk) <= size:
@@ -681,6 +714,14 @@ class H2Channel(Protocol):
             self._streams.pop(stream_id, None)
             self._lose(stream, ConnectionResetError("the stream closed"))
             return
+        if pending:
+            # Held for window: the wait starts now, or goes on if nothing
+            # went out (the clock is read only for a stream held up).
+            if sent or stream.blocked_since < 0:
+                stream.blocked_since = self._clock.seconds()
+                self._arm_write_timer(self._write_timeout)
+        elif stream.blocked_since >= 0:
+            stream.blocked_since = -1.0
         if stream.drain_waiters and stream.pending_bytes <= _STREAM_HIGH:
             waiters, stream.drain_waiters = stream.drain_waiters, []
             for d in waiters:
@@ -816,6 +857,53 @@ class H2Channel(Protocol):
         if not self._in_receive:
             self._flush()
 
+    def _arm_write_timer(self, delay: float) -> None:
+        # One timer for the connection, armed only when none is: it checks
+        # the timestamps when it fires, and re-arms for the next deadline.
+        if self._write_timer is None and not self._closed:
+            self._write_timer = self._clock.call_later(delay, self._check_writes)
+
+    def _check_writes(self) -> None:
+        self._write_timer = None
+        if self._closed:
+            return
+        now = self._clock.seconds()
+        timeout = self._write_timeout
+        if 0 <= self._paused_since <= now - timeout:
+            # The client has read nothing for the whole timeout: a GOAWAY
+            # would wait behind what it is not reading, so the connection
+            # is aborted (the streams fail in connection_lost).
+            _log.info(
+                "HTTP/2 client %s read nothing for %g seconds: connection aborted",
+                _peer(self),
+                timeout,
+            )
+            self._closed = True
+            self._cancel_idle()
+            self.transport.abort()
+            return
+        deadline = self._paused_since + timeout if self._paused_since >= 0 else -1.0
+        for stream in list(self._streams.values()):
+            since = stream.blocked_since
+            if since < 0 or not stream.pending:
+                continue
+            if since <= now - timeout:
+                # RFC 9113 section 5.4.2: a stream error ends this stream
+                # only; the others (and the connection) go on.
+                _log.info(
+                    "HTTP/2 client %s opened no window on stream %d for %g seconds: reset",
+                    _peer(self),
+                    stream.stream_id,
+                    timeout,
+                )
+                self._reset(stream.request, h2.errors.ErrorCodes.CANCEL)
+            elif deadline < 0 or since + timeout < deadline:
+                deadline = since + timeout
+        if deadline >= 0:
+            self._arm_write_timer(max(deadline - now, 0.0))
+        if not self._in_receive:
+            self._flush()
+
     def _wait_idle(self) -> None:
         if self._idle is None and not self._closed:
             self._idle = self._clock.call_later(self._limits.idle_timeout, self._idle_out)
@@ -830,6 +918,12 @@ class H2Channel(Protocol):
         if self._closed or self._streams or self._working:
             return
         self._close_with(int(h2.errors.ErrorCodes.NO_ERROR))
+
+
+def _write_timeout(limits: ServerLimits) -> float:
+    # ServerLimits.write_timeout, for limits that have it.
+    timeout = getattr(limits, "write_timeout", _WRITE_TIMEOUT)
+    return float(timeout)
 
 
 def _content_length(fields: list[tuple[bytes, bytes]]) -> int:
