@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import logging
 import socket
 import ssl
 import subprocess
@@ -562,6 +563,38 @@ async def test_login_refused_before_tls_and_pipelined_bytes_after_starttls_dropp
     assert seen["starttls"] == b"a2 OK begin TLS negotiation now"
     assert b"a3" not in seen["after"]
     assert seen["after"].endswith(b"a4 OK CAPABILITY completed\r\n")
+
+
+@BOTH_LOOPS
+async def test_a_failed_starttls_handshake_closes_the_connection_quietly(
+    reactor: Reactor,
+    loop: str,
+    server_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serving(reactor, tls=server_context) as server:
+
+        def session() -> list[bytes]:
+            raw = LineReader(server.port)
+            try:
+                raw.until(b"* OK")
+                raw.send(b"a1 STARTTLS\r\n")
+                lines = [raw.line()]
+                # Plain text where the client's TLS handshake belongs.
+                raw.send(b"a2 LOGIN alice s3cret\r\n" * 100)
+                try:
+                    while True:
+                        lines.append(raw.line())
+                except (EOFError, ConnectionResetError):
+                    pass
+            finally:
+                raw.close()
+            return lines
+
+        # Leaving the context waits for the server's side of the connection to end.
+        lines = await in_thread(reactor, session)
+    assert lines == [b"a1 OK begin TLS negotiation now"]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # -- curl -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import os
 import poplib
 import shutil
@@ -272,6 +273,44 @@ async def test_poplib_stls_then_user(
     assert "USER" in after
     assert after["SASL"] == ["CRAM-MD5", "PLAIN", "LOGIN"]
     assert stat[0] == 2
+
+
+def _plain_after_upgrade(port: int, command: bytes) -> list[bytes]:
+    """Greeting, ``command`` (STLS), then plain text where the TLS handshake belongs.
+
+    Returns the lines the server sent before it closed the connection.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        received = b""
+        while received.count(b"\r\n") < 1:
+            received += sock.recv(65536)
+        sock.sendall(command)
+        while received.count(b"\r\n") < 2:
+            received += sock.recv(65536)
+        sock.sendall(b"USER alice\r\n" * 100)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    return received.split(b"\r\n")
+
+
+@BOTH_LOOPS
+async def test_a_failed_stls_handshake_closes_the_connection_quietly(
+    reactor: Reactor,
+    loop: str,
+    server_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serving(reactor, tls=server_context) as server:
+        # Leaving the context waits for the server's side of the connection to end.
+        lines = await in_thread(reactor, lambda: _plain_after_upgrade(server.port, b"STLS\r\n"))
+    assert lines[0].startswith(b"+OK POP3 server ready")
+    assert lines[1] == b"+OK Begin TLS negotiation"
+    # Whatever the client sent in clear was never read as commands.
+    assert lines[2:] == [b""]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @BOTH_LOOPS
