@@ -107,3 +107,17 @@ def test_public_surface() -> None:
     assert public == []
     server_names = {"SMTPFactory", "SMTPServer", "SMTPServerConnection", "Delivery", "Session"}
     assert server_names <= set(smtp.__all__)
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+def test_label_lengths_either_way(utf8: bool) -> None:
+    longest = "b" * 63
+    assert parse_path(f"<a@{longest}.test>", utf8=utf8)[0] == EmailAddress("a", f"{longest}.test")
+    assert parse_path(f"<a@x.{longest}>", utf8=utf8)[0] == EmailAddress("a", f"x.{longest}")
+    for domain in ("b" * 64 + ".test", "x." + "b" * 64, "x.test." + "\u00fc" * 32):
+        with pytest.raises(AddressError):
+            parse_path(f"<a@{domain}>", utf8=utf8)
+    with pytest.raises(AddressError):
+        parse_path("<a@-x.test>", utf8=utf8)
+    domain = "b\u00fccher.test"
+    assert parse_path(f"<a@{domain}>", utf8=True)[0] == EmailAddress("a", domain)

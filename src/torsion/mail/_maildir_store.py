@@ -55,7 +55,9 @@ class MaildirStore:
         create: Make the directory (and its ``tmp``, ``new``, ``cur``) if
             missing; otherwise a missing one is ``NoSuchMailboxError``.
         threads: Where file reads and writes of message bodies run (the
-            reactor); on the caller's thread if omitted.
+            reactor); on the caller's thread if omitted. A delivery of at
+            most ``INLINE_WRITE_LIMIT`` octets without ``fsync`` is written
+            on the caller's thread even so.
         fsync: ``fsync`` each message and its directory before a delivery
             or an append is reported done, so that an acknowledged message
             survives a power loss; slower.

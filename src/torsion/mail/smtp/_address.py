@@ -33,8 +33,10 @@ _ASCII_QUOTED: Final = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7
 _UTF8_QUOTED: Final = re.compile(
     r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"'
 )
+# A label is at most 63 octets (RFC 1035 section 2.3.4).
 _ASCII_DOMAIN: Final = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
 _UTF8_DOMAIN: Final = re.compile(
     r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?"
@@ -127,10 +129,14 @@ def parse_mailbox(text: str, *, utf8: bool = False) -> EmailAddress:
     Raises:
         AddressError: ``text`` is not a mailbox.
     """
-    if not utf8 and not text.isascii():
+    if text.isascii():
+        # The UTF-8 grammar is the ASCII one for ASCII text, and the ASCII
+        # expressions are the cheaper.
+        utf8 = False
+    elif not utf8:
         parse_mailbox(text, utf8=True)  # raises if it is not a mailbox at all
         raise AddressError("non-ASCII address without SMTPUTF8", non_ascii=True)
-    if text.lower() == "postmaster":
+    if len(text) == 10 and text.lower() == "postmaster":
         return EmailAddress(text, "")
     at = text.rfind("@")
     if at < 1:
@@ -202,6 +208,9 @@ def _closing_bracket(text: str) -> int:
 def _is_domain(domain: str, utf8: bool) -> bool:
     if not domain or len(domain.encode()) > MAX_DOMAIN:
         return False
+    if not utf8 or domain.isascii():
+        # The ASCII expression bounds each label to 63 octets itself.
+        return _ASCII_DOMAIN.fullmatch(domain) is not None
     if any(len(label.encode()) > 63 for label in domain.split(".")):
         return False  # RFC 1035 section 2.3.4
     return bool((_UTF8_DOMAIN if utf8 else _ASCII_DOMAIN).fullmatch(domain))

@@ -319,7 +319,7 @@ class SMTPServerConnection:
                 if not self._read_data():
                     return
                 continue
-            if state is State.CLOSED or state is State.TLS:
+            if state is State.CLOSED or state is State.TLS or not self._buffer:
                 return
             line = self._read_line()
             if line is None:
