@@ -239,6 +239,10 @@ class RequestParser:
         self._expect_continue = False
         self._upgrade_field = False
         self._http11 = False
+        # Whether a field above but the target, the head's fields and
+        # size, the Host count and the version changed since the request
+        # began: most requests change none, and skip resetting them.
+        self._dirty = False
         #: Whether the request whose head was just read asks to switch
         #: protocols (Upgrade with Connection: upgrade, or CONNECT).
         self.upgrading = False
@@ -292,6 +296,7 @@ class RequestParser:
             self._this_start = _BEGAN_EARLIER
             self._next_start = -1
         else:
+            self._dirty = True
             self._body_wire_bytes += len(data)
             self._this_start = -1
             if not self._chunked and self._content_length >= 0:
@@ -389,11 +394,13 @@ class RequestParser:
         self._next_start = -1
         self._target = b""
         self._headers = []
-        self._head_bytes = self._body_bytes = self._body_wire_bytes = 0
-        self._trailers = self._hosts = 0
-        self._chunked = self._expect_continue = self._upgrade_field = self.upgrading = False
+        self._head_bytes = self._hosts = 0
         self._http11 = False
-        self._content_length = -1
+        if self._dirty:
+            self._dirty = False
+            self._body_bytes = self._body_wire_bytes = self._trailers = 0
+            self._chunked = self._expect_continue = self._upgrade_field = self.upgrading = False
+            self._content_length = -1
         self._phase = _HEAD
         self.reading_head = True
         self._owner.message_begun()
@@ -442,6 +449,7 @@ class RequestParser:
         if self._phase == _BODY:
             # A trailer field (RFC 9112 section 7.1.2): never merged into the
             # header section a handler may already have checked; dropped.
+            self._dirty = True
             self._trailers += 1
             if self._trailers > self._limits.max_headers:
                 self._fail(431, "too many trailer fields")
@@ -458,7 +466,9 @@ class RequestParser:
         lowered = name.lower()
         if lowered == b"host":
             self._hosts += 1
-        elif lowered == b"content-length":
+            return
+        self._dirty = True
+        if lowered == b"content-length":
             # llhttp has checked the digits and refused a second one.
             self._content_length = int(value)
             if self._content_length > self._limits.max_body:
@@ -481,7 +491,13 @@ class RequestParser:
         """httptools: the head is complete; check it as a whole."""
         parser = self._parser
         version = "1.1" if self._http11 else parser.get_http_version()
-        if version != "1.1":
+        if version == "1.1":
+            if self._hosts != 1:
+                # RFC 9112 section 3.2.
+                if self._hosts == 0:
+                    self._fail(400, "an HTTP/1.1 request needs a Host")
+                self._fail(400, "more than one Host")
+        else:
             if version != "1.0":
                 if version.startswith("0."):
                     self._fail(400, "HTTP/0.9 is not supported")
@@ -490,11 +506,8 @@ class RequestParser:
                 # RFC 9112 section 6.1: an HTTP/1.0 message with
                 # Transfer-Encoding has faulty framing.
                 self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
-        elif self._hosts == 0:
-            # RFC 9112 section 3.2.
-            self._fail(400, "an HTTP/1.1 request needs a Host")
-        if self._hosts > 1:
-            self._fail(400, "more than one Host")
+            if self._hosts > 1:
+                self._fail(400, "more than one Host")
         if not self._target:
             self._fail(400, "empty request target")
         self._phase = _BODY
@@ -506,6 +519,7 @@ class RequestParser:
         method = parser.get_method()
         if self._upgrade_field or method == b"CONNECT":
             # llhttp's own verdict: it is what stops the parser at the switch.
+            self._dirty = True
             self.upgrading = bool(parser.should_upgrade())
         self._owner.head_received(
             method,
@@ -521,6 +535,7 @@ class RequestParser:
 
     def on_body(self, body: bytes) -> None:
         """httptools: some body bytes (chunk framing removed)."""
+        self._dirty = True
         self._body_bytes += len(body)
         if self._body_bytes > self._limits.max_body:
             self._fail(413, "request body too large")
@@ -578,22 +593,36 @@ class DateCache:
         wall_clock: The time of day, in seconds since the epoch (``time.time``).
     """
 
-    __slots__ = ("_fields", "_fields_second", "_lines", "_second", "_server", "_wall_clock")
+    __slots__ = (
+        "_fields",
+        "_fields_second",
+        "_lines",
+        "_second",
+        "_server",
+        "_until",
+        "_wall_clock",
+    )
 
     def __init__(self, server: bytes, wall_clock: typing.Callable[[], float]) -> None:
         """Make a cache that formats on first use."""
         self._server = b"Server: " + server + b"\r\n" if server else b""
         self._wall_clock = wall_clock
-        self._second = -1
+        # The second the lines were made for, and when it ends.
+        self._second = -1.0
+        self._until = -1.0
         self._lines = b""
         self._fields_second = -1
         self._fields: list[tuple[bytes, bytes]] = []
 
     def lines(self) -> bytes:
         r"""``Server: ...\r\nDate: ...\r\n`` for the current second (RFC 9110 6.6.1)."""
-        second = int(self._wall_clock())
-        if second != self._second:
-            self._second = second
+        now = self._wall_clock()
+        if not self._second <= now < self._until:
+            # (Compared as floats: no int() per response. A clock set back
+            # is seen too.)
+            second = int(now)
+            self._second = float(second)
+            self._until = second + 1.0
             date = email.utils.formatdate(second, usegmt=True).encode("ascii")
             self._lines = self._server + b"Date: " + date + b"\r\n"
         return self._lines
