@@ -69,8 +69,11 @@ class HTTPChannel(Protocol):
     def __init__(self, site: Site) -> None:
         """Make the connection's parser; nothing happens until connection_made."""
         self._site = site
-        self._limits = site.limits
+        self._limits = limits = site.limits
+        self._max_pipelined = limits.max_pipelined
+        self._idle_timeout = limits.idle_timeout
         self._clock = site.reactor
+        self._seconds = site.reactor.seconds
         self._date_lines = site._dates.lines
         self._parser = RequestParser(self, site.limits)
         self._queue: deque[Request] = deque()
@@ -80,6 +83,8 @@ class HTTPChannel(Protocol):
         self._reading_paused = False
         self._pending_error: bytes | None = None
         self._timer: DelayedCall | None = None
+        # When the timer is due, and when what it waits for is.
+        self._timer_due = 0.0
         self._deadline = 0.0
         self._waiting_for = _NOTHING
         self._in_receive = False
@@ -166,7 +171,11 @@ class HTTPChannel(Protocol):
             if self._waiting_for != _HEAD and not self._reading_paused:
                 self._wait(_HEAD, self._limits.header_timeout)
         elif not self._queue and self._receiving is None and not self._closing:
-            self._wait(_IDLE, self._limits.idle_timeout)
+            # (_wait, inline: once per read, the timer is seldom moved.)
+            self._waiting_for = _IDLE
+            self._deadline = deadline = self._seconds() + self._idle_timeout
+            if self._timer is None or self._timer_due > deadline:
+                self._wait(_IDLE, self._idle_timeout)
 
     def eof_received(self) -> bool | None:
         """The client will send no more: answer what was asked, then close."""
@@ -244,23 +253,31 @@ class HTTPChannel(Protocol):
         request = Request(
             self, method, target, version, headers, keep_alive, expect_continue, has_body
         )
-        if self._parser.upgrading:
+        parser = self._parser
+        if parser.upgrading:
             request._upgrade = True
         if has_body:
             self._receiving = request
             self._wait(_BODY, self._limits.body_timeout)
         queue = self._queue
         queue.append(request)
-        if len(queue) >= self._limits.max_pipelined:
+        count = len(queue)
+        if count >= self._max_pipelined:
             # Full: the next request is kept unparsed until there is room.
-            self._parser.hold_next = True
-        if len(queue) > self._limits.max_pipelined:
-            # More requests in one read than may wait: answer these, drop
-            # the rest, close (RFC 9112 section 9.3.2: the client retries).
-            self._parser.stop()
-            self._closing = True
-        if len(queue) == 1:
-            self._next()
+            parser.hold_next = True
+            if count > self._max_pipelined:
+                # More requests in one read than may wait: answer these,
+                # drop the rest, close (RFC 9112 section 9.3.2: the client
+                # retries).
+                parser.stop()
+                self._closing = True
+        if count == 1:
+            # Its turn has come (what _next does, without the call).
+            if self._rendering is None and not self._lost and not self._writing_paused:
+                self._rendering = request
+                if self._reading_paused:
+                    self._update_reading()
+                self._site._render(request)
         else:
             self._update_reading()
 
@@ -271,7 +288,7 @@ class HTTPChannel(Protocol):
             return
         request._feed_body(data)
         if self._waiting_for == _BODY:
-            self._deadline = self._clock.seconds() + self._limits.body_timeout
+            self._deadline = self._seconds() + self._limits.body_timeout
         if request._body_buffered > self._limits.body_buffer:
             self._update_reading()
 
@@ -294,6 +311,7 @@ class HTTPChannel(Protocol):
     # -- for Request ---------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        # (Request's whole-response path does the same inline.)
         if not self._lost:
             self.transport.write(data)
 
@@ -330,7 +348,7 @@ class HTTPChannel(Protocol):
                 self._next()
                 self._parse_held()
                 return
-        elif len(queue) < self._limits.max_pipelined:
+        elif len(queue) < self._max_pipelined:
             self._parser.hold_next = False
         self._next()
 
@@ -506,22 +524,25 @@ class HTTPChannel(Protocol):
     def _wait(self, what: int, seconds: float) -> None:
         # Move the one timer: it is made again only when it has run.
         self._waiting_for = what
-        self._deadline = deadline = self._clock.seconds() + seconds
+        self._deadline = deadline = self._seconds() + seconds
         timer = self._timer
         if timer is None:
-            self._timer = self._clock.call_later(seconds, self._timed_out)
-        elif timer.get_time() > deadline:
+            self._timer = timer = self._clock.call_later(seconds, self._timed_out)
+            self._timer_due = timer.get_time()
+        elif self._timer_due > deadline:
             # A shorter wait than the one the timer was set for.
             timer.reset(seconds)
+            self._timer_due = timer.get_time()
 
     def _timed_out(self) -> None:
         self._timer = None
         what = self._waiting_for
         if what == _NOTHING or self._lost:
             return
-        left = self._deadline - self._clock.seconds()
+        left = self._deadline - self._seconds()
         if left > 0:
-            self._timer = self._clock.call_later(left, self._timed_out)
+            self._timer = timer = self._clock.call_later(left, self._timed_out)
+            self._timer_due = timer.get_time()
             return
         self._waiting_for = _NOTHING
         if what == _HEAD:

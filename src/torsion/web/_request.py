@@ -126,6 +126,7 @@ class Request:
     # Defaults at class level: a request sets only what differs, which keeps
     # making one (once per request) cheap.
     code = 200
+    query = b""
     prepath: list[str]
     postpath: list[str]
     _phrase: bytes | None = None
@@ -172,13 +173,16 @@ class Request:
         self._channel = channel
         self._method = method
         self.uri = uri
-        path, _, query = uri.partition(b"?")
+        if b"?" in uri:
+            path, _, query = uri.partition(b"?")
+            self.query = query.partition(b"#")[0]
+        else:
+            path = uri
         if path[:1] != b"/" and path != b"*":
             # Absolute form (RFC 9112 section 3.2.2) keeps its path only;
             # authority form (CONNECT's) has none.
             path = (urllib.parse.urlsplit(uri).path or b"/") if b"://" in uri else b""
         self.path = path
-        self.query = query.partition(b"#")[0] if query else query
         self.version = _VERSIONS.get(version) or "HTTP/" + version
         self._raw_headers = headers
         self.keep_alive = keep_alive
@@ -892,15 +896,16 @@ class Request:
             # The common case, in one formatting and one write.
             self._started = True
             self._sent = length
-            if self._head_only:
-                channel._write(
-                    b"%b%bContent-Length: %d\r\n\r\n" % (_OK, channel._date_lines(), length)
-                )
-            else:
-                channel._write(
-                    b"%b%bContent-Length: %d\r\n\r\n%b"
-                    % (_OK, channel._date_lines(), length, body)
-                )
+            if not channel._lost:
+                if self._head_only:
+                    channel.transport.write(
+                        b"%b%bContent-Length: %d\r\n\r\n" % (_OK, channel._date_lines(), length)
+                    )
+                else:
+                    channel.transport.write(
+                        b"%b%bContent-Length: %d\r\n\r\n%b"
+                        % (_OK, channel._date_lines(), length, body)
+                    )
             self._done()
             return
         head = self._head(length)

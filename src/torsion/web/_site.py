@@ -105,6 +105,9 @@ class Site:
         resource = self.root
         prepath: list[str] = []
         request.prepath = prepath
+        if resource.is_leaf:
+            request.postpath = segments
+            return resource
         count = len(segments)
         index = 0
         while index < count and not resource.is_leaf:
@@ -112,7 +115,8 @@ class Site:
             index += 1
             prepath.append(segment)
             resource = resource.get_child(segment, request)
-        request.postpath = segments[index:]
+        # (The list is this walk's own: the whole of it needs no copy.)
+        request.postpath = segments[index:] if index else segments
         return resource
 
     def _render(self, request: Request) -> None:
