@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from torsion.mail._session_timer import SessionTimer
 from torsion.testing import Clock
 
@@ -66,3 +69,28 @@ def test_a_pending_timer_outlives_a_spell_without_timeout() -> None:
     assert expired == []
     clock.advance(0.1)
     assert expired == [25.0]
+
+
+def test_a_stopped_timer_lets_its_session_go_without_the_cycle_collector() -> None:
+    class Session:
+        def __init__(self, clock: Clock) -> None:
+            self.timer = SessionTimer(clock, self.timeout, self.expired)
+
+        def timeout(self) -> float:
+            return 1.0
+
+        def expired(self) -> None:
+            raise AssertionError("stopped")
+
+    clock = Clock()
+    session = Session(clock)
+    session.timer.touch()
+    session.timer.stop()
+    gone = weakref.ref(session)
+    gc.disable()
+    try:
+        del session
+        assert gone() is None  # freed by its reference count: no cycle left
+    finally:
+        gc.enable()
+    assert clock.get_delayed_calls() == []

@@ -59,6 +59,11 @@ class SessionTimer:
         """The session is over: never call ``expired`` (no timer is left)."""
         self._stopped = True
         self._cancel()
+        # Let go of the session's callbacks: they are usually its bound
+        # methods, and the cycle would keep the session for the cyclic
+        # garbage collector rather than free it now.
+        self._timeout = _no_timeout
+        self._expired = _no_timeout
 
     def _cancel(self) -> None:
         call, self._call = self._call, None
@@ -75,3 +80,7 @@ class SessionTimer:
             self._call = self._clock.call_later(left, self._check)
             return
         self._expired()
+
+
+def _no_timeout() -> None:
+    return None
