@@ -69,6 +69,10 @@ class HTTPChannel(Protocol):
     def __init__(self, site: Site) -> None:
         """Make the connection's parser; nothing happens until connection_made."""
         self._site = site
+        # Read for every request: instance attributes are found faster
+        # than the base class's defaults.
+        self._lost = False
+        self._writing_paused = False
         self._limits = limits = site.limits
         self._max_pipelined = limits.max_pipelined
         self._idle_timeout = limits.idle_timeout

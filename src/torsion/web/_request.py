@@ -56,6 +56,9 @@ _FILE_CHUNK = 64 * 1024
 _MAX_COOKIES = 64
 _MAX_COOKIE_HEADER = 8192
 _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+# Looked for as a byte value: ``bytes in bytes`` costs a raised and
+# cleared TypeError each time.
+_QUESTION_MARK = ord("?")
 
 
 class ResponseStateError(TorsionError, RuntimeError):
@@ -173,7 +176,7 @@ class Request:
         self._channel = channel
         self._method = method
         self.uri = uri
-        if b"?" in uri:
+        if _QUESTION_MARK in uri:
             path, _, query = uri.partition(b"?")
             self.query = query.partition(b"#")[0]
         else:

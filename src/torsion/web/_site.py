@@ -25,6 +25,11 @@ __all__ = ["Site", "combined_log_line"]
 
 _log = logging.getLogger("torsion.web")
 
+# Looked for as byte values in paths: ``bytes in bytes`` costs a raised
+# and cleared TypeError each time.
+_DOT = ord(".")
+_PERCENT = ord("%")
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -234,7 +239,7 @@ def _segments(path: bytes) -> list[str] | None:
     if path == b"/":
         return [""]
     raw = path[1:].split(b"/")
-    if b"." in path:
+    if _DOT in path:
         resolved: list[bytes] = []
         for segment in raw:
             if segment == b"..":
@@ -246,7 +251,7 @@ def _segments(path: bytes) -> list[str] | None:
             # "/a/.." names the directory: keep the trailing slash.
             resolved.append(b"")
         raw = resolved or [b""]
-    if b"%" not in path:
+    if _PERCENT not in path:
         try:
             return [segment.decode("utf-8") for segment in raw]
         except UnicodeDecodeError:
