@@ -395,9 +395,11 @@ class SMTPServerConnection:
         limits = self.limits
         if len(region) > limits.max_text_line and region.endswith(b"\r\n"):
             lines = region.split(b"\r\n")
+            crlf = len(lines) - 1  # the split found each CRLF: no count needed
             if max(map(len, lines)) + 2 > limits.max_text_line:
                 self._too_long = True
-        crlf = region.count(b"\r\n")
+        else:
+            crlf = region.count(b"\r\n")
         if region.count(b"\n") != crlf or region.count(b"\r") != crlf:
             self._bad_newline = True
         if self._line_start and region[:1] == b".":
