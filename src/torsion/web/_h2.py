@@ -42,6 +42,19 @@ Bounds and defences:
   waits to become positive again); ``request.drained()`` waits while a
   stream's queued body is over its bound or the transport is full.
 
+Extended CONNECT (RFC 8441): the server announces
+SETTINGS_ENABLE_CONNECT_PROTOCOL=1 on every connection (``H2Channel.
+enable_connect_protocol``), since which resources accept it is only known
+when a request reaches one: a CONNECT with ``:protocol`` is routed by its
+``:path`` like any request (``H2Request.connect_protocol`` says which
+protocol), and a resource that accepts it calls ``switch_protocols``, which
+answers 200 and carries the new protocol's bytes as the stream's DATA
+(flow-controlled both ways, the stream's end as the protocol's end of file,
+RST_STREAM CANCEL as its abort). ``WebSocketResource`` does so for
+``:protocol`` ``websocket`` (RFC 8441 section 5). A ``:protocol`` on a
+connection that did not announce the setting is malformed: the stream is
+reset with PROTOCOL_ERROR (RFC 8441 section 4).
+
 A connection error sends GOAWAY with its code (COMPRESSION_ERROR for a
 header block HPACK cannot decode) and closes the socket; a client's GOAWAY
 is not answered with another. h2's output is flushed once per read, and at
@@ -67,6 +80,7 @@ from hyperframe.frame import GoAwayFrame
 
 from torsion.defer import Deferred, fail, succeed
 from torsion.internet import DelayedCall, Protocol
+from torsion.web._headers import Headers
 from torsion.web._http11 import HTTPProtocolError, ServerLimits
 from torsion.web._request import Request, ResponseStateError
 from torsion.web._resource import render_error
@@ -118,6 +132,7 @@ class _Stream:
         "received",
         "request",
         "stream_id",
+        "tunnel",
         "working",
     )
 
@@ -136,6 +151,8 @@ class _Stream:
         # When queued data last found no flow-control window to go out in
         # (the clock's seconds), or -1.0 while it is not held up.
         self.blocked_since = -1.0
+        # The transport of the protocol an extended CONNECT switched to.
+        self.tunnel: _StreamTransport | None = None
 
 
 class H2Request(Request):
@@ -143,11 +160,17 @@ class H2Request(Request):
 
     Resources use it exactly as they use a ``Request``; ``version`` is
     ``"HTTP/2"``. ``abort()`` resets the stream (the connection carries
-    other streams); ``switch_protocols`` is refused (HTTP/2 has no 101).
+    other streams). HTTP/2 has no 101: ``switch_protocols`` serves an
+    extended CONNECT instead (RFC 8441), and is refused for other requests.
+
+    Attributes:
+        connect_protocol: The ``:protocol`` of an extended CONNECT (RFC 8441
+            section 4), e.g. ``"websocket"``; None for other requests.
     """
 
     _zero_copy = False
     _stream: _Stream
+    connect_protocol: str | None = None
 
     def __init__(
         self,
@@ -288,6 +311,47 @@ class H2Request(Request):
         """Wait until this stream's queued body is small and the connection has room."""
         return self._h2._drained(self)
 
+    def switch_protocols(self, protocol: asyncio.Protocol, headers: Headers) -> None:
+        """Accept an extended CONNECT: answer 200 and carry ``protocol`` on this stream.
+
+        RFC 8441 section 4: the 200 response (with ``headers``) opens the
+        stream both ways; the request is finished. Then
+        ``protocol.connection_made(transport)`` with a transport whose
+        writes go out as DATA within the peer's windows, and
+        ``protocol.data_received`` with what the client sends in DATA (its
+        window reopening only as the protocol takes it, and not while the
+        protocol paused reading). The client's END_STREAM is the protocol's
+        ``eof_received``; closing the transport sends END_STREAM, aborting
+        it RST_STREAM CANCEL; ``connection_lost`` comes once the stream is
+        closed both ways, reset, or the connection is gone.
+
+        Args:
+            protocol: The protocol that takes the stream over.
+            headers: Fields of the 200 response (connection-specific ones,
+                such as ``Upgrade``, are dropped: RFC 9113 section 8.2.2).
+
+        Raises:
+            ResponseStateError: The request is not an extended CONNECT, or
+                its response has started.
+        """
+        if self.connect_protocol is None:
+            raise ResponseStateError("only an extended CONNECT switches protocols on HTTP/2")
+        if self._started or self._finished:
+            raise ResponseStateError("the response has started")
+        self.code = 200
+        fields = self._fields(-1)
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered not in _CONNECTION_FIELDS and lowered != b"content-length":
+                fields.append((lowered, value))
+        self._finished = True
+        self._h2._tunnel(self, protocol, fields)
+        waiters = self._finish_waiters
+        if waiters:
+            self._finish_waiters = None
+            for d in waiters:
+                d.callback(None)
+
     def abort(self) -> None:
         """Reset this stream at once (RST_STREAM INTERNAL_ERROR); other streams go on."""
         if self._lost is None:
@@ -300,7 +364,14 @@ class H2Channel(Protocol):
     Call order, as for every protocol::
 
         connection_made [-> data_received*] -> connection_lost
+
+    Attributes:
+        enable_connect_protocol: Whether SETTINGS_ENABLE_CONNECT_PROTOCOL=1
+            is announced, so that clients may send extended CONNECT (RFC
+            8441); a subclass may set it False.
     """
+
+    enable_connect_protocol: typing.ClassVar[bool] = True
 
     def __init__(self, site: Site) -> None:
         """Make the h2 state machine with the site's bounds as local settings."""
@@ -325,6 +396,9 @@ class H2Channel(Protocol):
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: min(limits.body_buffer, 2**31 - 1),
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_head_bytes,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(
+                    self.enable_connect_protocol
+                ),
             },
         )
         # h2 checks incoming header blocks against the decoder's own bound.
@@ -423,6 +497,9 @@ class H2Channel(Protocol):
         if not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
+        for stream in list(self._streams.values()):
+            if stream.tunnel is not None:
+                self._tunnel_flow(stream)
 
     def resume_writing(self) -> None:
         """Room again: read on, and send what the windows allow."""
@@ -449,7 +526,10 @@ class H2Channel(Protocol):
         elif isinstance(event, h2.events.StreamEnded):
             stream = self._streams.get(event.stream_id or 0)
             if stream is not None:
-                stream.request._end_body()
+                if stream.tunnel is not None:
+                    stream.tunnel._eof()
+                else:
+                    stream.request._end_body()
         elif isinstance(event, h2.events.WindowUpdated):
             if event.stream_id:
                 stream = self._streams.get(event.stream_id)
@@ -482,6 +562,7 @@ class H2Channel(Protocol):
     def _request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id or 0
         method = path = authority = b""
+        protocol: bytes | None = None
         fields: list[tuple[bytes, bytes]] = []
         cookies: list[bytes] = []
         for name, value in event.headers or ():
@@ -494,6 +575,8 @@ class H2Channel(Protocol):
                     path = value
                 elif name == b":authority":
                     authority = value
+                elif name == b":protocol":
+                    protocol = value
             elif name == b"cookie":
                 cookies.append(value)
             else:
@@ -503,8 +586,16 @@ class H2Channel(Protocol):
             fields.append((b"cookie", b"; ".join(cookies)))
         if authority and not any(name == b"host" for name, _ in fields):
             fields.insert(0, (b"host", authority))
+        if protocol is not None and not self.enable_connect_protocol:
+            # RFC 8441 section 4 (h2 checks it came with CONNECT, :scheme
+            # and :path): without the setting sent, the request is malformed
+            # (RFC 9113 section 8.1.1).
+            self._conn.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
         has_body = event.stream_ended is None
         request = H2Request(self, stream_id, method, path or authority, fields, has_body)
+        if protocol is not None:
+            request.connect_protocol = protocol.decode("latin-1")
         stream = _Stream(stream_id, request)
         request._stream = stream
         limit = self._limits.max_streams
@@ -545,6 +636,9 @@ class H2Channel(Protocol):
         stream.acked += padding
         if padding:
             self._conn.acknowledge_received_data(padding, stream_id)
+        if stream.tunnel is not None:
+            stream.tunnel._receive(data)
+            return
         if request._discarding or request._body_error is not None:
             stream.acked += len(data)
             if data:
@@ -679,6 +773,64 @@ class H2Channel(Protocol):
         if not self._working and not self._streams:
             self._wait_idle()
 
+    # -- extended CONNECT (RFC 8441) ------------------------------------------
+
+    def _tunnel(
+        self, request: H2Request, protocol: asyncio.Protocol, fields: list[tuple[bytes, bytes]]
+    ) -> None:
+        # The 200 goes out; the stream is the protocol's from now on.
+        stream = request._stream
+        transport = _StreamTransport(self, stream, protocol)
+        alive = not self._closed and stream.stream_id in self._streams
+        if alive:
+            stream.tunnel = transport
+            self._send_headers(request, fields, end=False)
+        if stream.working:
+            # The handler's part is done: the stream still counts against
+            # max_streams for as long as it is open.
+            stream.working = False
+            self._working -= 1
+        if self._site.access_log is not None:
+            self._site._log_access(request)
+        protocol.connection_made(transport)
+        if not alive:
+            transport._gone(request._lost or ConnectionResetError("the stream was reset"))
+            return
+        # DATA that came before the switch waited as the request's body.
+        held = b"".join(request._body_chunks)
+        request._body_chunks.clear()
+        request._body_buffered = 0
+        if held:
+            transport._receive(held)
+        if request._body_complete:
+            transport._eof()
+        if not self._in_receive:
+            self._flush()
+
+    def _tunnel_flow(self, stream: _Stream) -> None:
+        # The switched protocol writes while the stream's queue is small
+        # and the connection's transport has room.
+        tunnel = stream.tunnel
+        if tunnel is None or tunnel._lost:
+            return
+        full = self._writing_paused or stream.pending_bytes > _STREAM_HIGH
+        if full != tunnel._writing_paused:
+            tunnel._writing_paused = full
+            if full:
+                tunnel._protocol.pause_writing()
+            else:
+                tunnel._protocol.resume_writing()
+
+    def _tunnel_ack(self, stream: _Stream, held: int) -> None:
+        # The window reopens by what the protocol took (not what it holds).
+        consumed = stream.received - held - stream.acked
+        if consumed > 0 and stream.stream_id in self._streams:
+            stream.acked += consumed
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self._conn.acknowledge_received_data(consumed, stream.stream_id)
+            if not self._in_receive:
+                self._flush()
+
     # -- output ----------------------------------------------------------------
 
     def _pump(self, stream: _Stream) -> None:
@@ -726,6 +878,8 @@ class H2Channel(Protocol):
             waiters, stream.drain_waiters = stream.drain_waiters, []
             for d in waiters:
                 d.callback(None)
+        if stream.tunnel is not None:
+            self._tunnel_flow(stream)
 
     def _stream_done(self, stream: _Stream) -> None:
         # Our side of the stream is closed: it leaves the table once the
@@ -739,6 +893,9 @@ class H2Channel(Protocol):
             # RFC 9113 section 8.1: the rest of the body is not needed.
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self._conn.reset_stream(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        if stream.tunnel is not None:
+            # Closed both ways now: the switched protocol's connection ends.
+            stream.tunnel._gone(None)
         if not self._working and not self._streams:
             self._wait_idle()
 
@@ -754,6 +911,8 @@ class H2Channel(Protocol):
         request._connection_lost(error)
         for d in waiters:
             d.errback(error)
+        if stream.tunnel is not None:
+            stream.tunnel._gone(error)
 
     def _flush(self) -> None:
         data = self._conn.data_to_send()
@@ -829,7 +988,8 @@ class H2Channel(Protocol):
         waiting = [
             stream
             for stream in self._streams.values()
-            if not stream.request._body_complete
+            if stream.tunnel is None
+            and not stream.request._body_complete
             and not stream.request._discarding
             and stream.request._body_error is None
         ]
@@ -918,6 +1078,149 @@ class H2Channel(Protocol):
         if self._closed or self._streams or self._working:
             return
         self._close_with(int(h2.errors.ErrorCodes.NO_ERROR))
+
+
+class _StreamTransport(asyncio.Transport):
+    """The transport of a protocol carried on one stream by an extended CONNECT."""
+
+    def __init__(self, channel: H2Channel, stream: _Stream, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self._channel = channel
+        self._stream = stream
+        self._protocol = protocol
+        self._closing = False
+        self._lost = False
+        self._aborted = False
+        self._reading = True
+        self._writing_paused = False
+        # What came while reading was paused, and whether the end came too.
+        self._held: deque[bytes] = deque()
+        self._held_bytes = 0
+        self._eof_held = False
+
+    # -- for the protocol ------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: typing.Any = None) -> typing.Any:
+        """What the connection's transport says (peer and socket names, TLS)."""
+        return self._channel.transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        """Whether the stream is closing or closed."""
+        return self._closing or self._lost
+
+    def close(self) -> None:
+        """End our side of the stream (END_STREAM once what is queued is sent)."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        self._channel._end(self._stream.request)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` as DATA on the stream (sent within the peer's windows)."""
+        if self._closing or self._lost or not data:
+            return
+        self._channel._send_data(self._stream.request, bytes(data))
+
+    def writelines(self, list_of_data: typing.Iterable[bytes | bytearray | memoryview]) -> None:
+        """Queue each piece, as ``write`` does."""
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        """End our side of the stream; reading goes on until the client ends too."""
+        self.close()
+
+    def can_write_eof(self) -> bool:
+        """True: END_STREAM ends one side."""
+        return True
+
+    def abort(self) -> None:
+        """Reset the stream at once (RST_STREAM CANCEL; RFC 8441 section 5)."""
+        if self._lost:
+            return
+        self._closing = self._aborted = True
+        request = self._stream.request
+        self._channel._reset(request, h2.errors.ErrorCodes.CANCEL)
+
+    def is_reading(self) -> bool:
+        """Whether DATA is passed on as it comes."""
+        return self._reading and not self._lost
+
+    def pause_reading(self) -> None:
+        """Hold DATA back: the client's window stays closed past what it sent."""
+        self._reading = False
+
+    def resume_reading(self) -> None:
+        """Pass on what was held, and reopen the client's window."""
+        if self._reading or self._lost:
+            self._reading = True
+            return
+        self._reading = True
+        while self._held and self._passing:
+            data = self._held.popleft()
+            self._held_bytes -= len(data)
+            self._protocol.data_received(data)
+        if not self._open:
+            # data_received ended the stream.
+            return
+        self._channel._tunnel_ack(self._stream, self._held_bytes)
+        if self._eof_held and not self._held and self._reading:
+            self._eof_held = False
+            self._eof()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes queued on the stream, waiting for the peer's windows."""
+        return self._stream.pending_bytes
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Hand the stream to another protocol."""
+        self._protocol = typing.cast(asyncio.Protocol, protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """The protocol the stream is carried for."""
+        return self._protocol
+
+    # -- for the channel -------------------------------------------------------------
+
+    @property
+    def _open(self) -> bool:
+        return not self._lost
+
+    @property
+    def _passing(self) -> bool:
+        # Whether DATA goes on to the protocol now (it may pause or close
+        # the stream from inside data_received).
+        return self._reading and not self._lost
+
+    def _receive(self, data: bytes) -> None:
+        if self._lost:
+            return
+        if not self._reading or self._held:
+            # Bounded by the stream's window, which stays closed meanwhile.
+            self._held.append(data)
+            self._held_bytes += len(data)
+            return
+        if data:
+            self._protocol.data_received(data)
+        if not self._lost:
+            self._channel._tunnel_ack(self._stream, self._held_bytes)
+
+    def _eof(self) -> None:
+        if self._lost:
+            return
+        if not self._reading or self._held:
+            self._eof_held = True
+            return
+        if not self._protocol.eof_received():
+            self.close()
+
+    def _gone(self, error: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._held.clear()
+        self._held_bytes = 0
+        exc = None if self._aborted else error
+        self._protocol.connection_lost(exc if isinstance(exc, Exception) else None)
 
 
 def _write_timeout(limits: ServerLimits) -> float:

@@ -26,6 +26,14 @@ Taking the connection over from HTTP/1.1 needs the server connection to
 stop reading HTTP and hand its transport on: the resource calls the
 request's ``switch_protocols(protocol, headers)`` (see
 ``SwitchingRequest``).
+
+The same resource serves WebSocket over HTTP/2 (RFC 8441): a CONNECT with
+``:protocol`` ``websocket`` is checked as section 5 says (version 13, no
+key: the stream itself is the proof), answered 200, and the stream carries
+the frames; the HTTP/2 request's ``switch_protocols`` gives the WebSocket a
+transport on that stream, flow-controlled both ways. A CONNECT with another
+``:protocol`` gets 501 (the server does not implement it), a plain CONNECT
+405 (this is not a proxy).
 """
 
 from __future__ import annotations
@@ -111,6 +119,9 @@ class SwitchingRequest(typing.Protocol):
     ``protocol``: ``protocol.connection_made(transport)``, then
     ``protocol.data_received`` with any bytes read past the request's head;
     from then on the connection's events are passed on to ``protocol``.
+
+    On HTTP/2 the same call accepts an extended CONNECT (RFC 8441): the
+    answer is 200 and ``protocol`` gets the stream instead of the connection.
     """
 
     def switch_protocols(self, protocol: asyncio.Protocol, headers: Headers) -> None:
@@ -464,11 +475,16 @@ class WebSocket(Protocol):
 class WebSocketResource(Resource):
     """A resource that opens WebSocket connections and runs ``handler`` on each.
 
+    It answers both openings: a GET asking to upgrade (HTTP/1.1, RFC 6455)
+    and an extended CONNECT with ``:protocol`` ``websocket`` (HTTP/2, RFC
+    8441); the handler sees the same ``WebSocket`` either way.
+
     A request that is not a WebSocket handshake is answered 426 (with
     ``Upgrade: websocket``) when it asked for no upgrade, and 400 when its
     handshake is malformed; an unsupported ``Sec-WebSocket-Version`` gets 426
     with the version this server speaks (RFC 6455 section 4.4); an origin
-    ``check_origin`` refuses gets 403.
+    ``check_origin`` refuses gets 403. A CONNECT for another protocol gets
+    501, a CONNECT without ``:protocol`` 405.
 
     Args:
         handler: ``async def handler(ws)``, run for each connection; when it
@@ -531,9 +547,6 @@ class WebSocketResource(Resource):
         refusal = self._check(request)
         if refusal is not None:
             return refusal
-        origin = headers.get_str(b"origin")
-        if self.check_origin is not None and not self.check_origin(origin, request):
-            return render_error(request, 403, "This origin may not open a WebSocket here.")
         switch = getattr(request, "switch_protocols", None)
         if switch is None:
             return render_error(request, 501, "This server cannot switch protocols.")
@@ -545,6 +558,35 @@ class WebSocketResource(Resource):
                 (b"Sec-WebSocket-Accept", websocket_accept(key)),
             ]
         )
+        return self._accept(request, answer)
+
+    @handles("CONNECT")
+    def connect(self, request: Request) -> bytes | None:
+        """Accept an HTTP/2 extended CONNECT for ``websocket`` (RFC 8441); or refuse."""
+        protocol: str | None = getattr(request, "connect_protocol", None)
+        if protocol is None:
+            # A plain CONNECT asks for a tunnel to another host.
+            request.response_headers.set(b"Allow", b"GET, HEAD, OPTIONS")
+            return render_error(request, 405)
+        if protocol.lower() != "websocket":
+            return render_error(request, 501, "This resource speaks WebSocket only.")
+        versions = request.headers.get_all(b"sec-websocket-version")
+        if versions != [b"13"]:
+            # RFC 8441 section 5 keeps RFC 6455's version check (4.4).
+            request.response_headers.set(b"Sec-WebSocket-Version", b"13")
+            if not versions:
+                return render_error(request, 400, "The handshake lacks its version.")
+            return render_error(request, 426, "This server speaks WebSocket version 13.")
+        # No key and no accept: the stream is the proof (RFC 8441 section 5).
+        return self._accept(request, Headers())
+
+    def _accept(self, request: Request, answer: Headers) -> bytes | None:
+        # The origin, the subprotocol and the extensions, as both openings
+        # negotiate them; then the switch, and the handler.
+        headers = request.headers
+        origin = headers.get_str(b"origin")
+        if self.check_origin is not None and not self.check_origin(origin, request):
+            return render_error(request, 403, "This origin may not open a WebSocket here.")
         subprotocol = self._subprotocol(headers)
         if subprotocol is not None:
             answer.add(b"Sec-WebSocket-Protocol", subprotocol)
