@@ -334,8 +334,9 @@ class HTTPChannel(Protocol):
             raise RuntimeError(f"{request!r} finished out of turn")
         queue.popleft()
         self._rendering = None
-        if self._site.access_log is not None:
-            self._site._log_access(request)
+        site = self._site
+        if site.access_log is not None:
+            site._log_access(request)
         if not request.keep_alive:
             self._parser.stop()
             self._closing = True
@@ -352,8 +353,19 @@ class HTTPChannel(Protocol):
                 self._next()
                 self._parse_held()
                 return
-        elif len(queue) < self._max_pipelined:
+        elif self._parser.hold_next and len(queue) < self._max_pipelined:
             self._parser.hold_next = False
+        if (
+            not queue
+            and self._in_receive
+            and not self._closing
+            and not self._reading_paused
+            and self._pending_error is None
+        ):
+            # Answered while its read is parsed, with nothing else to do:
+            # all _next would do is find so (the read's end moves the
+            # timer).
+            return
         self._next()
 
     def _parse_held(self) -> None:
