@@ -174,6 +174,37 @@ def test_a_pause_that_ends_in_time_starts_the_wait_again() -> None:
     assert client.conn.clock.get_delayed_calls() == []
 
 
+def test_time_paused_does_not_count_against_a_blocked_stream() -> None:
+    client = Client(Held(), limits=Limits(write_timeout=10))
+    client.receive()
+    # Room on the connection: only the first stream's own window closes.
+    client.h2.increment_flow_control_window(100000)
+    client.send()
+    starved_id = client.request()
+    other_id = client.request(b"/other")
+    starved, other = Held.requests
+    starved.write(b"g" * 70000)
+    client.response(starved_id)
+    # Blocked on its window from now; 5 seconds on, the transport fills
+    # and pauses (the client's WINDOW_UPDATEs are not read meanwhile).
+    client.conn.clock.advance(5)
+    client.conn.transport.set_write_buffer_limits(high=1000)
+    other.write(b"h" * 5000)
+    assert not client.conn.transport.is_reading()
+    client.conn.clock.advance(7)
+    assert _resets(client) == {}
+    assert not client.conn.transport.aborted
+    # Resumed (the client read it all): the stream's wait starts again.
+    client.response(other_id)
+    client.conn.clock.advance(9.9)
+    assert _resets(client) == {}
+    client.conn.clock.advance(0.1)
+    assert _resets(client) == {starved_id: h2.errors.ErrorCodes.CANCEL}
+    assert not client.conn.transport.aborted
+    client.lose()
+    assert client.conn.clock.get_delayed_calls() == []
+
+
 def test_without_the_limit_the_default_applies() -> None:
     client = Client(Held())
     stream = client.request()

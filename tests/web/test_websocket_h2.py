@@ -349,6 +349,27 @@ def test_the_websocket_ends_with_the_connection() -> None:
     assert harness.clock.get_delayed_calls() == []
 
 
+def test_a_websocket_client_that_opens_no_window_is_reset_after_the_write_timeout() -> None:
+    from test_h2_write_timeout import Limits
+
+    async def talker(ws: WebSocket) -> None:
+        while True:
+            await ws.send(b"w" * 50000)
+
+    harness = Harness(talker, limits=Limits(write_timeout=10), compression=False)
+    stream = harness.open()
+    harness.client.receive()
+    # The client reads, but never acknowledges: its window stays shut.
+    harness.clock.advance(10)
+    harness.client.receive()
+    [reset] = harness.stream_events(stream, h2.events.StreamReset)
+    assert reset.error_code == h2.errors.ErrorCodes.CANCEL
+    assert harness.client.server._streams == {}
+    assert harness.client.goaway() is None
+    harness.client.lose()
+    assert harness.clock.get_delayed_calls() == []
+
+
 def test_a_websocket_stream_counts_against_max_streams() -> None:
     harness = Harness(limits=ServerLimits(max_streams=1))
     harness.client.receive()

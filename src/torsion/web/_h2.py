@@ -1042,7 +1042,12 @@ class H2Channel(Protocol):
             self._cancel_idle()
             self.transport.abort()
             return
-        deadline = self._paused_since + timeout if self._paused_since >= 0 else -1.0
+        if self._paused_since >= 0:
+            # While paused, the client's WINDOW_UPDATEs are not read: the
+            # streams' waits start again when the transport resumes.
+            self._arm_write_timer(max(self._paused_since + timeout - now, 0.0))
+            return
+        deadline = -1.0
         for stream in list(self._streams.values()):
             since = stream.blocked_since
             if since < 0 or not stream.pending:
