@@ -463,7 +463,8 @@ class RequestParser:
         # fields skip the lowering.
         if name[0] | 0x20 not in _LOOKED_AT:
             return
-        lowered = name.lower()
+        # Host, in every HTTP/1.1 request, is nearly always spelled so.
+        lowered = b"host" if name == b"Host" else name.lower()
         if lowered == b"host":
             self._hosts += 1
             return

@@ -104,7 +104,9 @@ class Site:
         Returns:
             The resource that renders the request, or None for 400.
         """
-        segments = _segments(request.path)
+        path = request.path
+        # (The root's own path needs no splitting.)
+        segments = [""] if path == b"/" else _segments(path)
         if segments is None:
             return None
         resource = self.root
