@@ -86,6 +86,23 @@ class _Pending(enum.Enum):
     AUTH = 4
 
 
+# Module-level names for the members: an enum member looked up on its
+# class costs an attribute lookup through the enum's metaclass, in every
+# pass of the loops below.
+_CONNECTED: Final = State.CONNECTED
+_READY: Final = State.READY
+_TRANSACTION: Final = State.TRANSACTION
+_DATA: Final = State.DATA
+_AUTH: Final = State.AUTH
+_TLS: Final = State.TLS
+_CLOSED: Final = State.CLOSED
+_P_NONE: Final = _Pending.NONE
+_P_SENDER: Final = _Pending.SENDER
+_P_RECIPIENT: Final = _Pending.RECIPIENT
+_P_MESSAGE: Final = _Pending.MESSAGE
+_P_AUTH: Final = _Pending.AUTH
+
+
 class SMTPServerConnection:
     """One ESMTP server session as a state machine.
 
@@ -137,7 +154,7 @@ class SMTPServerConnection:
         self.auth_mechanisms = auth_mechanisms
         self.auth_without_tls = auth_without_tls
         self.require_auth = require_auth
-        self.state = State.CONNECTED
+        self.state = _CONNECTED
         #: The name the client gave in EHLO/HELO (None before).
         self.helo: str | None = None
         #: Whether the client said EHLO (not HELO).
@@ -153,7 +170,7 @@ class SMTPServerConnection:
         self._buffer = b""
         self._discarding = False  # inside an over-long command line
         self._events: deque[Event] = deque()
-        self._pending = _Pending.NONE
+        self._pending = _P_NONE
         self._envelope: Envelope | None = None
         self._recipients: list[EmailAddress] = []
         self._pending_recipient: EmailAddress | None = None
@@ -174,7 +191,7 @@ class SMTPServerConnection:
     @property
     def waiting(self) -> bool:
         """Whether an event waits for ``accept``/``refuse`` (or for TLS)."""
-        return self._pending is not _Pending.NONE or self.state is State.TLS
+        return self._pending is not _P_NONE or self.state is _TLS
 
     @property
     def timeout(self) -> float | None:
@@ -183,9 +200,9 @@ class SMTPServerConnection:
         None while the server itself is busy (an event awaits its answer):
         the client is not the one keeping the session waiting.
         """
-        if self.closing or self._pending is not _Pending.NONE or self.state is State.TLS:
+        if self.closing or self._pending is not _P_NONE or self.state is _TLS:
             return None
-        if self.state is State.DATA:
+        if self.state is _DATA:
             return self.limits.data_timeout
         return self.limits.command_timeout
 
@@ -207,7 +224,7 @@ class SMTPServerConnection:
         they are held until ``tls_started``. (Bytes that arrived with the
         STARTTLS command, in clear text, were already dropped.)
         """
-        if self.state is State.CLOSED or self.closing:
+        if self.state is _CLOSED or self.closing:
             return
         self._buffer += data
         self._process()
@@ -220,20 +237,20 @@ class SMTPServerConnection:
         """
         if self.closing:
             return  # shut down meanwhile: nothing more is said
-        pending, self._pending = self._pending, _Pending.NONE
-        if pending is _Pending.RECIPIENT:
+        pending, self._pending = self._pending, _P_NONE
+        if pending is _P_RECIPIENT:
             assert self._pending_recipient is not None
             self._recipients.append(self._pending_recipient)
             self._pending_recipient = None
             self._out.append(_RECIPIENT_OK)
-        elif pending is _Pending.SENDER:
-            self.state = State.TRANSACTION
+        elif pending is _P_SENDER:
+            self.state = _TRANSACTION
             self._out.append(_SENDER_OK)
-        elif pending is _Pending.MESSAGE:
+        elif pending is _P_MESSAGE:
             self._reset_transaction()
             self._out.append(_MESSAGE_OK)
-        elif pending is _Pending.AUTH:
-            self.state = State.READY
+        elif pending is _P_AUTH:
+            self.state = _READY
             self._reply(235, "2.7.0", "Authentication successful")
         else:
             raise RuntimeError("no event is waiting for an answer")
@@ -247,7 +264,7 @@ class SMTPServerConnection:
         """
         if self.closing:
             return
-        if self._pending is not _Pending.AUTH:
+        if self._pending is not _P_AUTH:
             raise RuntimeError("no AUTH is waiting for an answer")
         self.authenticated_as = username
         self.accept()
@@ -263,17 +280,17 @@ class SMTPServerConnection:
         """
         if self.closing:
             return
-        pending, self._pending = self._pending, _Pending.NONE
-        if pending is _Pending.NONE:
+        pending, self._pending = self._pending, _P_NONE
+        if pending is _P_NONE:
             raise RuntimeError("no event is waiting for an answer")
-        if pending is _Pending.SENDER:
+        if pending is _P_SENDER:
             self._reset_transaction()
-        elif pending is _Pending.RECIPIENT:
+        elif pending is _P_RECIPIENT:
             self._pending_recipient = None
-        elif pending is _Pending.MESSAGE:
+        elif pending is _P_MESSAGE:
             self._reset_transaction()
-        elif pending is _Pending.AUTH:
-            self.state = State.READY
+        elif pending is _P_AUTH:
+            self.state = _READY
         self._error(error.code, error.enhanced, error.text)
         self._process()
 
@@ -283,10 +300,10 @@ class SMTPServerConnection:
         RFC 3207 section 4.2: the server forgets everything the client said
         before (EHLO name, transaction, AUTH) and waits for a new EHLO.
         """
-        if self.state is not State.TLS:
+        if self.state is not _TLS:
             raise RuntimeError("STARTTLS was not answered")
         self.tls_active = True
-        self.state = State.CONNECTED
+        self.state = _CONNECTED
         self.helo = None
         self.esmtp = False
         self.authenticated_as = None
@@ -303,7 +320,7 @@ class SMTPServerConnection:
 
     def connection_lost(self) -> None:
         """The connection is gone: whatever was under way is dropped."""
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self._events.clear()
         self._parts = []
         self._buffer = b""
@@ -313,18 +330,18 @@ class SMTPServerConnection:
     def _process(self) -> None:
         # Runs until an event waits for its answer (``waiting``), the
         # session closes, or the buffer holds nothing whole.
-        while self._pending is _Pending.NONE and not self.closing:
+        while self._pending is _P_NONE and not self.closing:
             state = self.state
-            if state is State.DATA:
+            if state is _DATA:
                 if not self._read_data():
                     return
                 continue
-            if state is State.CLOSED or state is State.TLS or not self._buffer:
+            if state is _CLOSED or state is _TLS or not self._buffer:
                 return
             line = self._read_line()
             if line is None:
                 return
-            if self.state is State.AUTH:
+            if self.state is _AUTH:
                 self._auth_line(line)
             else:
                 self._command(line)
@@ -334,9 +351,7 @@ class SMTPServerConnection:
         # complete yet. Refused lines are answered here and skipped.
         while not self.closing:
             limit = (
-                self.limits.max_auth_line
-                if self.state is State.AUTH
-                else self.limits.max_command_line
+                self.limits.max_auth_line if self.state is _AUTH else self.limits.max_command_line
             )
             buf = self._buffer
             end = buf.find(b"\n")
@@ -438,8 +453,8 @@ class SMTPServerConnection:
                 declared_size=envelope.declared_size,
                 auth=envelope.auth,
             )
-            self.state = State.TRANSACTION
-            self._pending = _Pending.MESSAGE
+            self.state = _TRANSACTION
+            self._pending = _P_MESSAGE
             self._events.append(MessageReceived(envelope=envelope, data=data))
 
     # -- commands ---------------------------------------------------------------
@@ -474,7 +489,7 @@ class SMTPServerConnection:
         self._reset_transaction()
         self.helo = name
         self.esmtp = esmtp
-        self.state = State.READY
+        self.state = _READY
         if not esmtp:
             self._reply(250, None, self.hostname)
             return
@@ -497,10 +512,10 @@ class SMTPServerConnection:
         self._helo(argument, esmtp=False)
 
     def _cmd_mail(self, argument: str) -> None:
-        if self.state is State.CONNECTED:
+        if self.state is _CONNECTED:
             self._error(503, "5.5.1", "Send EHLO or HELO first")
             return
-        if self.state is State.TRANSACTION:
+        if self.state is _TRANSACTION:
             self._error(503, "5.5.1", "Nested MAIL command")
             return
         if self.require_auth and self.authenticated_as is None:
@@ -559,11 +574,11 @@ class SMTPServerConnection:
             auth=auth,
         )
         self._recipients = []
-        self._pending = _Pending.SENDER
+        self._pending = _P_SENDER
         self._events.append(SenderReceived(envelope=self._envelope))
 
     def _cmd_rcpt(self, argument: str) -> None:
-        if self.state is not State.TRANSACTION or self._envelope is None:
+        if self.state is not _TRANSACTION or self._envelope is None:
             self._error(503, "5.5.1", "Need MAIL before RCPT")
             return
         if argument[:3].upper() != "TO:":
@@ -586,7 +601,7 @@ class SMTPServerConnection:
             self._error(452, "4.5.3", "Too many recipients")
             return
         self._pending_recipient = recipient
-        self._pending = _Pending.RECIPIENT
+        self._pending = _P_RECIPIENT
         envelope = Envelope(
             sender=self._envelope.sender,
             recipients=tuple(self._recipients),
@@ -601,13 +616,13 @@ class SMTPServerConnection:
         if argument:
             self._error(501, "5.5.4", "Syntax: DATA")
             return
-        if self.state is not State.TRANSACTION:
+        if self.state is not _TRANSACTION:
             self._error(503, "5.5.1", "Need MAIL before DATA")
             return
         if not self._recipients:
             self._error(554, "5.5.1", "No valid recipients")
             return
-        self.state = State.DATA
+        self.state = _DATA
         self._parts = []
         self._size = 0
         self._line_start = True
@@ -630,7 +645,7 @@ class SMTPServerConnection:
             return
         self._reply(221, "2.0.0", f"{self.hostname} Bye")
         self.closing = True
-        self.state = State.CLOSED
+        self.state = _CLOSED
 
     def _cmd_vrfy(self, argument: str) -> None:
         # RFC 5321 section 3.5.3: 252 neither confirms nor denies (address
@@ -668,7 +683,7 @@ class SMTPServerConnection:
         # sent before the TLS session and must not act inside it (RFC 3207
         # section 4.2, CVE-2011-0411).
         self._buffer = b""
-        self.state = State.TLS
+        self.state = _TLS
         self._events.append(StartTLSRequested())
 
     def _cmd_auth(self, argument: str) -> None:
@@ -683,7 +698,7 @@ class SMTPServerConnection:
         if self.authenticated_as is not None:
             self._error(503, "5.5.1", "Already authenticated")
             return
-        if self.state is State.TRANSACTION:
+        if self.state is _TRANSACTION:
             self._error(503, "5.5.1", "AUTH not allowed during a mail transaction")
             return
         if not self._auth_offered():
@@ -696,7 +711,7 @@ class SMTPServerConnection:
             return
         self._auth_mechanism = mechanism
         self._auth_step = []
-        self.state = State.AUTH
+        self.state = _AUTH
         if mechanism == "CRAM-MD5":
             if initial:
                 self._auth_failed(501, "5.5.2", "CRAM-MD5 takes no initial response")
@@ -744,11 +759,11 @@ class SMTPServerConnection:
                 return
             credentials = CramMD5(user, self._challenge, digest)
         self._auth_step = []
-        self._pending = _Pending.AUTH
+        self._pending = _P_AUTH
         self._events.append(AuthReceived(mechanism=mechanism, credentials=credentials))
 
     def _auth_failed(self, code: int, enhanced: str, text: str) -> None:
-        self.state = State.READY
+        self.state = _READY
         self._auth_step = []
         self._error(code, enhanced, text)
 
@@ -759,8 +774,8 @@ class SMTPServerConnection:
         self._recipients = []
         self._pending_recipient = None
         self._parts = []
-        if self.state in (State.TRANSACTION, State.DATA):
-            self.state = State.READY
+        if self.state in (_TRANSACTION, _DATA):
+            self.state = _READY
 
     def _reply(self, code: int, enhanced: str | None, text: str) -> None:
         if enhanced is None:
@@ -779,8 +794,8 @@ class SMTPServerConnection:
             return
         self._reply(code, enhanced, text)
         self.closing = True
-        self.state = State.CLOSED
-        self._pending = _Pending.NONE
+        self.state = _CLOSED
+        self._pending = _P_NONE
         self._events.clear()
         self._parts = []
         self._buffer = b""
