@@ -56,10 +56,36 @@ def test_what_must_be_given(tmp_path: Path) -> None:
         build(**base, smtp=[LOCAL], user=["alice:pw"], private_key=str(tmp_path / "k"))
     with pytest.raises(ValueError, match="--certificate"):
         build(**base, smtp=[LOCAL], user=["alice:pw"], certificate=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="--postmaster"):
+        build(**base, smtp=[LOCAL], user=["alice:pw"], postmaster="carol")
+    with pytest.raises(ValueError, match="Maildir"):
+        MAIL.option("postmaster").convert_text("../x")
     with pytest.raises(ValueError, match="--domain"):
         MAIL.option("domain").convert_text("a@b")
     with pytest.raises(ValueError, match="checks no password"):
         MAIL.option("auth").convert_text("anonymous")
+
+
+def test_without_named_users_postmaster_is_asked_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    passwords = HtpasswdFile()
+    passwords.set_password("carol", "pw")
+    passwords.save(tmp_path / "htpasswd")
+    base: dict[str, Any] = {
+        "maildir": str(tmp_path),
+        "domain": ["example.test"],
+        "smtp": [LOCAL],
+        "auth": [f"file:{tmp_path / 'htpasswd'}"],
+    }
+    with caplog.at_level("WARNING", logger="torsion.application._mail"):
+        build(**base)
+    assert "no --postmaster" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="torsion.application._mail"):
+        # Any user with a Maildir is local here: carol need not be named.
+        build(**base, postmaster="carol")
+    assert "postmaster" not in caplog.text
 
 
 def test_the_build_listens_nowhere_yet(tmp_path: Path) -> None:
@@ -144,6 +170,9 @@ def test_smtp_in_pop3_and_imap_out(loop: str, tmp_path: Path) -> None:
             assert (code, text[:5]) == (550, b"5.1.1")
             code, text = client.rcpt("someone@elsewhere.test")
             assert (code, text[:5]) == (550, b"5.7.1")
+            # RFC 5321 section 4.5.1: postmaster (alice, the first user).
+            assert client.rcpt("PostMaster@example.test")[0] == 250
+            assert client.rcpt("<Postmaster>")[0] == 250
             client.rset()
             assert client.esmtp_features["size"] == "50000"
             # Exactly at the limit: taken; one octet over: refused.

@@ -99,6 +99,41 @@ def test_relaying_only_for_logged_in_clients_with_a_queue(
     relaying.validate_recipient(LOGGED_IN, address("x@elsewhere.test"))
 
 
+def test_postmaster_reaches_its_user_at_every_local_domain(
+    users: MemoryUsers, queue: MailQueue
+) -> None:
+    # RFC 5321 section 4.5.1: "postmaster", in any case, and the bare
+    # <Postmaster> of section 4.1.1.3 (parsed with an empty domain).
+    delivery = LocalDelivery(users, ["example.test", "other.test"], postmaster="bob", queue=queue)
+    for recipient in ("postmaster@example.test", "PostMaster@other.test"):
+        assert delivery.local_user(address(recipient)) == "bob"
+    assert delivery.local_user(EmailAddress("Postmaster", "")) == "bob"
+    # Relaying is not touched: another domain's postmaster is remote.
+    assert delivery.local_user(address("postmaster@elsewhere.test")) is None
+    assert refusal(delivery, ANONYMOUS, "postmaster@elsewhere.test") == (550, "5.7.1")
+    envelope = Envelope(
+        sender=None,
+        recipients=(EmailAddress("Postmaster", ""), address("postmaster@example.test")),
+    )
+    success_result_of(delivery.deliver(ANONYMOUS, envelope, MESSAGE))
+    assert inbox(users, "bob") == [MESSAGE]  # one copy for the one user
+
+
+def test_without_a_postmaster_only_a_user_of_that_name_gets_its_mail(
+    users: MemoryUsers,
+) -> None:
+    delivery = LocalDelivery(users, ["example.test"])
+    assert refusal(delivery, ANONYMOUS, "postmaster@example.test") == (550, "5.1.1")
+    with pytest.raises(SMTPReplyError) as caught:
+        delivery.validate_recipient(ANONYMOUS, EmailAddress("Postmaster", ""))
+    assert caught.value.code == 550
+    with_user = LocalDelivery(MemoryUsers(["postmaster"]), ["example.test"])
+    assert with_user.local_user(EmailAddress("Postmaster", "")) == "postmaster"
+    # A postmaster who is not a user refuses like any unknown user.
+    gone = LocalDelivery(users, ["example.test"], postmaster="carol")
+    assert refusal(gone, ANONYMOUS, "postmaster@example.test") == (550, "5.1.1")
+
+
 def test_local_mail_lands_in_each_inbox_once(users: MemoryUsers) -> None:
     delivery = LocalDelivery(users, ["example.test", "other.test"])
     envelope = Envelope(

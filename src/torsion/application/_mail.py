@@ -15,7 +15,10 @@ Users and their passwords: ``--user USER:PASSWORD`` (repeatable) and
 ``--auth CHECKER`` (a ``torsion.cred`` checker string: ``memory:``,
 ``file:`` for an htpasswd file, ``unix`` for PAM). When a checker other
 than ``memory:`` is given, any user with a Maildir under ``--maildir`` is
-a local user; otherwise exactly the users named are.
+a local user; otherwise exactly the users named are. Mail for
+``postmaster`` at each local domain, and for the bare ``<Postmaster>``
+(RFC 5321 section 4.5.1), goes to ``--postmaster USER``, by default the
+first ``--user``.
 
 What it serves (at least one): ``--smtp ENDPOINT``, ``--pop3 ENDPOINT``
 and ``--imap ENDPOINT`` (repeatable; any server endpoint string, ``tls:``
@@ -30,6 +33,7 @@ is given (for tests and local use).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +45,8 @@ from torsion.application._tcp_options import LIMIT_OPTIONS, check_password_check
 from torsion.internet import Address, IPv4Address, IPv6Address, Reactor
 
 __all__ = ["MAIL", "parse_user"]
+
+log = logging.getLogger(__name__)
 
 #: SMTP's own default, advertised as SIZE (RFC 1870).
 _DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
@@ -69,6 +75,15 @@ def parse_user(text: str) -> tuple[str, str]:
 def _check_user(text: str) -> str:
     parse_user(text)
     return text
+
+
+def _check_user_name(text: str) -> str:
+    from torsion.mail._users import NoSuchUserError, check_user_name
+
+    try:
+        return check_user_name(text)
+    except NoSuchUserError as exc:
+        raise ValueError(f"{text!r} cannot name a Maildir") from exc
 
 
 def _check_domain(text: str) -> str:
@@ -251,7 +266,18 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
         app.add_service(_Closing(queue, resolver))
     elif options["queue"] is not None:
         raise ValueError("--queue holds relayed mail: give --relay too")
-    delivery = LocalDelivery(users, domains, queue=queue)
+    postmaster: str | None = options["postmaster"]
+    if postmaster is None and named:
+        postmaster = named[0]
+    if postmaster is not None and only_named and postmaster not in named:
+        raise ValueError(f"--postmaster: {postmaster!r} is not one of the users")
+    if postmaster is None:
+        log.warning(
+            "no --postmaster: mail for postmaster@%s is refused unless a user "
+            "named 'postmaster' has a Maildir",
+            domains[0],
+        )
+    delivery = LocalDelivery(users, domains, queue=queue, postmaster=postmaster)
     portal = Portal(MailRealm(users, delivery), checkers, clock=reactor)
     plaintext = options["allow_plaintext_auth"]
     if smtp_listens:
@@ -399,6 +425,14 @@ MAIL = Plugin(
             "hostname",
             "the server's name in greetings and Received: headers (default: this host's)",
             metavar="NAME",
+        ),
+        Option(
+            "postmaster",
+            "the user who gets mail for postmaster at each local domain (RFC "
+            "5321 requires it; default: the first --user, else a user named "
+            "postmaster)",
+            check=_check_user_name,
+            metavar="USER",
         ),
         *LIMIT_OPTIONS,
     ),

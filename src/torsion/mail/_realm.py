@@ -75,11 +75,15 @@ class LocalDelivery:
         domains: The local domains (letter case does not matter).
         queue: Where mail to other domains goes when a logged-in client
             sends it; None: nothing is relayed.
+        postmaster: The user who gets the mail for ``postmaster`` at every
+            local domain, and for the bare ``<Postmaster>`` recipient (RFC
+            5321 section 4.5.1 requires every SMTP server to take it); None:
+            only a user named ``postmaster`` gets it.
 
     A local recipient's local part names the user exactly, or else in
     lower case (``Alice@example.test`` reaches ``alice`` when there is no
-    user ``Alice``). A message for several recipients is stored once per
-    user.
+    user ``Alice``); ``postmaster`` in any letter case is the postmaster.
+    A message for several recipients is stored once per user.
 
     When a message has several destinations and some are stored before
     another fails, the reply is still the failure's (SMTP has one reply
@@ -94,6 +98,7 @@ class LocalDelivery:
         domains: Iterable[str],
         *,
         queue: MailQueue | None = None,
+        postmaster: str | None = None,
     ) -> None:
         """Deliver for ``users`` at ``domains``."""
         self.users = users
@@ -101,6 +106,7 @@ class LocalDelivery:
         if not self.domains:
             raise ValueError("a local delivery needs at least one domain")
         self.queue = queue
+        self.postmaster = postmaster
 
     def local_user(self, recipient: EmailAddress) -> str | None:
         """Return the user a local recipient names, or None if the domain is not local.
@@ -108,9 +114,16 @@ class LocalDelivery:
         Raises:
             SMTPReplyError: The domain is local but has no such user (550 5.1.1).
         """
-        if recipient.domain.lower().rstrip(".") not in self.domains:
+        domain = recipient.domain
+        # An empty domain is the bare <Postmaster>, which is always ours.
+        if domain and domain.lower().rstrip(".") not in self.domains:
             return None
-        for name in (recipient.local_part, recipient.local_part.lower()):
+        local = recipient.local_part
+        if self.postmaster is not None and local.lower() == "postmaster":
+            if self.users.exists(self.postmaster):
+                return self.postmaster
+            raise _no_such_user()
+        for name in (local, local.lower()):
             if self.users.exists(name):
                 return name
         raise _no_such_user()
