@@ -41,18 +41,11 @@ import sys
 import tempfile
 import time
 
-HOST = "127.0.0.1"
-BODY = b"Hello, World!"
+from _servers import BODY, HOST, free_port, hello_asgi_app, stop_server
+
 SERVER_CPU, CLIENT_CPU = 0, 1
 NAMES = ("torsion", "torsion-asyncio", "hypercorn", "twisted")
 GOAL = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- servers (each runs in its own process) ---------------------------------------
@@ -76,19 +69,6 @@ def serve_torsion(port: int, cert: str, uvloop: bool) -> None:
     reactor.run()
 
 
-async def _asgi_app(scope, receive, send):  # type: ignore[no-untyped-def]
-    if scope["type"] != "http":
-        return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")],
-        }
-    )
-    await send({"type": "http.response.body", "body": BODY})
-
-
 def serve_hypercorn(port: int, cert: str) -> None:
     import asyncio
 
@@ -108,7 +88,7 @@ def serve_hypercorn(port: int, cert: str) -> None:
     # default; h2load does not reconnect, so the rest would fail.
     config.keep_alive_max_requests = 2**31
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(serve(_asgi_app, config))  # type: ignore[arg-type]
+    asyncio.run(serve(hello_asgi_app, config))  # type: ignore[arg-type]
 
 
 def serve_twisted(port: int, cert: str) -> None:
@@ -141,7 +121,7 @@ def serve_twisted(port: int, cert: str) -> None:
 
 
 def start_server(name: str, cert: str, ca: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     argv = ["taskset", "-c", str(SERVER_CPU), sys.executable, __file__, "server", name]
     argv += ["--port", str(port), "--cert", cert]
     proc = subprocess.Popen(argv)
@@ -173,15 +153,6 @@ def start_server(name: str, cert: str, ca: str) -> tuple[subprocess.Popen[bytes]
             proc.kill()
             raise RuntimeError(f"{name} did not answer on port {port}")
         time.sleep(0.1)
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def h2load(port: int, requests: int) -> float:

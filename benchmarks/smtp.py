@@ -55,6 +55,8 @@ import sys
 import tempfile
 import time
 
+from _servers import free_port
+
 SERVER_CPU, CLIENT_CPU = "0", "1"
 CONTENDERS = ("torsion-uvloop", "torsion-asyncio", "twisted", "aiosmtpd", "smtp-sink")
 
@@ -157,12 +159,6 @@ def serve_aiosmtpd(directory: str, fsync: bool) -> None:
 
 DOMAIN = "bench.test"
 RECIPIENT = f"bench@{DOMAIN}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(proc: subprocess.Popen[bytes], name: str, port: int) -> None:

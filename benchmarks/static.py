@@ -30,7 +30,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,18 +37,12 @@ import tempfile
 import time
 import urllib.request
 
-HOST = "127.0.0.1"
+from _servers import HOST, free_port, stop_server
+
 FILE = "1mib.bin"
 SIZE = 1024 * 1024
 SERVER_CPU, CLIENT_CPU = 0, 1
 NAMES = ("torsion", "nginx", "twisted", "aiohttp")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- servers (each runs in its own process) ---------------------------------------
@@ -96,7 +89,7 @@ def _nginx_argv(port: int, directory: str, scratch: str) -> list[str]:
 
 
 def start_server(name: str, directory: str, scratch: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     pin = ["taskset", "-c", str(SERVER_CPU)]
     if name == "torsion":
         torsion = os.path.join(os.path.dirname(sys.executable), "torsion")
@@ -122,15 +115,6 @@ def start_server(name: str, directory: str, scratch: str) -> tuple[subprocess.Po
                 proc.kill()
                 raise
             time.sleep(0.05)
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def wrk(port: int, seconds: float, connections: int) -> float:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from _servers import loadavg
 from transport_servers import raise_nofile_limit
 
 HERE = Path(__file__).resolve().parent
@@ -377,11 +378,6 @@ def _torsion_source() -> str:
     return f"{where} at {commit}" + (" with uncommitted changes" if dirty else "")
 
 
-def _loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -618,7 +614,7 @@ def run(args: argparse.Namespace, names: list[str], loadgen: str | None) -> None
         f" {s.accept_concurrency} connectors, {s.accept_warmup:g}s + {s.accept_seconds:g}s;"
         f" idle {s.idle_count:,} connections (after {s.idle_prefill:,} held open)"
     )
-    print(f"load average at start: {_loadavg()}", flush=True)
+    print(f"load average at start: {loadavg()}", flush=True)
 
     results = {name: Samples() for name in names}
     started = time.perf_counter()
@@ -627,7 +623,7 @@ def run(args: argparse.Namespace, names: list[str], loadgen: str | None) -> None
         for name in names[k:] + names[:k]:
             _one_server(name, s, results[name])
         print(f"round {r + 1}/{s.rounds} done ({time.perf_counter() - started:.0f}s)", flush=True)
-    print(f"load average at end: {_loadavg()}")
+    print(f"load average at end: {loadavg()}")
 
     _print_tables(names, results)
     _print_ratios(results)

@@ -41,26 +41,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 
-HOST = "127.0.0.1"
-BODY = b"Hello, World!"
+from _servers import BODY, HOST, free_port, hello_asgi_app, loadavg, stop_server
+
 SERVER_CPU, CLIENT_CPU = 0, 1
 NAMES = ("torsion", "torsion-asyncio", "uvicorn", "aiohttp", "twisted", "floor")
 GOAL_UVICORN = 2.0
 GOAL_FLOOR = 0.5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- servers (each runs in its own process) ---------------------------------------
@@ -82,24 +74,11 @@ def serve_torsion(port: int, uvloop: bool) -> None:
     reactor.run()
 
 
-async def _asgi_app(scope, receive, send):  # type: ignore[no-untyped-def]
-    if scope["type"] != "http":
-        return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")],
-        }
-    )
-    await send({"type": "http.response.body", "body": BODY})
-
-
 def serve_uvicorn(port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        _asgi_app,
+        hello_asgi_app,
         host=HOST,
         port=port,
         http="httptools",
@@ -206,7 +185,7 @@ def server_main(args: argparse.Namespace) -> None:
 
 
 def start_server(name: str, profile: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, __file__, "server", name, "--port", str(port)]
     argv += ["--cpu", str(SERVER_CPU)]
     if profile:
@@ -227,15 +206,6 @@ def start_server(name: str, profile: str | None = None) -> tuple[subprocess.Pope
         return proc, port
     proc.kill()
     raise RuntimeError(f"server {name} did not start")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def wrk(port: int, seconds: float, connections: int) -> tuple[float, int]:
@@ -260,7 +230,7 @@ def driver_main(args: argparse.Namespace) -> None:
     print(
         f"GET / -> {BODY.decode()!r}; wrk -t1 -c{args.connections} -d{args.seconds:g}s; "
         f"server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}; {args.rounds} round(s), "
-        f"order rotated; Python {sys.version.split()[0]}; load {_loadavg()}"
+        f"order rotated; Python {sys.version.split()[0]}; load {loadavg()}"
     )
     results: dict[str, list[float]] = {name: [] for name in names}
     for round_number in range(args.rounds):
@@ -291,11 +261,6 @@ def driver_main(args: argparse.Namespace) -> None:
         for peer in ("aiohttp", "twisted", "torsion-asyncio"):
             if best.get(peer):
                 print(f"  torsion / {peer}: {torsion / best[peer]:.2f}x")
-
-
-def _loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def profile_main(args: argparse.Namespace) -> None:
