@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,17 +28,34 @@ def test_readme_shows_the_examples_verbatim() -> None:
         assert len(source.splitlines()) < 30, f"examples/{name} is too long for the README"
 
 
-def test_echo_client_against_echo_server() -> None:
+@contextmanager
+def example(name: str, argument: str, first_line: str) -> Iterator[re.Match[str]]:
+    """Run examples/NAME with ARGUMENT; yield its first line's match of ``first_line``.
+
+    The example must then stop cleanly on SIGTERM.
+    """
     server = subprocess.Popen(
-        [sys.executable, "-u", str(EXAMPLES / "echo_server.py"), "0"],
+        [sys.executable, "-u", str(EXAMPLES / name), argument],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert server.stdout is not None
     try:
         line = server.stdout.readline()
-        found = re.search(r"127\.0\.0\.1:(\d+)", line)
+        found = re.search(first_line, line)
         assert found, f"unexpected first line: {line!r}"
+        yield found
+        server.terminate()
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+        server.stdout.close()
+
+
+def test_echo_client_against_echo_server() -> None:
+    with example("echo_server.py", "0", r"127\.0\.0\.1:(\d+)") as found:
         client = subprocess.run(
             [sys.executable, str(EXAMPLES / "echo_client.py"), found.group(1)],
             capture_output=True,
@@ -45,57 +64,25 @@ def test_echo_client_against_echo_server() -> None:
         )
         assert client.returncode == 0, client.stderr
         assert client.stdout == "hello, torsion\n"
-        server.terminate()
-        assert server.wait(timeout=10) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=10)
-        server.stdout.close()
 
 
 def test_the_dns_server_example_answers_a_cname_chain() -> None:
     import dns.message
     import dns.query
 
-    server = subprocess.Popen(
-        [sys.executable, "-u", str(EXAMPLES / "dns_server.py"), "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"-p (\d+) ", line)
-        assert found, f"unexpected first line: {line!r}"
+    with example("dns_server.py", "0", r"-p (\d+) ") as found:
         query = dns.message.make_query("mail.example.test", "A")
         response = dns.query.udp(query, "127.0.0.1", port=int(found.group(1)), timeout=10)
         assert [rrset.to_text() for rrset in response.answer] == [
             "mail.example.test. 3600 IN CNAME www.example.test.",
             "www.example.test. 3600 IN A 192.0.2.10",
         ]
-        server.terminate()
-        assert server.wait(timeout=10) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=10)
-        server.stdout.close()
 
 
 def test_the_web_app_example_serves_its_three_resources() -> None:
     import http.client
 
-    server = subprocess.Popen(
-        [sys.executable, "-u", str(EXAMPLES / "web_app.py"), "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"127\.0\.0\.1:(\d+);", line)
-        assert found, f"unexpected first line: {line!r}"
+    with example("web_app.py", "0", r"127\.0\.0\.1:(\d+);") as found:
         connection = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
         asked = [
             ("GET", "/hello?name=you", None),
@@ -114,29 +101,14 @@ def test_the_web_app_example_serves_its_three_resources() -> None:
         assert answers[2][0] == 200
         assert b"<!DOCTYPE html>" in answers[2][1]
         assert answers[3][0] == 405
-        server.terminate()
-        assert server.wait(timeout=10) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=10)
-        server.stdout.close()
 
 
 def test_the_mail_server_example_stores_what_smtp_takes_for_pop3(tmp_path: Path) -> None:
     import poplib
     import smtplib
 
-    server = subprocess.Popen(
-        [sys.executable, "-u", str(EXAMPLES / "mail_server.py"), str(tmp_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"SMTP on 127\.0\.0\.1:(\d+), POP3 on 127\.0\.0\.1:(\d+)", line)
-        assert found, f"unexpected first line: {line!r}"
+    ports = r"SMTP on 127\.0\.0\.1:(\d+), POP3 on 127\.0\.0\.1:(\d+)"
+    with example("mail_server.py", str(tmp_path), ports) as found:
         smtp_port, pop3_port = int(found.group(1)), int(found.group(2))
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
             refused = smtp.sendmail(
@@ -160,10 +132,3 @@ def test_the_mail_server_example_stores_what_smtp_takes_for_pop3(tmp_path: Path)
         finally:
             pop3.quit()
         assert len(list((tmp_path / "alice" / "new").iterdir())) == 1
-        server.terminate()
-        assert server.wait(timeout=10) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=10)
-        server.stdout.close()
