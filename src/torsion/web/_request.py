@@ -189,12 +189,18 @@ class Request:
         self.version = _VERSIONS.get(version) or "HTTP/" + version
         self._raw_headers = headers
         self.keep_alive = keep_alive
-        if method == b"HEAD":
-            self._head_only = True
+        # Read while every response is written: an instance's own
+        # attributes are found faster than the class's defaults (whose
+        # lookup the interpreter does not cache).
+        self.code = 200
+        self._started = self._finished = False
+        self._response_headers = None
+        self._finish_waiters = None
+        self._head_only = method == b"HEAD"
+        self._body_complete = not has_body
         if expect_continue:
             self._expect_continue = True
         if has_body:
-            self._body_complete = False
             self._body_chunks = deque()
 
     @property
