@@ -464,7 +464,10 @@ class RequestParser:
         if name[0] | 0x20 not in _LOOKED_AT:
             return
         # Host, in every HTTP/1.1 request, is nearly always spelled so.
-        lowered = b"host" if name == b"Host" else name.lower()
+        if name == b"Host":
+            self._hosts += 1
+            return
+        lowered = name.lower()
         if lowered == b"host":
             self._hosts += 1
             return
