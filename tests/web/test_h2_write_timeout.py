@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import h2.config
@@ -29,13 +28,6 @@ BOTH_LOOPS = pytest.mark.parametrize(
         pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
     ],
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Limits(ServerLimits):
-    """Limits with a write timeout (the HTTP/2 channel reads it where it exists)."""
-
-    write_timeout: float = 60.0
 
 
 class Held(Resource):
@@ -66,7 +58,7 @@ def _resets(client: Client) -> dict[int, int]:
 def test_a_stream_the_client_opens_no_window_for_is_reset_with_cancel(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = Client(Held(), limits=Limits(write_timeout=10))
+    client = Client(Held(), limits=ServerLimits(write_timeout=10))
     stream = client.request()
     other = client.request(b"/other")
     starved, served = Held.requests
@@ -100,7 +92,7 @@ def test_a_stream_the_client_opens_no_window_for_is_reset_with_cancel(
 
 
 def test_a_slow_reader_that_keeps_opening_its_window_is_not_cut_off() -> None:
-    client = Client(Held(), limits=Limits(write_timeout=10))
+    client = Client(Held(), limits=ServerLimits(write_timeout=10))
     stream = client.request()
     [request] = Held.requests
     request.write(b"b" * 100000)
@@ -129,7 +121,7 @@ def test_a_slow_reader_that_keeps_opening_its_window_is_not_cut_off() -> None:
 def test_a_connection_paused_past_the_timeout_is_aborted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = Client(Held(), limits=Limits(write_timeout=10))
+    client = Client(Held(), limits=ServerLimits(write_timeout=10))
     client.receive()
     client.conn.transport.set_write_buffer_limits(high=1000)
     stream = client.request()
@@ -153,7 +145,7 @@ def test_a_connection_paused_past_the_timeout_is_aborted(
 
 
 def test_a_pause_that_ends_in_time_starts_the_wait_again() -> None:
-    client = Client(Held(), limits=Limits(write_timeout=10))
+    client = Client(Held(), limits=ServerLimits(write_timeout=10))
     client.receive()
     client.conn.transport.set_write_buffer_limits(high=1000)
     stream = client.request()
@@ -175,7 +167,7 @@ def test_a_pause_that_ends_in_time_starts_the_wait_again() -> None:
 
 
 def test_time_paused_does_not_count_against_a_blocked_stream() -> None:
-    client = Client(Held(), limits=Limits(write_timeout=10))
+    client = Client(Held(), limits=ServerLimits(write_timeout=10))
     client.receive()
     # Room on the connection: only the first stream's own window closes.
     client.h2.increment_flow_control_window(100000)
@@ -277,7 +269,7 @@ class Endless(Resource):
 def _serve(
     reactor: Reactor, root: Resource, timeout: float
 ) -> tuple[Listener, list[Deferred[None]]]:
-    site = Site(root, reactor=reactor, limits=Limits(write_timeout=timeout))
+    site = Site(root, reactor=reactor, limits=ServerLimits(write_timeout=timeout))
     ended: list[Deferred[None]] = []
 
     class Tracked(HTTPChannel):

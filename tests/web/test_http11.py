@@ -1274,6 +1274,7 @@ def test_switch_protocols_needs_a_request_that_asked() -> None:
         {"header_timeout": 0.0},
         {"idle_timeout": -1.0},
         {"body_timeout": float("nan")},
+        {"write_timeout": 0.0},
     ],
 )
 def test_limits_refuse_bounds_that_make_no_sense(bad: dict[str, float]) -> None:

@@ -350,13 +350,12 @@ def test_the_websocket_ends_with_the_connection() -> None:
 
 
 def test_a_websocket_client_that_opens_no_window_is_reset_after_the_write_timeout() -> None:
-    from test_h2_write_timeout import Limits
 
     async def talker(ws: WebSocket) -> None:
         while True:
             await ws.send(b"w" * 50000)
 
-    harness = Harness(talker, limits=Limits(write_timeout=10), compression=False)
+    harness = Harness(talker, limits=ServerLimits(write_timeout=10), compression=False)
     stream = harness.open()
     harness.client.receive()
     # The client reads, but never acknowledges: its window stays shut.

@@ -29,7 +29,7 @@ Bounds and defences:
   since a GOAWAY would only queue behind the bytes the client is not
   reading. Each wait restarts when data goes out, so a slow reader that
   keeps reading is never cut off. The write timeout is
-  ``ServerLimits.write_timeout`` (``_WRITE_TIMEOUT`` for limits without it).
+  ``ServerLimits.write_timeout``.
 * Header blocks: SETTINGS_MAX_HEADER_LIST_SIZE is ``max_head_bytes``, and h2
   refuses more than 64 CONTINUATION frames (CVE-2024-27316 class).
 * Floods: PINGs (CVE-2019-9512), SETTINGS (CVE-2019-9515) and stream resets
@@ -81,7 +81,7 @@ from hyperframe.frame import GoAwayFrame
 from torsion.defer import Deferred, fail, succeed
 from torsion.internet import DelayedCall, Protocol
 from torsion.web._headers import Headers
-from torsion.web._http11 import HTTPProtocolError, ServerLimits
+from torsion.web._http11 import HTTPProtocolError
 from torsion.web._request import Request, ResponseStateError
 from torsion.web._resource import render_error
 
@@ -113,9 +113,6 @@ _CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
 _NO_BODY_CODES = frozenset({204, 304})
-# Seconds output may wait for a client that does not read or does not open
-# its flow-control windows, for limits that do not say.
-_WRITE_TIMEOUT = 60.0
 _ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 
@@ -421,7 +418,7 @@ class H2Channel(Protocol):
         self._body_timer: DelayedCall | None = None
         # The write timeout: when the transport paused (-1.0 while it is
         # not), and the one timer that checks it and the blocked streams.
-        self._write_timeout = _write_timeout(limits)
+        self._write_timeout = limits.write_timeout
         self._paused_since = -1.0
         self._write_timer: DelayedCall | None = None
 
@@ -1226,12 +1223,6 @@ class _StreamTransport(asyncio.Transport):
         self._held_bytes = 0
         exc = None if self._aborted else error
         self._protocol.connection_lost(exc if isinstance(exc, Exception) else None)
-
-
-def _write_timeout(limits: ServerLimits) -> float:
-    # ServerLimits.write_timeout, for limits that have it.
-    timeout = getattr(limits, "write_timeout", _WRITE_TIMEOUT)
-    return float(timeout)
 
 
 def _content_length(fields: list[tuple[bytes, bytes]]) -> int:

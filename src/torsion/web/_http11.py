@@ -75,6 +75,11 @@ class ServerLimits:
             handler); then 408 and close.
         idle_timeout: Seconds a kept-alive connection may wait for its next
             request; then it is closed.
+        write_timeout: Seconds output may wait for a client that does not
+            take it: the transport's write buffer full (the client not
+            reading), or on HTTP/2 a stream's data waiting for flow-control
+            window; then the connection is closed (HTTP/2: the stream is
+            reset).
 
     Raises:
         ValueError: A bound is below 1 (``max_body`` below 0) or a timeout is
@@ -91,6 +96,7 @@ class ServerLimits:
     header_timeout: float = 20.0
     body_timeout: float = 60.0
     idle_timeout: float = 60.0
+    write_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         """Refuse bounds that would let nothing through, or everything."""
@@ -106,7 +112,7 @@ class ServerLimits:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_body < 0:
             raise ValueError("max_body cannot be negative")
-        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+        for name in ("header_timeout", "body_timeout", "idle_timeout", "write_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be more than 0 seconds")
 
