@@ -1,7 +1,7 @@
 """SMTP server benchmark: messages/s under smtp-source; torsion, Twisted, aiosmtpd, smtp-sink.
 
 Usage: .venv/bin/python benchmarks/smtp.py [--messages N] [--rounds R] [--fsync]
-       [--only NAME,...] [--pin-server]
+       [--only NAME,...] [--pin-server] [--dir DIR]
 
 postfix's smtp-source (20 sessions at once, 2 KiB messages, one connection
 per message: ``smtp-source -s 20 -m N -l 2048 -f ... -t bench@bench.test
@@ -32,8 +32,10 @@ With ``--fsync`` every contender fsyncs each message before answering
 run the stored files are counted: every message smtp-source sent must be
 there. The files of every run are kept until the end: mass deletes leave
 ext4 looking for free inodes among the recently deleted ones, which would
-slow down whichever contender runs next. Figures are the median and best
-messages per second over the rounds (the wall time of smtp-source divided
+slow down whichever contender runs next (and on a filesystem that other
+programs churn, how fast a file is made depends on them: ``--dir
+/dev/shm`` stores on tmpfs, which measures the servers alone). Figures
+are the median and best messages per second over the rounds (the wall time of smtp-source divided
 into the message count), and the server's CPU time per message, from
 ``/proc``.
 
@@ -258,11 +260,16 @@ def main() -> None:
     parser.add_argument("--fsync", action="store_true")
     parser.add_argument("--pin-server", action="store_true")
     parser.add_argument("--only", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--dir",
+        help="where the messages are stored (default: the system's temporary directory; "
+        "/dev/shm takes the filesystem out of the figures)",
+    )
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
     rates: dict[str, list[float]] = {n: [] for n in names}
     costs: dict[str, list[float]] = {n: [] for n in names}
-    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as top:
+    with tempfile.TemporaryDirectory(prefix="smtp-bench-", dir=args.dir) as top:
         for round_ in range(args.rounds):
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
             for name in order:
@@ -275,7 +282,8 @@ def main() -> None:
     print(
         f"smtp-source -s {args.sessions} -m {args.messages} -l 2048 (CPU {CLIENT_CPU}), "
         f"{args.rounds} rounds{', fsync' if args.fsync else ''}, "
-        f"servers {'on CPU ' + SERVER_CPU if args.pin_server else 'not pinned'}"
+        f"servers {'on CPU ' + SERVER_CPU if args.pin_server else 'not pinned'}, "
+        f"messages in {args.dir or tempfile.gettempdir()}"
     )
     twisted = statistics.median(rates["twisted"]) if "twisted" in rates else None
     for name in names:
