@@ -1,11 +1,15 @@
-"""Helpers for the HTTP server tests: a site on a fake connection, and responses read back."""
+"""Helpers for the HTTP server tests: a site on a fake connection, responses read back, and
+real listeners whose connections the test waits to see end."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import httptools
 
+from torsion.defer import Deferred
+from torsion.internet import Address
 from torsion.testing import Clock, StringTransport
 from torsion.web import HTTPChannel, Resource, ServerLimits, Site
 
@@ -121,3 +125,42 @@ def get(path: str = "/", *extra: str, version: str = "1.1") -> bytes:
     """A GET request with a Host and ``extra`` header lines."""
     lines = [f"GET {path} HTTP/{version}", "Host: example.test", *extra, "", ""]
     return "\r\n".join(lines).encode("latin-1")
+
+
+class _TrackedChannel(HTTPChannel):
+    def __init__(self, site: Site, ended: list[Deferred[None]]) -> None:
+        super().__init__(site)
+        self.ended: Deferred[None] = Deferred()
+        ended.append(self.ended)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # (An HTTP/2 or switched connection's protocol hears of it first.)
+        super().connection_lost(exc)
+        if not self.ended.called:
+            self.ended.callback(None)
+
+
+class Tracked:
+    """A listener's protocol factory: each connection's channel, and when it ended.
+
+    Pass it to ``listen_tcp``/``listen_tls``; ``all_ended()`` waits until every
+    connection made so far is gone, so that a test leaks none.
+
+    Attributes:
+        site: The site whose channels are made.
+        ended: One Deferred per connection, fired when it is lost.
+    """
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.ended: list[Deferred[None]] = []
+
+    def __call__(self, address: Address) -> HTTPChannel:
+        """A channel for a new connection."""
+        return _TrackedChannel(self.site, self.ended)
+
+    async def all_ended(self) -> None:
+        """Wait for every connection so far to be lost (a broken test times out)."""
+        async with asyncio.timeout(10):
+            for ended in self.ended:
+                await ended.as_future()

@@ -21,6 +21,13 @@ connection's order and bounds:
   header timeout (408) from a request's first byte to the end of its head,
   the body timeout (408) while a body the server is reading stalls, the
   idle timeout between requests.
+* Slow readers: a connection whose transport stays paused (its write
+  buffer full, the client not reading) for ``write_timeout`` is aborted.
+  A second timer exists only while the transport is paused, so a
+  keep-alive request answered at once arms and reads nothing for it; a
+  pause that ends in time restarts the wait. A connection being closed
+  whose buffer the client never takes is aborted ``write_timeout`` after
+  the close, since ``transport.close()`` waits for the buffer to drain.
 
 When the site serves HTTP/2, a connection for which TLS's ALPN chose
 ``h2``, or a cleartext one that begins with the HTTP/2 preface (prior
@@ -30,6 +37,7 @@ knowledge), is handed to ``H2Channel`` before any HTTP/1.1 is parsed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import typing
 from collections import deque
 
@@ -42,6 +50,8 @@ if typing.TYPE_CHECKING:
     from torsion.web._site import Site
 
 __all__ = ["HTTPChannel"]
+
+_log = logging.getLogger("torsion.web")
 
 # The HTTP/2 preface's first line.
 _PRI = PREFACE[:16]
@@ -98,6 +108,13 @@ class HTTPChannel(Protocol):
         # Whether the first bytes are still to be checked for the preface.
         self._sniffing = site.http2
         self._sniffed = b""
+        # The write timeout: when the transport paused (-1.0 while it is
+        # not), and the timer that exists only while it is (or while a
+        # close waits for the client to take the buffer).
+        self._write_timeout = limits.write_timeout
+        self._paused_since = -1.0
+        self._write_timer: DelayedCall | None = None
+        self._close_timer: DelayedCall | None = None
 
     # -- asyncio protocol ----------------------------------------------------
 
@@ -203,9 +220,11 @@ class HTTPChannel(Protocol):
         self._lost = True
         self._parser.stop()
         self._waiting_for = _NOTHING
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        for timer in (self._timer, self._write_timer, self._close_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._write_timer = self._close_timer = None
+        self._paused_since = -1.0
         error = exc if exc is not None else ConnectionResetError("connection closed")
         receiving = self._receiving
         self._receiving = None
@@ -222,13 +241,26 @@ class HTTPChannel(Protocol):
             self._switched.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        """The write buffer is full: wait (or tell the protocol switched to)."""
+        """The write buffer is full: wait (or tell the protocol switched to).
+
+        The write timeout starts; a switched connection's protocol owns it.
+        """
         super().pause_writing()
         if self._switched is not None:
             self._switched.pause_writing()
+            return
+        if self._paused_since < 0 and not self._lost:
+            self._paused_since = self._seconds()
+            # Armed lazily: a timer left from an earlier pause checks the
+            # new one when it fires.
+            if self._write_timer is None:
+                self._write_timer = self._clock.call_later(self._write_timeout, self._check_writes)
 
     def resume_writing(self) -> None:
         """The write buffer drained: render the next request if one waits."""
+        # Cleared first: a handler woken by the drain may fill the buffer
+        # again at once, and that pause starts a new wait.
+        self._paused_since = -1.0
         super().resume_writing()
         if self._switched is not None:
             self._switched.resume_writing()
@@ -395,6 +427,7 @@ class HTTPChannel(Protocol):
             self._parser.stop()
         self._closing = True
         self._waiting_for = _NOTHING
+        self._stop_write_timer()
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
@@ -412,6 +445,7 @@ class HTTPChannel(Protocol):
         self._parser.stop()
         self._closing = True
         self._waiting_for = _NOTHING
+        self._stop_write_timer()
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
@@ -536,6 +570,46 @@ class HTTPChannel(Protocol):
         self._waiting_for = _NOTHING
         if not self._lost:
             self.transport.close()
+            # close() waits for the write buffer to drain, forever if the
+            # client never reads: the connection gets the write timeout.
+            if self._close_timer is None:
+                self._close_timer = self._clock.call_later(self._write_timeout, self._close_late)
+
+    def _close_late(self) -> None:
+        self._close_timer = None
+        if not self._lost and self._switched is None:
+            _log.info(
+                "HTTP/1.1 client %s did not take the last response in %g seconds: "
+                "connection aborted",
+                _peer(self),
+                self._write_timeout,
+            )
+            self.transport.abort()
+
+    def _check_writes(self) -> None:
+        self._write_timer = None
+        since = self._paused_since
+        if since < 0 or self._lost or self._switched is not None:
+            return
+        left = since + self._write_timeout - self._seconds()
+        if left > 0:
+            # The pause that armed the timer ended and a later one began.
+            self._write_timer = self._clock.call_later(left, self._check_writes)
+            return
+        _log.info(
+            "HTTP/1.1 client %s read nothing for %g seconds: connection aborted",
+            _peer(self),
+            self._write_timeout,
+        )
+        self._paused_since = -1.0
+        self.transport.abort()
+
+    def _stop_write_timer(self) -> None:
+        # A switched connection's protocol owns its flow control.
+        self._paused_since = -1.0
+        timer, self._write_timer = self._write_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _wait(self, what: int, seconds: float) -> None:
         # Move the one timer: it is made again only when it has run.
@@ -568,3 +642,11 @@ class HTTPChannel(Protocol):
             self._refuse(408, "request body stalled")
         else:
             self._close()
+
+
+def _peer(protocol: Protocol) -> str:
+    # For the log only: a transport may not know its peer.
+    try:
+        return str(protocol.peer)
+    except Exception:
+        return "?"
