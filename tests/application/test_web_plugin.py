@@ -83,6 +83,55 @@ def test_the_build_listens_nowhere_yet() -> None:
     assert len(list(app)) == 2
 
 
+def _limits(monkeypatch: pytest.MonkeyPatch, **given: Any) -> Any:
+    # The limits the plugin gives the Site it builds.
+    import torsion.web
+
+    made: list[torsion.web.Site] = []
+
+    class Seen(torsion.web.Site):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(torsion.web, "Site", Seen)
+    build(path=str(SITE), **given)
+    [site] = made
+    return site.limits
+
+
+def test_limit_options_reach_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torsion.web import ServerLimits
+
+    assert _limits(monkeypatch) == ServerLimits()
+    limits = _limits(
+        monkeypatch,
+        max_body=1000,
+        header_timeout=5.0,
+        body_timeout=6.0,
+        idle_timeout=7.0,
+        write_timeout=8.0,
+    )
+    assert (
+        limits.max_body,
+        limits.header_timeout,
+        limits.body_timeout,
+        limits.idle_timeout,
+        limits.write_timeout,
+    ) == (1000, 5.0, 6.0, 7.0, 8.0)
+
+
+@pytest.mark.parametrize(
+    "name", ["max-body", "header-timeout", "body-timeout", "idle-timeout", "write-timeout"]
+)
+def test_limit_options_must_be_positive(name: str) -> None:
+    option = WEB.option(name)
+    assert option.convert_text("2") == 2
+    for wrong in ("0", "-1"):
+        with pytest.raises(ValueError, match=f"--{name}: must be more than 0"):
+            option.convert_text(wrong)
+
+
 def test_auth_strings_are_checked() -> None:
     option = WEB.option("auth")
     assert option.convert_text("memory:a:b") == "memory:a:b"

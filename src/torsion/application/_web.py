@@ -33,8 +33,9 @@ request, in the combined log format or, with ``--access-log-format json``,
 one JSON object per line; the file is reopened when rotated away.
 
 The server's bounds are on by default and can be changed: ``--max-body``,
-``--header-timeout``, ``--body-timeout`` and ``--idle-timeout`` (the wait
-for a kept-alive connection's next request), beside the connection limits
+``--header-timeout``, ``--body-timeout``, ``--idle-timeout`` (the wait
+for a kept-alive connection's next request) and ``--write-timeout`` (the
+wait for a client that does not take the response), beside the connection limits
 every serving plugin has (``--max-connections``, ``--max-per-client``).
 """
 
@@ -352,6 +353,7 @@ def _build(reactor: Reactor, options: Mapping[str, Any]) -> Application:
         header_timeout=options["header_timeout"] or defaults.header_timeout,
         body_timeout=options["body_timeout"] or defaults.body_timeout,
         idle_timeout=options["idle_timeout"] or defaults.idle_timeout,
+        write_timeout=options["write_timeout"] or defaults.write_timeout,
     )
     app = Application("web service")
     # Added before the ports: started first, stopped after them.
@@ -462,6 +464,14 @@ WEB = Plugin(
             "seconds a request body may stall (default: 60)",
             type=float,
             check=_positive("body-timeout"),
+            metavar="SECONDS",
+        ),
+        Option(
+            "write-timeout",
+            "seconds a response may wait for a client that does not read it, "
+            "or (HTTP/2) does not open its flow-control window (default: 60)",
+            type=float,
+            check=_positive("write-timeout"),
             metavar="SECONDS",
         ),
         Option(
