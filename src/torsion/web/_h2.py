@@ -6,6 +6,9 @@ serves HTTP/2 unchanged. The site hands a connection over to this channel
 when TLS's ALPN chose ``h2``, or when a cleartext connection begins with
 the HTTP/2 preface (prior knowledge, RFC 9113 section 3.3). The HTTP/1.1
 ``Upgrade: h2c`` dance is not offered (RFC 9113 section 3.1 deprecates it).
+``H2Request`` and the channel's record of each stream live in
+``_h2_stream``; the transport of a protocol carried on a stream by an
+extended CONNECT in ``_h2_tunnel``.
 
 Bounds and defences:
 
@@ -67,7 +70,6 @@ import asyncio
 import contextlib
 import logging
 import typing
-from collections import deque
 
 import h2.config
 import h2.connection
@@ -80,13 +82,13 @@ from hyperframe.frame import GoAwayFrame
 
 from torsion.defer import Deferred, fail, succeed
 from torsion.internet import DelayedCall, Protocol
-from torsion.web._headers import Headers
+from torsion.web._h2_stream import H2Request, Stream
+from torsion.web._h2_tunnel import StreamTransport
 from torsion.web._http11 import HTTPProtocolError
-from torsion.web._request import Request, ResponseStateError
+from torsion.web._request import Request
 from torsion.web._resource import render_error
 
 if typing.TYPE_CHECKING:
-    from torsion.web._channel import HTTPChannel
     from torsion.web._site import Site
 
 __all__ = ["PREFACE", "H2Channel", "H2Request"]
@@ -107,252 +109,7 @@ _CONNECTION_WINDOW_STREAMS = 16
 _CLOSE_GRACE = 10.0
 # A stream's queued response body past which drained() waits.
 _STREAM_HIGH = 65536
-# Header fields that belong to one HTTP/1.1 connection and are not sent on
-# HTTP/2 (RFC 9113 section 8.2.2).
-_CONNECTION_FIELDS = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
-_NO_BODY_CODES = frozenset({204, 304})
 _ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-
-
-class _Stream:
-    """The channel's side of one stream: what waits to be sent on it."""
-
-    __slots__ = (
-        "acked",
-        "blocked_since",
-        "drain_waiters",
-        "end_pending",
-        "pending",
-        "pending_bytes",
-        "received",
-        "request",
-        "stream_id",
-        "tunnel",
-        "working",
-    )
-
-    def __init__(self, stream_id: int, request: H2Request) -> None:
-        self.stream_id = stream_id
-        self.request = request
-        self.pending: deque[bytes] = deque()
-        self.pending_bytes = 0
-        self.end_pending = False
-        self.drain_waiters: list[Deferred[None]] = []
-        # Body bytes received (flow-controlled) and acknowledged so far.
-        self.received = 0
-        self.acked = 0
-        # Whether the handler has yet to finish the response.
-        self.working = False
-        # When queued data last found no flow-control window to go out in
-        # (the clock's seconds), or -1.0 while it is not held up.
-        self.blocked_since = -1.0
-        # The transport of the protocol an extended CONNECT switched to.
-        self.tunnel: _StreamTransport | None = None
-
-
-class H2Request(Request):
-    """A request that came on an HTTP/2 stream; its response goes out as frames.
-
-    Resources use it exactly as they use a ``Request``; ``version`` is
-    ``"HTTP/2"``. ``abort()`` resets the stream (the connection carries
-    other streams). HTTP/2 has no 101: ``switch_protocols`` serves an
-    extended CONNECT instead (RFC 8441), and is refused for other requests.
-
-    Attributes:
-        connect_protocol: The ``:protocol`` of an extended CONNECT (RFC 8441
-            section 4), e.g. ``"websocket"``; None for other requests.
-    """
-
-    _zero_copy = False
-    _stream: _Stream
-    connect_protocol: str | None = None
-
-    def __init__(
-        self,
-        channel: H2Channel,
-        stream_id: int,
-        method: bytes,
-        uri: bytes,
-        headers: list[tuple[bytes, bytes]],
-        has_body: bool,
-    ) -> None:
-        """Made by the HTTP/2 connection for each stream it is sent."""
-        expect = has_body and any(
-            name == b"expect" and value.lower() == b"100-continue" for name, value in headers
-        )
-        # Request reaches its connection only through what H2Request
-        # overrides and the Protocol methods both channels share.
-        super().__init__(
-            typing.cast("HTTPChannel", channel),
-            method,
-            uri,
-            "2",
-            headers,
-            True,
-            expect_continue=expect,
-            has_body=has_body,
-        )
-        self._h2 = channel
-        self.stream_id = stream_id
-
-    # -- the body, as the handler consumes it -------------------------------
-
-    def _maybe_continue(self) -> None:
-        if self._expect_continue and not self._continue_sent and not self._started:
-            self._continue_sent = True
-            if not self._body_complete and self._lost is None:
-                self._h2._send_headers(self, [(b":status", b"100")], end=False)
-
-    # -- the response ----------------------------------------------------------
-
-    def _fields(self, length: int) -> list[tuple[bytes, bytes]]:
-        # The response's HEADERS: ``length`` is the body's when known.
-        self._started = True
-        code = self.code
-        fields = [(b":status", b"%d" % code)]
-        fields += self._h2._site._dates.fields()
-        headers = self._response_headers
-        if headers is not None:
-            for name, value in headers.raw:
-                lowered = name.lower()
-                if lowered in _CONNECTION_FIELDS:
-                    continue
-                if lowered == b"content-length":
-                    if length >= 0:
-                        continue
-                    value = value.strip()
-                    if not value.isdigit():
-                        continue
-                    self._declared_length = int(value)
-                fields.append((lowered, value))
-        if length >= 0 and code not in _NO_BODY_CODES:
-            fields.append((b"content-length", b"%d" % length))
-        return fields
-
-    def _send_head(self) -> None:
-        self._h2._send_headers(self, self._fields(-1), end=False)
-
-    def write(self, data: bytes) -> None:
-        """Send part of the response body as DATA (HEADERS first).
-
-        Args:
-            data: The next bytes of the body.
-
-        Raises:
-            ResponseStateError: The response was finished.
-        """
-        if self._finished:
-            if self._lost is not None:
-                return
-            raise ResponseStateError("write() after finish()")
-        if not data:
-            return
-        if not self._started:
-            self._send_head()
-        if self._head_only or self.code in _NO_BODY_CODES or self._lost is not None:
-            return
-        data = self._frame(data)
-        if data:
-            self._h2._send_data(self, data)
-
-    def finish(self) -> None:
-        """End the response (END_STREAM); the stream is then done.
-
-        Raises:
-            ResponseStateError: ``finish()`` was already called (unless the
-                stream was lost, when it does nothing).
-        """
-        if self._finished:
-            if self._lost is not None:
-                return
-            raise ResponseStateError("finish() called twice")
-        if not self._started:
-            headers = self._response_headers
-            if self._head_only and headers is not None and b"content-length" in headers:
-                self._h2._send_headers(self, self._fields(-1), end=True)
-                self._done()
-                return
-            self._finish_with(b"")
-            return
-        if (
-            0 <= self._declared_length != self._sent
-            and not self._head_only
-            and self.code not in _NO_BODY_CODES
-        ):
-            # Fewer bytes than promised: a reset tells the client it is cut.
-            self._done()
-            self._h2._reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            return
-        self._h2._end(self)
-        self._done()
-
-    def _finish_with(self, body: bytes) -> None:
-        if self._finished:
-            if self._lost is not None:
-                return
-            raise ResponseStateError("the response was already finished")
-        if self._started:
-            self.write(body)
-            self.finish()
-            return
-        fields = self._fields(len(body))
-        self._sent = len(body)
-        if self._head_only or self.code in _NO_BODY_CODES:
-            body = b""
-        self._h2._respond(self, fields, body)
-        self._done()
-
-    def drained(self) -> Deferred[None]:
-        """Wait until this stream's queued body is small and the connection has room."""
-        return self._h2._drained(self)
-
-    def switch_protocols(self, protocol: asyncio.Protocol, headers: Headers) -> None:
-        """Accept an extended CONNECT: answer 200 and carry ``protocol`` on this stream.
-
-        RFC 8441 section 4: the 200 response (with ``headers``) opens the
-        stream both ways; the request is finished. Then
-        ``protocol.connection_made(transport)`` with a transport whose
-        writes go out as DATA within the peer's windows, and
-        ``protocol.data_received`` with what the client sends in DATA (its
-        window reopening only as the protocol takes it, and not while the
-        protocol paused reading). The client's END_STREAM is the protocol's
-        ``eof_received``; closing the transport sends END_STREAM, aborting
-        it RST_STREAM CANCEL; ``connection_lost`` comes once the stream is
-        closed both ways, reset, or the connection is gone.
-
-        Args:
-            protocol: The protocol that takes the stream over.
-            headers: Fields of the 200 response (connection-specific ones,
-                such as ``Upgrade``, are dropped: RFC 9113 section 8.2.2).
-
-        Raises:
-            ResponseStateError: The request is not an extended CONNECT, or
-                its response has started.
-        """
-        if self.connect_protocol is None:
-            raise ResponseStateError("only an extended CONNECT switches protocols on HTTP/2")
-        if self._started or self._finished:
-            raise ResponseStateError("the response has started")
-        self.code = 200
-        fields = self._fields(-1)
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered not in _CONNECTION_FIELDS and lowered != b"content-length":
-                fields.append((lowered, value))
-        self._finished = True
-        self._h2._tunnel(self, protocol, fields)
-        waiters = self._finish_waiters
-        if waiters:
-            self._finish_waiters = None
-            for d in waiters:
-                d.callback(None)
-
-    def abort(self) -> None:
-        """Reset this stream at once (RST_STREAM INTERNAL_ERROR); other streams go on."""
-        if self._lost is None:
-            self._h2._reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
 
 class H2Channel(Protocol):
@@ -400,7 +157,7 @@ class H2Channel(Protocol):
         )
         # h2 checks incoming header blocks against the decoder's own bound.
         conn.decoder.max_header_list_size = limits.max_head_bytes
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, Stream] = {}
         # Requests whose handlers still run, reset or not (rapid reset).
         self._working = 0
         self._in_receive = False
@@ -593,7 +350,7 @@ class H2Channel(Protocol):
         request = H2Request(self, stream_id, method, path or authority, fields, has_body)
         if protocol is not None:
             request.connect_protocol = protocol.decode("latin-1")
-        stream = _Stream(stream_id, request)
+        stream = Stream(stream_id, request)
         request._stream = stream
         limit = self._limits.max_streams
         if len(self._streams) >= limit or self._working >= limit:
@@ -777,7 +534,7 @@ class H2Channel(Protocol):
     ) -> None:
         # The 200 goes out; the stream is the protocol's from now on.
         stream = request._stream
-        transport = _StreamTransport(self, stream, protocol)
+        transport = StreamTransport(self, stream, protocol)
         alive = not self._closed and stream.stream_id in self._streams
         if alive:
             stream.tunnel = transport
@@ -804,7 +561,7 @@ class H2Channel(Protocol):
         if not self._in_receive:
             self._flush()
 
-    def _tunnel_flow(self, stream: _Stream) -> None:
+    def _tunnel_flow(self, stream: Stream) -> None:
         # The switched protocol writes while the stream's queue is small
         # and the connection's transport has room.
         tunnel = stream.tunnel
@@ -818,7 +575,7 @@ class H2Channel(Protocol):
             else:
                 tunnel._protocol.resume_writing()
 
-    def _tunnel_ack(self, stream: _Stream, held: int) -> None:
+    def _tunnel_ack(self, stream: Stream, held: int) -> None:
         # The window reopens by what the protocol took (not what it holds).
         consumed = stream.received - held - stream.acked
         if consumed > 0 and stream.stream_id in self._streams:
@@ -830,7 +587,7 @@ class H2Channel(Protocol):
 
     # -- output ----------------------------------------------------------------
 
-    def _pump(self, stream: _Stream) -> None:
+    def _pump(self, stream: Stream) -> None:
         # Move queued DATA into h2 as far as the peer's windows allow; a
         # window at or below zero (RFC 9113 section 6.9.2) waits for updates.
         conn = self._conn
@@ -878,7 +635,7 @@ class H2Channel(Protocol):
         if stream.tunnel is not None:
             self._tunnel_flow(stream)
 
-    def _stream_done(self, stream: _Stream) -> None:
+    def _stream_done(self, stream: Stream) -> None:
         # Our side of the stream is closed: it leaves the table once the
         # request's body is in too (or is dropped: it is not wanted).
         request = stream.request
@@ -896,7 +653,7 @@ class H2Channel(Protocol):
         if not self._working and not self._streams:
             self._wait_idle()
 
-    def _lose(self, stream: _Stream, error: BaseException) -> None:
+    def _lose(self, stream: Stream, error: BaseException) -> None:
         request = stream.request
         if stream.working:
             # Its handler may run on, but its work is no longer owed.
@@ -1080,149 +837,6 @@ class H2Channel(Protocol):
         if self._closed or self._streams or self._working:
             return
         self._close_with(int(h2.errors.ErrorCodes.NO_ERROR))
-
-
-class _StreamTransport(asyncio.Transport):
-    """The transport of a protocol carried on one stream by an extended CONNECT."""
-
-    def __init__(self, channel: H2Channel, stream: _Stream, protocol: asyncio.Protocol) -> None:
-        super().__init__()
-        self._channel = channel
-        self._stream = stream
-        self._protocol = protocol
-        self._closing = False
-        self._lost = False
-        self._aborted = False
-        self._reading = True
-        self._writing_paused = False
-        # What came while reading was paused, and whether the end came too.
-        self._held: deque[bytes] = deque()
-        self._held_bytes = 0
-        self._eof_held = False
-
-    # -- for the protocol ------------------------------------------------------
-
-    def get_extra_info(self, name: str, default: typing.Any = None) -> typing.Any:
-        """What the connection's transport says (peer and socket names, TLS)."""
-        return self._channel.transport.get_extra_info(name, default)
-
-    def is_closing(self) -> bool:
-        """Whether the stream is closing or closed."""
-        return self._closing or self._lost
-
-    def close(self) -> None:
-        """End our side of the stream (END_STREAM once what is queued is sent)."""
-        if self._closing or self._lost:
-            return
-        self._closing = True
-        self._channel._end(self._stream.request)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data`` as DATA on the stream (sent within the peer's windows)."""
-        if self._closing or self._lost or not data:
-            return
-        self._channel._send_data(self._stream.request, bytes(data))
-
-    def writelines(self, list_of_data: typing.Iterable[bytes | bytearray | memoryview]) -> None:
-        """Queue each piece, as ``write`` does."""
-        self.write(b"".join(list_of_data))
-
-    def write_eof(self) -> None:
-        """End our side of the stream; reading goes on until the client ends too."""
-        self.close()
-
-    def can_write_eof(self) -> bool:
-        """True: END_STREAM ends one side."""
-        return True
-
-    def abort(self) -> None:
-        """Reset the stream at once (RST_STREAM CANCEL; RFC 8441 section 5)."""
-        if self._lost:
-            return
-        self._closing = self._aborted = True
-        request = self._stream.request
-        self._channel._reset(request, h2.errors.ErrorCodes.CANCEL)
-
-    def is_reading(self) -> bool:
-        """Whether DATA is passed on as it comes."""
-        return self._reading and not self._lost
-
-    def pause_reading(self) -> None:
-        """Hold DATA back: the client's window stays closed past what it sent."""
-        self._reading = False
-
-    def resume_reading(self) -> None:
-        """Pass on what was held, and reopen the client's window."""
-        if self._reading or self._lost:
-            self._reading = True
-            return
-        self._reading = True
-        while self._held and self._passing:
-            data = self._held.popleft()
-            self._held_bytes -= len(data)
-            self._protocol.data_received(data)
-        if not self._open:
-            # data_received ended the stream.
-            return
-        self._channel._tunnel_ack(self._stream, self._held_bytes)
-        if self._eof_held and not self._held and self._reading:
-            self._eof_held = False
-            self._eof()
-
-    def get_write_buffer_size(self) -> int:
-        """Bytes queued on the stream, waiting for the peer's windows."""
-        return self._stream.pending_bytes
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        """Hand the stream to another protocol."""
-        self._protocol = typing.cast(asyncio.Protocol, protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        """The protocol the stream is carried for."""
-        return self._protocol
-
-    # -- for the channel -------------------------------------------------------------
-
-    @property
-    def _open(self) -> bool:
-        return not self._lost
-
-    @property
-    def _passing(self) -> bool:
-        # Whether DATA goes on to the protocol now (it may pause or close
-        # the stream from inside data_received).
-        return self._reading and not self._lost
-
-    def _receive(self, data: bytes) -> None:
-        if self._lost:
-            return
-        if not self._reading or self._held:
-            # Bounded by the stream's window, which stays closed meanwhile.
-            self._held.append(data)
-            self._held_bytes += len(data)
-            return
-        if data:
-            self._protocol.data_received(data)
-        if not self._lost:
-            self._channel._tunnel_ack(self._stream, self._held_bytes)
-
-    def _eof(self) -> None:
-        if self._lost:
-            return
-        if not self._reading or self._held:
-            self._eof_held = True
-            return
-        if not self._protocol.eof_received():
-            self.close()
-
-    def _gone(self, error: BaseException | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        self._held.clear()
-        self._held_bytes = 0
-        exc = None if self._aborted else error
-        self._protocol.connection_lost(exc if isinstance(exc, Exception) else None)
 
 
 def _content_length(fields: list[tuple[bytes, bytes]]) -> int:
