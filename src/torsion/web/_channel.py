@@ -108,13 +108,14 @@ class HTTPChannel(Protocol):
         # Whether the first bytes are still to be checked for the preface.
         self._sniffing = site.http2
         self._sniffed = b""
-        # The write timeout: when the transport paused (-1.0 while it is
-        # not), and the timer that exists only while it is (or while a
-        # close waits for the client to take the buffer).
-        self._write_timeout = limits.write_timeout
-        self._paused_since = -1.0
+        # The write timeout: since when output has waited for the client
+        # (the transport paused, or a close waiting for the buffer to
+        # drain; -1.0 while nothing waits), and the timer that exists only
+        # while something does. (Two attributes, the limit read from
+        # _limits: past 30 attributes an instance loses CPython's shared
+        # key dictionary, and every attribute read on the hot path slows.)
+        self._write_since = -1.0
         self._write_timer: DelayedCall | None = None
-        self._close_timer: DelayedCall | None = None
 
     # -- asyncio protocol ----------------------------------------------------
 
@@ -220,11 +221,11 @@ class HTTPChannel(Protocol):
         self._lost = True
         self._parser.stop()
         self._waiting_for = _NOTHING
-        for timer in (self._timer, self._write_timer, self._close_timer):
+        for timer in (self._timer, self._write_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._timer = self._write_timer = self._close_timer = None
-        self._paused_since = -1.0
+        self._timer = self._write_timer = None
+        self._write_since = -1.0
         error = exc if exc is not None else ConnectionResetError("connection closed")
         receiving = self._receiving
         self._receiving = None
@@ -249,18 +250,16 @@ class HTTPChannel(Protocol):
         if self._switched is not None:
             self._switched.pause_writing()
             return
-        if self._paused_since < 0 and not self._lost:
-            self._paused_since = self._seconds()
-            # Armed lazily: a timer left from an earlier pause checks the
-            # new one when it fires.
-            if self._write_timer is None:
-                self._write_timer = self._clock.call_later(self._write_timeout, self._check_writes)
+        if self._write_since < 0 and not self._lost:
+            self._start_write_wait()
 
     def resume_writing(self) -> None:
         """The write buffer drained: render the next request if one waits."""
         # Cleared first: a handler woken by the drain may fill the buffer
-        # again at once, and that pause starts a new wait.
-        self._paused_since = -1.0
+        # again at once, and that pause starts a new wait. A close still
+        # waits for the whole buffer, so its wait goes on.
+        if not self.transport.is_closing():
+            self._write_since = -1.0
         super().resume_writing()
         if self._switched is not None:
             self._switched.resume_writing()
@@ -571,42 +570,42 @@ class HTTPChannel(Protocol):
         if not self._lost:
             self.transport.close()
             # close() waits for the write buffer to drain, forever if the
-            # client never reads: the connection gets the write timeout.
-            if self._close_timer is None:
-                self._close_timer = self._clock.call_later(self._write_timeout, self._close_late)
+            # client never reads: the connection gets the write timeout
+            # (counted from the pause, if the transport is paused already).
+            if self._write_since < 0:
+                self._start_write_wait()
 
-    def _close_late(self) -> None:
-        self._close_timer = None
-        if not self._lost and self._switched is None:
-            _log.info(
-                "HTTP/1.1 client %s did not take the last response in %g seconds: "
-                "connection aborted",
-                _peer(self),
-                self._write_timeout,
+    def _start_write_wait(self) -> None:
+        self._write_since = self._seconds()
+        # Armed lazily: a timer left from an earlier wait checks this one
+        # when it fires.
+        if self._write_timer is None:
+            self._write_timer = self._clock.call_later(
+                self._limits.write_timeout, self._check_writes
             )
-            self.transport.abort()
 
     def _check_writes(self) -> None:
         self._write_timer = None
-        since = self._paused_since
+        since = self._write_since
         if since < 0 or self._lost or self._switched is not None:
             return
-        left = since + self._write_timeout - self._seconds()
+        timeout = self._limits.write_timeout
+        left = since + timeout - self._seconds()
         if left > 0:
-            # The pause that armed the timer ended and a later one began.
+            # The wait that armed the timer ended and a later one began.
             self._write_timer = self._clock.call_later(left, self._check_writes)
             return
-        _log.info(
-            "HTTP/1.1 client %s read nothing for %g seconds: connection aborted",
-            _peer(self),
-            self._write_timeout,
-        )
-        self._paused_since = -1.0
+        if self.transport.is_closing():
+            message = "HTTP/1.1 client %s did not take the last response in %g seconds"
+        else:
+            message = "HTTP/1.1 client %s read nothing for %g seconds"
+        _log.info(message + ": connection aborted", _peer(self), timeout)
+        self._write_since = -1.0
         self.transport.abort()
 
     def _stop_write_timer(self) -> None:
         # A switched connection's protocol owns its flow control.
-        self._paused_since = -1.0
+        self._write_since = -1.0
         timer, self._write_timer = self._write_timer, None
         if timer is not None and timer.active():
             timer.cancel()
