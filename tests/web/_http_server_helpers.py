@@ -7,11 +7,22 @@ import asyncio
 from dataclasses import dataclass, field
 
 import httptools
+import pytest
 
 from torsion.defer import Deferred
 from torsion.internet import Address
 from torsion.testing import Clock, StringTransport
-from torsion.web import HTTPChannel, Resource, ServerLimits, Site
+from torsion.web import HTTPChannel, Request, Resource, ServerLimits, Site, handles
+from torsion.web._websocket import WebSocket, WebSocketClosedError
+
+# Runs a real-socket test on the stdlib loop and on uvloop.
+BOTH_LOOPS = pytest.mark.parametrize(
+    "loop",
+    [
+        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
+        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
+    ],
+)
 
 
 @dataclass
@@ -164,3 +175,65 @@ class Tracked:
         async with asyncio.timeout(10):
             for ended in self.ended:
                 await ended.as_future()
+
+
+class Endless(Resource):
+    """Streams data until the stream or the connection fails (for slow-reader tests).
+
+    Attributes:
+        stopped: Fires with the error that stopped the stream.
+    """
+
+    is_leaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: Deferred[BaseException] = Deferred()
+
+    @handles("GET")
+    async def get(self, request: Request) -> None:
+        """Write 64 KiB at a time, each once the last has drained."""
+        try:
+            while True:
+                request.write(b"x" * 65536)
+                await request.drained()
+        except ConnectionError as exc:
+            self.stopped.callback(exc)
+            raise
+
+
+async def read_to_the_end(reader: asyncio.StreamReader) -> None:
+    """Read until the server ends the connection; raise ConnectionResetError there.
+
+    An aborted connection raises it from the read itself; an end of file
+    raises it too, so that a test can expect it either way.
+    """
+    while await reader.read(1 << 20):
+        pass
+    raise ConnectionResetError("end of file")
+
+
+class EchoSockets:
+    """The WebSocket tests' default handler: it echoes, and keeps what it saw.
+
+    Attributes:
+        sockets: Each WebSocket the handler was given.
+        received: Each message received, in order.
+        errors: The WebSocketClosedError that ended a handler, if any.
+    """
+
+    def __init__(self) -> None:
+        self.sockets: list[WebSocket] = []
+        self.received: list[str | bytes] = []
+        self.errors: list[BaseException] = []
+
+    async def echo(self, ws: WebSocket) -> None:
+        """Send each message back until the WebSocket closes."""
+        self.sockets.append(ws)
+        try:
+            async for message in ws:
+                self.received.append(message)
+                await ws.send(message)
+        except WebSocketClosedError as exc:
+            self.errors.append(exc)
+            raise

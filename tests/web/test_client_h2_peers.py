@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import trustme
+from _http_server_helpers import Tracked
 
-from torsion.defer import Deferred
 from torsion.internet import Reactor, ServerTLS, client_context
 from torsion.testing import require_peer
-from torsion.web import HTTPChannel, Request, Resource, Site, handles
+from torsion.web import Request, Resource, Site, handles
 from torsion.web._client import HTTPClient
 
 pytestmark = pytest.mark.integration
@@ -138,22 +138,10 @@ async def serving(
     cert = tmp_path / "server.pem"
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
     site = Site(Root(big), reactor=reactor)
-    ended: list[Deferred[None]] = []
-
-    class Tracked(HTTPChannel):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.ended: Deferred[None] = Deferred()
-            ended.append(self.ended)
-            super().connection_made(transport)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            super().connection_lost(exc)
-            if not self.ended.called:
-                self.ended.callback(None)
-
     tls = ServerTLS(cert, alpn=("h2", "http/1.1"))
-    plain = reactor.listen_tcp(0, lambda _: Tracked(site), interface="127.0.0.1")
-    secure = reactor.listen_tls(0, lambda _: Tracked(site), tls, interface="127.0.0.1")
+    tracked = Tracked(site)
+    plain = reactor.listen_tcp(0, tracked, interface="127.0.0.1")
+    secure = reactor.listen_tls(0, tracked, tls, interface="127.0.0.1")
     try:
         yield (
             f"http://127.0.0.1:{plain.port}",
@@ -163,8 +151,7 @@ async def serving(
     finally:
         await plain.stop_listening()
         await secure.stop_listening()
-        for d in ended:
-            await asyncio.wait_for(d.as_future(), 10)
+        await tracked.all_ended()
 
 
 def _client(reactor: Reactor, ca: trustme.CA | None = None, **kwargs: object) -> HTTPClient:

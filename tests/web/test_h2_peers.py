@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import trustme
+from _http_server_helpers import Tracked
 
-from torsion.defer import Deferred
 from torsion.internet import Reactor, ServerTLS
 from torsion.testing import require_peer
-from torsion.web import H2Channel, HTTPChannel, Request, Resource, Site, handles
+from torsion.web import Request, Resource, Site, handles
 
 pytestmark = pytest.mark.integration
 
@@ -75,39 +75,10 @@ async def serving(
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    site = Site(root if root is not None else Root(big), reactor=reactor)
-    ended: list[Deferred[None]] = []
-
-    class TrackedH2(H2Channel):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.ended: Deferred[None] = Deferred()
-            ended.append(self.ended)
-            super().connection_made(transport)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            super().connection_lost(exc)
-            self.ended.callback(None)
-
-    class Tracked(HTTPChannel):
-        h2_channel = TrackedH2
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.ended: Deferred[None] = Deferred()
-            ended.append(self.ended)
-            super().connection_made(transport)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            super().connection_lost(exc)
-            self.ended.callback(None)
-
-        def _to_h2(self, data: bytes) -> None:
-            # This protocol hears no more of the connection.
-            super()._to_h2(data)
-            self.ended.callback(None)
-
+    tracked = Tracked(Site(root if root is not None else Root(big), reactor=reactor))
     tls = ServerTLS(cert, alpn=("h2", "http/1.1"))
-    plain = reactor.listen_tcp(0, lambda _: Tracked(site), interface="127.0.0.1")
-    secure = reactor.listen_tls(0, lambda _: Tracked(site), tls, interface="127.0.0.1")
+    plain = reactor.listen_tcp(0, tracked, interface="127.0.0.1")
+    secure = reactor.listen_tls(0, tracked, tls, interface="127.0.0.1")
     try:
         yield Served(
             f"http://127.0.0.1:{plain.port}",
@@ -118,12 +89,7 @@ async def serving(
     finally:
         await plain.stop_listening()
         await secure.stop_listening()
-        for d in ended:
-            await asyncio.wait_for(_wait(d), 10)
-
-
-async def _wait(d: Deferred[None]) -> None:
-    await d
+        await tracked.all_ended()
 
 
 async def run(program: str, package: str, *argv: str, stdin: bytes | None = None) -> bytes:

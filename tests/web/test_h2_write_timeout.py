@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 import h2.config
 import h2.connection
@@ -13,21 +13,11 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
+from _http_server_helpers import BOTH_LOOPS, Endless, Tracked, read_to_the_end
 from test_h2 import Client
 
-from torsion.defer import Deferred
 from torsion.internet import Listener, Reactor
-from torsion.web import HTTPChannel, Request, Resource, ServerLimits, Site, handles
-
-T = TypeVar("T")
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
+from torsion.web import Request, Resource, ServerLimits, Site, handles
 
 
 class Held(Resource):
@@ -246,44 +236,9 @@ def test_a_handler_streaming_within_a_read_waits_for_the_transport() -> None:
 # -- on 127.0.0.1 ------------------------------------------------------------------
 
 
-class Endless(Resource):
-    """Streams data until the stream or the connection fails."""
-
-    is_leaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopped: Deferred[BaseException] = Deferred()
-
-    @handles("GET")
-    async def get(self, request: Request) -> None:
-        try:
-            while True:
-                request.write(b"x" * 65536)
-                await request.drained()
-        except ConnectionError as exc:
-            self.stopped.callback(exc)
-            raise
-
-
-def _serve(
-    reactor: Reactor, root: Resource, timeout: float
-) -> tuple[Listener, list[Deferred[None]]]:
-    site = Site(root, reactor=reactor, limits=ServerLimits(write_timeout=timeout))
-    ended: list[Deferred[None]] = []
-
-    class Tracked(HTTPChannel):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.ended: Deferred[None] = Deferred()
-            ended.append(self.ended)
-            super().connection_made(transport)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            super().connection_lost(exc)
-            self.ended.callback(None)
-
-    listener = reactor.listen_tcp(0, lambda _: Tracked(site), interface="127.0.0.1")
-    return listener, ended
+def _serve(reactor: Reactor, root: Resource, timeout: float) -> tuple[Listener, Tracked]:
+    tracked = Tracked(Site(root, reactor=reactor, limits=ServerLimits(write_timeout=timeout)))
+    return reactor.listen_tcp(0, tracked, interface="127.0.0.1"), tracked
 
 
 def _client(
@@ -306,7 +261,7 @@ async def test_a_client_that_never_sends_window_update_is_reset_in_time(
     reactor: Reactor, loop: str
 ) -> None:
     root = Endless()
-    listener, ended = _serve(reactor, root, 0.5)
+    listener, tracked = _serve(reactor, root, 0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     conn = _client()
     conn.send_headers(1, GET, end_stream=True)
@@ -331,12 +286,11 @@ async def test_a_client_that_never_sends_window_update_is_reset_in_time(
     assert reset.error_code == h2.errors.ErrorCodes.CANCEL
     assert received == 65535
     assert 0.4 <= elapsed < 5
-    assert isinstance(await asyncio.wait_for(_result(root.stopped), 10), ConnectionResetError)
+    assert isinstance(await asyncio.wait_for(root.stopped.as_future(), 10), ConnectionResetError)
     writer.close()
     await writer.wait_closed()
     await listener.stop_listening()
-    for d in ended:
-        await asyncio.wait_for(_result(d), 10)
+    await tracked.all_ended()
 
 
 @BOTH_LOOPS
@@ -344,7 +298,7 @@ async def test_a_client_that_stops_reading_is_disconnected_in_time(
     reactor: Reactor, loop: str
 ) -> None:
     root = Endless()
-    listener, ended = _serve(reactor, root, 0.5)
+    listener, tracked = _serve(reactor, root, 0.5)
     sock = socket.socket()
     # A small receive buffer fills sooner.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -359,25 +313,14 @@ async def test_a_client_that_stops_reading_is_disconnected_in_time(
     await writer.drain()
     start = reactor.loop.time()
     # The client reads nothing from here on.
-    stopped = await asyncio.wait_for(_result(root.stopped), 10)
+    stopped = await asyncio.wait_for(root.stopped.as_future(), 10)
     elapsed = reactor.loop.time() - start
     assert isinstance(stopped, ConnectionError)
     assert 0.4 <= elapsed < 5
-    for d in ended:
-        await asyncio.wait_for(_result(d), 10)
+    await tracked.all_ended()
     # The connection was aborted: what the client finally reads ends in a
     # reset (or an end of file), not the endless body.
     with pytest.raises(ConnectionResetError):
-        await asyncio.wait_for(_read_to_the_end(reader), 10)
+        await asyncio.wait_for(read_to_the_end(reader), 10)
     writer.close()
     await listener.stop_listening()
-
-
-async def _read_to_the_end(reader: asyncio.StreamReader) -> None:
-    while await reader.read(1 << 20):
-        pass
-    raise ConnectionResetError("end of file")
-
-
-async def _result(d: Deferred[T]) -> T:
-    return await d

@@ -6,19 +6,18 @@ import asyncio
 import socket
 
 import pytest
-from _http_server_helpers import Tracked, connect, get, read_responses
+from _http_server_helpers import (
+    BOTH_LOOPS,
+    Endless,
+    Tracked,
+    connect,
+    get,
+    read_responses,
+    read_to_the_end,
+)
 
-from torsion.defer import Deferred
 from torsion.internet import Reactor
 from torsion.web import Headers, Request, Resource, ServerLimits, Site, handles
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
 
 LIMITS = ServerLimits(write_timeout=10.0)
 
@@ -204,26 +203,6 @@ def test_a_switched_connection_pausing_is_left_to_its_protocol() -> None:
 # -- on 127.0.0.1 ------------------------------------------------------------------
 
 
-class Endless(Resource):
-    """Streams data until the connection fails."""
-
-    is_leaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopped: Deferred[BaseException] = Deferred()
-
-    @handles("GET")
-    async def get(self, request: Request) -> None:
-        try:
-            while True:
-                request.write(b"x" * 65536)
-                await request.drained()
-        except ConnectionError as exc:
-            self.stopped.callback(exc)
-            raise
-
-
 @BOTH_LOOPS
 async def test_a_client_that_stops_reading_is_disconnected_in_time(
     reactor: Reactor, loop: str
@@ -249,12 +228,6 @@ async def test_a_client_that_stops_reading_is_disconnected_in_time(
     # The connection was aborted: what the client finally reads ends in a
     # reset, not the endless body.
     with pytest.raises(ConnectionResetError):
-        await asyncio.wait_for(_read_to_the_end(reader), 10)
+        await asyncio.wait_for(read_to_the_end(reader), 10)
     writer.close()
     await listener.stop_listening()
-
-
-async def _read_to_the_end(reader: asyncio.StreamReader) -> None:
-    while await reader.read(1 << 20):
-        pass
-    raise ConnectionResetError("end of file")

@@ -12,7 +12,7 @@ import tracemalloc
 from typing import Any
 
 import pytest
-from _http_server_helpers import Connection, connect, read_responses
+from _http_server_helpers import Connection, EchoSockets, connect, read_responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection as WSConnection
@@ -28,14 +28,6 @@ from torsion.web._websocket import (
     WebSocketClosedError,
     WebSocketResource,
     websocket_accept,
-)
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
 )
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -64,27 +56,14 @@ def test_accept_value_of_the_rfc_example() -> None:
     assert websocket_accept(KEY.encode()) == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
-class Harness:
+class Harness(EchoSockets):
     """A site with one WebSocket resource on a fake connection, and wsproto as the client."""
 
     def __init__(self, handler: object = None, **options: object) -> None:
-        self.sockets: list[WebSocket] = []
-        self.received: list[str | bytes] = []
-        self.errors: list[BaseException] = []
+        super().__init__()
         self.clock = Clock()
-
-        async def default(ws: WebSocket) -> None:
-            self.sockets.append(ws)
-            try:
-                async for message in ws:
-                    self.received.append(message)
-                    await ws.send(message)
-            except WebSocketClosedError as exc:
-                self.errors.append(exc)
-                raise
-
         self.resource = WebSocketResource(
-            handler or default,  # type: ignore[arg-type]
+            handler or self.echo,  # type: ignore[arg-type]
             reactor=self.clock,
             **options,  # type: ignore[arg-type]
         )

@@ -18,6 +18,7 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
+from _http_server_helpers import BOTH_LOOPS, EchoSockets, Tracked
 from hyperframe.frame import HeadersFrame, RstStreamFrame
 from test_h2 import Client, Hello, _frames
 from wsproto.connection import Connection as WSConnection
@@ -27,18 +28,10 @@ from wsproto.extensions import PerMessageDeflate
 
 from torsion.defer import Deferred
 from torsion.internet import Reactor
-from torsion.web import H2Channel, HTTPChannel, Resource, ServerLimits, Site
-from torsion.web._websocket import WebSocket, WebSocketClosedError, WebSocketResource
+from torsion.web import H2Channel, Resource, ServerLimits, Site
+from torsion.web._websocket import WebSocket, WebSocketResource
 
 T = TypeVar("T")
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
 
 
 def connect_headers(
@@ -55,29 +48,16 @@ def connect_headers(
     ]
 
 
-class Harness:
+class Harness(EchoSockets):
     """An h2 client on a fake connection to a site with a WebSocketResource at /ws."""
 
     def __init__(self, handler: Any = None, *, limits: ServerLimits | None = None, **options: Any):
-        self.sockets: list[WebSocket] = []
-        self.received: list[str | bytes] = []
-        self.errors: list[BaseException] = []
-
-        async def echo(ws: WebSocket) -> None:
-            self.sockets.append(ws)
-            try:
-                async for message in ws:
-                    self.received.append(message)
-                    await ws.send(message)
-            except WebSocketClosedError as exc:
-                self.errors.append(exc)
-                raise
-
+        super().__init__()
         self.root = Resource()
         self.client = Client(self.root, limits=limits)
         self.clock = self.client.conn.clock
         self.resource = WebSocketResource(
-            handler if handler is not None else echo, reactor=self.clock, **options
+            handler if handler is not None else self.echo, reactor=self.clock, **options
         )
         self.root.put_child("ws", self.resource)
         self.root.put_child("hello", Hello())
@@ -398,20 +378,8 @@ async def test_websocket_over_http_2_on_a_real_socket(reactor: Reactor, loop: st
 
     root = Resource()
     root.put_child("ws", WebSocketResource(echo, reactor=reactor))
-    site = Site(root, reactor=reactor)
-    ended: list[Deferred[None]] = []
-
-    class Tracked(HTTPChannel):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.ended: Deferred[None] = Deferred()
-            ended.append(self.ended)
-            super().connection_made(transport)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            super().connection_lost(exc)
-            self.ended.callback(None)
-
-    listener = reactor.listen_tcp(0, lambda _: Tracked(site), interface="127.0.0.1")
+    tracked = Tracked(Site(root, reactor=reactor))
+    listener = reactor.listen_tcp(0, tracked, interface="127.0.0.1")
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     conn = h2.connection.H2Connection(
         h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -472,9 +440,4 @@ async def test_websocket_over_http_2_on_a_real_socket(reactor: Reactor, loop: st
     writer.close()
     await writer.wait_closed()
     await listener.stop_listening()
-    for d in ended:
-        await asyncio.wait_for(_result(d), 10)
-
-
-async def _result(d: Deferred[T]) -> T:
-    return await d
+    await tracked.all_ended()
