@@ -4,13 +4,14 @@ real listeners whose connections the test waits to see end."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field
 
 import httptools
 import pytest
 
 from torsion.defer import Deferred
-from torsion.internet import Address
+from torsion.internet import Address, Reactor
 from torsion.testing import Clock, StringTransport
 from torsion.web import HTTPChannel, Request, Resource, ServerLimits, Site, handles
 from torsion.web._websocket import WebSocket, WebSocketClosedError
@@ -237,3 +238,33 @@ class EchoSockets:
         except WebSocketClosedError as exc:
             self.errors.append(exc)
             raise
+
+
+async def stop_reading(
+    reactor: Reactor, port: int, request: bytes, root: Endless, tracked: Tracked
+) -> None:
+    """Send ``request`` to ``port`` and read nothing: the server must cut the client off.
+
+    ``root`` streams endlessly on a site whose write timeout is 0.5 s: the
+    connection must be aborted within a few seconds (not before the limit),
+    the handler's stream fail, and what the client finally reads end in a
+    reset instead of the endless body.
+    """
+    sock = socket.socket()
+    # A small receive buffer fills sooner.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(request)
+    await writer.drain()
+    start = reactor.loop.time()
+    # The client reads nothing from here on.
+    stopped = await asyncio.wait_for(root.stopped.as_future(), 10)
+    elapsed = reactor.loop.time() - start
+    assert isinstance(stopped, ConnectionError)
+    assert 0.4 <= elapsed < 5
+    await tracked.all_ended()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(read_to_the_end(reader), 10)
+    writer.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from _http_server_helpers import (
@@ -13,7 +12,7 @@ from _http_server_helpers import (
     connect,
     get,
     read_responses,
-    read_to_the_end,
+    stop_reading,
 )
 
 from torsion.internet import Reactor
@@ -210,24 +209,5 @@ async def test_a_client_that_stops_reading_is_disconnected_in_time(
     root = Endless()
     tracked = Tracked(Site(root, reactor=reactor, limits=ServerLimits(write_timeout=0.5)))
     listener = reactor.listen_tcp(0, tracked, interface="127.0.0.1")
-    sock = socket.socket()
-    # A small receive buffer fills sooner.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", listener.port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(get())
-    await writer.drain()
-    start = reactor.loop.time()
-    # The client reads nothing from here on.
-    stopped = await asyncio.wait_for(root.stopped.as_future(), 10)
-    elapsed = reactor.loop.time() - start
-    assert isinstance(stopped, ConnectionError)
-    assert 0.4 <= elapsed < 5
-    await tracked.all_ended()
-    # The connection was aborted: what the client finally reads ends in a
-    # reset, not the endless body.
-    with pytest.raises(ConnectionResetError):
-        await asyncio.wait_for(read_to_the_end(reader), 10)
-    writer.close()
+    await stop_reading(reactor, listener.port, get(), root, tracked)
     await listener.stop_listening()

@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from _http_server_helpers import Tracked
 
-from torsion.defer import Deferred
 from torsion.internet import Reactor
 from torsion.testing import require_peer
-from torsion.web import File, HTTPChannel, Site, format_http_date
+from torsion.web import File, Site, format_http_date
 
 pytestmark = pytest.mark.integration
 
@@ -44,32 +44,15 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-class Tracked(HTTPChannel):
-    def __init__(self, site: Site, ended: list[Deferred[None]]) -> None:
-        super().__init__(site)
-        self.ended: Deferred[None] = Deferred()
-        ended.append(self.ended)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.ended.callback(None)
-
-
 @asynccontextmanager
 async def serving(reactor: Reactor, root: File) -> AsyncIterator[str]:
-    site = Site(root, reactor=reactor)
-    ended: list[Deferred[None]] = []
-    listener = reactor.listen_tcp(0, lambda _: Tracked(site, ended), interface="127.0.0.1")
+    tracked = Tracked(Site(root, reactor=reactor))
+    listener = reactor.listen_tcp(0, tracked, interface="127.0.0.1")
     try:
         yield f"http://127.0.0.1:{listener.port}"
     finally:
         await listener.stop_listening()
-        for d in ended:
-            await asyncio.wait_for(_wait(d), 10)
-
-
-async def _wait(d: Deferred[None]) -> None:
-    await d
+        await tracked.all_ended()
 
 
 async def curl(*argv: str) -> bytes:
