@@ -7,8 +7,11 @@ Usage: .venv/bin/python benchmarks/static.py [--seconds S] [--connections N] [--
 keep-alive connections (``wrk -t1 -c10 -d5s``), one server at a time, each
 serving the same directory:
 
-* ``torsion``: ``torsion web --path DIR`` (``File``: sendfile for a plain
-  GET, ETag and Last-Modified, ranges), on uvloop;
+* ``torsion``: ``torsion web --path DIR`` (``File``: ETag and
+  Last-Modified, ranges), on uvloop, which has no sendfile: the file is
+  read and written in chunks;
+* ``torsion-asyncio``: the same on the stdlib loop, where a plain GET goes
+  out with ``os.sendfile``;
 * ``nginx``: one worker, ``sendfile on``, access log off (the C ceiling);
 * ``twisted``: ``twisted.web.static.File`` on the epoll reactor;
 * ``aiohttp``: ``aiohttp.web`` with ``add_static`` (sendfile), on uvloop.
@@ -42,7 +45,7 @@ from _servers import HOST, free_port, stop_server
 FILE = "1mib.bin"
 SIZE = 1024 * 1024
 SERVER_CPU, CLIENT_CPU = 0, 1
-NAMES = ("torsion", "nginx", "twisted", "aiohttp")
+NAMES = ("torsion", "torsion-asyncio", "nginx", "twisted", "aiohttp")
 
 
 # -- servers (each runs in its own process) ---------------------------------------
@@ -91,9 +94,10 @@ def _nginx_argv(port: int, directory: str, scratch: str) -> list[str]:
 def start_server(name: str, directory: str, scratch: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     pin = ["taskset", "-c", str(SERVER_CPU)]
-    if name == "torsion":
+    if name.startswith("torsion"):
         torsion = os.path.join(os.path.dirname(sys.executable), "torsion")
-        argv = [torsion, "--log-level", "warning", "web", "--path", directory]
+        loop = "asyncio" if name == "torsion-asyncio" else "uvloop"
+        argv = [torsion, "--reactor", loop, "--log-level", "warning", "web", "--path", directory]
         argv += ["--listen", f"tcp:{port}:interface={HOST}"]
     elif name == "nginx":
         argv = _nginx_argv(port, directory, scratch)
@@ -164,7 +168,7 @@ def driver_main(args: argparse.Namespace) -> None:
         median = statistics.median(results[name])
         ratio = f"  {best[name] / best['nginx']:.2f}x nginx" if "nginx" in best else ""
         print(
-            f"  {name:10s} best {best[name]:>8,.0f} req/s ({best[name] * SIZE / 2**20:>7,.0f}"
+            f"  {name:16s} best {best[name]:>8,.0f} req/s ({best[name] * SIZE / 2**20:>7,.0f}"
             f" MiB/s)   median {median:>8,.0f}{ratio}"
         )
 
