@@ -7,7 +7,6 @@ sessions watching one mailbox.
 
 from __future__ import annotations
 
-import asyncio
 import imaplib
 import logging
 import socket
@@ -22,82 +21,28 @@ from typing import Any
 import pytest
 import trustme
 
+from _servers import BOTH_LOOPS, Connections, StoreRealm, curl, in_thread, listening
 from torsion.cred import InMemoryChecker, LoginLimiter, Portal
-from torsion.defer import Deferred
 from torsion.internet import Reactor
-from torsion.mail import MaildirUsers, MailStore, MailUsers, MemoryUsers
+from torsion.mail import MaildirUsers, MailUsers, MemoryUsers
 from torsion.mail.imap import IMAP4Factory, IMAP4Server
 from torsion.testing import require_peer
 
 pytestmark = pytest.mark.integration
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
 
 FIRST = b"From: a@x.test\r\nTo: alice@x.test\r\nSubject: one\r\n\r\nline 1\r\nline 2\r\n"
 THIRD = b"Subject: 3\r\n\r\nthree\r\n"
 SECOND = b"From: b@x.test\r\nSubject: two\r\n\r\nhello there\r\n"
 
 
-class Realm:
+class Server(Connections):
     def __init__(self, users: MailUsers) -> None:
+        super().__init__()
         self.users = users
-
-    def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
-        return MailStore, self.users.store(avatar_id), lambda: None
-
-
-class Tracked(IMAP4Server):
-    def __init__(self, factory: IMAP4Factory, ended: list[Deferred[None]]) -> None:
-        super().__init__(factory)
-        self.ended: Deferred[None] = Deferred()
-        ended.append(self.ended)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.ended.callback(None)
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
-class Server:
-    def __init__(self, port: int, users: MailUsers, ended: list[Deferred[None]]) -> None:
-        self.port = port
-        self.users = users
-        self.ended = ended
+        self.port = 0
 
     def inbox(self) -> Any:
         return self.users.store("alice").mailbox("INBOX")
-
-    async def all_closed(self) -> None:
-        for d in self.ended:
-            await asyncio.wait_for(_wait(d), 10)
-
-
-async def _wait(d: Deferred[None]) -> None:
-    await d
 
 
 @asynccontextmanager
@@ -113,30 +58,16 @@ async def serving(
     for message in messages or (FIRST, SECOND):
         await users.deliver("alice", message)
     portal = Portal(
-        Realm(users),
+        StoreRealm(users),
         [InMemoryChecker({"alice": "s3cret"})],
         clock=reactor,
         limiter=LoginLimiter(reactor, base_delay=0),
     )
     kwargs.setdefault("plaintext_without_tls", True)
     factory = IMAP4Factory(portal, clock=reactor, hostname="imap.test", **kwargs)
-    ended: list[Deferred[None]] = []
-    if implicit_tls is None:
-        listener = reactor.listen_tcp(0, lambda _: Tracked(factory, ended), interface="127.0.0.1")
-    else:
-        listener = reactor.listen_tls(
-            0, lambda _: Tracked(factory, ended), implicit_tls, interface="127.0.0.1"
-        )
-    server = Server(listener.port, users, ended)
-    try:
+    server = Server(users)
+    async with listening(reactor, IMAP4Server, factory, server, tls=implicit_tls) as server.port:
         yield server
-    finally:
-        await listener.stop_listening()
-        await server.all_closed()
-
-
-async def in_thread(reactor: Reactor, f: Callable[[], Any]) -> Any:
-    return await reactor.defer_to_thread(f)
 
 
 def client(server: Server) -> imaplib.IMAP4:
@@ -600,14 +531,6 @@ async def test_a_failed_starttls_handshake_closes_the_connection_quietly(
 # -- curl -------------------------------------------------------------------------------
 
 
-def _curl(*args: str) -> bytes:
-    curl = require_peer("curl", package="curl")
-    done = subprocess.run(
-        [curl, "-sS", "--max-time", "10", *args], capture_output=True, check=True, timeout=20
-    )
-    return done.stdout
-
-
 @BOTH_LOOPS
 async def test_curl_fetches_lists_and_appends(reactor: Reactor, loop: str) -> None:
     require_peer("curl", package="curl")
@@ -615,15 +538,15 @@ async def test_curl_fetches_lists_and_appends(reactor: Reactor, loop: str) -> No
         base = f"imap://127.0.0.1:{server.port}"
         user = ("-u", "alice:s3cret")
         fetched = await in_thread(
-            reactor, lambda: _curl(f"{base}/INBOX", *user, "-X", "FETCH 1 BODY[]")
+            reactor, lambda: curl(f"{base}/INBOX", *user, "-X", "FETCH 1 BODY[]")
         )
-        by_uid = await in_thread(reactor, lambda: _curl(f"{base}/INBOX/;UID=2", *user))
-        listing = await in_thread(reactor, lambda: _curl(f"{base}/", *user))
-        searched = await in_thread(reactor, lambda: _curl(f"{base}/INBOX?SUBJECT%20two", *user))
+        by_uid = await in_thread(reactor, lambda: curl(f"{base}/INBOX/;UID=2", *user))
+        listing = await in_thread(reactor, lambda: curl(f"{base}/", *user))
+        searched = await in_thread(reactor, lambda: curl(f"{base}/INBOX?SUBJECT%20two", *user))
         upload = Path(tempfile.mkdtemp()) / "message.eml"
         try:
             upload.write_bytes(THIRD)
-            await in_thread(reactor, lambda: _curl(f"{base}/INBOX", *user, "-T", str(upload)))
+            await in_thread(reactor, lambda: curl(f"{base}/INBOX", *user, "-T", str(upload)))
         finally:
             upload.unlink()
             upload.parent.rmdir()

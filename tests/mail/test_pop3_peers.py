@@ -8,98 +8,41 @@ what no well-behaved client sends.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import logging
 import os
 import poplib
-import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
+from _servers import BOTH_LOOPS, Connections, StoreRealm, curl, in_thread, listening
 from torsion.cred import InMemoryChecker, LoginLimiter, Portal
-from torsion.defer import Deferred
 from torsion.internet import Reactor
-from torsion.mail import MailStore, MemoryUsers
+from torsion.mail import MemoryUsers
 from torsion.mail.pop3 import POP3Factory, POP3Limits, POP3Server
 from torsion.testing import require_peer
 
 pytestmark = pytest.mark.integration
 
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
-
 FIRST = b"From: a@x.test\r\nSubject: one\r\n\r\nline 1\r\n.dotted\r\nline 3\r\n"
 SECOND = b"From: b@x.test\r\nSubject: two\r\n\r\nhello\r\n"
 
 
-class Realm:
+class Server(Connections):
     def __init__(self, users: MemoryUsers) -> None:
+        super().__init__()
         self.users = users
-
-    def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
-        return MailStore, self.users.store(avatar_id), lambda: None
-
-
-class Tracked(POP3Server):
-    def __init__(self, factory: POP3Factory, ended: list[Deferred[None]]) -> None:
-        super().__init__(factory)
-        self.ended: Deferred[None] = Deferred()
-        ended.append(self.ended)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.ended.callback(None)
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
-class Server:
-    def __init__(self, port: int, users: MemoryUsers, ended: list[Deferred[None]]) -> None:
-        self.port = port
-        self.users = users
-        self.ended = ended
+        self.port = 0
 
     def inbox_uids(self) -> list[int]:
         return [m.uid for m in self.users.store("alice").mailbox("INBOX").messages()]
-
-    async def all_closed(self) -> None:
-        for d in self.ended:
-            await asyncio.wait_for(_wait(d), 10)
-
-
-async def _wait(d: Deferred[None]) -> None:
-    await d
 
 
 @asynccontextmanager
@@ -108,25 +51,16 @@ async def serving(reactor: Reactor, *messages: bytes, **kwargs: Any) -> AsyncIte
     for message in messages or (FIRST, SECOND):
         await users.deliver("alice", message)
     portal = Portal(
-        Realm(users),
+        StoreRealm(users),
         [InMemoryChecker({"alice": "s3cret"})],
         clock=reactor,
         limiter=LoginLimiter(reactor, base_delay=0),
     )
     kwargs.setdefault("plaintext_without_tls", True)
     factory = POP3Factory(portal, clock=reactor, hostname="pop.test", **kwargs)
-    ended: list[Deferred[None]] = []
-    listener = reactor.listen_tcp(0, lambda _: Tracked(factory, ended), interface="127.0.0.1")
-    server = Server(listener.port, users, ended)
-    try:
+    server = Server(users)
+    async with listening(reactor, POP3Server, factory, server) as server.port:
         yield server
-    finally:
-        await listener.stop_listening()
-        await server.all_closed()
-
-
-async def in_thread(reactor: Reactor, f: Callable[[], Any]) -> Any:
-    return await reactor.defer_to_thread(f)
 
 
 # -- poplib ---------------------------------------------------------------------------
@@ -372,12 +306,7 @@ async def test_pipelined_session_and_long_line(reactor: Reactor, loop: str) -> N
 
 
 def _curl(*args: str) -> str:
-    curl = shutil.which("curl")
-    assert curl is not None
-    done = subprocess.run(
-        [curl, "-sS", "--max-time", "10", *args], capture_output=True, check=True, timeout=20
-    )
-    return done.stdout.decode()
+    return curl(*args).decode()
 
 
 @BOTH_LOOPS
