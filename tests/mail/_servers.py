@@ -26,6 +26,7 @@ import pytest
 from torsion.defer import Deferred
 from torsion.internet import Protocol, Reactor
 from torsion.mail import MailStore, MailUsers
+from torsion.mail.smtp import Delivery, EmailAddress, Envelope, Session, SMTPReplyError
 from torsion.testing import require_peer
 
 BOTH_LOOPS = pytest.mark.parametrize(
@@ -45,6 +46,33 @@ class StoreRealm:
 
     def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
         return MailStore, self.users.store(avatar_id), lambda: None
+
+
+class MemoryDelivery:
+    """Takes every message for any recipient but ``nobody`` (550 5.1.1), and keeps it."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Session, Envelope, bytes]] = []
+
+    def validate_sender(self, session: Session, sender: EmailAddress | None) -> None:
+        return None
+
+    def validate_recipient(self, session: Session, recipient: EmailAddress) -> None:
+        if recipient.local_part == "nobody":
+            raise SMTPReplyError(550, "5.1.1", "no such user")
+
+    def deliver(self, session: Session, envelope: Envelope, message: bytes) -> None:
+        self.messages.append((session, envelope, message))
+
+
+class DeliveryRealm:
+    """Hands every SMTP login the one ``delivery``."""
+
+    def __init__(self, delivery: MemoryDelivery) -> None:
+        self.delivery = delivery
+
+    def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
+        return Delivery, self.delivery, lambda: None
 
 
 class Connections:

@@ -15,83 +15,29 @@ from typing import Any
 import pytest
 import trustme
 
+from _servers import BOTH_LOOPS, Connections, DeliveryRealm, MemoryDelivery, listening
 from torsion.cred import InMemoryChecker, LoginLimiter, Portal
-from torsion.defer import Deferred
 from torsion.internet import Reactor, client_context
 from torsion.mail.smtp import (
-    Delivery,
-    EmailAddress,
-    Envelope,
-    Session,
     SMTPClientError,
     SMTPFactory,
     SMTPLimits,
-    SMTPReplyError,
     SMTPServer,
     send_message,
 )
 
 pytestmark = pytest.mark.integration
 
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
-
 MESSAGE = b"Subject: both ends\r\n\r\n.leading dot\r\nbody\r\n"
-
-
-class Store:
-    def __init__(self) -> None:
-        self.messages: list[tuple[Session, Envelope, bytes]] = []
-
-    def validate_sender(self, session: Session, sender: EmailAddress | None) -> None:
-        return None
-
-    def validate_recipient(self, session: Session, recipient: EmailAddress) -> None:
-        if recipient.local_part == "nobody":
-            raise SMTPReplyError(550, "5.1.1", "no such user")
-
-    def deliver(self, session: Session, envelope: Envelope, message: bytes) -> None:
-        self.messages.append((session, envelope, message))
-
-
-class Realm:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
-        return Delivery, self.store, lambda: None
-
-
-class Tracked(SMTPServer):
-    """A server connection whose end the test can wait for."""
-
-    def __init__(self, factory: SMTPFactory, ended: list[Deferred[None]]) -> None:
-        super().__init__(factory)
-        self.ended: Deferred[None] = Deferred()
-        ended.append(self.ended)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.ended.callback(None)
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @asynccontextmanager
 async def serving(reactor: Reactor, ca: trustme.CA, **options: Any) -> AsyncIterator[Any]:
-    store = Store()
+    store = MemoryDelivery()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("mx.test").configure_cert(context)
     portal = Portal(
-        Realm(store),
+        DeliveryRealm(store),
         [InMemoryChecker({"alice": "s3cret"})],
         clock=reactor,
         limiter=LoginLimiter(reactor, base_delay=0),
@@ -99,18 +45,8 @@ async def serving(reactor: Reactor, ca: trustme.CA, **options: Any) -> AsyncIter
     factory = SMTPFactory(
         store, clock=reactor, hostname="mx.test", portal=portal, tls=context, **options
     )
-    ended: list[Deferred[None]] = []
-    listener = reactor.listen_tcp(0, lambda _: Tracked(factory, ended), interface="127.0.0.1")
-    try:
-        yield listener.port, store
-    finally:
-        await listener.stop_listening()
-        for d in ended:
-            await asyncio.wait_for(_wait(d), 10)
-
-
-async def _wait(d: Deferred[None]) -> None:
-    await d
+    async with listening(reactor, SMTPServer, factory, Connections()) as port:
+        yield port, store
 
 
 @BOTH_LOOPS
@@ -142,13 +78,7 @@ async def test_cram_md5_in_clear_and_pipelining(
 # The server hands a command that arrives with the end of the TLS handshake,
 # before its own start_tls has resumed, to its core as pre-TLS input, which
 # is dropped; torsion's client on uvloop is fast enough to hit that.
-@pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
+@BOTH_LOOPS
 async def test_starttls_and_auth(reactor: Reactor, loop: str, ca: trustme.CA) -> None:
     trust = client_context(ca_data=ca.cert_pem.bytes().decode())
     async with serving(reactor, ca) as (port, store):

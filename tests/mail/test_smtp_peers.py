@@ -15,106 +15,39 @@ import os
 import smtplib
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-import trustme
 
+from _servers import (
+    BOTH_LOOPS,
+    Connections,
+    DeliveryRealm,
+    MemoryDelivery,
+    in_thread,
+    listening,
+)
 from torsion.cred import InMemoryChecker, LoginLimiter, Portal
-from torsion.defer import Deferred
 from torsion.internet import Reactor
 from torsion.mail.smtp import (
-    Delivery,
     EmailAddress,
-    Envelope,
-    Session,
     SMTPFactory,
     SMTPLimits,
-    SMTPReplyError,
     SMTPServer,
 )
 from torsion.testing import require_peer
 
 pytestmark = pytest.mark.integration
 
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
 
-
-class MemoryDelivery:
-    def __init__(self) -> None:
-        self.messages: list[tuple[Session, Envelope, bytes]] = []
-
-    def validate_sender(self, session: Session, sender: EmailAddress | None) -> None:
-        return None
-
-    def validate_recipient(self, session: Session, recipient: EmailAddress) -> None:
-        if recipient.local_part == "nobody":
-            raise SMTPReplyError(550, "5.1.1", "no such user")
-
-    def deliver(self, session: Session, envelope: Envelope, message: bytes) -> None:
-        self.messages.append((session, envelope, message))
-
-
-class Realm:
+class Server(Connections):
     def __init__(self, delivery: MemoryDelivery) -> None:
+        super().__init__()
         self.delivery = delivery
-
-    def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
-        return Delivery, self.delivery, lambda: None
-
-
-class Tracked(SMTPServer):
-    def __init__(self, factory: SMTPFactory, ended: list[Deferred[None]]) -> None:
-        super().__init__(factory)
-        self.ended: Deferred[None] = Deferred()
-        ended.append(self.ended)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.ended.callback(None)
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
-class Server:
-    def __init__(self, port: int, delivery: MemoryDelivery, ended: list[Deferred[None]]) -> None:
-        self.port = port
-        self.delivery = delivery
-        self.ended = ended
-
-    async def all_closed(self) -> None:
-        for d in self.ended:
-            await asyncio.wait_for(_wait(d), 10)
-
-
-async def _wait(d: Deferred[None]) -> None:
-    await d
+        self.port = 0
 
 
 @asynccontextmanager
@@ -122,28 +55,19 @@ async def serving(reactor: Reactor, **kwargs: Any) -> AsyncIterator[Server]:
     delivery = MemoryDelivery()
     if kwargs.pop("auth", False):
         kwargs["portal"] = Portal(
-            Realm(delivery),
+            DeliveryRealm(delivery),
             [InMemoryChecker({"alice": "s3cret"})],
             clock=reactor,
             limiter=LoginLimiter(reactor, base_delay=0),
         )
     factory = SMTPFactory(delivery, clock=reactor, hostname="mx.test", **kwargs)
-    ended: list[Deferred[None]] = []
-    listener = reactor.listen_tcp(0, lambda _: Tracked(factory, ended), interface="127.0.0.1")
-    server = Server(listener.port, delivery, ended)
-    try:
+    server = Server(delivery)
+    async with listening(reactor, SMTPServer, factory, server) as server.port:
         yield server
-    finally:
-        await listener.stop_listening()
-        await server.all_closed()
 
 
 def address(server: Server) -> tuple[str, int]:
     return "127.0.0.1", server.port
-
-
-async def in_thread(reactor: Reactor, f: Callable[[], Any]) -> Any:
-    return await reactor.defer_to_thread(f)
 
 
 # -- smtplib --------------------------------------------------------------------------
