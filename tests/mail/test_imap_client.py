@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import pwd
-import socket
 import ssl
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from _servers import BOTH_LOOPS, alice_maildir, dovecot_daemon, dovecot_ids, free_port
 from torsion.internet import Reactor
 from torsion.mail.imap import (
     FlagKey,
@@ -28,14 +26,6 @@ from torsion.mail.imap import (
 from torsion.testing import require_peer
 
 pytestmark = pytest.mark.integration
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
 
 FIRST = (
     b"From: Alice Example <alice@x.test>\r\nTo: bob@x.test, carol@y.test\r\n"
@@ -81,13 +71,6 @@ service anvil {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_dovecot(
     messages: list[bytes], ca: trustme.CA | None = None
@@ -103,19 +86,11 @@ def running_dovecot(
     program = require_peer("dovecot", package="dovecot-imapd")
     if not Path("/usr/lib/dovecot/imap").exists():
         require_peer("dovecot-imap-binary", package="dovecot-imapd")
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("dovecot")
-        uid, gid = account.pw_uid, account.pw_gid
-    else:
-        uid, gid = os.getuid(), os.getgid()
+    uid, gid = dovecot_ids()
     with tempfile.TemporaryDirectory(prefix="torsion-dovecot-") as name:
         directory = Path(name)
         directory.chmod(0o755)
-        maildir = directory / "mail" / "alice"
-        for sub in ("new", "cur", "tmp"):
-            (maildir / sub).mkdir(parents=True)
-        for n, message in enumerate(messages):
-            (maildir / "new" / f"100{n}.M{n}.torsion").write_bytes(message)
+        alice_maildir(directory, messages)
         (directory / "home" / "alice").mkdir(parents=True)
         for path in [
             directory / "mail",
@@ -125,11 +100,11 @@ def running_dovecot(
         ]:
             os.chown(path, uid, gid)
         (directory / "passwd").write_text("alice:{PLAIN}s3cret\n")
-        port = _free_port()
+        port = free_port()
         tls_port = 0
         ssl_settings = "ssl = no"
         if ca is not None:
-            tls_port = _free_port()
+            tls_port = free_port()
             issued = ca.issue_cert("127.0.0.1")
             issued.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
             issued.private_key_pem.write_to_path(str(directory / "key.pem"))
@@ -142,34 +117,8 @@ def running_dovecot(
                 dir=directory, port=port, tls_port=tls_port, uid=uid, gid=gid, ssl=ssl_settings
             )
         )
-        process = subprocess.Popen(
-            [program, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        try:
-            for _ in range(300):
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                        sock.recv(100)
-                    break
-                except ConnectionRefusedError:
-                    try:
-                        process.wait(0.05)
-                    except subprocess.TimeoutExpired:
-                        continue
-                    log = (directory / "dovecot.log").read_text(errors="replace")
-                    pytest.fail(f"dovecot exited with {process.returncode}: {log}")
-            else:
-                pytest.fail("dovecot did not listen within 15 s")
+        with dovecot_daemon(program, conf, directory, port):
             yield port, tls_port
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a wedged dovecot
-                process.kill()
-                process.wait()
-            assert process.stderr is not None
-            process.stderr.close()
 
 
 def selected(client: IMAP4Client) -> MailboxState | None:
@@ -351,11 +300,6 @@ async def test_idle_sees_another_connections_append(reactor: Reactor, loop: str)
         assert refused.value.code is not None
         assert refused.value.code.name == "AUTHENTICATIONFAILED"
         await client.logout()
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @BOTH_LOOPS

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import poplib
-import pwd
-import socket
 import ssl
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -17,6 +14,7 @@ from typing import Any
 import pytest
 import trustme
 
+from _servers import BOTH_LOOPS, StoreRealm, alice_maildir, dovecot_daemon, dovecot_ids, free_port
 from torsion.cred import (
     InMemoryChecker,
     LoginLimiter,
@@ -25,7 +23,7 @@ from torsion.cred import (
     UsernamePassword,
 )
 from torsion.internet import Reactor
-from torsion.mail import MailStore, MemoryUsers
+from torsion.mail import MemoryUsers
 from torsion.mail.pop3 import (
     LoginMethod,
     POP3Client,
@@ -37,24 +35,8 @@ from torsion.testing import Clock, require_peer
 
 pytestmark = pytest.mark.integration
 
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
-
 FIRST = b"From: a@x.test\r\nSubject: one\r\n\r\nline 1\r\n.dotted\r\nline 3\r\n"
 SECOND = b"From: b@x.test\r\nSubject: two\r\n\r\nhello\r\n"
-
-
-class Realm:
-    def __init__(self, users: MemoryUsers) -> None:
-        self.users = users
-
-    def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
-        return MailStore, self.users.store(avatar_id), lambda: None
 
 
 @asynccontextmanager
@@ -63,7 +45,7 @@ async def serving(reactor: Reactor, **kwargs: Any) -> AsyncIterator[tuple[int, M
     for message in (FIRST, SECOND):
         await users.deliver("alice", message)
     portal = Portal(
-        Realm(users),
+        StoreRealm(users),
         [InMemoryChecker({"alice": "s3cret"})],
         clock=reactor,
         limiter=LoginLimiter(reactor, base_delay=0),
@@ -74,11 +56,6 @@ async def serving(reactor: Reactor, **kwargs: Any) -> AsyncIterator[tuple[int, M
         yield listener.port, users
     finally:
         await listener.stop_listening()
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @BOTH_LOOPS
@@ -178,13 +155,6 @@ service anvil {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_dovecot(messages: list[bytes]) -> Iterator[tuple[int, Path]]:
     """Run dovecot's POP3 server for alice (password s3cret) on 127.0.0.1; yield its port.
@@ -195,53 +165,19 @@ def running_dovecot(messages: list[bytes]) -> Iterator[tuple[int, Path]]:
     program = require_peer("dovecot", package="dovecot-pop3d")
     # The mail user must be able to reach the Maildir: a directory of its
     # own, traversable, owned by the user dovecot runs mail processes as.
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("dovecot")
-        uid, gid = account.pw_uid, account.pw_gid
-    else:
-        uid, gid = os.getuid(), os.getgid()
+    uid, gid = dovecot_ids()
     with tempfile.TemporaryDirectory(prefix="torsion-dovecot-") as name:
         directory = Path(name)
         directory.chmod(0o755)
-        maildir = directory / "mail" / "alice"
-        for sub in ("new", "cur", "tmp"):
-            (maildir / sub).mkdir(parents=True)
-        for n, message in enumerate(messages):
-            (maildir / "new" / f"100{n}.M{n}.torsion").write_bytes(message)
+        maildir = alice_maildir(directory, messages)
         for path in [directory / "mail", *(directory / "mail").rglob("*")]:
             os.chown(path, uid, gid)
         (directory / "passwd").write_text("alice:{PLAIN}s3cret\n")
-        port = _free_port()
+        port = free_port()
         conf = directory / "dovecot.conf"
         conf.write_text(_DOVECOT_CONF.format(dir=directory, port=port, uid=uid, gid=gid))
-        process = subprocess.Popen(
-            [program, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        try:
-            for _ in range(300):
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                        sock.recv(100)
-                    break
-                except ConnectionRefusedError:
-                    try:
-                        process.wait(0.05)
-                    except subprocess.TimeoutExpired:
-                        continue
-                    log = (directory / "dovecot.log").read_text(errors="replace")
-                    pytest.fail(f"dovecot exited with {process.returncode}: {log}")
-            else:
-                pytest.fail("dovecot did not listen within 15 s")
+        with dovecot_daemon(program, conf, directory, port):
             yield port, maildir
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a wedged dovecot
-                process.kill()
-                process.wait()
-            assert process.stderr is not None
-            process.stderr.close()
 
 
 @BOTH_LOOPS
@@ -300,12 +236,12 @@ def test_only_what_the_checkers_take_is_offered() -> None:
     clock = Clock()
     users = MemoryUsers(["alice"])
     both = POP3Factory(
-        Portal(Realm(users), [InMemoryChecker({})], clock=clock), clock=clock, hostname="p"
+        Portal(StoreRealm(users), [InMemoryChecker({})], clock=clock), clock=clock, hostname="p"
     )
     assert both.apop
     assert both.auth_mechanisms == ("CRAM-MD5", "PLAIN", "LOGIN")
     hashes = POP3Factory(
-        Portal(Realm(users), [PasswordsOnly()], clock=clock), clock=clock, hostname="p"
+        Portal(StoreRealm(users), [PasswordsOnly()], clock=clock), clock=clock, hostname="p"
     )
     assert not hashes.apop
     assert hashes.auth_mechanisms == ("PLAIN", "LOGIN")
@@ -321,7 +257,7 @@ async def test_implicit_tls_with_poplib_and_the_client(
     ca.configure_trust(client_context)
     users = MemoryUsers(["alice"])
     await users.deliver("alice", FIRST)
-    portal = Portal(Realm(users), [InMemoryChecker({"alice": "s3cret"})], clock=reactor)
+    portal = Portal(StoreRealm(users), [InMemoryChecker({"alice": "s3cret"})], clock=reactor)
     factory = POP3Factory(portal, clock=reactor, hostname="pop.test")
     listener = reactor.listen_tls(0, factory, server_context, interface="127.0.0.1")
     try:
