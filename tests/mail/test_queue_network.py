@@ -10,20 +10,13 @@ from pathlib import Path
 import pytest
 from _aiosmtpd import Handler, serving
 
+from _servers import BOTH_LOOPS
 from torsion.internet import Reactor
 from torsion.mail import MailQueue
 from torsion.mail._relay import Relay
 from torsion.names import Authority, DNSClient, DNSServer
 
 pytestmark = pytest.mark.integration
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
 
 ZONE = """\
 $ORIGIN test.

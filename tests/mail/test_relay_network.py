@@ -14,20 +14,13 @@ import pytest
 import trustme
 from _aiosmtpd import Handler, serving
 
+from _servers import BOTH_LOOPS
 from torsion.internet import Reactor
 from torsion.mail._relay import Relay
 from torsion.names import Authority, DNSClient, DNSServer
 from torsion.testing import require_peer
 
 pytestmark = pytest.mark.integration
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
 
 # mx1 is preferred, but nothing listens on 127.0.0.2: the relay falls back to mx2.
 ZONE = """\

@@ -9,25 +9,13 @@ import pytest
 import trustme
 from _aiosmtpd import Handler, authenticator, serving
 
+from _servers import BOTH_LOOPS
 from torsion.internet import Reactor, TCPClientEndpoint, client_context
 from torsion.mail.smtp._client import SMTPClientProtocol, send_message
 from torsion.mail.smtp._client_core import ClientSession, SendResult, SMTPClientError, TLSMode
 from torsion.testing import Clock, StringTransport
 
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
-
 MESSAGE = b"From: a@client.test\nTo: b@mx.test\nSubject: hi\n\nline\n.starts with a dot\n"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @pytest.fixture

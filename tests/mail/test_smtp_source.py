@@ -14,20 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from _servers import BOTH_LOOPS
 from torsion.internet import Reactor
 from torsion.mail import LocalDelivery, MaildirUsers
 from torsion.mail.smtp import SMTPFactory
 from torsion.testing import require_peer
 
 pytestmark = pytest.mark.integration
-
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
 
 LENGTH = 2048
 
