@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 import httptools
 import pytest
@@ -268,3 +270,58 @@ async def stop_reading(
     with pytest.raises(ConnectionResetError):
         await asyncio.wait_for(read_to_the_end(reader), 10)
     writer.close()
+
+
+class Serving:
+    """A site on 127.0.0.1 port 0 (or a Unix socket) for one test, on a Tracked factory.
+
+    ``stop()`` waits for every connection to end, then for every request of
+    the resources in ``root.watched`` (each with a ``settled`` list of
+    Deferreds) to settle: a client may have its whole response while the
+    app still runs (a background task, a WSGI app's ``close()``).
+
+    Attributes:
+        tracked: The factory; ``len(tracked.ended)`` counts the connections.
+        port: The TCP port (0 on a Unix socket).
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        root: Resource,
+        unix: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.tracked = Tracked(Site(root, reactor=reactor))
+        self._watched: list[Any] = getattr(root, "watched", [])
+        if unix is not None:
+            self.listener = reactor.listen_unix(unix, self.tracked)
+            self.port = 0
+        elif tls is not None:
+            self.listener = reactor.listen_tls(0, self.tracked, tls, interface="127.0.0.1")
+            self.port = self.listener.port
+        else:
+            self.listener = reactor.listen_tcp(0, self.tracked, interface="127.0.0.1")
+            self.port = self.listener.port
+
+    async def stop(self) -> None:
+        """Stop listening; wait for the connections to end and the requests to settle."""
+        await self.listener.stop_listening()
+        await self.tracked.all_ended()
+        async with asyncio.timeout(10):
+            for watched in self._watched:
+                for settled in watched.settled:
+                    await settled.as_future()
+
+
+async def run_peer(*argv: str, stdin: bytes | None = None) -> bytes:
+    """Run a peer program with ``stdin`` (else none); its output, which must exit 0 in 20 s."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
+    assert process.returncode == 0, err.decode()
+    return out

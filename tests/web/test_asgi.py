@@ -13,20 +13,18 @@ from typing import Any
 import pytest
 import trustme
 from _apps import hello_asgi, make_starlette_app
-from _http_server_helpers import Response, connect, read_responses
+from _http_server_helpers import BOTH_LOOPS, Response, Serving, connect, read_responses, run_peer
 
-from torsion.defer import Deferred, gather
-from torsion.internet import Address, Reactor
+from torsion.defer import Deferred
+from torsion.internet import Reactor
 from torsion.testing import require_peer
 from torsion.web import (
     ASGIApp,
     ASGIResource,
-    HTTPChannel,
     LifespanError,
     Request,
     Resource,
     ServerLimits,
-    Site,
 )
 
 Message = dict[str, Any]
@@ -522,75 +520,6 @@ async def test_stop_cancels_requests_still_running(reactor: Reactor) -> None:
 
 # -- Starlette on real ports ---------------------------------------------------------
 
-BOTH_LOOPS = pytest.mark.parametrize(
-    "loop",
-    [
-        pytest.param("asyncio", marks=pytest.mark.torsion_loop("asyncio")),
-        pytest.param("uvloop", marks=pytest.mark.torsion_loop("uvloop")),
-    ],
-)
-
-
-class TrackedChannel(HTTPChannel):
-    """A channel whose end the test can wait for (so nothing is left open)."""
-
-    def __init__(self, site: Site) -> None:
-        super().__init__(site)
-        self.closed: Deferred[None] = Deferred()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.closed.callback(None)
-
-
-class Serving:
-    """A site on 127.0.0.1 port 0 for one test; stop() waits for its connections."""
-
-    def __init__(
-        self,
-        reactor: Reactor,
-        root: Resource,
-        unix: str | None = None,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self.channels: list[TrackedChannel] = []
-        self.watched: list[Watched] = getattr(root, "watched", [])
-        site = Site(root, reactor=reactor)
-
-        def factory(address: Address) -> TrackedChannel:
-            channel = TrackedChannel(site)
-            self.channels.append(channel)
-            return channel
-
-        if unix is not None:
-            self.listener = reactor.listen_unix(unix, factory)
-            self.port = 0
-        elif tls is not None:
-            self.listener = reactor.listen_tls(0, factory, tls, interface="127.0.0.1")
-            self.port = self.listener.port
-        else:
-            self.listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
-            self.port = self.listener.port
-
-    async def stop(self) -> None:
-        await self.listener.stop_listening()
-        await asyncio.wait_for(gather([c.closed for c in self.channels]), 10)
-        # A client may have its whole response while the app still runs
-        # (a background task, say): wait for every request's end.
-        await asyncio.wait_for(gather([d for w in self.watched for d in w.settled]), 10)
-
-
-async def run_peer(*argv: str, stdin: bytes | None = None) -> bytes:
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
-    assert process.returncode == 0, err.decode()
-    return out
-
 
 def starlette_resource(reactor: Reactor) -> tuple[Any, ASGIResource, Resource]:
     pytest.importorskip("starlette")
@@ -651,7 +580,7 @@ async def test_starlette_with_http_client_on_one_connection(reactor: Reactor, lo
     assert results[2] == (200, b'{"name":"torsion","upload":""}')
     assert results[3] == (200, b'4 "abcd"')
     assert results[4][0] == 404
-    assert len(server.channels) == 1
+    assert len(server.tracked.ended) == 1
     assert app.state.events == ["startup", "shutdown"]
 
 
