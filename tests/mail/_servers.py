@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from torsion.cred import InMemoryChecker, LoginLimiter, Portal
 from torsion.defer import Deferred
 from torsion.internet import Protocol, Reactor
 from torsion.mail import MailStore, MailUsers
@@ -73,6 +74,16 @@ class DeliveryRealm:
 
     def request_avatar(self, avatar_id: str, mind: Any, *interfaces: type) -> Any:
         return Delivery, self.delivery, lambda: None
+
+
+def alice_portal(reactor: Reactor, realm: Any) -> Portal:
+    """A portal on ``realm`` for alice (password s3cret), with no delay after a failed login."""
+    return Portal(
+        realm,
+        [InMemoryChecker({"alice": "s3cret"})],
+        clock=reactor,
+        limiter=LoginLimiter(reactor, base_delay=0),
+    )
 
 
 class Connections:

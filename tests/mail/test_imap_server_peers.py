@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 import trustme
 
-from _servers import BOTH_LOOPS, Connections, StoreRealm, curl, in_thread, listening
-from torsion.cred import InMemoryChecker, LoginLimiter, Portal
+from _servers import BOTH_LOOPS, Connections, StoreRealm, alice_portal, curl, in_thread, listening
 from torsion.internet import Reactor
 from torsion.mail import MaildirUsers, MailUsers, MemoryUsers
 from torsion.mail.imap import IMAP4Factory, IMAP4Server
@@ -57,12 +56,7 @@ async def serving(
         users = MemoryUsers(["alice"])
     for message in messages or (FIRST, SECOND):
         await users.deliver("alice", message)
-    portal = Portal(
-        StoreRealm(users),
-        [InMemoryChecker({"alice": "s3cret"})],
-        clock=reactor,
-        limiter=LoginLimiter(reactor, base_delay=0),
-    )
+    portal = alice_portal(reactor, StoreRealm(users))
     kwargs.setdefault("plaintext_without_tls", True)
     factory = IMAP4Factory(portal, clock=reactor, hostname="imap.test", **kwargs)
     server = Server(users)

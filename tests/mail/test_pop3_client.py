@@ -14,10 +14,17 @@ from typing import Any
 import pytest
 import trustme
 
-from _servers import BOTH_LOOPS, StoreRealm, alice_maildir, dovecot_daemon, dovecot_ids, free_port
+from _servers import (
+    BOTH_LOOPS,
+    StoreRealm,
+    alice_maildir,
+    alice_portal,
+    dovecot_daemon,
+    dovecot_ids,
+    free_port,
+)
 from torsion.cred import (
     InMemoryChecker,
-    LoginLimiter,
     Portal,
     UnauthorizedLogin,
     UsernamePassword,
@@ -44,12 +51,7 @@ async def serving(reactor: Reactor, **kwargs: Any) -> AsyncIterator[tuple[int, M
     users = MemoryUsers(["alice"])
     for message in (FIRST, SECOND):
         await users.deliver("alice", message)
-    portal = Portal(
-        StoreRealm(users),
-        [InMemoryChecker({"alice": "s3cret"})],
-        clock=reactor,
-        limiter=LoginLimiter(reactor, base_delay=0),
-    )
+    portal = alice_portal(reactor, StoreRealm(users))
     factory = POP3Factory(portal, clock=reactor, hostname="pop.test", **kwargs)
     listener = reactor.listen_tcp(0, factory, interface="127.0.0.1")
     try:

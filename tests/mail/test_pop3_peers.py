@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from _servers import BOTH_LOOPS, Connections, StoreRealm, curl, in_thread, listening
-from torsion.cred import InMemoryChecker, LoginLimiter, Portal
+from _servers import BOTH_LOOPS, Connections, StoreRealm, alice_portal, curl, in_thread, listening
 from torsion.internet import Reactor
 from torsion.mail import MemoryUsers
 from torsion.mail.pop3 import POP3Factory, POP3Limits, POP3Server
@@ -50,12 +49,7 @@ async def serving(reactor: Reactor, *messages: bytes, **kwargs: Any) -> AsyncIte
     users = MemoryUsers(["alice"])
     for message in messages or (FIRST, SECOND):
         await users.deliver("alice", message)
-    portal = Portal(
-        StoreRealm(users),
-        [InMemoryChecker({"alice": "s3cret"})],
-        clock=reactor,
-        limiter=LoginLimiter(reactor, base_delay=0),
-    )
+    portal = alice_portal(reactor, StoreRealm(users))
     kwargs.setdefault("plaintext_without_tls", True)
     factory = POP3Factory(portal, clock=reactor, hostname="pop.test", **kwargs)
     server = Server(users)

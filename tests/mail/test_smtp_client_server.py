@@ -15,8 +15,14 @@ from typing import Any
 import pytest
 import trustme
 
-from _servers import BOTH_LOOPS, Connections, DeliveryRealm, MemoryDelivery, listening
-from torsion.cred import InMemoryChecker, LoginLimiter, Portal
+from _servers import (
+    BOTH_LOOPS,
+    Connections,
+    DeliveryRealm,
+    MemoryDelivery,
+    alice_portal,
+    listening,
+)
 from torsion.internet import Reactor, client_context
 from torsion.mail.smtp import (
     SMTPClientError,
@@ -36,12 +42,7 @@ async def serving(reactor: Reactor, ca: trustme.CA, **options: Any) -> AsyncIter
     store = MemoryDelivery()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("mx.test").configure_cert(context)
-    portal = Portal(
-        DeliveryRealm(store),
-        [InMemoryChecker({"alice": "s3cret"})],
-        clock=reactor,
-        limiter=LoginLimiter(reactor, base_delay=0),
-    )
+    portal = alice_portal(reactor, DeliveryRealm(store))
     factory = SMTPFactory(
         store, clock=reactor, hostname="mx.test", portal=portal, tls=context, **options
     )

@@ -27,10 +27,10 @@ from _servers import (
     Connections,
     DeliveryRealm,
     MemoryDelivery,
+    alice_portal,
     in_thread,
     listening,
 )
-from torsion.cred import InMemoryChecker, LoginLimiter, Portal
 from torsion.internet import Reactor
 from torsion.mail.smtp import (
     EmailAddress,
@@ -54,12 +54,7 @@ class Server(Connections):
 async def serving(reactor: Reactor, **kwargs: Any) -> AsyncIterator[Server]:
     delivery = MemoryDelivery()
     if kwargs.pop("auth", False):
-        kwargs["portal"] = Portal(
-            DeliveryRealm(delivery),
-            [InMemoryChecker({"alice": "s3cret"})],
-            clock=reactor,
-            limiter=LoginLimiter(reactor, base_delay=0),
-        )
+        kwargs["portal"] = alice_portal(reactor, DeliveryRealm(delivery))
     factory = SMTPFactory(delivery, clock=reactor, hostname="mx.test", **kwargs)
     server = Server(delivery)
     async with listening(reactor, SMTPServer, factory, server) as server.port:
