@@ -19,13 +19,6 @@ MESSAGE = b"From: a@client.test\nTo: b@mx.test\nSubject: hi\n\nline\n.starts wit
 
 
 @pytest.fixture
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture
 def client_tls(ca: trustme.CA) -> ssl.SSLContext:
     return client_context(ca_data=ca.cert_pem.bytes().decode())
 
@@ -63,12 +56,12 @@ async def test_send_with_outcomes_per_recipient(reactor: Reactor, loop: str) -> 
 @pytest.mark.integration
 @BOTH_LOOPS
 async def test_starttls_and_auth(
-    reactor: Reactor, loop: str, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+    reactor: Reactor, loop: str, server_context: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
     handler = Handler()
     async with serving(
         handler,
-        tls_context=server_tls,
+        tls_context=server_context,
         require_starttls=True,
         authenticator=authenticator({"alice": "secret"}),
         auth_required=True,
@@ -94,11 +87,11 @@ async def test_starttls_and_auth(
 @pytest.mark.integration
 @BOTH_LOOPS
 async def test_wrong_password_is_a_session_failure(
-    reactor: Reactor, loop: str, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+    reactor: Reactor, loop: str, server_context: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
     handler = Handler()
     async with serving(
-        handler, tls_context=server_tls, authenticator=authenticator({"alice": "secret"})
+        handler, tls_context=server_context, authenticator=authenticator({"alice": "secret"})
     ) as port:
         with pytest.raises(SMTPClientError, match="authentication failed") as caught:
             await send_message(
@@ -120,9 +113,9 @@ async def test_wrong_password_is_a_session_failure(
 @pytest.mark.integration
 @BOTH_LOOPS
 async def test_certificate_not_trusted_fails(
-    reactor: Reactor, loop: str, server_tls: ssl.SSLContext
+    reactor: Reactor, loop: str, server_context: ssl.SSLContext
 ) -> None:
-    async with serving(Handler(), tls_context=server_tls) as port:
+    async with serving(Handler(), tls_context=server_context) as port:
         with pytest.raises(SMTPClientError, match="STARTTLS handshake failed"):
             await send_message(
                 reactor,
