@@ -325,3 +325,27 @@ async def run_peer(*argv: str, stdin: bytes | None = None) -> bytes:
     out, err = await asyncio.wait_for(process.communicate(stdin), 20)
     assert process.returncode == 0, err.decode()
     return out
+
+
+def request_bytes(target: str, *lines: str, method: str = "GET", body: bytes = b"") -> bytes:
+    """An HTTP/1.1 request for ``target`` with ``lines`` as headers (and a Content-Length)."""
+    head = [f"{method} {target} HTTP/1.1", "Host: example.test", *lines]
+    if body:
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join([*head, "", ""])).encode("latin-1") + body
+
+
+async def exchange(resource: Any, data: bytes, count: int = 1) -> list[Response]:
+    """Send ``data`` on a fake connection and wait until ``count`` requests were served.
+
+    ``resource`` (an app container) lists a Deferred per request in
+    ``settled``; the site is on its ``root`` if it has one, else on itself.
+    """
+    conn = connect(getattr(resource, "root", resource))
+    conn.send(data)
+    # Each request is rendered once the one before it is finished.
+    for index in range(count):
+        await resource.settled[index]
+    responses = conn.responses(eof=True)
+    conn.lose()
+    return responses

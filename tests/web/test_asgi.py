@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import trustme
 from _apps import hello_asgi, make_starlette_app
-from _http_server_helpers import BOTH_LOOPS, Response, Serving, connect, read_responses, run_peer
+from _http_server_helpers import (
+    BOTH_LOOPS,
+    Serving,
+    connect,
+    exchange,
+    read_responses,
+    request_bytes,
+    run_peer,
+)
 
 from torsion.defer import Deferred
 from torsion.internet import Reactor
@@ -64,25 +72,6 @@ def mount(app: Any, reactor: Reactor, at: str = "api", **kwargs: Any) -> Watched
         root.put_child(at, resource)
         resource.root = root
     return resource
-
-
-async def exchange(resource: Watched, data: bytes, count: int = 1) -> list[Response]:
-    """Send ``data`` and wait until ``count`` requests were served."""
-    conn = connect(resource.root)
-    conn.send(data)
-    # Each request is rendered once the one before it is finished.
-    for index in range(count):
-        await resource.settled[index]
-    responses = conn.responses(eof=True)
-    conn.lose()
-    return responses
-
-
-def request_bytes(target: str, *lines: str, method: str = "GET", body: bytes = b"") -> bytes:
-    head = [f"{method} {target} HTTP/1.1", "Host: example.test", *lines]
-    if body:
-        head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join([*head, "", ""])).encode("latin-1") + body
 
 
 async def respond(send: Any, body: bytes, status: int = 200, **start: Any) -> None:

@@ -23,10 +23,11 @@ from _apps import hello_wsgi, make_flask_app
 from _http_server_helpers import (
     BOTH_LOOPS,
     Connection,
-    Response,
     Serving,
     connect,
+    exchange,
     read_responses,
+    request_bytes,
     run_peer,
 )
 from hypothesis import given, settings
@@ -81,25 +82,6 @@ def mount(app: WSGIApplication, reactor: Reactor, at: str = "app", **kwargs: Any
 
 def open_connection(resource: Watched) -> Connection:
     return connect(getattr(resource, "root", resource))
-
-
-async def exchange(resource: Watched, data: bytes, count: int = 1) -> list[Response]:
-    """Send ``data`` and wait until ``count`` requests were served."""
-    conn = open_connection(resource)
-    conn.send(data)
-    # Each request is rendered once the one before it is finished.
-    for index in range(count):
-        await resource.settled[index]
-    responses = conn.responses(eof=True)
-    conn.lose()
-    return responses
-
-
-def request_bytes(target: str, *lines: str, method: str = "GET", body: bytes = b"") -> bytes:
-    head = [f"{method} {target} HTTP/1.1", "Host: example.test", *lines]
-    if body:
-        head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join([*head, "", ""])).encode("latin-1") + body
 
 
 def environ_app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
